@@ -1,0 +1,75 @@
+// Command proxylens turns the OpenTelemetry spans of proxied requests into
+// usage, performance and cost analytics.
+//
+//	proxylens [serve] [flags]   run the server (the default)
+//	proxylens demo [flags]      send realistic proxy traffic over OTLP
+//	proxylens loadgen [flags]   load-test an OTLP/gRPC endpoint
+//
+// Run a command with -h for its flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "proxylens:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage marks a command line or configuration that was refused; the
+// message has been printed.
+var errUsage = errors.New("usage error")
+
+const usage = `proxylens turns the OpenTelemetry spans of proxied requests into usage,
+performance and cost analytics.
+
+Usage:
+  proxylens [serve] [flags]   run the server (the default command)
+  proxylens demo [flags]      send realistic proxy traffic over OTLP
+  proxylens loadgen [flags]   load-test an OTLP/gRPC endpoint
+  proxylens version           print the version
+
+Run "proxylens COMMAND -h" for the flags of a command.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stderr)
+	case "demo":
+		return demo(ctx, args, stdout, stderr)
+	case "loadgen":
+		return loadgen(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "proxylens", version())
+		return nil
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "proxylens: unknown command %q\n\n%s", cmd, usage)
+	return errUsage
+}

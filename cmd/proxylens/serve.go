@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/proxylens/proxylens/internal/server"
+)
+
+func version() string { return server.Version }
+
+// setting is one top-level setting that a flag, an environment variable
+// (PROXYLENS_<NAME>) and the config file can all set.
+type setting struct {
+	flag  string // flag name; the env var is PROXYLENS_ + upper-cased with '_'
+	usage string
+	get   func(*server.Config) string
+	set   func(*server.Config, string) error
+}
+
+func envName(flagName string) string {
+	return "PROXYLENS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func strSetting(name, usage string, field func(*server.Config) *string) setting {
+	return setting{
+		flag: name, usage: usage,
+		get: func(c *server.Config) string { return *field(c) },
+		set: func(c *server.Config, v string) error { *field(c) = v; return nil },
+	}
+}
+
+var settings = []setting{
+	strSetting("data-dir", "directory of the Pebble database", func(c *server.Config) *string { return &c.DataDir }),
+	strSetting("otlp-grpc-addr", "OTLP/gRPC listen address (empty disables it)", func(c *server.Config) *string { return &c.OTLPGRPCAddr }),
+	strSetting("otlp-http-addr", "OTLP/HTTP listen address (empty disables it)", func(c *server.Config) *string { return &c.OTLPHTTPAddr }),
+	strSetting("http-addr", "listen address of /metrics, the query API, /-/healthy and /-/ready", func(c *server.Config) *string { return &c.HTTPAddr }),
+	{
+		flag: "flush-interval", usage: "how often aggregates are cut and written; also the resolution of their history",
+		get: func(c *server.Config) string { return c.FlushInterval.String() },
+		set: func(c *server.Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration such as 15s", v)
+			}
+			c.FlushInterval = d
+			return nil
+		},
+	},
+	strSetting("otlp-metrics-endpoint", "also push the aggregates over OTLP to this collector: http(s)://host:port or grpc://host:port (empty: no push)",
+		func(c *server.Config) *string { return &c.OTLPMetricsEndpoint }),
+	strSetting("log-level", "debug, info, warn or error", func(c *server.Config) *string { return &c.LogLevel }),
+	strSetting("log-format", "text or json", func(c *server.Config) *string { return &c.LogFormat }),
+}
+
+// loadConfig builds the configuration: defaults, then the config file, then
+// PROXYLENS_* environment variables, then flags; each later source wins.
+func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (server.Config, error) {
+	fs := flag.NewFlagSet("proxylens serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := server.DefaultConfig()
+	envConfig, _ := lookupEnv("PROXYLENS_CONFIG")
+	configFile := fs.String("config", envConfig, "YAML config file (env PROXYLENS_CONFIG); flags and environment variables override it")
+	vals := make([]*string, len(settings))
+	for i, s := range settings {
+		vals[i] = fs.String(s.flag, s.get(&def), s.usage+" (env "+envName(s.flag)+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: proxylens [serve] [flags]\n\nRun the proxylens server. Flags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return def, err
+		}
+		return def, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "proxylens serve: unexpected argument %q\n", fs.Arg(0))
+		return def, errUsage
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	cfg := def
+	if *configFile != "" {
+		var err error
+		if cfg, err = server.LoadFile(*configFile); err != nil {
+			fmt.Fprintln(stderr, "proxylens:", err)
+			return def, errUsage
+		}
+	}
+	var errs []error
+	for i, s := range settings {
+		v, from := "", ""
+		if set[s.flag] {
+			v, from = *vals[i], "--"+s.flag
+		} else if e, ok := lookupEnv(envName(s.flag)); ok {
+			v, from = e, envName(s.flag)
+		} else {
+			continue
+		}
+		if err := s.set(&cfg, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", from, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(stderr, "proxylens: invalid settings:\n  "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return def, errUsage
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "proxylens: invalid configuration:\n  "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return def, errUsage
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg server.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs the server until ctx ends (SIGINT or SIGTERM), then shuts it
+// down gracefully: stop accepting, drain, flush aggregates, close Pebble.
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := loadConfig(args, os.LookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	srv := server.New(cfg, server.Options{Logger: log})
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("proxylens started", "version", version(),
+		"otlp_grpc", cfg.OTLPGRPCAddr, "otlp_http", cfg.OTLPHTTPAddr, "http", cfg.HTTPAddr, "data_dir", cfg.DataDir)
+	<-ctx.Done()
+	log.Info("shutting down: draining in-flight batches and writing the final cut")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("proxylens stopped")
+	return nil
+}

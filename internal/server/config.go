@@ -1,0 +1,213 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/receiver"
+)
+
+// Config is the whole proxylens configuration: the YAML config file's
+// schema. Flags and PROXYLENS_* environment variables override its
+// top-level fields (see cmd/proxylens).
+type Config struct {
+	// DataDir holds the Pebble database. Default ./data.
+	DataDir string `yaml:"data_dir"`
+	// OTLPGRPCAddr is the OTLP/gRPC listen address. Default 127.0.0.1:4317.
+	OTLPGRPCAddr string `yaml:"otlp_grpc_addr"`
+	// OTLPHTTPAddr is the OTLP/HTTP listen address. Default 127.0.0.1:4318.
+	OTLPHTTPAddr string `yaml:"otlp_http_addr"`
+	// HTTPAddr serves /metrics, /-/healthy, /-/ready and the query API.
+	// Default 127.0.0.1:9464.
+	HTTPAddr string `yaml:"http_addr"`
+	// FlushInterval is how often aggregates are cut and written, and the
+	// event-time resolution of their history. Default 15s.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// OTLPMetricsEndpoint, when set, also pushes the aggregates over OTLP:
+	// http(s)://host:port[/path] for OTLP/HTTP, grpc://host:port or
+	// host:port for OTLP/gRPC (without TLS). Empty disables the push.
+	OTLPMetricsEndpoint string `yaml:"otlp_metrics_endpoint"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json. Default text.
+	LogFormat string `yaml:"log_format"`
+
+	Receiver    ReceiverConfig                  `yaml:"receiver"`
+	Mapping     otelanalytics.MappingConfig     `yaml:"mapping"`
+	Sampling    otelanalytics.SamplingConfig    `yaml:"sampling"`
+	Aggregation otelanalytics.AggregationConfig `yaml:"aggregation"`
+	Storage     StorageConfig                   `yaml:"storage"`
+}
+
+// ReceiverConfig is the receiver section of the config file.
+type ReceiverConfig struct {
+	// MaxRequestBytes bounds one request after decompression. Default 64 MiB.
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// MaxInflightBytes bounds the request bytes handled at once. Default 256 MiB.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
+	// RetryAfter is the delay suggested to throttled clients. Default 1s.
+	RetryAfter time.Duration `yaml:"retry_after"`
+	// MaxInflightRecords bounds the records being committed at once.
+	// Default 1048576.
+	MaxInflightRecords int `yaml:"max_inflight_records"`
+}
+
+// StorageConfig is the storage section of the config file.
+type StorageConfig struct {
+	// DictionarySize bounds the interned label strings. Default 1048576.
+	DictionarySize int `yaml:"dictionary_size"`
+}
+
+// DefaultConfig returns the embedded defaults: everything on loopback,
+// data in ./data.
+func DefaultConfig() Config {
+	rc := receiver.DefaultConfig()
+	return Config{
+		DataDir:       "./data",
+		OTLPGRPCAddr:  rc.GRPCAddr,
+		OTLPHTTPAddr:  rc.HTTPAddr,
+		HTTPAddr:      "127.0.0.1:9464",
+		FlushInterval: 15 * time.Second,
+		LogLevel:      "info",
+		LogFormat:     "text",
+		Receiver: ReceiverConfig{
+			MaxRequestBytes:    rc.MaxRequestBytes,
+			MaxInflightBytes:   rc.MaxInflightBytes,
+			RetryAfter:         rc.RetryAfter,
+			MaxInflightRecords: 1 << 20,
+		},
+		Mapping:     otelanalytics.DefaultMappingConfig(),
+		Sampling:    otelanalytics.DefaultSamplingConfig(),
+		Aggregation: otelanalytics.DefaultAggregationConfig(),
+		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize},
+	}
+}
+
+// LoadFile reads a YAML config file over the defaults. Unknown keys are an
+// error. The result is not validated; call Validate.
+func LoadFile(path string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read config file: %w", err)
+	}
+	if err := Parse(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML into cfg strictly: unknown keys and wrong types are
+// errors.
+func Parse(b []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// Validate reports every problem at once, each naming the field and the
+// value.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if strings.TrimSpace(c.DataDir) == "" {
+		add("data_dir: must not be empty")
+	}
+	for _, a := range []struct{ field, addr string }{
+		{"otlp_grpc_addr", c.OTLPGRPCAddr}, {"otlp_http_addr", c.OTLPHTTPAddr}, {"http_addr", c.HTTPAddr},
+	} {
+		if a.addr == "" && a.field == "http_addr" {
+			add("http_addr: must not be empty")
+			continue
+		}
+		if a.addr == "" {
+			continue // that OTLP transport is disabled
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			add("%s: %q is not a host:port address", a.field, a.addr)
+		}
+	}
+	if c.FlushInterval < time.Second {
+		add("flush_interval: must be at least 1s, got %q", c.FlushInterval.String())
+	} else if time.Hour%c.FlushInterval != 0 {
+		add("flush_interval: must divide an hour evenly (1s, 5s, 15s, 30s, 1m…), got %q", c.FlushInterval.String())
+	}
+	if c.OTLPMetricsEndpoint != "" {
+		if _, _, err := ParseMetricsEndpoint(c.OTLPMetricsEndpoint); err != nil {
+			add("otlp_metrics_endpoint: %v", err)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level: must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		add("log_format: must be text or json, got %q", c.LogFormat)
+	}
+	rc := receiver.Config{MaxRequestBytes: c.Receiver.MaxRequestBytes, MaxInflightBytes: c.Receiver.MaxInflightBytes, RetryAfter: c.Receiver.RetryAfter}
+	if err := rc.Validate(); err != nil {
+		errs = append(errs, prefixErrors("receiver.", err)...)
+	}
+	if c.Receiver.MaxInflightRecords < 1 {
+		add("receiver.max_inflight_records: must be at least 1, got %d", c.Receiver.MaxInflightRecords)
+	}
+	for _, v := range []interface{ Validate() error }{c.Mapping, c.Sampling, c.Aggregation} {
+		if err := v.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Storage.DictionarySize < 1024 {
+		add("storage.dictionary_size: must be at least 1024, got %d", c.Storage.DictionarySize)
+	}
+	return errors.Join(errs...)
+}
+
+// prefixErrors unwraps a joined error and prefixes each message.
+func prefixErrors(prefix string, err error) []error {
+	var out []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, fmt.Errorf("%s%w", prefix, e))
+		}
+		return out
+	}
+	return []error{fmt.Errorf("%s%w", prefix, err)}
+}
+
+// ParseMetricsEndpoint parses --otlp-metrics-endpoint into a protocol
+// ("grpc" or "http") and a URL for the exporter.
+func ParseMetricsEndpoint(s string) (protocol string, u *url.URL, err error) {
+	if !strings.Contains(s, "://") {
+		s = "grpc://" + s
+	}
+	u, err = url.Parse(s)
+	if err != nil {
+		return "", nil, fmt.Errorf("%q is not a URL or host:port", s)
+	}
+	if u.Host == "" {
+		return "", nil, fmt.Errorf("%q has no host", s)
+	}
+	switch u.Scheme {
+	case "grpc":
+		return "grpc", u, nil
+	case "http", "https":
+		return "http", u, nil
+	}
+	return "", nil, fmt.Errorf("%q: scheme must be http, https or grpc", s)
+}

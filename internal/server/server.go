@@ -1,0 +1,285 @@
+// Package server assembles proxylens: the Pebble store, the ingest
+// pipeline, the OTLP receiver, the OTLP metrics push and the HTTP endpoints
+// (/metrics, health). cmd/proxylens runs it; end-to-end tests start it in
+// process on loopback ports.
+//
+// Start and Shutdown are safe to call from any goroutine; Shutdown may be
+// called more than once, and without Start.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+
+	"github.com/proxylens/proxylens/internal/selfmetrics"
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
+	"github.com/proxylens/proxylens/receiver"
+)
+
+// Version is proxylens' version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// Options are settings that are not part of the config file.
+type Options struct {
+	// Logger receives the server's logs (nil: discarded).
+	Logger *slog.Logger
+	// DisableCompression writes uncompressed Pebble blocks (tests that
+	// inspect the files on disk).
+	DisableCompression bool
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Server is a running proxylens.
+type Server struct {
+	cfg  Config
+	opts Options
+	log  *slog.Logger
+
+	self     *selfmetrics.Registry
+	promReg  *prometheus.Registry
+	store    *pebblestore.DB
+	dict     *otelanalytics.Dict
+	agg      *otelanalytics.Aggregator
+	sampler  *otelanalytics.Sampler
+	pipeline *otelanalytics.Pipeline
+	recv     *receiver.Receiver
+	meters   *sdkmetric.MeterProvider
+	httpSrv  *http.Server
+	httpLn   net.Listener
+
+	ready    atomic.Bool
+	mu       sync.Mutex
+	started  bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New returns a server for cfg, which must be valid.
+func New(cfg Config, opts Options) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{cfg: cfg, opts: opts, log: log}
+}
+
+// Start opens the store, replays its journal and starts every listener.
+// If it fails halfway, what was started is shut down again.
+func (s *Server) Start(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return errors.New("server already started")
+	}
+	s.started = true
+	defer func() {
+		if err != nil {
+			s.mu.Unlock()
+			err = errors.Join(err, s.Shutdown(ctx))
+			s.mu.Lock()
+		}
+	}()
+
+	s.self = selfmetrics.New()
+	s.self.Gauge("proxylens_build_info{version=\""+Version+"\"}", "proxylens build information.", func() float64 { return 1 })
+	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
+		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
+	})
+	if err != nil {
+		return err
+	}
+	s.dict = otelanalytics.NewDict(s.cfg.Storage.DictionarySize)
+	s.agg = otelanalytics.NewAggregator(s.cfg.Aggregation, s.cfg.FlushInterval, s.self)
+	start := time.Now()
+	nextSeq, err := s.store.Load(s.dict, s.agg)
+	if err != nil {
+		return fmt.Errorf("load store %s: %w", s.cfg.DataDir, err)
+	}
+	s.log.Info("store loaded", "dir", s.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond),
+		"series", s.agg.SeriesCount(otelanalytics.FamilyRequests), "dictionary", s.dict.Len())
+	s.sampler = otelanalytics.NewSampler(s.cfg.Sampling)
+	s.pipeline = otelanalytics.NewPipeline(otelanalytics.PipelineConfig{
+		FlushInterval:      s.cfg.FlushInterval,
+		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
+	}, s.dict, s.sampler, s.agg, s.store, nextSeq, s.self, s.log, s.opts.Now)
+	if err := s.pipeline.Start(ctx); err != nil {
+		return err
+	}
+
+	s.promReg = prometheus.NewRegistry()
+	s.promReg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		otelanalytics.NewCollector(s.agg, s.dict),
+	)
+	if err := s.startMetricsPush(ctx); err != nil {
+		return err
+	}
+	if err := s.startHTTP(ctx); err != nil {
+		return err
+	}
+
+	s.recv, err = receiver.New(receiver.Config{
+		GRPCAddr:         s.cfg.OTLPGRPCAddr,
+		HTTPAddr:         s.cfg.OTLPHTTPAddr,
+		MaxRequestBytes:  s.cfg.Receiver.MaxRequestBytes,
+		MaxInflightBytes: s.cfg.Receiver.MaxInflightBytes,
+		RetryAfter:       s.cfg.Receiver.RetryAfter,
+	}, otelanalytics.NewMapper(s.cfg.Mapping, s.opts.Now), s.pipeline, s.self, s.log)
+	if err != nil {
+		return err
+	}
+	if err := s.recv.Start(ctx); err != nil {
+		return err
+	}
+	s.ready.Store(true)
+	return nil
+}
+
+func (s *Server) startMetricsPush(ctx context.Context) error {
+	if s.cfg.OTLPMetricsEndpoint == "" {
+		return nil
+	}
+	protocol, u, err := ParseMetricsEndpoint(s.cfg.OTLPMetricsEndpoint)
+	if err != nil {
+		return err
+	}
+	var exp sdkmetric.Exporter
+	if protocol == "grpc" {
+		exp, err = otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpoint(u.Host), otlpmetricgrpc.WithInsecure())
+	} else {
+		opts := []otlpmetrichttp.Option{otlpmetrichttp.WithEndpoint(u.Host)}
+		if u.Scheme == "http" {
+			opts = append(opts, otlpmetrichttp.WithInsecure())
+		}
+		if u.Path != "" && u.Path != "/" {
+			opts = append(opts, otlpmetrichttp.WithURLPath(u.Path))
+		}
+		exp, err = otlpmetrichttp.New(ctx, opts...)
+	}
+	if err != nil {
+		return fmt.Errorf("create OTLP metrics exporter for %s: %w", s.cfg.OTLPMetricsEndpoint, err)
+	}
+	reader := sdkmetric.NewPeriodicReader(exp,
+		sdkmetric.WithInterval(s.cfg.FlushInterval),
+		sdkmetric.WithProducer(otelanalytics.NewProducer(s.agg, s.dict, s.store.Created())))
+	res := resource.NewSchemaless(attribute.String("service.name", "proxylens"), attribute.String("service.version", Version))
+	s.meters = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(res))
+	s.log.Info("pushing aggregates over OTLP", "endpoint", s.cfg.OTLPMetricsEndpoint, "interval", s.cfg.FlushInterval)
+	return nil
+}
+
+func (s *Server) startHTTP(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", s.cfg.HTTPAddr, err)
+	}
+	s.httpLn = ln
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.promReg, s.self}, promhttp.HandlerOpts{
+		EnableOpenMetrics: true,
+		ErrorHandling:     promhttp.ContinueOnError,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}))
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("proxylens is healthy.\n"))
+	})
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "proxylens is not ready.", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("proxylens is ready.\n"))
+	})
+	s.httpSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	s.log.Info("HTTP server listening", "addr", ln.Addr().String(), "endpoints", "/metrics /-/healthy /-/ready")
+	return nil
+}
+
+// Shutdown stops accepting spans, waits for the batches in flight, writes a
+// final aggregate cut, stops the metrics push and the HTTP server, and
+// closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.shutdown(ctx) })
+	return s.stopErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	var errs []error
+	if s.recv != nil {
+		if err := s.recv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.pipeline != nil {
+		if err := s.pipeline.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop ingest pipeline: %w", err))
+		}
+	}
+	if s.meters != nil {
+		if err := s.meters.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop OTLP metrics push: %w", err))
+		}
+	}
+	if s.httpSrv != nil {
+		if err := s.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+		}
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HTTPAddr returns the address of the HTTP server (/metrics…).
+func (s *Server) HTTPAddr() net.Addr { return s.httpLn.Addr() }
+
+// OTLPGRPCAddr returns the address of the OTLP/gRPC receiver, or nil.
+func (s *Server) OTLPGRPCAddr() net.Addr { return s.recv.GRPCAddr() }
+
+// OTLPHTTPAddr returns the address of the OTLP/HTTP receiver, or nil.
+func (s *Server) OTLPHTTPAddr() net.Addr { return s.recv.HTTPAddr() }
+
+// Store returns the server's store.
+func (s *Server) Store() *pebblestore.DB { return s.store }
+
+// Pipeline returns the server's ingest pipeline.
+func (s *Server) Pipeline() *otelanalytics.Pipeline { return s.pipeline }
+
+// Sampler returns the server's sampler.
+func (s *Server) Sampler() *otelanalytics.Sampler { return s.sampler }

@@ -1,0 +1,543 @@
+package otelanalytics
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/proxylens/proxylens/internal/selfmetrics"
+)
+
+// Family is one of the aggregated metric families.
+type Family uint8
+
+// The aggregated families. Their names and labels are a contract, listed in
+// docs/metrics.md.
+const (
+	FamilyRequests Family = iota // proxy_requests_total
+	FamilyDuration               // proxy_request_duration_seconds
+	FamilyTransfer               // proxy_transfer_bytes_total
+	FamilyEndpoint               // proxy_endpoint_requests_total
+	NumFamilies
+)
+
+// DurationBuckets are the upper bounds, in seconds, of the latency histogram:
+// from 5 ms to 60 s, dense where proxied requests usually finish.
+var DurationBuckets = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60}
+
+// Layout of a duration series' values: one non-cumulative count per bucket
+// (the last for +Inf), then the sum of durations in seconds.
+const (
+	durationBuckets = len(DurationBuckets) + 1
+	durationSum     = durationBuckets
+)
+
+// Layout of a transfer series' values.
+const (
+	transferSent     = 0
+	transferReceived = 1
+)
+
+var familyInfo = [NumFamilies]struct {
+	name  string
+	width int
+}{
+	FamilyRequests: {"proxy_requests_total", 1},
+	FamilyDuration: {"proxy_request_duration_seconds", durationBuckets + 1},
+	FamilyTransfer: {"proxy_transfer_bytes_total", 2},
+	FamilyEndpoint: {"proxy_endpoint_requests_total", 1},
+}
+
+// Name returns the metric family name.
+func (f Family) Name() string { return familyInfo[f].name }
+
+// Width returns how many values a series of the family holds: 1 for the
+// request counters, 2 (sent, received) for transfer, and for durations one
+// count per bucket (+Inf last, not cumulative) followed by the sum.
+func (f Family) Width() int { return familyInfo[f].width }
+
+// SeriesKey identifies a series of a family by the dictionary ids of its
+// label values. Fields that are not labels of the family are zero. The
+// overflow series of every family is SeriesKey{Overflow: true}.
+type SeriesKey struct {
+	Source, Tier, Application, Domain, ErrorType, Proxy uint32
+	StatusCode                                          uint16
+	Method                                              Method
+	Success                                             bool
+	Overflow                                            bool
+}
+
+// OverflowKey is the key of a family's overflow series.
+var OverflowKey = SeriesKey{Overflow: true}
+
+// keyFor builds the key of a record in family f.
+func keyFor(f Family, r *Record, ref *Refs) SeriesKey {
+	switch f {
+	case FamilyRequests:
+		return SeriesKey{
+			Source: ref[RefSource], Tier: ref[RefTier], Application: ref[RefApplication],
+			Domain: ref[RefDomain], Method: r.Method, StatusCode: r.StatusCode,
+			Success: r.Success, ErrorType: ref[RefErrorType],
+		}
+	case FamilyDuration:
+		return SeriesKey{Source: ref[RefSource], Tier: ref[RefTier], Application: ref[RefApplication], Success: r.Success}
+	case FamilyTransfer:
+		return SeriesKey{Source: ref[RefSource], Application: ref[RefApplication]}
+	default:
+		return SeriesKey{Source: ref[RefSource], Proxy: ref[RefProxy], Success: r.Success}
+	}
+}
+
+// hasNoID reports whether a label of k could not be interned.
+func (k *SeriesKey) hasNoID() bool {
+	return k.Source == NoID || k.Tier == NoID || k.Application == NoID ||
+		k.Domain == NoID || k.ErrorType == NoID || k.Proxy == NoID
+}
+
+// AggregationConfig bounds the aggregates.
+type AggregationConfig struct {
+	// MaxSeriesPerFamily bounds the series of each family; past it, spans go
+	// to the family's overflow series. Default 100000.
+	MaxSeriesPerFamily int `yaml:"max_series_per_family"`
+	// MaxDomains bounds the distinct domains of proxy_requests_total; spans
+	// to further domains go to the overflow series. Default 10000.
+	MaxDomains int `yaml:"max_domains"`
+	// MaxPendingIncrements bounds the per-interval increments held between
+	// two cuts; past it the pipeline cuts early. Default 1000000.
+	MaxPendingIncrements int `yaml:"max_pending_increments"`
+}
+
+// DefaultAggregationConfig returns the default bounds.
+func DefaultAggregationConfig() AggregationConfig {
+	return AggregationConfig{MaxSeriesPerFamily: 100000, MaxDomains: 10000, MaxPendingIncrements: 1000000}
+}
+
+// Validate reports every problem of c at once.
+func (c AggregationConfig) Validate() error {
+	var errs []error
+	if c.MaxSeriesPerFamily < 1 {
+		errs = append(errs, fmt.Errorf("aggregation.max_series_per_family: must be at least 1, got %d", c.MaxSeriesPerFamily))
+	}
+	if c.MaxDomains < 1 {
+		errs = append(errs, fmt.Errorf("aggregation.max_domains: must be at least 1, got %d", c.MaxDomains))
+	}
+	if c.MaxPendingIncrements < 1000 {
+		errs = append(errs, fmt.Errorf("aggregation.max_pending_increments: must be at least 1000, got %d", c.MaxPendingIncrements))
+	}
+	return errors.Join(errs...)
+}
+
+// Aggregator keeps exact, weighted aggregates of every mapped span: the
+// cumulative totals of each series (what /metrics shows) and, for history,
+// the increments of each series per interval of event time since the last
+// Cut. A span ending in (t−resolution, t] counts in the increment at t, t a
+// multiple of the resolution, whenever it arrives.
+type Aggregator struct {
+	resolution int64
+	maxPending int
+
+	mu         sync.Mutex
+	fams       [NumFamilies]family
+	domains    []uint64 // bitset of admitted domain ids
+	nDomains   int
+	maxDomains int
+	journal    []uint64 // journal sequence numbers applied since the last cut
+	pending    int      // increments held, all families
+
+	overflow   [NumFamilies]*metrics.Counter // spans sent to overflow series
+	cutRequest chan struct{}
+}
+
+type family struct {
+	f     Family
+	width int
+	limit int
+
+	index  map[SeriesKey]uint32
+	keys   []SeriesKey // by series index; append-only
+	totals []float64   // width values per series
+	dirty  []uint32    // series changed since the last cut
+	isDirt []bool      // by series index
+
+	overflow int64 // index of the overflow series, -1 until needed
+
+	pend  map[pendKey]uint32 // → offset in pvals
+	pkeys []pendKey
+	pvals []float64
+}
+
+type pendKey struct {
+	series uint32
+	t      int64
+}
+
+// NewAggregator returns an aggregator whose event-time increments fall on a
+// grid of resolution (the flush interval). reg may be nil.
+func NewAggregator(cfg AggregationConfig, resolution time.Duration, reg *selfmetrics.Registry) *Aggregator {
+	def := DefaultAggregationConfig()
+	if cfg.MaxSeriesPerFamily <= 0 {
+		cfg.MaxSeriesPerFamily = def.MaxSeriesPerFamily
+	}
+	if cfg.MaxDomains <= 0 {
+		cfg.MaxDomains = def.MaxDomains
+	}
+	if cfg.MaxPendingIncrements <= 0 {
+		cfg.MaxPendingIncrements = def.MaxPendingIncrements
+	}
+	if resolution <= 0 {
+		resolution = 15 * time.Second
+	}
+	a := &Aggregator{
+		resolution: int64(resolution),
+		maxPending: cfg.MaxPendingIncrements,
+		maxDomains: cfg.MaxDomains,
+		cutRequest: make(chan struct{}, 1),
+	}
+	reg = selfmetrics.OrNew(reg)
+	for f := range NumFamilies {
+		a.overflow[f] = reg.Counter(fmt.Sprintf(`proxylens_series_overflow_total{family=%q}`, f.Name()),
+			"Spans counted in a family's overflow series because a cardinality limit was reached.")
+		reg.Gauge(fmt.Sprintf(`proxylens_series{family=%q}`, f.Name()),
+			"Series held in memory per metric family, overflow series included.",
+			func() float64 { return float64(a.SeriesCount(f)) })
+		a.fams[f] = family{
+			f: f, width: f.Width(), limit: cfg.MaxSeriesPerFamily,
+			index: make(map[SeriesKey]uint32), overflow: -1,
+			pend: make(map[pendKey]uint32),
+		}
+	}
+	return a
+}
+
+// Resolution returns the event-time grid of the increments.
+func (a *Aggregator) Resolution() time.Duration { return time.Duration(a.resolution) }
+
+// CutRequested is signalled when the increments held reach their bound and
+// a cut should not wait for the next tick.
+func (a *Aggregator) CutRequested() <-chan struct{} { return a.cutRequest }
+
+// IntervalEnd returns the grid point whose interval (t−resolution, t] holds
+// the Unix-nanosecond time ts.
+func (a *Aggregator) IntervalEnd(ts int64) int64 {
+	r := a.resolution
+	q := ts / r
+	if ts%r > 0 {
+		q++ // round up; for negative ts, truncation already rounded up
+	}
+	return q * r
+}
+
+// Apply adds a batch of mapped records, whose strings have the dictionary
+// ids refs. seq is the batch's journal sequence number, reported by the next
+// Cut (0 for a batch that has no journal entry).
+func (a *Aggregator) Apply(seq uint64, recs []Record, refs []Refs) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if seq != 0 {
+		a.journal = append(a.journal, seq)
+	}
+	before := a.pending
+	for i := range recs {
+		r, ref := &recs[i], &refs[i]
+		w := r.Weight
+		t := a.IntervalEnd(r.EndTime)
+
+		k := keyFor(FamilyRequests, r, ref)
+		over := !a.admitDomain(k.Domain)
+		tot, inc := a.touch(FamilyRequests, k, over, t)
+		tot[0] += w
+		inc[0] += w
+
+		secs := float64(r.Duration) / 1e9
+		b := bucketOf(secs)
+		tot, inc = a.touch(FamilyDuration, keyFor(FamilyDuration, r, ref), false, t)
+		tot[b] += w
+		inc[b] += w
+		tot[durationSum] += w * secs
+		inc[durationSum] += w * secs
+
+		tot, inc = a.touch(FamilyTransfer, keyFor(FamilyTransfer, r, ref), false, t)
+		sent, recv := w*float64(r.BytesSent), w*float64(r.BytesReceived)
+		tot[transferSent] += sent
+		inc[transferSent] += sent
+		tot[transferReceived] += recv
+		inc[transferReceived] += recv
+
+		tot, inc = a.touch(FamilyEndpoint, keyFor(FamilyEndpoint, r, ref), false, t)
+		tot[0] += w
+		inc[0] += w
+	}
+	if a.pending >= a.maxPending && before < a.maxPending {
+		select {
+		case a.cutRequest <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// bucketOf returns the histogram bucket of a duration in seconds.
+func bucketOf(secs float64) int {
+	for i, ub := range DurationBuckets {
+		if secs <= ub {
+			return i
+		}
+	}
+	return len(DurationBuckets)
+}
+
+// admitDomain reports whether a domain id may have series of its own.
+func (a *Aggregator) admitDomain(id uint32) bool {
+	if id == 0 {
+		return true
+	}
+	if id == NoID {
+		return false
+	}
+	w, bit := id/64, uint64(1)<<(id%64)
+	if int(w) < len(a.domains) && a.domains[w]&bit != 0 {
+		return true
+	}
+	if a.nDomains >= a.maxDomains {
+		return false
+	}
+	for int(w) >= len(a.domains) {
+		a.domains = append(a.domains, 0)
+	}
+	a.domains[w] |= bit
+	a.nDomains++
+	return true
+}
+
+// touch finds or creates the series of k (or the overflow series) and its
+// increment at t, and returns both value vectors for the caller to add to.
+func (a *Aggregator) touch(f Family, k SeriesKey, overflow bool, t int64) (tot, inc []float64) {
+	fam := &a.fams[f]
+	idx, ok := fam.index[k]
+	if !ok {
+		if overflow || k.hasNoID() || len(fam.keys) >= fam.limit {
+			a.overflow[f].Inc()
+			idx = fam.overflowSeries()
+		} else {
+			idx = fam.add(k)
+		}
+	}
+	w := fam.width
+	if !fam.isDirt[idx] {
+		fam.isDirt[idx] = true
+		fam.dirty = append(fam.dirty, idx)
+	}
+	pk := pendKey{series: idx, t: t}
+	off, ok := fam.pend[pk]
+	if !ok {
+		off = uint32(len(fam.pvals))
+		fam.pvals = append(fam.pvals, make([]float64, w)...)
+		fam.pkeys = append(fam.pkeys, pk)
+		fam.pend[pk] = off
+		a.pending++
+	}
+	o := int(idx) * w
+	return fam.totals[o : o+w : o+w], fam.pvals[off : int(off)+w : int(off)+w]
+}
+
+func (fam *family) add(k SeriesKey) uint32 {
+	idx := uint32(len(fam.keys))
+	fam.index[k] = idx
+	fam.keys = append(fam.keys, k)
+	fam.totals = append(fam.totals, make([]float64, fam.width)...)
+	fam.isDirt = append(fam.isDirt, false)
+	return idx
+}
+
+func (fam *family) overflowSeries() uint32 {
+	if fam.overflow < 0 {
+		fam.overflow = int64(fam.add(OverflowKey))
+	}
+	return uint32(fam.overflow)
+}
+
+// LoadTotals restores a series' cumulative values while the store opens,
+// before any Apply. Loaded series count towards the series limit.
+func (a *Aggregator) LoadTotals(f Family, k SeriesKey, values []float64) error {
+	if f >= NumFamilies {
+		return fmt.Errorf("unknown family %d", f)
+	}
+	fam := &a.fams[f]
+	if len(values) != fam.width {
+		return fmt.Errorf("%s: series with %d values, want %d", f.Name(), len(values), fam.width)
+	}
+	for _, v := range values {
+		if math.IsNaN(v) || v < 0 {
+			return fmt.Errorf("%s: invalid total %v", f.Name(), v)
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	idx, ok := fam.index[k]
+	if !ok {
+		if k == OverflowKey {
+			idx = fam.overflowSeries()
+		} else {
+			idx = fam.add(k)
+		}
+		if f == FamilyRequests && k.Domain != 0 && k.Domain != NoID {
+			w, bit := k.Domain/64, uint64(1)<<(k.Domain%64)
+			for int(w) >= len(a.domains) {
+				a.domains = append(a.domains, 0)
+			}
+			if a.domains[w]&bit == 0 {
+				a.domains[w] |= bit
+				a.nDomains++
+			}
+		}
+	}
+	copy(fam.totals[int(idx)*fam.width:], values)
+	return nil
+}
+
+// Cut is what the aggregator hands to the store every flush interval: the
+// new totals of the series that changed, and their increments by event time.
+type Cut struct {
+	// Journal lists the journal entries whose spans this cut accounts for;
+	// the store deletes them in the same write.
+	Journal []uint64
+	// Families holds one FamilyCut per family, indexed by Family.
+	Families [NumFamilies]FamilyCut
+}
+
+// FamilyCut is one family's part of a Cut. Values of series i are
+// Totals[i*w:(i+1)*w] with w the family's Width; likewise for increments.
+type FamilyCut struct {
+	Keys   []SeriesKey // series whose totals changed
+	Totals []float64   // their cumulative values
+
+	IncKeys   []SeriesKey // series of each increment
+	IncTimes  []int64     // end of each increment's interval, Unix ns
+	IncValues []float64   // each increment's values
+}
+
+// Empty reports whether the cut carries nothing to write.
+func (c *Cut) Empty() bool {
+	if len(c.Journal) > 0 {
+		return false
+	}
+	for i := range c.Families {
+		if len(c.Families[i].Keys) > 0 || len(c.Families[i].IncKeys) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Cut takes the increments accumulated since the last cut and the totals of
+// the series they touched. If the cut cannot be written, Restore puts it back.
+func (a *Aggregator) Cut() *Cut {
+	c := &Cut{}
+	type taken struct {
+		keys  []SeriesKey
+		pkeys []pendKey
+		pvals []float64
+	}
+	var tk [NumFamilies]taken
+
+	a.mu.Lock()
+	c.Journal, a.journal = a.journal, nil
+	a.pending = 0
+	for f := range a.fams {
+		fam := &a.fams[f]
+		fc := &c.Families[f]
+		w := fam.width
+		fc.Keys = make([]SeriesKey, len(fam.dirty))
+		fc.Totals = make([]float64, len(fam.dirty)*w)
+		for i, idx := range fam.dirty {
+			fc.Keys[i] = fam.keys[idx]
+			copy(fc.Totals[i*w:], fam.totals[int(idx)*w:int(idx+1)*w])
+			fam.isDirt[idx] = false
+		}
+		fam.dirty = fam.dirty[:0]
+		tk[f] = taken{keys: fam.keys, pkeys: fam.pkeys, pvals: fam.pvals}
+		fam.pend = make(map[pendKey]uint32, len(fam.pend))
+		fam.pkeys, fam.pvals = nil, nil
+	}
+	a.mu.Unlock()
+
+	// Series keys are append-only, so tk[f].keys stays valid for the indexes
+	// taken above while Apply goes on.
+	for f := range tk {
+		fc := &c.Families[f]
+		fc.IncKeys = make([]SeriesKey, len(tk[f].pkeys))
+		fc.IncTimes = make([]int64, len(tk[f].pkeys))
+		for i, pk := range tk[f].pkeys {
+			fc.IncKeys[i] = tk[f].keys[pk.series]
+			fc.IncTimes[i] = pk.t
+		}
+		fc.IncValues = tk[f].pvals
+	}
+	return c
+}
+
+// Restore puts back a cut that could not be written, so that the next cut
+// carries its journal entries, totals and increments.
+func (a *Aggregator) Restore(c *Cut) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.journal = append(c.Journal, a.journal...)
+	for f := range a.fams {
+		fam := &a.fams[f]
+		fc := &c.Families[f]
+		w := fam.width
+		for _, k := range fc.Keys {
+			if idx, ok := fam.index[k]; ok && !fam.isDirt[idx] {
+				fam.isDirt[idx] = true
+				fam.dirty = append(fam.dirty, idx)
+			}
+		}
+		for i, k := range fc.IncKeys {
+			idx, ok := fam.index[k]
+			if !ok {
+				continue // cannot happen: series are never removed
+			}
+			pk := pendKey{series: idx, t: fc.IncTimes[i]}
+			off, ok := fam.pend[pk]
+			if !ok {
+				off = uint32(len(fam.pvals))
+				fam.pvals = append(fam.pvals, make([]float64, w)...)
+				fam.pkeys = append(fam.pkeys, pk)
+				fam.pend[pk] = off
+				a.pending++
+			}
+			for j := range w {
+				fam.pvals[int(off)+j] += fc.IncValues[i*w+j]
+			}
+		}
+	}
+}
+
+// Snapshot returns the keys and a copy of the cumulative values of every
+// series of family f (Width values per key).
+func (a *Aggregator) Snapshot(f Family) ([]SeriesKey, []float64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	fam := &a.fams[f]
+	return fam.keys[:len(fam.keys):len(fam.keys)], append([]float64(nil), fam.totals...)
+}
+
+// SeriesCount returns the number of series of family f, overflow included.
+func (a *Aggregator) SeriesCount(f Family) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.fams[f].keys)
+}
+
+// OverflowSpans returns how many spans went to the overflow series of f.
+func (a *Aggregator) OverflowSpans(f Family) uint64 { return a.overflow[f].Get() }
+
+// Pending returns the number of increments held until the next cut.
+func (a *Aggregator) Pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pending
+}

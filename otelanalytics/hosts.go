@@ -1,0 +1,186 @@
+package otelanalytics
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// maxLabelLen bounds every string that becomes a label value or a record
+// field, so that one attribute cannot blow up memory or disk.
+const maxLabelLen = 256
+
+// authority returns the authority of a URL ("user:pw@host:port" of
+// "scheme://user:pw@host:port/path?q"), or the whole string up to the first
+// '/', '?' or '#' when it has no scheme. The result aliases s.
+func authority(s string) (scheme, auth string) {
+	if i := strings.Index(s, "://"); i >= 0 {
+		scheme, s = s[:i], s[i+3:]
+	} else if strings.HasPrefix(s, "//") {
+		s = s[2:]
+	}
+	if i := strings.IndexAny(s, "/?#"); i >= 0 {
+		s = s[:i]
+	}
+	return scheme, s
+}
+
+// stripUserinfo removes everything up to the last '@' of an authority: the
+// credentials of a URL never get further than this function.
+func stripUserinfo(auth string) string {
+	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
+		return auth[i+1:]
+	}
+	return auth
+}
+
+// splitHostPort splits an authority without userinfo into host and port. It
+// accepts "host", "host:port", "[v6]", "[v6]:port" and a bare IPv6 address.
+// ok is false when the authority cannot be a host.
+func splitHostPort(auth string) (host, port string, ok bool) {
+	if auth == "" {
+		return "", "", false
+	}
+	if auth[0] == '[' {
+		end := strings.IndexByte(auth, ']')
+		if end < 0 {
+			return "", "", false
+		}
+		host, rest := auth[1:end], auth[end+1:]
+		switch {
+		case rest == "":
+		case rest[0] == ':' && validPort(rest[1:]):
+			port = rest[1:]
+		default:
+			return "", "", false
+		}
+		return host, port, host != ""
+	}
+	i := strings.LastIndexByte(auth, ':')
+	if i < 0 {
+		return auth, "", true
+	}
+	if strings.IndexByte(auth[:i], ':') >= 0 {
+		// More than one colon and no brackets: a bare IPv6 address.
+		return auth, "", true
+	}
+	if !validPort(auth[i+1:]) {
+		return "", "", false
+	}
+	return auth[:i], auth[i+1:], auth[:i] != ""
+}
+
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 {
+		return p == ""
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n <= 65535
+}
+
+// normHost lower-cases a host name and drops a trailing dot. Hosts with
+// characters that cannot appear in a host name give "".
+func normHost(h string) string {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > maxLabelLen {
+		return ""
+	}
+	upper := false
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			upper = true
+		case c <= ' ' || c == '@' || c == '/' || c == '?' || c == '#' || c == '\\' || c == '"' || c == 0x7f:
+			return ""
+		}
+	}
+	if upper {
+		return strings.ToLower(h)
+	}
+	if !utf8.ValidString(h) {
+		return ""
+	}
+	return h
+}
+
+// DomainOf returns the domain of a target given as a URL, an authority or a
+// bare host: lower case, without userinfo, port, path or query. It returns ""
+// when nothing host-like can be found.
+func DomainOf(s string) string {
+	_, auth := authority(s)
+	host, _, ok := splitHostPort(stripUserinfo(auth))
+	if !ok {
+		return ""
+	}
+	return normHost(host)
+}
+
+// defaultPorts are the ports assumed for a proxy URL without one.
+var defaultPorts = map[string]string{
+	"http":    "80",
+	"https":   "443",
+	"socks":   "1080",
+	"socks4":  "1080",
+	"socks4a": "1080",
+	"socks5":  "1080",
+	"socks5h": "1080",
+}
+
+// ProxyOf returns host:port of a proxy URL such as
+// "http://user:pw@10.1.2.3:8080": never its credentials. Without a port the
+// scheme's default port is used. It returns "" when no host can be found.
+func ProxyOf(s string) string {
+	scheme, auth := authority(s)
+	hostport := stripUserinfo(auth)
+	raw, port, ok := splitHostPort(hostport)
+	if !ok {
+		return ""
+	}
+	host := normHost(raw)
+	if host == "" {
+		return ""
+	}
+	if port != "" && host == raw {
+		return hostport // already host:port in canonical form: no allocation
+	}
+	if port == "" {
+		port = defaultPorts[strings.ToLower(scheme)]
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		host = "[" + host + "]"
+	}
+	if port == "" {
+		return host
+	}
+	return host + ":" + port
+}
+
+// cleanLabel makes s fit to be a label value: valid UTF-8, at most
+// maxLabelLen bytes. The result aliases s when s needs no change.
+func cleanLabel(s string) string {
+	if len(s) > maxLabelLen {
+		s = s[:maxLabelLen]
+		// Do not leave half a multi-byte character at the cut.
+		for i := 0; i < utf8.UTFMax-1 && len(s) > 0; i++ {
+			if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
+				break
+			}
+			s = s[:len(s)-1]
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			if !utf8.ValidString(s) {
+				return strings.ToValidUTF8(s, "\uFFFD")
+			}
+			break
+		}
+	}
+	return s
+}

@@ -1,0 +1,299 @@
+package otelanalytics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/proxylens/proxylens/internal/selfmetrics"
+)
+
+// Store makes the pipeline's work durable. Package pebblestore implements it.
+type Store interface {
+	// CommitBatch durably writes one ingest batch: a journal entry with
+	// every record (what the aggregates need to be rebuilt after a crash),
+	// the records kept by sampling and the dictionary entries the batch
+	// lists. It returns once the write is synced to disk.
+	CommitBatch(b *Batch) error
+	// WriteCut durably writes an aggregate cut and deletes the journal
+	// entries it accounts for, in one atomic write.
+	WriteCut(c *Cut) error
+}
+
+// Batch is one ingest batch as the Store writes it.
+type Batch struct {
+	Seq     uint64   // journal sequence number, unique and increasing
+	Records []Record // mapped records; Weight is the upstream adjusted count
+	Refs    []Refs   // dictionary ids of each record's strings
+	// Kept lists the indexes of the records kept by sampling.
+	Kept []int32
+	// Probability is the keep probability of this batch: a kept record is
+	// stored with weight Weight/Probability.
+	Probability float64
+	// Dict lists dictionary entries to write with the batch.
+	Dict []DictEntry
+}
+
+// PipelineConfig configures the ingest pipeline.
+type PipelineConfig struct {
+	// FlushInterval is how often the aggregates are cut and written; it is
+	// also the event-time resolution of their history. Default 15s.
+	FlushInterval time.Duration
+	// MaxInflightRecords bounds the records being committed at once; past
+	// it, Consume refuses with ErrOverloaded. A single larger batch is still
+	// taken when nothing else is in flight. Default 1048576.
+	MaxInflightRecords int
+}
+
+// Pipeline takes batches of mapped records, commits them durably, and keeps
+// the aggregates. Consume is safe for concurrent use; concurrent batches
+// share fsyncs (Pebble's group commit).
+type Pipeline struct {
+	cfg     PipelineConfig
+	log     *slog.Logger
+	dict    *Dict
+	sampler *Sampler
+	agg     *Aggregator
+	store   Store
+	now     func() time.Time
+	seq     atomic.Uint64
+
+	mu       sync.Mutex
+	inflight int
+	stopped  bool
+	active   sync.WaitGroup
+
+	flushMu  sync.Mutex // one cut at a time
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{} // closed when the flush loop exits; nil before Start
+
+	scratch sync.Pool
+	m       pipelineMetrics
+}
+
+type pipelineMetrics struct {
+	received       *metrics.Counter
+	refused        *metrics.Counter
+	stored         *metrics.Counter
+	sampledOut     *metrics.Counter
+	commitFailures *metrics.Counter
+	commitSeconds  *metrics.PrometheusHistogram
+	flushes        *metrics.Counter
+	flushFailures  *metrics.Counter
+	flushSeconds   *metrics.PrometheusHistogram
+}
+
+// NewPipeline wires a pipeline. nextSeq is the first journal sequence number
+// to use (from the store). reg and log may be nil.
+func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregator, store Store,
+	nextSeq uint64, reg *selfmetrics.Registry, log *slog.Logger, now func() time.Time) *Pipeline {
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 15 * time.Second
+	}
+	if cfg.MaxInflightRecords <= 0 {
+		cfg.MaxInflightRecords = 1 << 20
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	reg = selfmetrics.OrNew(reg)
+	p := &Pipeline{
+		cfg: cfg, log: log, dict: dict, sampler: sampler, agg: agg, store: store, now: now,
+		stop:    make(chan struct{}),
+		scratch: sync.Pool{New: func() any { return new(scratch) }},
+	}
+	p.seq.Store(nextSeq - 1)
+	latency := []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	p.m = pipelineMetrics{
+		received:       reg.Counter("proxylens_records_received_total", "Mapped records that entered the ingest pipeline."),
+		refused:        reg.Counter("proxylens_records_refused_total", "Mapped records refused by the pipeline (saturated or stopping); the client retries them."),
+		stored:         reg.Counter("proxylens_records_stored_total", "Records kept by sampling and committed to disk."),
+		sampledOut:     reg.Counter("proxylens_records_sampled_out_total", "Records counted in the aggregates but not kept by sampling."),
+		commitFailures: reg.Counter("proxylens_batch_commit_failures_total", "Ingest batches whose durable commit failed."),
+		commitSeconds:  reg.Histogram("proxylens_batch_commit_duration_seconds", "Time to commit one ingest batch durably (fsync included).", latency),
+		flushes:        reg.Counter("proxylens_flushes_total", "Aggregate cuts written to disk."),
+		flushFailures:  reg.Counter("proxylens_flush_failures_total", "Aggregate cuts that could not be written; their data is carried to the next cut."),
+		flushSeconds:   reg.Histogram("proxylens_flush_duration_seconds", "Time to write one aggregate cut.", latency),
+	}
+	reg.Gauge("proxylens_inflight_records", "Records being committed right now.", func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(p.inflight)
+	})
+	reg.Gauge("proxylens_sampling_probability", "Keep probability given to the last batch.", sampler.LastProbability)
+	reg.Gauge("proxylens_ingest_rate_per_minute", "Measured span rate that drives the sampler, per minute.", sampler.Rate)
+	reg.Gauge("proxylens_pending_increments", "Per-interval aggregate increments waiting for the next cut.", func() float64 {
+		return float64(agg.Pending())
+	})
+	return p
+}
+
+type scratch struct {
+	refs []Refs
+	kept []int32
+	dict []DictEntry
+}
+
+// Start starts the flush loop.
+func (p *Pipeline) Start(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return ErrStopped
+	}
+	if p.done != nil {
+		return nil
+	}
+	p.done = make(chan struct{})
+	go p.loop(p.done)
+	return nil
+}
+
+func (p *Pipeline) loop(done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(p.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		case <-p.agg.CutRequested():
+		}
+		_ = p.Flush() // logged and counted in Flush; the data waits for the next cut
+	}
+}
+
+// Consume commits a batch of mapped records and adds them to the aggregates.
+// When it returns nil, the batch is durable and counted. recs may alias a
+// request buffer; Consume does not keep them.
+func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
+	n := len(recs)
+	if n == 0 {
+		return nil
+	}
+	if err := p.admit(n); err != nil {
+		p.m.refused.Add(n)
+		return err
+	}
+	defer p.release(n)
+	if err := ctx.Err(); err != nil {
+		p.m.refused.Add(n)
+		return err
+	}
+	p.m.received.Add(n)
+
+	sc := p.scratch.Get().(*scratch)
+	defer p.scratch.Put(sc)
+	if cap(sc.refs) < n {
+		sc.refs = make([]Refs, n)
+	}
+	refs := sc.refs[:n]
+	sc.dict = p.dict.Intern(recs, refs, sc.dict[:0])
+
+	prob := p.sampler.Observe(p.now().UnixNano(), n)
+	sc.kept = sc.kept[:0]
+	for i := range recs {
+		if p.sampler.Keep(prob) {
+			sc.kept = append(sc.kept, int32(i))
+		}
+	}
+	b := Batch{Seq: p.seq.Add(1), Records: recs, Refs: refs, Kept: sc.kept, Probability: prob, Dict: sc.dict}
+	start := time.Now()
+	if err := p.store.CommitBatch(&b); err != nil {
+		p.m.commitFailures.Inc()
+		p.log.Error("ingest batch not committed, refusing it", "records", n, "err", err)
+		return fmt.Errorf("commit ingest batch: %w", err)
+	}
+	p.m.commitSeconds.UpdateDuration(start)
+	p.agg.Apply(b.Seq, recs, refs)
+	p.dict.MarkDurable(sc.dict)
+	p.m.stored.Add(len(sc.kept))
+	p.m.sampledOut.Add(n - len(sc.kept))
+	return nil
+}
+
+func (p *Pipeline) admit(n int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return ErrStopped
+	}
+	if p.inflight > 0 && p.inflight+n > p.cfg.MaxInflightRecords {
+		return ErrOverloaded
+	}
+	p.inflight += n
+	p.active.Add(1)
+	return nil
+}
+
+func (p *Pipeline) release(n int) {
+	p.mu.Lock()
+	p.inflight -= n
+	p.mu.Unlock()
+	p.active.Done()
+}
+
+// Flush cuts the aggregates now and writes the cut. On failure the cut is
+// put back for the next attempt.
+func (p *Pipeline) Flush() error {
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	c := p.agg.Cut()
+	if c.Empty() {
+		return nil
+	}
+	start := time.Now()
+	if err := p.store.WriteCut(c); err != nil {
+		p.agg.Restore(c)
+		p.m.flushFailures.Inc()
+		p.log.Warn("aggregate cut not written, keeping it for the next flush", "err", err)
+		return fmt.Errorf("write aggregate cut: %w", err)
+	}
+	p.m.flushSeconds.UpdateDuration(start)
+	p.m.flushes.Inc()
+	return nil
+}
+
+// Shutdown stops accepting batches, waits for those in flight, stops the
+// flush loop and writes a final cut. It may be called more than once, and
+// without Start.
+func (p *Pipeline) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.stopped = true
+	done := p.done
+	p.mu.Unlock()
+
+	drained := make(chan struct{})
+	go func() {
+		p.active.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for in-flight batches: %w", ctx.Err())
+	}
+	p.stopOnce.Do(func() { close(p.stop) })
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("stop flush loop: %w", ctx.Err())
+		}
+	}
+	if err := p.Flush(); err != nil {
+		return errors.Join(err, errors.New("the journal still holds the data; it is replayed at the next start"))
+	}
+	return nil
+}

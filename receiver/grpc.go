@@ -1,0 +1,177 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/gzip" // gzip-compressed OTLP/gRPC requests
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+)
+
+// rawMessage carries a request's bytes past gRPC's codec undecoded, so the
+// receiver's own decoder reads them in place.
+type rawMessage struct {
+	buf  mem.Buffer // request; freed after handling
+	resp []byte     // response bytes
+}
+
+// rawCodec passes rawMessages through and leaves every other message to the
+// standard protobuf codec (health checks, reflection).
+type rawCodec struct{ proto encoding.CodecV2 }
+
+func (rawCodec) Name() string { return grpcproto.Name }
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(m.resp)}, nil
+	}
+	return c.proto.Marshal(v)
+}
+
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMessage); ok {
+		m.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
+
+var registerZstd sync.Once
+
+// zstdCompressor lets gRPC clients send zstd-compressed requests, as the
+// Collector accepts them.
+type zstdCompressor struct{ decoders sync.Pool }
+
+func (*zstdCompressor) Name() string { return "zstd" }
+
+func (*zstdCompressor) Compress(w io.Writer) (io.WriteCloser, error) {
+	return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1))
+}
+
+func (z *zstdCompressor) Decompress(r io.Reader) (io.Reader, error) {
+	d, ok := z.decoders.Get().(*zstd.Decoder)
+	if !ok {
+		var err error
+		d, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := d.Reset(r); err != nil {
+		z.decoders.Put(d)
+		return nil, err
+	}
+	return &pooledZstd{d: d, pool: &z.decoders}, nil
+}
+
+// pooledZstd returns its decoder to the pool at EOF; gRPC reads every
+// decompressed stream to its end or to the size limit.
+type pooledZstd struct {
+	d    *zstd.Decoder
+	pool *sync.Pool
+}
+
+func (p *pooledZstd) Read(b []byte) (int, error) {
+	if p.d == nil {
+		return 0, io.EOF
+	}
+	n, err := p.d.Read(b)
+	if err != nil {
+		p.pool.Put(p.d)
+		p.d = nil
+	}
+	return n, err
+}
+
+var traceServiceDesc = grpc.ServiceDesc{
+	ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
+	HandlerType: (*any)(nil),
+	Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: nil}}, // set per server
+	Metadata:    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+}
+
+func (r *Receiver) newGRPCServer() *grpc.Server {
+	registerZstd.Do(func() { encoding.RegisterCompressor(&zstdCompressor{}) })
+	srv := grpc.NewServer(
+		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(grpcproto.Name)}),
+		grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
+	)
+	desc := traceServiceDesc
+	desc.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: r.grpcExport}}
+	srv.RegisterService(&desc, r)
+	return srv
+}
+
+func (r *Receiver) grpcExport(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	start := time.Now()
+	var msg rawMessage
+	if err := dec(&msg); err != nil {
+		return nil, err
+	}
+	defer msg.buf.Free()
+	body := msg.buf.ReadOnlyData()
+	res, err := r.grpcHandle(ctx, body)
+	r.m.requests[transportGRPC][outcome(res, err)].Inc()
+	r.m.duration[transportGRPC].UpdateDuration(start)
+	if err != nil {
+		return nil, r.grpcStatus(err)
+	}
+	msg.resp, err = responseProto(res)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &msg, nil
+}
+
+func (r *Receiver) grpcHandle(ctx context.Context, body []byte) (exportResult, error) {
+	n := int64(len(body))
+	if !r.acquire(n) {
+		return exportResult{}, otelanalytics.ErrOverloaded
+	}
+	defer r.release(n)
+	return r.export(ctx, transportGRPC, body)
+}
+
+// grpcStatus turns an export error into the status the OTLP specification
+// asks for: InvalidArgument for bad data, Unavailable with RetryInfo when
+// the client should retry later.
+func (r *Receiver) grpcStatus(err error) error {
+	switch {
+	case errors.Is(err, errMalformed):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	st := status.New(codes.Unavailable, err.Error())
+	if ds, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(r.cfg.RetryAfter)}); derr == nil {
+		st = ds
+	}
+	return st.Err()
+}
+
+// responseProto encodes an ExportTraceServiceResponse.
+func responseProto(res exportResult) ([]byte, error) {
+	if res.rejected == 0 {
+		return nil, nil // the empty message
+	}
+	resp := ptraceotlp.NewExportResponse()
+	resp.PartialSuccess().SetRejectedSpans(res.rejected)
+	resp.PartialSuccess().SetErrorMessage(res.message)
+	return resp.MarshalProto()
+}
