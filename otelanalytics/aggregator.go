@@ -147,6 +147,7 @@ type Aggregator struct {
 	maxDomains int
 	journal    []uint64 // journal sequence numbers applied since the last cut
 	pending    int      // increments held, all families
+	gen        uint32   // cut generation, for the increment slot caches
 
 	overflow   [NumFamilies]*metrics.Counter // spans sent to overflow series
 	cutRequest chan struct{}
@@ -168,7 +169,20 @@ type family struct {
 	pend  map[pendKey]uint32 // → offset in pvals
 	pkeys []pendKey
 	pvals []float64
+
+	// Per series: the increment slot last used, valid while lastGen is the
+	// aggregator's generation (it changes at every cut). Spans of a batch
+	// mostly fall in one interval, so this spares most pend lookups.
+	lastT   []int64
+	lastOff []uint32
+	lastGen []uint32
+
+	// Requests family only, per series: the duration and transfer series
+	// its spans also count in (their keys follow from its own), or noSeries.
+	durIdx, xferIdx []uint32
 }
+
+const noSeries = ^uint32(0)
 
 type pendKey struct {
 	series uint32
@@ -196,6 +210,7 @@ func NewAggregator(cfg AggregationConfig, resolution time.Duration, reg *selfmet
 		maxPending: cfg.MaxPendingIncrements,
 		maxDomains: cfg.MaxDomains,
 		cutRequest: make(chan struct{}, 1),
+		gen:        1,
 	}
 	reg = selfmetrics.OrNew(reg)
 	for f := range NumFamilies {
@@ -241,33 +256,50 @@ func (a *Aggregator) Apply(seq uint64, recs []Record, refs []Refs) {
 		a.journal = append(a.journal, seq)
 	}
 	before := a.pending
+	reqs := &a.fams[FamilyRequests]
 	for i := range recs {
 		r, ref := &recs[i], &refs[i]
 		w := r.Weight
 		t := a.IntervalEnd(r.EndTime)
 
 		k := keyFor(FamilyRequests, r, ref)
-		over := !a.admitDomain(k.Domain)
-		tot, inc := a.touch(FamilyRequests, k, over, t)
+		ri := a.series(FamilyRequests, k, !a.admitDomain(k.Domain))
+		tot, inc := a.touch(FamilyRequests, ri, t)
 		tot[0] += w
 		inc[0] += w
 
+		// The duration and transfer series follow from the requests series,
+		// unless that is the overflow series.
+		var di, xi uint32
+		if int64(ri) != reqs.overflow && reqs.durIdx[ri] != noSeries {
+			di, xi = reqs.durIdx[ri], reqs.xferIdx[ri]
+			a.countOverflow(FamilyDuration, di)
+			a.countOverflow(FamilyTransfer, xi)
+		} else {
+			di = a.series(FamilyDuration, keyFor(FamilyDuration, r, ref), false)
+			xi = a.series(FamilyTransfer, keyFor(FamilyTransfer, r, ref), false)
+			if int64(ri) != reqs.overflow {
+				reqs.durIdx[ri], reqs.xferIdx[ri] = di, xi
+			}
+		}
+
 		secs := float64(r.Duration) / 1e9
 		b := bucketOf(secs)
-		tot, inc = a.touch(FamilyDuration, keyFor(FamilyDuration, r, ref), false, t)
+		tot, inc = a.touch(FamilyDuration, di, t)
 		tot[b] += w
 		inc[b] += w
 		tot[durationSum] += w * secs
 		inc[durationSum] += w * secs
 
-		tot, inc = a.touch(FamilyTransfer, keyFor(FamilyTransfer, r, ref), false, t)
+		tot, inc = a.touch(FamilyTransfer, xi, t)
 		sent, recv := w*float64(r.BytesSent), w*float64(r.BytesReceived)
 		tot[transferSent] += sent
 		inc[transferSent] += sent
 		tot[transferReceived] += recv
 		inc[transferReceived] += recv
 
-		tot, inc = a.touch(FamilyEndpoint, keyFor(FamilyEndpoint, r, ref), false, t)
+		ei := a.series(FamilyEndpoint, keyFor(FamilyEndpoint, r, ref), false)
+		tot, inc = a.touch(FamilyEndpoint, ei, t)
 		tot[0] += w
 		inc[0] += w
 	}
@@ -312,35 +344,60 @@ func (a *Aggregator) admitDomain(id uint32) bool {
 	return true
 }
 
-// touch finds or creates the series of k (or the overflow series) and its
-// increment at t, and returns both value vectors for the caller to add to.
-func (a *Aggregator) touch(f Family, k SeriesKey, overflow bool, t int64) (tot, inc []float64) {
+// series finds or creates the series of k, or gives the family's overflow
+// series when k may not have one of its own.
+func (a *Aggregator) series(f Family, k SeriesKey, overflow bool) uint32 {
 	fam := &a.fams[f]
-	idx, ok := fam.index[k]
-	if !ok {
-		if overflow || k.hasNoID() || len(fam.keys) >= fam.limit {
-			a.overflow[f].Inc()
-			idx = fam.overflowSeries()
-		} else {
-			idx = fam.add(k)
-		}
+	if idx, ok := fam.index[k]; ok {
+		return idx
 	}
+	if overflow || k.hasNoID() || len(fam.keys) >= fam.limit {
+		a.overflow[f].Inc()
+		return fam.overflowSeries()
+	}
+	return fam.add(k)
+}
+
+// countOverflow counts a span that reached the overflow series of f through
+// a cached series index.
+func (a *Aggregator) countOverflow(f Family, idx uint32) {
+	if int64(idx) == a.fams[f].overflow {
+		a.overflow[f].Inc()
+	}
+}
+
+// touch returns the cumulative values of series idx and its increment at t
+// (created if needed), for the caller to add to.
+func (a *Aggregator) touch(f Family, idx uint32, t int64) (tot, inc []float64) {
+	fam := &a.fams[f]
 	w := fam.width
 	if !fam.isDirt[idx] {
 		fam.isDirt[idx] = true
 		fam.dirty = append(fam.dirty, idx)
 	}
+	var off uint32
+	if fam.lastGen[idx] == a.gen && fam.lastT[idx] == t {
+		off = fam.lastOff[idx]
+	} else {
+		off = a.incSlot(fam, idx, t)
+		fam.lastGen[idx], fam.lastT[idx], fam.lastOff[idx] = a.gen, t, off
+	}
+	o := int(idx) * w
+	return fam.totals[o : o+w : o+w], fam.pvals[off : int(off)+w : int(off)+w]
+}
+
+// incSlot finds or creates the increment of series idx at t.
+func (a *Aggregator) incSlot(fam *family, idx uint32, t int64) uint32 {
 	pk := pendKey{series: idx, t: t}
 	off, ok := fam.pend[pk]
 	if !ok {
 		off = uint32(len(fam.pvals))
-		fam.pvals = append(fam.pvals, make([]float64, w)...)
+		fam.pvals = append(fam.pvals, make([]float64, fam.width)...)
 		fam.pkeys = append(fam.pkeys, pk)
 		fam.pend[pk] = off
 		a.pending++
 	}
-	o := int(idx) * w
-	return fam.totals[o : o+w : o+w], fam.pvals[off : int(off)+w : int(off)+w]
+	return off
 }
 
 func (fam *family) add(k SeriesKey) uint32 {
@@ -349,6 +406,13 @@ func (fam *family) add(k SeriesKey) uint32 {
 	fam.keys = append(fam.keys, k)
 	fam.totals = append(fam.totals, make([]float64, fam.width)...)
 	fam.isDirt = append(fam.isDirt, false)
+	fam.lastT = append(fam.lastT, 0)
+	fam.lastOff = append(fam.lastOff, 0)
+	fam.lastGen = append(fam.lastGen, 0)
+	if fam.f == FamilyRequests {
+		fam.durIdx = append(fam.durIdx, noSeries)
+		fam.xferIdx = append(fam.xferIdx, noSeries)
+	}
 	return idx
 }
 
@@ -446,6 +510,7 @@ func (a *Aggregator) Cut() *Cut {
 	a.mu.Lock()
 	c.Journal, a.journal = a.journal, nil
 	a.pending = 0
+	a.gen++
 	for f := range a.fams {
 		fam := &a.fams[f]
 		fc := &c.Families[f]
@@ -500,15 +565,7 @@ func (a *Aggregator) Restore(c *Cut) {
 			if !ok {
 				continue // cannot happen: series are never removed
 			}
-			pk := pendKey{series: idx, t: fc.IncTimes[i]}
-			off, ok := fam.pend[pk]
-			if !ok {
-				off = uint32(len(fam.pvals))
-				fam.pvals = append(fam.pvals, make([]float64, w)...)
-				fam.pkeys = append(fam.pkeys, pk)
-				fam.pend[pk] = off
-				a.pending++
-			}
+			off := a.incSlot(fam, idx, fc.IncTimes[i])
 			for j := range w {
 				fam.pvals[int(off)+j] += fc.IncValues[i*w+j]
 			}

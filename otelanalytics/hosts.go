@@ -83,27 +83,30 @@ func validPort(p string) bool {
 	return n <= 65535
 }
 
-// normHost lower-cases a host name and drops a trailing dot. Hosts with
-// characters that cannot appear in a host name give "".
+// normHost lower-cases a host name and drops a trailing dot. Hosts that
+// are not valid UTF-8, hold characters no host name has, or are longer than
+// maxLabelLen give "".
 func normHost(h string) string {
 	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > maxLabelLen {
+	if h == "" {
 		return ""
 	}
-	upper := false
+	lower := false
 	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case 'A' <= c && c <= 'Z':
-			upper = true
+		switch c := h[i]; {
+		case c >= utf8.RuneSelf, 'A' <= c && c <= 'Z':
+			lower = true
 		case c <= ' ' || c == '@' || c == '/' || c == '?' || c == '#' || c == '\\' || c == '"' || c == 0x7f:
 			return ""
 		}
 	}
-	if upper {
-		return strings.ToLower(h)
+	if lower {
+		if !utf8.ValidString(h) {
+			return ""
+		}
+		h = strings.ToLower(h)
 	}
-	if !utf8.ValidString(h) {
+	if len(h) > maxLabelLen {
 		return ""
 	}
 	return h
@@ -146,7 +149,7 @@ func ProxyOf(s string) string {
 	if host == "" {
 		return ""
 	}
-	if port != "" && host == raw {
+	if port != "" && host == raw && len(hostport) <= maxLabelLen {
 		return hostport // already host:port in canonical form: no allocation
 	}
 	if port == "" {
@@ -155,32 +158,33 @@ func ProxyOf(s string) string {
 	if strings.IndexByte(host, ':') >= 0 {
 		host = "[" + host + "]"
 	}
-	if port == "" {
-		return host
+	if port != "" {
+		host += ":" + port
 	}
-	return host + ":" + port
+	if len(host) > maxLabelLen {
+		return ""
+	}
+	return host
 }
 
-// cleanLabel makes s fit to be a label value: valid UTF-8, at most
-// maxLabelLen bytes. The result aliases s when s needs no change.
+// cleanLabel makes s fit to be a label value: valid UTF-8 (invalid bytes
+// become U+FFFD), at most maxLabelLen bytes, cut between characters. The
+// result aliases s when s needs no change.
 func cleanLabel(s string) string {
-	if len(s) > maxLabelLen {
-		s = s[:maxLabelLen]
-		// Do not leave half a multi-byte character at the cut.
-		for i := 0; i < utf8.UTFMax-1 && len(s) > 0; i++ {
-			if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
-				break
-			}
-			s = s[:len(s)-1]
-		}
-	}
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
 			if !utf8.ValidString(s) {
-				return strings.ToValidUTF8(s, "\uFFFD")
+				s = strings.ToValidUTF8(s, "\uFFFD")
 			}
 			break
 		}
+	}
+	if len(s) > maxLabelLen {
+		cut := maxLabelLen
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
 	return s
 }

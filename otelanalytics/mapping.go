@@ -154,8 +154,8 @@ type Mapper struct {
 	// selectByKey is true when the selector is the default one, whose keys
 	// the attribute switch recognises without a loop.
 	selectByKey bool
-	maxSkew  int64
-	now      func() time.Time
+	maxSkew     int64
+	now         func() time.Time
 }
 
 // NewMapper returns a mapper for cfg; now supplies the current time (nil
@@ -329,7 +329,7 @@ func (m *Mapper) Map(res, span *SpanAttrs, info *SpanInfo, now int64) (Record, R
 	if r.Source == "" {
 		r.Source = "unknown"
 	}
-	r.Tier = strings.ToLower(cleanLabel(pick(span.tier, res.tier)))
+	r.Tier = cleanLabel(strings.ToLower(pick(span.tier, res.tier)))
 	if u := pick(span.proxyURL, res.proxyURL); u != "" {
 		r.Proxy = ProxyOf(u)
 	}

@@ -86,6 +86,7 @@ type Sampler struct {
 type arrival struct {
 	at  int64  // Unix nanoseconds
 	cum uint64 // spans received up to and including this batch
+	n   uint32 // spans of this batch
 }
 
 // NewSampler returns a sampler with cfg, which must be valid.
@@ -135,42 +136,40 @@ func (s *Sampler) observe(now int64, n int) float64 {
 			now = last.at // the clock never runs backwards for the meter
 		}
 	}
-	s.ring[s.next%ringSize] = arrival{at: now, cum: cum + uint64(n)}
+	s.ring[s.next%ringSize] = arrival{at: now, cum: cum + uint64(n), n: uint32(min(n, math.MaxUint32))}
 	s.next++
 
 	// Walk back to the start of the window: at least minWindow long, at
-	// least minBatches batches deep, at most maxWindow.
+	// least minBatches batches deep, at most maxWindow. The batch that
+	// opens the window only marks its start; the spans counted are those
+	// of the batches after it.
 	newest := s.ring[(s.next-1)%ringSize]
 	avail := min(s.next, ringSize)
-	window := int64(maxWindow)
-	var before uint64 // spans received before the window
-	found := false
 	for i := uint64(1); i < avail; i++ {
 		a := s.ring[(s.next-1-i)%ringSize]
 		age := now - a.at
 		if age >= int64(maxWindow) {
-			before, found = a.cum, true
-			break
+			return perMinute(newest.cum-a.cum, int64(maxWindow))
 		}
 		if i >= minBatches && age >= int64(minWindow) {
-			// a opens the window: the spans of the batches after it fall
-			// inside (now-age, now].
-			window, before, found = age, a.cum, true
-			break
+			return perMinute(newest.cum-a.cum, age)
 		}
 	}
-	if !found {
-		// Fewer batches than needed: count them all over the longest window
-		// (or over the ring's reach, when the ring is full of a burst).
-		if avail == ringSize {
-			a := s.ring[s.next%ringSize]
-			window, before = max(now-a.at, int64(minWindow)), a.cum
-		} else {
-			before = 0
+	// The history is shorter than the window.
+	oldest := s.ring[(s.next-avail)%ringSize]
+	if avail > minBatches {
+		// Enough batches to measure: over their span, at least minWindow.
+		if age := now - oldest.at; age >= int64(minWindow) {
+			return perMinute(newest.cum-oldest.cum, age)
 		}
+		return perMinute(newest.cum-oldest.cum+uint64(oldest.n), int64(minWindow))
 	}
-	spans := float64(newest.cum - before)
-	return spans / float64(window) * float64(time.Minute)
+	// A few batches since start: assume it was quiet before them.
+	return perMinute(newest.cum-oldest.cum+uint64(oldest.n), int64(maxWindow))
+}
+
+func perMinute(spans uint64, window int64) float64 {
+	return float64(spans) / float64(window) * float64(time.Minute)
 }
 
 // Keep draws whether to keep one record at probability p.

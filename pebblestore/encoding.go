@@ -18,7 +18,7 @@ const (
 	prefixDict    = 'd' // d<id:4>                       → string bytes
 	prefixJournal = 'j' // j<seq:8>                      → journal entry
 	prefixRecord  = 'r' // r<end:8><seq:8><idx:4>        → record
-	prefixTotals  = 'a' // a<family:1><series key:32>    → cumulative values
+	prefixTotals  = 'a' // a<family:1><series key:29>    → cumulative values
 )
 
 var (
@@ -54,7 +54,7 @@ func appendRecordKey(dst []byte, end int64, seq uint64, idx uint32) []byte {
 }
 
 // seriesKeyLen is the encoded length of an otelanalytics.SeriesKey.
-const seriesKeyLen = 6*4 + 2 + 1 + 1 + 1 + 1
+const seriesKeyLen = 6*4 + 2 + 1 + 1 + 1 // ids, status, method, flags, reserved
 
 // Series key flags.
 const (
@@ -353,7 +353,11 @@ func decodeJournal(val []byte, recs []otelanalytics.Record, refs []otelanalytics
 		prev = r.EndTime
 		r.Duration = int64(rd.uvarint())
 		for j := range ref {
-			ref[j] = uint32(rd.uvarint() - 1) // 0 wraps to NoID
+			v := rd.uvarint()
+			if v > 1<<32 {
+				rd.err = errCorrupt
+			}
+			ref[j] = uint32(v - 1) // 0 wraps to NoID
 		}
 		r.Method = otelanalytics.Method(rd.byte())
 		status := rd.uvarint()

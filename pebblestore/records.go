@@ -56,6 +56,9 @@ func (d *DB) ScanRecords(ctx context.Context, f RecordFilter, fn func(*otelanaly
 	if d.dict == nil {
 		return errors.New("scan records: store not loaded")
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	lower := []byte{prefixRecord}
 	if !f.Start.IsZero() && f.Start.UnixNano() > 0 {
 		lower = binary.BigEndian.AppendUint64(lower, uint64(f.Start.UnixNano()))

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // gzip-compressed OTLP/gRPC requests
 	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -44,7 +45,7 @@ func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*rawMessage); ok {
-		m.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		m.buf = data.MaterializeToBuffer(requestBuffers)
 		return nil
 	}
 	return c.proto.Unmarshal(data, v)
@@ -109,6 +110,7 @@ func (r *Receiver) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(grpcproto.Name)}),
 		grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
+		experimental.BufferPool(requestBuffers),
 	)
 	desc := traceServiceDesc
 	desc.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: r.grpcExport}}

@@ -1,0 +1,268 @@
+package otelanalytics
+
+import (
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const res = 15 * time.Second
+
+var base = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC).UnixNano()
+
+// applyOne interns r and applies it as its own batch.
+func applyOne(a *Aggregator, d *Dict, seq uint64, recs ...Record) {
+	refs := make([]Refs, len(recs))
+	d.MarkDurable(d.Intern(recs, refs, nil))
+	a.Apply(seq, recs, refs)
+}
+
+func reqRecord(end int64, source, domain string, success bool, durSec float64, w float64) Record {
+	r := Record{
+		EndTime: end, Duration: int64(durSec * 1e9), Source: source, Tier: "premium", Application: "app",
+		Domain: domain, Method: MethodGet, StatusCode: 200, Success: success, Weight: w,
+		BytesSent: 10, BytesReceived: 1000, Proxy: "10.0.0.1:8080",
+	}
+	if !success {
+		r.StatusCode, r.ErrorType = 503, "503"
+	}
+	return r
+}
+
+func familyTotal(a *Aggregator, f Family, j int) float64 {
+	_, vals := a.Snapshot(f)
+	w := f.Width()
+	var sum float64
+	for i := j; i < len(vals); i += w {
+		sum += vals[i]
+	}
+	return sum
+}
+
+func TestIntervalEnd(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	for _, c := range []struct{ ts, want int64 }{
+		{base, base},
+		{base + 1, base + int64(res)},
+		{base + int64(res) - 1, base + int64(res)},
+		{base + int64(res), base + int64(res)},
+		{-1, 0},
+	} {
+		require.Equal(t, c.want, a.IntervalEnd(c.ts), "ts %d", c.ts)
+	}
+	require.Equal(t, res, a.Resolution())
+	require.Equal(t, 15*time.Second, NewAggregator(AggregationConfig{}, 0, nil).Resolution())
+}
+
+// TestEventTimeIncrements: spans count in the interval of their end time,
+// whenever they arrive, and late spans reach intervals already cut.
+func TestEventTimeIncrements(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	applyOne(a, d, 1,
+		reqRecord(base+1, "s", "x.com", true, 0.2, 1),            // interval ending base+15s
+		reqRecord(base+int64(res), "s", "x.com", true, 0.2, 2),   // same interval, on its end
+		reqRecord(base+int64(res)+1, "s", "x.com", true, 0.2, 1), // next one
+	)
+	c := a.Cut()
+	require.Equal(t, []uint64{1}, c.Journal)
+	rc := c.Families[FamilyRequests]
+	require.Len(t, rc.Keys, 1)
+	require.Equal(t, []float64{4}, rc.Totals)
+	got := map[int64]float64{}
+	for i, ts := range rc.IncTimes {
+		got[ts] += rc.IncValues[i]
+	}
+	require.Equal(t, map[int64]float64{base + int64(res): 3, base + 2*int64(res): 1}, got)
+
+	// A span of an hour ago arrives now: it lands in its own interval.
+	applyOne(a, d, 2, reqRecord(base-int64(time.Hour)+5, "s", "x.com", true, 0.2, 1))
+	c = a.Cut()
+	rc = c.Families[FamilyRequests]
+	require.Equal(t, []int64{base - int64(time.Hour) + int64(res)}, rc.IncTimes)
+	require.Equal(t, []float64{5}, rc.Totals, "totals are cumulative")
+	require.True(t, a.Cut().Empty())
+}
+
+func TestFamiliesValues(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	applyOne(a, d, 1,
+		reqRecord(base, "s", "x.com", true, 0.004, 1), // first bucket
+		reqRecord(base, "s", "x.com", true, 0.005, 2), // first bucket, on its bound
+		reqRecord(base, "s", "x.com", false, 61, 1),   // +Inf
+		reqRecord(base, "t", "y.com", true, 0.3, 0.5), // 0.5 bucket
+	)
+	require.Equal(t, 4.5, familyTotal(a, FamilyRequests, 0))
+	require.Equal(t, 4.5, familyTotal(a, FamilyEndpoint, 0))
+	require.Equal(t, 3.0, familyTotal(a, FamilyDuration, 0), "first bucket")
+	require.Equal(t, 0.5, familyTotal(a, FamilyDuration, 6), "le=0.5 bucket")
+	require.Equal(t, 1.0, familyTotal(a, FamilyDuration, durationBuckets-1), "+Inf bucket")
+	require.InDelta(t, 0.004+2*0.005+61+0.5*0.3, familyTotal(a, FamilyDuration, durationSum), 1e-9)
+	require.Equal(t, 45.0, familyTotal(a, FamilyTransfer, transferSent))
+	require.Equal(t, 4500.0, familyTotal(a, FamilyTransfer, transferReceived))
+	require.Equal(t, 3, a.SeriesCount(FamilyRequests), "s/x.com success and failure, t/y.com")
+	require.Equal(t, 3, a.SeriesCount(FamilyDuration))
+	require.Equal(t, 2, a.SeriesCount(FamilyTransfer))
+	require.Equal(t, 3, a.SeriesCount(FamilyEndpoint))
+
+	for i, ub := range DurationBuckets {
+		require.Equal(t, i, bucketOf(ub))
+		require.Equal(t, i+1, bucketOf(math.Nextafter(ub, math.Inf(1))))
+	}
+	require.Equal(t, "proxy_request_duration_seconds", FamilyDuration.Name())
+	require.Equal(t, 16, FamilyDuration.Width())
+}
+
+func TestSeriesLimitOverflow(t *testing.T) {
+	a := NewAggregator(AggregationConfig{MaxSeriesPerFamily: 2}, res, nil)
+	d := NewDict(0)
+	for i, dom := range []string{"a.com", "b.com", "c.com", "d.com"} {
+		applyOne(a, d, uint64(i+1), reqRecord(base, "s", dom, true, 0.1, 1))
+	}
+	keys, vals := a.Snapshot(FamilyRequests)
+	require.Len(t, keys, 3, "two series and the overflow series")
+	require.Equal(t, OverflowKey, keys[2])
+	require.Equal(t, 2.0, vals[2])
+	require.Equal(t, uint64(2), a.OverflowSpans(FamilyRequests))
+	require.Equal(t, 4.0, familyTotal(a, FamilyRequests, 0), "nothing is lost in overflow")
+	require.Zero(t, a.OverflowSpans(FamilyDuration))
+	// The overflow series is cut like any other.
+	c := a.Cut()
+	require.Contains(t, c.Families[FamilyRequests].Keys, OverflowKey)
+}
+
+func TestDomainLimit(t *testing.T) {
+	a := NewAggregator(AggregationConfig{MaxDomains: 2}, res, nil)
+	d := NewDict(0)
+	for i, dom := range []string{"a.com", "b.com", "c.com", "a.com", ""} {
+		applyOne(a, d, uint64(i+1), reqRecord(base, "s", dom, true, 0.1, 1))
+	}
+	require.Equal(t, uint64(1), a.OverflowSpans(FamilyRequests), "only c.com overflows; known and empty domains do not")
+	require.Equal(t, 4, a.SeriesCount(FamilyRequests)) // a, b, "", overflow
+	require.Equal(t, 1, a.SeriesCount(FamilyDuration), "the limit is on requests' domains only")
+
+	// A string the dictionary could not intern goes to overflow too.
+	a.Apply(9, []Record{reqRecord(base, "s", "zzz", true, 0.1, 1)}, []Refs{{NoID, 0, 0, 0, 0, 0}})
+	require.Equal(t, uint64(2), a.OverflowSpans(FamilyRequests))
+	require.Equal(t, uint64(1), a.OverflowSpans(FamilyDuration))
+}
+
+func TestCutRestore(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	applyOne(a, d, 1, reqRecord(base, "s", "x.com", true, 0.1, 1), reqRecord(base+int64(time.Minute), "s", "x.com", true, 0.1, 1))
+	c := a.Cut()
+	a.Restore(c) // the write failed
+	applyOne(a, d, 2, reqRecord(base, "s", "x.com", true, 0.1, 1))
+	c2 := a.Cut()
+	require.ElementsMatch(t, []uint64{1, 2}, c2.Journal)
+	rc := c2.Families[FamilyRequests]
+	require.Equal(t, []float64{3}, rc.Totals)
+	got := map[int64]float64{}
+	for i, ts := range rc.IncTimes {
+		got[ts] += rc.IncValues[i]
+	}
+	require.Equal(t, map[int64]float64{base: 2, base + int64(time.Minute): 1}, got)
+	// Restoring twice would double count: Restore is only for a cut that was
+	// not written, and the pipeline calls it once. Check the durations too.
+	dc := c2.Families[FamilyDuration]
+	require.Len(t, dc.Keys, 1)
+	require.Equal(t, 3.0, dc.Totals[bucketOf(0.1)])
+}
+
+func TestLoadTotals(t *testing.T) {
+	a := NewAggregator(AggregationConfig{MaxSeriesPerFamily: 2, MaxDomains: 1}, res, nil)
+	d := NewDict(0)
+	refs := make([]Refs, 1)
+	r := reqRecord(base, "s", "x.com", true, 0.1, 1)
+	d.MarkDurable(d.Intern([]Record{r}, refs, nil))
+	k := keyFor(FamilyRequests, &r, &refs[0])
+	require.NoError(t, a.LoadTotals(FamilyRequests, k, []float64{41}))
+	require.NoError(t, a.LoadTotals(FamilyRequests, OverflowKey, []float64{7}))
+	require.Error(t, a.LoadTotals(FamilyRequests, k, []float64{1, 2}))
+	require.Error(t, a.LoadTotals(FamilyRequests, k, []float64{-1}))
+	require.Error(t, a.LoadTotals(FamilyRequests, k, []float64{math.NaN()}))
+	require.Error(t, a.LoadTotals(NumFamilies, k, []float64{1}))
+
+	a.Apply(1, []Record{r}, refs)
+	_, vals := a.Snapshot(FamilyRequests)
+	require.Equal(t, []float64{42, 7}, vals, "a loaded series continues from its total")
+	// The loaded domain counts towards the domain limit.
+	applyOne(a, d, 2, reqRecord(base, "s", "other.com", true, 0.1, 1))
+	require.Equal(t, uint64(1), a.OverflowSpans(FamilyRequests))
+}
+
+func TestCutRequested(t *testing.T) {
+	a := NewAggregator(AggregationConfig{MaxPendingIncrements: 1000}, res, nil)
+	d := NewDict(0)
+	recs := make([]Record, 300)
+	for i := range recs {
+		recs[i] = reqRecord(base+int64(i)*int64(res), "s", "x.com", true, 0.1, 1) // 300 intervals × 4 families
+	}
+	select {
+	case <-a.CutRequested():
+		t.Fatal("no cut requested yet")
+	default:
+	}
+	applyOne(a, d, 1, recs...)
+	require.Equal(t, 1200, a.Pending())
+	select {
+	case <-a.CutRequested():
+	default:
+		t.Fatal("a cut should be requested past the bound")
+	}
+	a.Cut()
+	require.Zero(t, a.Pending())
+}
+
+func TestAggregationConfigValidate(t *testing.T) {
+	require.NoError(t, DefaultAggregationConfig().Validate())
+	err := AggregationConfig{MaxPendingIncrements: 5}.Validate()
+	require.ErrorContains(t, err, "aggregation.max_series_per_family: must be at least 1, got 0")
+	require.ErrorContains(t, err, "aggregation.max_domains")
+	require.ErrorContains(t, err, "aggregation.max_pending_increments: must be at least 1000, got 5")
+}
+
+// TestConcurrentApplyAndCut: with batches applied from several goroutines
+// while cuts run, the increments of all cuts add up to the totals.
+func TestConcurrentApplyAndCut(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				applyOne(a, d, uint64(g*1000+i+1),
+					reqRecord(base+int64(i%7)*int64(res), "s"+string(rune('a'+g)), "x.com", i%3 != 0, 0.1, 1))
+			}
+		})
+	}
+	var incs float64
+	var journal int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 50 {
+			c := a.Cut()
+			journal += len(c.Journal)
+			for _, v := range c.Families[FamilyRequests].IncValues {
+				incs += v
+			}
+			a.Snapshot(FamilyDuration)
+		}
+	}()
+	wg.Wait()
+	<-done
+	c := a.Cut()
+	journal += len(c.Journal)
+	for _, v := range c.Families[FamilyRequests].IncValues {
+		incs += v
+	}
+	require.Equal(t, 800.0, incs)
+	require.Equal(t, 800, journal)
+	require.Equal(t, 800.0, familyTotal(a, FamilyRequests, 0))
+}

@@ -1,0 +1,167 @@
+package pebblestore
+
+import (
+	"encoding/hex"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+)
+
+// frozenRecord is a record whose encoding is frozen below: a change to the
+// encoding must change FormatVersion and docs/format.md, not just this test.
+func frozenRecord() (otelanalytics.Record, otelanalytics.Refs) {
+	r := otelanalytics.Record{
+		EndTime: 1764331200123456789, Duration: 250_000_000,
+		Source: "brightdata", Tier: "premium", Proxy: "10.1.2.3:8080", Application: "crawler",
+		Domain: "inline.example", ErrorType: "",
+		Method: otelanalytics.MethodGet, StatusCode: 200, Success: true,
+		BytesSent: 120, BytesReceived: 53211,
+		TraceID: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+		SpanID:  [8]byte{0xa, 0xb, 0xc, 0xd, 0xe, 0xf, 0x10, 0x11},
+		Weight:  1,
+	}
+	return r, otelanalytics.Refs{1, 2, 3, 4, otelanalytics.NoID, 0}
+}
+
+func TestEncodingFrozen(t *testing.T) {
+	r, refs := frozenRecord()
+	key := appendRecordKey(nil, r.EndTime, 7, 3)
+	require.Equal(t, "72"+"187c29e0f17f4d15"+"0000000000000007"+"00000003", hex.EncodeToString(key))
+	val := appendRecord(nil, &r, &refs, 2.5)
+	require.Equal(t,
+		"07"+"80e59a77"+ // flags (success, weight, ids), duration 250 ms
+			"02"+"04"+"06"+"08"+"1d696e6c696e652e6578616d706c65"+"00"+ // refs, the domain inline
+			"04"+"c801"+"78"+"db9f03"+ // GET, 200, 120 B sent, 53211 B received
+			"0000000000000440"+ // weight 2.5
+			"0102030405060708090a0b0c0d0e0f10"+"0a0b0c0d0e0f1011",
+		hex.EncodeToString(val))
+
+	journal := appendJournal(nil, []otelanalytics.Record{r, r}, []otelanalytics.Refs{refs, refs})
+	require.Equal(t,
+		"01"+"02"+ // version, count
+			// flags, end time (zigzag delta), duration, refs+1 (NoID is 0), method, status, bytes
+			"01"+"aab4fa979ef894fc30"+"80e59a77"+"020304050001"+"04"+"c801"+"78"+"db9f03"+
+			"01"+"00"+"80e59a77"+"020304050001"+"04"+"c801"+"78"+"db9f03",
+		hex.EncodeToString(journal))
+
+	k := otelanalytics.SeriesKey{Source: 1, Tier: 2, Application: 3, Domain: 4, ErrorType: 5, StatusCode: 429, Method: otelanalytics.MethodPost, Success: false}
+	require.Equal(t, "6100"+"00000001"+"00000002"+"00000003"+"00000004"+"00000005"+"00000000"+"01ad"+"08"+"00"+"00", // ids, 429, POST, flags, reserved
+		hex.EncodeToString(appendTotalsKey(nil, otelanalytics.FamilyRequests, &k)))
+	require.Equal(t, "000000000000f83f0000000000000040", hex.EncodeToString(appendFloats(nil, []float64{1.5, 2})))
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	d := otelanalytics.NewDict(0)
+	for id, s := range []string{"brightdata", "premium", "10.1.2.3:8080", "crawler"} {
+		require.NoError(t, d.Load(otelanalytics.DictEntry{ID: uint32(id + 1), Str: s}))
+	}
+	r, refs := frozenRecord()
+	key := appendRecordKey(nil, r.EndTime, 7, 3)
+	val := appendRecord(nil, &r, &refs, 1)
+	var got otelanalytics.Record
+	require.NoError(t, decodeRecord(key, val, d, &got))
+	require.Equal(t, r, got)
+
+	// Zero ids are omitted; a weight other than one is kept.
+	r.TraceID, r.SpanID = [16]byte{}, [8]byte{}
+	r.Success, r.ErrorType, r.StatusCode = false, "", 0
+	refs[otelanalytics.RefErrorType] = 0
+	val = appendRecord(nil, &r, &refs, 10)
+	require.NoError(t, decodeRecord(key, val, d, &got))
+	r.Weight = 10
+	require.Equal(t, r, got)
+
+	for _, bad := range [][]byte{nil, {0x80}, val[:len(val)-1], append(append([]byte{}, val...), 0)} {
+		require.Error(t, decodeRecord(key, bad, d, &got))
+	}
+	require.Error(t, decodeRecord(key[:5], val, d, &got))
+}
+
+func TestJournalRoundTrip(t *testing.T) {
+	r, refs := frozenRecord()
+	r2 := r
+	r2.EndTime -= 5e9 // earlier: a negative delta
+	r2.Weight = 4
+	r2.Success = false
+	refs2 := refs
+	refs2[otelanalytics.RefSource] = otelanalytics.NoID
+	b := appendJournal(nil, []otelanalytics.Record{r, r2}, []otelanalytics.Refs{refs, refs2})
+	recs, gotRefs, err := decodeJournal(b, nil, nil)
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	require.Equal(t, []otelanalytics.Refs{refs, refs2}, gotRefs)
+	for i, want := range []otelanalytics.Record{r, r2} {
+		got := recs[i]
+		require.Equal(t, want.EndTime, got.EndTime)
+		require.Equal(t, want.Duration, got.Duration)
+		require.Equal(t, want.Weight, got.Weight)
+		require.Equal(t, want.Success, got.Success)
+		require.Equal(t, want.StatusCode, got.StatusCode)
+		require.Equal(t, want.Method, got.Method)
+		require.Equal(t, want.BytesSent, got.BytesSent)
+		require.Equal(t, want.BytesReceived, got.BytesReceived)
+	}
+	for _, bad := range [][]byte{nil, {2, 0}, {1, 200}, b[:len(b)-1], append(append([]byte{}, b...), 0)} {
+		_, _, err := decodeJournal(bad, nil, nil)
+		require.Error(t, err)
+	}
+}
+
+func TestTotalsKeyRoundTrip(t *testing.T) {
+	for _, k := range []otelanalytics.SeriesKey{
+		{Source: 1, Tier: 2, Application: 3, Domain: 4, ErrorType: 5, StatusCode: 503, Method: otelanalytics.MethodConnect, Success: true},
+		{Source: 9, Proxy: 7},
+		otelanalytics.OverflowKey,
+	} {
+		for f := range otelanalytics.NumFamilies {
+			gf, gk, err := decodeTotalsKey(appendTotalsKey(nil, f, &k))
+			require.NoError(t, err)
+			require.Equal(t, f, gf)
+			require.Equal(t, k, gk)
+		}
+	}
+	key := appendTotalsKey(nil, otelanalytics.FamilyRequests, &otelanalytics.SeriesKey{})
+	key[len(key)-1] = 1
+	_, _, err := decodeTotalsKey(key)
+	require.Error(t, err)
+	_, _, err = decodeTotalsKey(key[:10])
+	require.Error(t, err)
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	r, refs := frozenRecord()
+	f.Add(appendRecord(nil, &r, &refs, 3))
+	d := otelanalytics.NewDict(0)
+	key := appendRecordKey(nil, 1, 1, 1)
+	f.Fuzz(func(t *testing.T, val []byte) {
+		var rec otelanalytics.Record
+		if decodeRecord(key, val, d, &rec) != nil {
+			return
+		}
+		require.True(t, rec.Method.Valid())
+		require.GreaterOrEqual(t, rec.Duration, int64(0))
+	})
+}
+
+func FuzzDecodeJournal(f *testing.F) {
+	r, refs := frozenRecord()
+	f.Add(appendJournal(nil, []otelanalytics.Record{r}, []otelanalytics.Refs{refs}))
+	f.Fuzz(func(t *testing.T, val []byte) {
+		recs, rs, err := decodeJournal(val, nil, nil)
+		if err != nil {
+			return
+		}
+		require.Equal(t, len(recs), len(rs))
+		// Re-encoding what decoded decodes to the same records.
+		recs2, rs2, err := decodeJournal(appendJournal(nil, recs, rs), nil, nil)
+		require.NoError(t, err)
+		require.Equal(t, rs, rs2)
+		require.Equal(t, len(recs), len(recs2))
+		for i := range recs {
+			require.Equal(t, recs[i].EndTime, recs2[i].EndTime)
+			require.Equal(t, recs[i].Duration, recs2[i].Duration)
+		}
+	})
+}
