@@ -145,9 +145,8 @@ type Aggregator struct {
 	domains    []uint64 // bitset of admitted domain ids
 	nDomains   int
 	maxDomains int
-	journal    []uint64 // journal sequence numbers applied since the last cut
-	pending    int      // increments held, all families
-	gen        uint32   // cut generation, for the increment slot caches
+	pending    int    // increments held, all families
+	gen        uint32 // cut generation, for the increment slot caches
 
 	overflow   [NumFamilies]*metrics.Counter // spans sent to overflow series
 	cutRequest chan struct{}
@@ -247,14 +246,10 @@ func (a *Aggregator) IntervalEnd(ts int64) int64 {
 }
 
 // Apply adds a batch of mapped records, whose strings have the dictionary
-// ids refs. seq is the batch's journal sequence number, reported by the next
-// Cut (0 for a batch that has no journal entry).
-func (a *Aggregator) Apply(seq uint64, recs []Record, refs []Refs) {
+// ids refs.
+func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if seq != 0 {
-		a.journal = append(a.journal, seq)
-	}
 	before := a.pending
 	reqs := &a.fams[FamilyRequests]
 	for i := range recs {
@@ -465,9 +460,6 @@ func (a *Aggregator) LoadTotals(f Family, k SeriesKey, values []float64) error {
 // Cut is what the aggregator hands to the store every flush interval: the
 // new totals of the series that changed, and their increments by event time.
 type Cut struct {
-	// Journal lists the journal entries whose spans this cut accounts for;
-	// the store deletes them in the same write.
-	Journal []uint64
 	// Families holds one FamilyCut per family, indexed by Family.
 	Families [NumFamilies]FamilyCut
 }
@@ -485,9 +477,6 @@ type FamilyCut struct {
 
 // Empty reports whether the cut carries nothing to write.
 func (c *Cut) Empty() bool {
-	if len(c.Journal) > 0 {
-		return false
-	}
 	for i := range c.Families {
 		if len(c.Families[i].Keys) > 0 || len(c.Families[i].IncKeys) > 0 {
 			return false
@@ -508,7 +497,6 @@ func (a *Aggregator) Cut() *Cut {
 	var tk [NumFamilies]taken
 
 	a.mu.Lock()
-	c.Journal, a.journal = a.journal, nil
 	a.pending = 0
 	a.gen++
 	for f := range a.fams {
@@ -545,11 +533,10 @@ func (a *Aggregator) Cut() *Cut {
 }
 
 // Restore puts back a cut that could not be written, so that the next cut
-// carries its journal entries, totals and increments.
+// carries its totals and increments.
 func (a *Aggregator) Restore(c *Cut) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.journal = append(c.Journal, a.journal...)
 	for f := range a.fams {
 		fam := &a.fams[f]
 		fc := &c.Families[f]

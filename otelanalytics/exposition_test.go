@@ -23,15 +23,15 @@ import (
 func exposed() (*Aggregator, *Dict) {
 	a := NewAggregator(AggregationConfig{MaxSeriesPerFamily: 3}, res, nil)
 	d := NewDict(0)
-	applyOne(a, d, 1,
+	applyOne(a, d,
 		reqRecord(base, "brightdata", "x.com", true, 0.2, 1),
 		reqRecord(base, "brightdata", "x.com", true, 0.03, 2),
 		reqRecord(base, "brightdata", "x.com", false, 40, 1),
 	)
 	r := reqRecord(base, "spys", "y.com", true, 1.5, 1)
 	r.Tier, r.Method, r.StatusCode, r.Proxy = "free", MethodOther, 0, "1.2.3.4:3128"
-	applyOne(a, d, 2, r)
-	applyOne(a, d, 3, reqRecord(base, "third", "z.com", true, 0.1, 1)) // past the limit for requests
+	applyOne(a, d, r)
+	applyOne(a, d, reqRecord(base, "third", "z.com", true, 0.1, 1)) // past the limit for requests
 	return a, d
 }
 

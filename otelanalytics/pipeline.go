@@ -14,25 +14,34 @@ import (
 	"github.com/proxylens/proxylens/internal/selfmetrics"
 )
 
-// Store makes the pipeline's work durable. Package pebblestore implements it.
+// Store makes the pipeline's work durable. Package pebblestore implements
+// it with a journal (a write-ahead log) and a Pebble database.
 type Store interface {
-	// CommitBatch durably writes one ingest batch: a journal entry with
-	// every record (what the aggregates need to be rebuilt after a crash),
-	// the records kept by sampling and the dictionary entries the batch
-	// lists. It returns once the write is synced to disk.
+	// CommitBatch durably writes one ingest batch to the journal: every
+	// record (what the aggregates need to be rebuilt after a crash), which
+	// of them sampling kept, and the dictionary entries the batch lists. It
+	// returns once the journal is synced to disk. Safe for concurrent use.
 	CommitBatch(b *Batch) error
-	// WriteCut durably writes an aggregate cut and deletes the journal
-	// entries it accounts for, in one atomic write.
-	WriteCut(c *Cut) error
+	// Seal closes the journal segment being written and starts the next,
+	// returning the sealed segment. The pipeline calls it with no
+	// CommitBatch in progress and takes the aggregator's Cut at the same
+	// moment, so that the cut accounts for exactly the sealed segments.
+	Seal() (uint64, error)
+	// WriteCut writes a cut's totals and the kept records of the journal
+	// segments up to sealed into the database, then drops those segments,
+	// so that a crash at any point loses nothing and counts nothing twice.
+	WriteCut(c *Cut, sealed uint64) error
+	// JournalBytes returns the size of the segment being written.
+	JournalBytes() int64
 }
 
 // Batch is one ingest batch as the Store writes it.
 type Batch struct {
-	Seq     uint64   // journal sequence number, unique and increasing
+	Seq     uint64   // sequence number, unique and increasing
 	Records []Record // mapped records; Weight is the upstream adjusted count
 	Refs    []Refs   // dictionary ids of each record's strings
-	// Kept lists the indexes of the records kept by sampling.
-	Kept []int32
+	// Kept tells, per record, whether sampling kept it.
+	Kept []bool
 	// Probability is the keep probability of this batch: a kept record is
 	// stored with weight Weight/Probability.
 	Probability float64
@@ -49,6 +58,9 @@ type PipelineConfig struct {
 	// it, Consume refuses with ErrOverloaded. A single larger batch is still
 	// taken when nothing else is in flight. Default 1048576.
 	MaxInflightRecords int
+	// MaxJournalBytes is the journal segment size past which a cut comes
+	// early. Default 256 MiB.
+	MaxJournalBytes int64
 }
 
 // Pipeline takes batches of mapped records, commits them durably, and keeps
@@ -68,6 +80,13 @@ type Pipeline struct {
 	inflight int
 	stopped  bool
 	active   sync.WaitGroup
+
+	// commitMu is held shared from a batch's commit to its Apply, and
+	// exclusively to seal the journal and cut the aggregates together.
+	commitMu  sync.RWMutex
+	committed atomic.Int64 // batches committed since the last seal
+	unwritten bool         // a sealed cut failed to write; under flushMu
+	cutSoon   chan struct{}
 
 	flushMu  sync.Mutex // one cut at a time
 	stop     chan struct{}
@@ -100,6 +119,9 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 	if cfg.MaxInflightRecords <= 0 {
 		cfg.MaxInflightRecords = 1 << 20
 	}
+	if cfg.MaxJournalBytes <= 0 {
+		cfg.MaxJournalBytes = 256 << 20
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -110,6 +132,7 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 	p := &Pipeline{
 		cfg: cfg, log: log, dict: dict, sampler: sampler, agg: agg, store: store, now: now,
 		stop:    make(chan struct{}),
+		cutSoon: make(chan struct{}, 1),
 		scratch: sync.Pool{New: func() any { return new(scratch) }},
 	}
 	p.seq.Store(nextSeq - 1)
@@ -140,7 +163,7 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 
 type scratch struct {
 	refs []Refs
-	kept []int32
+	kept []bool
 	dict []DictEntry
 }
 
@@ -169,6 +192,7 @@ func (p *Pipeline) loop(done chan struct{}) {
 			return
 		case <-t.C:
 		case <-p.agg.CutRequested():
+		case <-p.cutSoon:
 		}
 		_ = p.Flush() // logged and counted in Flush; the data waits for the next cut
 	}
@@ -202,24 +226,40 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 	sc.dict = p.dict.Intern(recs, refs, sc.dict[:0])
 
 	prob := p.sampler.Observe(p.now().UnixNano(), n)
-	sc.kept = sc.kept[:0]
-	for i := range recs {
-		if p.sampler.Keep(prob) {
-			sc.kept = append(sc.kept, int32(i))
+	if cap(sc.kept) < n {
+		sc.kept = make([]bool, n)
+	}
+	kept, nkept := sc.kept[:n], 0
+	for i := range kept {
+		kept[i] = p.sampler.Keep(prob)
+		if kept[i] {
+			nkept++
 		}
 	}
-	b := Batch{Seq: p.seq.Add(1), Records: recs, Refs: refs, Kept: sc.kept, Probability: prob, Dict: sc.dict}
+	b := Batch{Seq: p.seq.Add(1), Records: recs, Refs: refs, Kept: kept, Probability: prob, Dict: sc.dict}
 	start := time.Now()
-	if err := p.store.CommitBatch(&b); err != nil {
+	p.commitMu.RLock()
+	err := p.store.CommitBatch(&b)
+	if err == nil {
+		p.agg.Apply(recs, refs)
+		p.committed.Add(1)
+	}
+	p.commitMu.RUnlock()
+	if err != nil {
 		p.m.commitFailures.Inc()
 		p.log.Error("ingest batch not committed, refusing it", "records", n, "err", err)
 		return fmt.Errorf("commit ingest batch: %w", err)
 	}
 	p.m.commitSeconds.UpdateDuration(start)
-	p.agg.Apply(b.Seq, recs, refs)
 	p.dict.MarkDurable(sc.dict)
-	p.m.stored.Add(len(sc.kept))
-	p.m.sampledOut.Add(n - len(sc.kept))
+	p.m.stored.Add(nkept)
+	p.m.sampledOut.Add(n - nkept)
+	if p.store.JournalBytes() > p.cfg.MaxJournalBytes {
+		select {
+		case p.cutSoon <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 
@@ -244,22 +284,37 @@ func (p *Pipeline) release(n int) {
 	p.active.Done()
 }
 
-// Flush cuts the aggregates now and writes the cut. On failure the cut is
-// put back for the next attempt.
+// Flush seals the journal, cuts the aggregates and writes the cut. On
+// failure the cut is put back, and the sealed journal segments stay, for
+// the next attempt.
 func (p *Pipeline) Flush() error {
 	p.flushMu.Lock()
 	defer p.flushMu.Unlock()
-	c := p.agg.Cut()
-	if c.Empty() {
+	p.commitMu.Lock()
+	if p.committed.Load() == 0 && !p.unwritten {
+		p.commitMu.Unlock()
 		return nil
 	}
+	sealed, err := p.store.Seal()
+	if err != nil {
+		p.commitMu.Unlock()
+		p.m.flushFailures.Inc()
+		p.log.Error("journal not sealed; the cut waits", "err", err)
+		return fmt.Errorf("seal journal: %w", err)
+	}
+	c := p.agg.Cut()
+	p.committed.Store(0)
+	p.commitMu.Unlock()
+
 	start := time.Now()
-	if err := p.store.WriteCut(c); err != nil {
+	if err := p.store.WriteCut(c, sealed); err != nil {
 		p.agg.Restore(c)
+		p.unwritten = true
 		p.m.flushFailures.Inc()
 		p.log.Warn("aggregate cut not written, keeping it for the next flush", "err", err)
 		return fmt.Errorf("write aggregate cut: %w", err)
 	}
+	p.unwritten = false
 	p.m.flushSeconds.UpdateDuration(start)
 	p.m.flushes.Inc()
 	return nil

@@ -112,21 +112,25 @@ func TestConsumeIsDurable(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, 8000.0, requestsTotal(st.agg))
-	n, w := countRecords(t, st.db)
-	require.Equal(t, 8000, n, "low traffic keeps every record")
-	require.Equal(t, 8000.0, w)
+	n, _ := countRecords(t, st.db)
+	require.Zero(t, n, "records reach the database at the next cut; until then they are in the journal")
 
-	// Crash: close Pebble without the pipeline's final cut.
+	// Crash: close the store without the pipeline's final cut.
 	require.NoError(t, st.db.Close())
 	st2 := newStack(t, dir, otelanalytics.PipelineConfig{}, nil)
 	require.Equal(t, 8000.0, requestsTotal(st2.agg), "the journal brings back every acknowledged span")
 	require.NoError(t, st2.p.Consume(context.Background(), batch(10, 999)))
 	require.NoError(t, st2.p.Flush())
+	n, w := countRecords(t, st2.db)
+	require.Equal(t, 8010, n, "low traffic keeps every record, replayed ones included")
+	require.Equal(t, 8010.0, w)
 	st2.close(t)
 
 	st3 := newStack(t, dir, otelanalytics.PipelineConfig{}, nil)
 	defer st3.close(t)
 	require.Equal(t, 8010.0, requestsTotal(st3.agg))
+	n, _ = countRecords(t, st3.db)
+	require.Equal(t, 8010, n, "a cut writes each record once")
 }
 
 // TestSampledWeights: at high traffic the pipeline keeps a fraction of the
@@ -139,6 +143,7 @@ func TestSampledWeights(t *testing.T) {
 		require.NoError(t, st.p.Consume(context.Background(), batch(500, uint64(i))))
 	}
 	require.Equal(t, 0.1, st.s.LastProbability())
+	require.NoError(t, st.p.Flush())
 	n, w := countRecords(t, st.db)
 	require.Less(t, n, 20000)
 	require.InEpsilon(t, 20000, w, 0.1)
@@ -234,14 +239,14 @@ func (f *failingStore) CommitBatch(b *otelanalytics.Batch) error {
 	return f.Store.CommitBatch(b)
 }
 
-func (f *failingStore) WriteCut(c *otelanalytics.Cut) error {
+func (f *failingStore) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failCuts > 0 {
 		f.failCuts--
 		return errors.New("disk full")
 	}
-	err := f.Store.WriteCut(c)
+	err := f.Store.WriteCut(c, sealed)
 	if f.cuts != nil {
 		f.cuts <- struct{}{}
 	}

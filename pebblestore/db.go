@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -32,22 +33,26 @@ type Options struct {
 	Now func() time.Time
 }
 
-// DB is proxylens' Pebble database.
+// DB is proxylens' store: a Pebble database in <dir>/pebble and the ingest
+// journal in <dir>/journal.
 type DB struct {
 	db      *pebble.DB
 	dir     string
 	created time.Time
 	log     *slog.Logger
 
-	dict *otelanalytics.Dict // set by Load, for record scans
+	dict *otelanalytics.Dict // set by Load
+	j    *journal            // set by Load
 
-	seqMu  sync.Mutex
-	maxSeq uint64 // highest journal seq accounted for by a written cut
+	mu         sync.Mutex
+	checkpoint uint64 // last journal segment whose contents are in Pebble
+	maxSeq     uint64 // highest batch sequence number committed
+	tornSeg    uint64 // the segment that was being written at a crash, if any
 
 	bufs sync.Pool // *[]byte encode buffers
 }
 
-// Open opens (creating if needed) the database in dir.
+// Open opens (creating if needed) the store in dir. Call Load before using it.
 func Open(dir string, opts Options) (*DB, error) {
 	log := opts.Logger
 	if log == nil {
@@ -57,8 +62,10 @@ func Open(dir string, opts Options) (*DB, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
+	for _, sub := range []string{"pebble", "journal"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("create data dir %s: %w", dir, err)
+		}
 	}
 	po := &pebble.Options{
 		Logger:             pebbleLogger{log},
@@ -73,9 +80,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	} else {
 		po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionBalanced })
 	}
-	pdb, err := pebble.Open(dir, po)
+	pdb, err := pebble.Open(filepath.Join(dir, "pebble"), po)
 	if err != nil {
-		return nil, fmt.Errorf("open pebble database %s: %w", dir, err)
+		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
 	d := &DB{db: pdb, dir: dir, log: log}
 	d.bufs.New = func() any { b := make([]byte, 0, 64<<10); return &b }
@@ -83,8 +90,11 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, errors.Join(err, pdb.Close())
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
-	reg.Gauge("proxylens_storage_bytes", "Disk space used by the Pebble database.", func() float64 {
+	reg.Gauge("proxylens_storage_bytes", "Disk space used by the Pebble database (the journal not included).", func() float64 {
 		return float64(d.db.Metrics().DiskSpaceUsage())
+	})
+	reg.Gauge("proxylens_journal_bytes", "Bytes of ingest batches in the journal segment being written.", func() float64 {
+		return float64(d.JournalBytes())
 	})
 	return d, nil
 }
@@ -142,25 +152,35 @@ func (d *DB) Created() time.Time { return d.created }
 // Dir returns the database directory.
 func (d *DB) Dir() string { return d.dir }
 
-// Close flushes nothing (every acknowledged write is already synced) and
-// closes the database.
+// Close closes the journal and the database. Every acknowledged batch is
+// already synced; a final cut (the pipeline's Shutdown) is not required for
+// durability, only to spare the next start a journal replay.
 func (d *DB) Close() error {
 	if d.db == nil {
 		return nil
 	}
-	err := d.db.Close()
-	d.db = nil
-	if err != nil {
-		return fmt.Errorf("close pebble database %s: %w", d.dir, err)
+	var errs []error
+	if d.j != nil {
+		errs = append(errs, d.j.close())
 	}
-	return nil
+	if err := d.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close pebble database in %s: %w", d.dir, err))
+	}
+	d.db = nil
+	return errors.Join(errs...)
 }
 
+func (d *DB) journalDir() string { return filepath.Join(d.dir, "journal") }
+
 // Load restores the dictionary and the aggregate totals into dict and agg,
-// then replays the journal entries that no cut accounted for yet, so the
-// aggregates hold every span acknowledged before the last stop or crash. It
-// returns the next journal sequence number.
+// then replays the journal segments no cut has written to Pebble yet, so
+// the aggregates hold every batch acknowledged before the last stop or
+// crash. It opens a new journal segment and returns the next batch
+// sequence number.
 func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint64, error) {
+	if d.j != nil {
+		return 0, errors.New("store already loaded")
+	}
 	d.dict = dict
 	if err := d.scan([]byte{prefixDict}, func(k, v []byte) error {
 		if len(k) != 5 {
@@ -183,38 +203,62 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 	}); err != nil {
 		return 0, fmt.Errorf("load aggregate totals: %w", err)
 	}
-
-	if v, closer, err := d.db.Get(keySeq); err == nil {
-		d.maxSeq, _ = binary.Uvarint(v)
+	if v, closer, err := d.db.Get(keyCheckpoint); err == nil {
+		rd := reader{b: v}
+		d.checkpoint, d.maxSeq = rd.uvarint(), rd.uvarint()
 		_ = closer.Close()
+		if rd.err != nil {
+			return 0, fmt.Errorf("journal checkpoint: %w", errCorrupt)
+		}
 	} else if !errors.Is(err, pebble.ErrNotFound) {
-		return 0, fmt.Errorf("read journal sequence: %w", err)
+		return 0, fmt.Errorf("read journal checkpoint: %w", err)
 	}
-	next := d.maxSeq + 1
-	var recs []otelanalytics.Record
-	var refs []otelanalytics.Refs
+
+	segs, err := listSegments(d.journalDir())
+	if err != nil {
+		return 0, fmt.Errorf("list journal: %w", err)
+	}
+	// Segments up to the checkpoint are in Pebble already: a crash came
+	// between the checkpoint and their removal.
+	if err := removeSegments(d.journalDir(), d.checkpoint); err != nil {
+		return 0, err
+	}
+	next := d.checkpoint + 1
+	var e journalEntry
 	replayed := 0
-	if err := d.scan([]byte{prefixJournal}, func(k, v []byte) error {
-		if len(k) != 9 {
-			return fmt.Errorf("journal key of %d bytes: %w", len(k), errCorrupt)
+	for i, n := range segs {
+		if n <= d.checkpoint {
+			continue
 		}
-		seq := binary.BigEndian.Uint64(k[1:])
-		var err error
-		recs, refs, err = decodeJournal(v, recs[:0], refs[:0])
-		if err != nil {
-			return fmt.Errorf("journal entry %d: %w", seq, err)
+		last := i == len(segs)-1
+		if last {
+			d.tornSeg = n
 		}
-		agg.Apply(seq, recs, refs)
-		replayed += len(recs)
-		next = max(next, seq+1)
-		return nil
-	}); err != nil {
-		return 0, fmt.Errorf("replay journal: %w", err)
+		if err := readSegment(d.journalDir(), n, last, func(entry []byte) error {
+			if err := decodeJournalEntry(entry, &e); err != nil {
+				return err
+			}
+			for _, de := range e.dict {
+				if err := dict.Load(de); err != nil {
+					return err
+				}
+			}
+			agg.Apply(e.recs, e.refs)
+			replayed += len(e.recs)
+			d.maxSeq = max(d.maxSeq, e.seq)
+			return nil
+		}); err != nil {
+			return 0, fmt.Errorf("replay journal: %w", err)
+		}
+		next = n + 1
 	}
 	if replayed > 0 {
-		d.log.Info("replayed ingest journal", "records", replayed)
+		d.log.Info("replayed ingest journal", "records", replayed, "segments", len(segs))
 	}
-	return next, nil
+	if d.j, err = openJournal(d.journalDir(), next); err != nil {
+		return 0, err
+	}
+	return d.maxSeq + 1, nil
 }
 
 // scan calls fn for every key with the given prefix, in order. k and v are
@@ -248,48 +292,63 @@ func prefixEnd(p []byte) []byte {
 	return nil
 }
 
-// CommitBatch implements otelanalytics.Store.
+// CommitBatch implements otelanalytics.Store: it appends the batch to the
+// journal and returns once the journal is synced.
 func (d *DB) CommitBatch(b *otelanalytics.Batch) error {
 	bp := d.bufs.Get().(*[]byte)
 	defer d.bufs.Put(bp)
-	buf := (*bp)[:0]
-
-	wb := d.db.NewBatch()
-	defer wb.Close()
-	for _, e := range b.Dict {
-		if err := wb.Set(dictKey(e.ID), []byte(e.Str), nil); err != nil {
-			return fmt.Errorf("add dictionary entry: %w", err)
-		}
+	*bp = appendJournalEntry((*bp)[:0], b)
+	if err := d.j.append(*bp); err != nil {
+		return err
 	}
-	buf = appendJournal(buf, b.Records, b.Refs)
-	if err := wb.Set(journalKey(b.Seq), buf, nil); err != nil {
-		return fmt.Errorf("add journal entry: %w", err)
-	}
-	for _, i := range b.Kept {
-		r := &b.Records[i]
-		start := len(buf)
-		buf = appendRecordKey(buf, r.EndTime, b.Seq, uint32(i))
-		mid := len(buf)
-		buf = appendRecord(buf, r, &b.Refs[i], r.Weight/b.Probability)
-		if err := wb.Set(buf[start:mid], buf[mid:], nil); err != nil {
-			return fmt.Errorf("add record: %w", err)
-		}
-	}
-	*bp = buf
-	if err := wb.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("commit batch %d: %w", b.Seq, err)
-	}
+	d.mu.Lock()
+	d.maxSeq = max(d.maxSeq, b.Seq)
+	d.mu.Unlock()
 	return nil
 }
 
-// WriteCut implements otelanalytics.Store: it writes the new totals of the
-// cut's series and deletes the journal entries the cut accounts for, in one
-// synced write.
-func (d *DB) WriteCut(c *otelanalytics.Cut) error {
+// JournalBytes implements otelanalytics.Store.
+func (d *DB) JournalBytes() int64 {
+	if d.j == nil {
+		return 0
+	}
+	return d.j.bytes()
+}
+
+// Seal implements otelanalytics.Store: it closes the journal segment being
+// written and starts the next.
+func (d *DB) Seal() (uint64, error) { return d.j.seal() }
+
+// recordBatchBytes bounds one Pebble batch of materialised records.
+const recordBatchBytes = 4 << 20
+
+// WriteCut implements otelanalytics.Store. It writes the kept records of
+// the journal segments up to sealed into Pebble, sorted by key (cheap
+// memtable inserts), then, in one synced batch, the cut's totals and the
+// new journal checkpoint; only then are the segments removed. A crash at
+// any point leaves either the old checkpoint, and the segments are
+// replayed and written again (the same keys, the same values), or the new
+// one.
+func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
+	segs, err := listSegments(d.journalDir())
+	if err != nil {
+		return fmt.Errorf("list journal: %w", err)
+	}
+	d.mu.Lock()
+	from, tornSeg := d.checkpoint, d.tornSeg
+	d.mu.Unlock()
+	for _, n := range segs {
+		if n <= from || n > sealed {
+			continue
+		}
+		if err := d.materialize(n, n == tornSeg); err != nil {
+			return err
+		}
+	}
+
 	wb := d.db.NewBatch()
 	defer wb.Close()
-	var key []byte
-	var val []byte
+	var key, val []byte
 	for f := range c.Families {
 		fc := &c.Families[f]
 		w := otelanalytics.Family(f).Width()
@@ -303,36 +362,76 @@ func (d *DB) WriteCut(c *otelanalytics.Cut) error {
 	}
 	// Increments by event time (fc.IncKeys…) are the hand-off to the series
 	// store; see docs/architecture.md.
-
-	seqs := append([]uint64(nil), c.Journal...)
-	slices.Sort(seqs)
-	for i := 0; i < len(seqs); {
-		j := i + 1
-		for j < len(seqs) && seqs[j] == seqs[j-1]+1 {
-			j++
-		}
-		if j-i == 1 {
-			if err := wb.Delete(journalKey(seqs[i]), nil); err != nil {
-				return fmt.Errorf("delete journal entry: %w", err)
-			}
-		} else if err := wb.DeleteRange(journalKey(seqs[i]), journalKey(seqs[j-1]+1), nil); err != nil {
-			return fmt.Errorf("delete journal entries: %w", err)
-		}
-		i = j
-	}
-	d.seqMu.Lock()
-	defer d.seqMu.Unlock()
+	d.mu.Lock()
 	maxSeq := d.maxSeq
-	if len(seqs) > 0 {
-		maxSeq = max(maxSeq, seqs[len(seqs)-1])
-	}
-	if err := wb.Set(keySeq, binary.AppendUvarint(nil, maxSeq), nil); err != nil {
-		return fmt.Errorf("add journal sequence: %w", err)
+	d.mu.Unlock()
+	cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), maxSeq)
+	if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
+		return fmt.Errorf("add journal checkpoint: %w", err)
 	}
 	if err := wb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("commit cut: %w", err)
 	}
-	d.maxSeq = maxSeq
+	d.mu.Lock()
+	d.checkpoint = sealed
+	d.mu.Unlock()
+	return removeSegments(d.journalDir(), sealed)
+}
+
+// materialize writes the dictionary entries and kept records of journal
+// segment n into Pebble, without syncing (the cut's final batch syncs).
+func (d *DB) materialize(n uint64, torn bool) error {
+	type kv struct{ key, val []byte }
+	var (
+		arena []byte
+		kvs   []kv
+		dict  []otelanalytics.DictEntry
+		e     journalEntry
+	)
+	err := readSegment(d.journalDir(), n, torn, func(entry []byte) error {
+		if err := decodeJournalEntry(entry, &e); err != nil {
+			return err
+		}
+		dict = append(dict, e.dict...)
+		for i := range e.recs {
+			if !e.kept[i] {
+				continue
+			}
+			r := &e.recs[i]
+			r.SetStrings(&e.inline[i])
+			start := len(arena)
+			arena = appendRecordKey(arena, r.EndTime, e.seq, uint32(i))
+			mid := len(arena)
+			arena = appendRecord(arena, r, &e.refs[i], r.Weight/e.prob, 0, true)
+			kvs = append(kvs, kv{key: arena[start:mid:mid], val: arena[mid:len(arena):len(arena)]})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.key, b.key) })
+	wb := d.db.NewBatch()
+	defer func() { wb.Close() }()
+	for _, de := range dict {
+		if err := wb.Set(dictKey(de.ID), []byte(de.Str), nil); err != nil {
+			return fmt.Errorf("add dictionary entry: %w", err)
+		}
+	}
+	for _, x := range kvs {
+		if err := wb.Set(x.key, x.val, nil); err != nil {
+			return fmt.Errorf("add record: %w", err)
+		}
+		if wb.Len() >= recordBatchBytes {
+			if err := wb.Commit(pebble.NoSync); err != nil {
+				return fmt.Errorf("write records: %w", err)
+			}
+			wb.Reset()
+		}
+	}
+	if err := wb.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("write records: %w", err)
+	}
 	return nil
 }
 

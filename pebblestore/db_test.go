@@ -44,11 +44,30 @@ func (e *env) commit(t *testing.T, recs []otelanalytics.Record, kept []int32, pr
 	t.Helper()
 	refs := make([]otelanalytics.Refs, len(recs))
 	pending := e.dict.Intern(recs, refs, nil)
-	b := &otelanalytics.Batch{Seq: e.next, Records: recs, Refs: refs, Kept: kept, Probability: prob, Dict: pending}
+	keep := make([]bool, len(recs))
+	for _, i := range kept {
+		keep[i] = true
+	}
+	b := &otelanalytics.Batch{Seq: e.next, Records: recs, Refs: refs, Kept: keep, Probability: prob, Dict: pending}
 	e.next++
 	require.NoError(t, e.db.CommitBatch(b))
-	e.agg.Apply(b.Seq, recs, refs)
+	e.agg.Apply(recs, refs)
 	e.dict.MarkDurable(pending)
+}
+
+// cut seals the journal and writes a cut, as the pipeline's Flush does.
+func (e *env) cut(t *testing.T) {
+	t.Helper()
+	sealed, err := e.db.Seal()
+	require.NoError(t, err)
+	require.NoError(t, e.db.WriteCut(e.agg.Cut(), sealed))
+}
+
+func (e *env) segments(t *testing.T) []uint64 {
+	t.Helper()
+	segs, err := listSegments(e.db.journalDir())
+	require.NoError(t, err)
+	return segs
 }
 
 func requests(n int, seed uint64, start time.Time, step time.Duration) []otelanalytics.Record {
@@ -97,6 +116,7 @@ func TestCommitScanAndFilters(t *testing.T) {
 		half = append(half, int32(i))
 	}
 	e.commit(t, recs[250:], half, 0.5)
+	e.cut(t)
 
 	var got []otelanalytics.Record
 	require.NoError(t, e.db.ScanRecords(context.Background(), RecordFilter{}, func(r *otelanalytics.Record) error {
@@ -159,24 +179,24 @@ func TestCommitScanAndFilters(t *testing.T) {
 
 // TestRecoveryReplaysJournal is the crash test of the store: batches that
 // were committed but never cut are back in the aggregates after a restart,
-// and a cut makes them totals and empties the journal.
+// and the next cut writes their records and removes the journal segments.
 func TestRecoveryReplaysJournal(t *testing.T) {
 	dir := t.TempDir()
 	e := open(t, dir)
 	recs := requests(400, 2, t0, 100*time.Millisecond)
-	e.commit(t, recs[:100], nil, 0.1)
-	require.NoError(t, e.db.WriteCut(e.agg.Cut()))
+	e.commit(t, recs[:100], all(100), 1)
+	e.cut(t)
 	e.commit(t, recs[100:300], nil, 0.1)
 	e.commit(t, recs[300:], all(100), 1)
 	want := map[otelanalytics.Family]map[string][]float64{}
 	for f := range otelanalytics.NumFamilies {
 		want[f] = totals(e.agg, f, e.dict)
 	}
-	// No cut and no clean close of the aggregates: as after kill -9.
+	// No cut before closing: as after kill -9, the journal holds the rest.
 	require.NoError(t, e.db.Close())
 
 	e2 := open(t, dir)
-	require.Equal(t, uint64(4), e2.next, "journal sequence continues after the replayed entries")
+	require.Equal(t, uint64(4), e2.next, "sequence numbers continue after the replayed batches")
 	for f := range otelanalytics.NumFamilies {
 		require.Equal(t, want[f], totals(e2.agg, f, e2.dict), f.Name())
 	}
@@ -185,14 +205,11 @@ func TestRecoveryReplaysJournal(t *testing.T) {
 		sum += v[0]
 	}
 	require.Equal(t, 400.0, sum)
+	require.Equal(t, 100, countRecords(t, e2.db), "replayed records are not in the database before a cut")
 
-	// Cutting accounts for the replayed entries: the journal empties.
-	c := e2.agg.Cut()
-	require.ElementsMatch(t, []uint64{2, 3}, c.Journal)
-	require.NoError(t, e2.db.WriteCut(c))
-	journal := 0
-	require.NoError(t, e2.db.scan([]byte{prefixJournal}, func(k, v []byte) error { journal++; return nil }))
-	require.Zero(t, journal)
+	e2.cut(t)
+	require.Equal(t, 200, countRecords(t, e2.db))
+	require.Len(t, e2.segments(t), 1, "only the segment being written is left")
 	require.NoError(t, e2.db.Close())
 
 	e3 := open(t, dir)
@@ -201,27 +218,125 @@ func TestRecoveryReplaysJournal(t *testing.T) {
 	for f := range otelanalytics.NumFamilies {
 		require.Equal(t, want[f], totals(e3.agg, f, e3.dict), f.Name())
 	}
-	n := 0
-	require.NoError(t, e3.db.ScanRecords(context.Background(), RecordFilter{}, func(*otelanalytics.Record) error { n++; return nil }))
-	require.Equal(t, 100, n)
+	require.Equal(t, 200, countRecords(t, e3.db))
 }
 
-func TestWriteCutCoalescesJournalDeletes(t *testing.T) {
-	e := open(t, t.TempDir())
-	defer func() { require.NoError(t, e.db.Close()) }()
-	recs := requests(10, 3, t0, time.Second)
-	for i := range 10 {
-		e.commit(t, recs[i:i+1], nil, 1)
+func countRecords(t *testing.T, db *DB) int {
+	t.Helper()
+	n := 0
+	require.NoError(t, db.ScanRecords(context.Background(), RecordFilter{}, func(*otelanalytics.Record) error { n++; return nil }))
+	return n
+}
+
+// TestCrashBetweenRecordsAndCheckpoint: if the process dies after a cut
+// wrote records but before its checkpoint, the restart replays the same
+// segments and the next cut writes the same records again, once.
+func TestCrashBetweenRecordsAndCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	e.commit(t, requests(50, 4, t0, time.Second), all(50), 1)
+	sealed, err := e.db.Seal()
+	require.NoError(t, err)
+	require.NoError(t, e.db.materialize(sealed, false)) // the cut got this far
+	require.Equal(t, 50, countRecords(t, e.db))
+	require.NoError(t, e.db.Close())
+
+	e2 := open(t, dir)
+	defer func() { require.NoError(t, e2.db.Close()) }()
+	var sum float64
+	for _, v := range totals(e2.agg, otelanalytics.FamilyRequests, e2.dict) {
+		sum += v[0]
 	}
-	c := e.agg.Cut()
-	c.Journal = []uint64{7, 1, 2, 3, 9, 5} // out of order, with gaps
-	require.NoError(t, e.db.WriteCut(c))
-	var left []uint64
-	require.NoError(t, e.db.scan([]byte{prefixJournal}, func(k, v []byte) error {
-		left = append(left, binary.BigEndian.Uint64(k[1:]))
-		return nil
-	}))
-	require.Equal(t, []uint64{4, 6, 8, 10}, left)
+	require.Equal(t, 50.0, sum, "counted once")
+	e2.cut(t)
+	require.Equal(t, 50, countRecords(t, e2.db), "written once")
+}
+
+// TestLeftoverSegmentsAreRemoved: a crash after a checkpoint but before
+// its segments were removed leaves them; the next start removes them
+// without replaying them.
+func TestLeftoverSegmentsAreRemoved(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	e.commit(t, requests(10, 5, t0, time.Second), all(10), 1)
+	e.cut(t)
+	segs := e.segments(t)
+	require.NoError(t, e.db.Close())
+	// Put a copy of an old, already checkpointed segment back.
+	old := filepath.Join(e.db.journalDir(), segmentName(segs[0]-1))
+	require.NoError(t, os.WriteFile(old, []byte("stale"), 0o600))
+
+	e2 := open(t, dir)
+	defer func() { require.NoError(t, e2.db.Close()) }()
+	_, err := os.Stat(old)
+	require.True(t, os.IsNotExist(err))
+	var sum float64
+	for _, v := range totals(e2.agg, otelanalytics.FamilyRequests, e2.dict) {
+		sum += v[0]
+	}
+	require.Equal(t, 10.0, sum)
+}
+
+// TestTornJournalTail: a crash in the middle of a journal write leaves a
+// partial entry at the end of the newest segment; it was never
+// acknowledged, so recovery ends at the last whole entry. Damage anywhere
+// else is refused.
+func TestTornJournalTail(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	path := filepath.Join(e.db.journalDir(), segmentName(e.segments(t)[0]))
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	e.commit(t, requests(10, 6, t0, time.Second), nil, 1)
+	first := size() // synced: the whole first entry is in the file
+	e.commit(t, requests(20, 7, t0, time.Second), nil, 1)
+	second := size()
+	require.NoError(t, e.db.Close())
+	// Cut the file in the middle of the second entry, as a crash would.
+	require.NoError(t, os.Truncate(path, first+(second-first)/2))
+
+	e2 := open(t, dir)
+	var sum float64
+	for _, v := range totals(e2.agg, otelanalytics.FamilyRequests, e2.dict) {
+		sum += v[0]
+	}
+	require.Equal(t, 10.0, sum, "the first entry is replayed, the torn second one is not")
+	e2.cut(t)
+	require.NoError(t, e2.db.Close())
+
+	// Damage inside a segment that is not the newest is corruption.
+	dir2 := t.TempDir()
+	e3 := open(t, dir2)
+	e3.commit(t, requests(10, 8, t0, time.Second), nil, 1)
+	_, err := e3.db.Seal()
+	require.NoError(t, err)
+	e3.commit(t, requests(10, 9, t0, time.Second), nil, 1)
+	p := filepath.Join(e3.db.journalDir(), segmentName(e3.segments(t)[0]))
+	require.NoError(t, e3.db.Close())
+	data, err := os.ReadFile(p)
+	require.NoError(t, err)
+	data[20] ^= 0xff
+	require.NoError(t, os.WriteFile(p, data, 0o600))
+	db, err := Open(dir2, Options{})
+	require.NoError(t, err)
+	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
+	require.ErrorContains(t, err, "damaged")
+	require.NoError(t, db.Close())
+}
+
+func TestJournalFilesAreOurs(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	require.NoError(t, e.db.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(e.db.journalDir(), "notes.log"), nil, 0o600))
+	db, err := Open(dir, Options{})
+	require.NoError(t, err)
+	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
+	require.ErrorContains(t, err, "unexpected file notes.log")
+	require.NoError(t, db.Close())
 }
 
 func TestFormatVersion(t *testing.T) {
@@ -229,11 +344,13 @@ func TestFormatVersion(t *testing.T) {
 	e := open(t, dir)
 	require.Equal(t, t0, e.db.Created())
 	require.Equal(t, dir, e.db.Dir())
+	_, err := e.db.Load(e.dict, e.agg)
+	require.Error(t, err, "Load twice")
 	require.NoError(t, e.db.Close())
 	require.NoError(t, e.db.Close(), "Close twice")
 
 	// Another version is refused with a message that says which.
-	pdb, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log: discard()}})
+	pdb, err := pebble.Open(filepath.Join(dir, "pebble"), &pebble.Options{Logger: pebbleLogger{log: discard()}})
 	require.NoError(t, err)
 	require.NoError(t, pdb.Set(keyFormat, binary.AppendUvarint(nil, 99), pebble.Sync))
 	require.NoError(t, pdb.Close())
@@ -242,7 +359,7 @@ func TestFormatVersion(t *testing.T) {
 
 	// A database with data but no version is not ours.
 	other := t.TempDir()
-	pdb, err = pebble.Open(other, &pebble.Options{Logger: pebbleLogger{log: discard()}})
+	pdb, err = pebble.Open(filepath.Join(other, "pebble"), &pebble.Options{Logger: pebbleLogger{log: discard()}})
 	require.NoError(t, err)
 	require.NoError(t, pdb.Set([]byte("x"), []byte("y"), pebble.Sync))
 	require.NoError(t, pdb.Close())

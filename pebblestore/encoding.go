@@ -12,19 +12,18 @@ import (
 // FormatVersion is the on-disk format this package writes and reads.
 const FormatVersion = 1
 
-// Key spaces: the first byte of every key.
+// Key spaces of the Pebble database: the first byte of every key.
 const (
-	prefixMeta    = 'm' // m<name>                       → meta value
-	prefixDict    = 'd' // d<id:4>                       → string bytes
-	prefixJournal = 'j' // j<seq:8>                      → journal entry
-	prefixRecord  = 'r' // r<end:8><seq:8><idx:4>        → record
-	prefixTotals  = 'a' // a<family:1><series key:29>    → cumulative values
+	prefixMeta   = 'm' // m<name>                       → meta value
+	prefixDict   = 'd' // d<id:4>                       → string bytes
+	prefixRecord = 'r' // r<end:8><seq:8><idx:4>        → record
+	prefixTotals = 'a' // a<family:1><series key:29>    → cumulative values
 )
 
 var (
-	keyFormat  = []byte("mformat")  // uvarint FormatVersion
-	keySeq     = []byte("mseq")     // uvarint highest journal seq a cut accounted for
-	keyCreated = []byte("mcreated") // 8-byte big-endian Unix ns of the store's creation
+	keyFormat     = []byte("mformat")     // uvarint FormatVersion
+	keyCreated    = []byte("mcreated")    // 8-byte big-endian Unix ns of the store's creation
+	keyCheckpoint = []byte("mcheckpoint") // uvarint last journal segment in Pebble, uvarint highest batch seq in it
 )
 
 // errCorrupt marks a value that does not decode.
@@ -34,13 +33,6 @@ func dictKey(id uint32) []byte {
 	k := make([]byte, 5)
 	k[0] = prefixDict
 	binary.BigEndian.PutUint32(k[1:], id)
-	return k
-}
-
-func journalKey(seq uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = prefixJournal
-	binary.BigEndian.PutUint64(k[1:], seq)
 	return k
 }
 
@@ -118,11 +110,12 @@ func decodeFloats(b []byte, dst []float64) ([]float64, error) {
 	return dst, nil
 }
 
-// Record and journal flags.
+// Record flags.
 const (
 	flagSuccess = 1 << 0 // the request succeeded
 	flagWeight  = 1 << 1 // a float64 weight follows; absent means weight 1
 	flagIDs     = 1 << 2 // trace and span ids follow; absent means all zero
+	flagKept    = 1 << 3 // journal only: sampling kept the record
 	knownFlags  = flagSuccess | flagWeight | flagIDs
 )
 
@@ -137,16 +130,18 @@ func appendRef(dst []byte, id uint32, s string) []byte {
 	return append(dst, s...)
 }
 
-// appendRecord encodes a stored record (see docs/format.md).
-func appendRecord(dst []byte, r *otelanalytics.Record, refs *otelanalytics.Refs, weight float64) []byte {
-	var flags byte
+// appendRecord encodes a record's value (everything but its end time, which
+// the key or the journal entry holds): see docs/format.md. extra adds flags
+// (flagKept in the journal); ids false leaves the trace and span ids out.
+func appendRecord(dst []byte, r *otelanalytics.Record, refs *otelanalytics.Refs, weight float64, extra byte, ids bool) []byte {
+	flags := extra
 	if r.Success {
 		flags |= flagSuccess
 	}
 	if weight != 1 {
 		flags |= flagWeight
 	}
-	if r.TraceID != ([16]byte{}) || r.SpanID != ([8]byte{}) {
+	if ids && (r.TraceID != ([16]byte{}) || r.SpanID != ([8]byte{})) {
 		flags |= flagIDs
 	}
 	dst = append(dst, flags)
@@ -242,6 +237,40 @@ func (r *reader) ref() (uint32, string) {
 	return otelanalytics.NoID, string(r.bytes(v >> 1))
 }
 
+// decodeRecordValue decodes a record value from rd into rec (its strings
+// left empty), the ids of its strings into refs and the strings the
+// dictionary had no room for into inline. It returns the flags.
+func decodeRecordValue(rd *reader, known byte, rec *otelanalytics.Record, refs *otelanalytics.Refs, inline *[otelanalytics.NumRefs]string) byte {
+	flags := rd.byte()
+	if flags&^known != 0 {
+		rd.err = errCorrupt
+		return 0
+	}
+	rec.Success = flags&flagSuccess != 0
+	rec.Duration = int64(rd.uvarint())
+	for i := range refs {
+		refs[i], inline[i] = rd.ref()
+	}
+	rec.Method = otelanalytics.Method(rd.byte())
+	status := rd.uvarint()
+	rec.StatusCode = uint16(status)
+	rec.BytesSent = rd.uvarint()
+	rec.BytesReceived = rd.uvarint()
+	rec.Weight = 1
+	if flags&flagWeight != 0 {
+		rec.Weight = rd.float()
+	}
+	rec.TraceID, rec.SpanID = [16]byte{}, [8]byte{}
+	if flags&flagIDs != 0 {
+		copy(rec.TraceID[:], rd.bytes(16))
+		copy(rec.SpanID[:], rd.bytes(8))
+	}
+	if status > 999 || !rec.Method.Valid() || rec.Duration < 0 || !(rec.Weight >= 0) {
+		rd.err = errCorrupt
+	}
+	return flags
+}
+
 // decodeRecord decodes a stored record's key and value into rec, resolving
 // dictionary ids with dict.
 func decodeRecord(key, val []byte, dict *otelanalytics.Dict, rec *otelanalytics.Record) error {
@@ -250,132 +279,125 @@ func decodeRecord(key, val []byte, dict *otelanalytics.Dict, rec *otelanalytics.
 	}
 	*rec = otelanalytics.Record{EndTime: int64(binary.BigEndian.Uint64(key[1:]))}
 	rd := reader{b: val}
-	flags := rd.byte()
-	if flags&^knownFlags != 0 {
-		return fmt.Errorf("record flags %#x: %w", flags, errCorrupt)
-	}
-	rec.Success = flags&flagSuccess != 0
-	rec.Duration = int64(rd.uvarint())
-	var ids otelanalytics.Refs
+	var refs otelanalytics.Refs
 	var strs [otelanalytics.NumRefs]string
-	inline := false
-	for i := range ids {
-		ids[i], strs[i] = rd.ref()
-		inline = inline || ids[i] == otelanalytics.NoID
-	}
-	if !inline {
-		dict.Strings(&ids, &strs)
-	} else {
-		for i, id := range ids {
-			if id != otelanalytics.NoID {
-				strs[i] = dict.String(id)
-			}
-		}
-	}
-	rec.SetStrings(&strs)
-	rec.Method = otelanalytics.Method(rd.byte())
-	status := rd.uvarint()
-	rec.BytesSent = rd.uvarint()
-	rec.BytesReceived = rd.uvarint()
-	rec.Weight = 1
-	if flags&flagWeight != 0 {
-		rec.Weight = rd.float()
-	}
-	if flags&flagIDs != 0 {
-		copy(rec.TraceID[:], rd.bytes(16))
-		copy(rec.SpanID[:], rd.bytes(8))
-	}
-	if rd.err != nil || len(rd.b) != 0 || status > 999 || !rec.Method.Valid() || rec.Duration < 0 {
+	decodeRecordValue(&rd, knownFlags, rec, &refs, &strs)
+	if rd.err != nil || len(rd.b) != 0 {
 		return fmt.Errorf("record: %w", errCorrupt)
 	}
-	rec.StatusCode = uint16(status)
+	resolve(dict, &refs, &strs)
+	rec.SetStrings(&strs)
 	return nil
+}
+
+// resolve fills strs with the strings of refs, but for those the dictionary
+// had no room for, which are already inline.
+func resolve(dict *otelanalytics.Dict, refs *otelanalytics.Refs, strs *[otelanalytics.NumRefs]string) {
+	inline := false
+	for _, id := range refs {
+		inline = inline || id == otelanalytics.NoID
+	}
+	if !inline {
+		dict.Strings(refs, strs)
+		return
+	}
+	for i, id := range refs {
+		if id != otelanalytics.NoID {
+			strs[i] = dict.String(id)
+		}
+	}
 }
 
 const journalVersion = 1
 
-// appendJournal encodes the journal entry of a batch: every record's
-// contribution to the aggregates, with times delta-encoded.
-func appendJournal(dst []byte, recs []otelanalytics.Record, refs []otelanalytics.Refs) []byte {
+// appendJournalEntry encodes the journal entry of an ingest batch: its
+// sequence number and keep probability, the dictionary entries it brings,
+// and every record (kept ones flagged, with their ids), end times
+// delta-encoded. Weights are the upstream adjusted counts.
+func appendJournalEntry(dst []byte, b *otelanalytics.Batch) []byte {
 	dst = append(dst, journalVersion)
-	dst = binary.AppendUvarint(dst, uint64(len(recs)))
+	dst = binary.AppendUvarint(dst, b.Seq)
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(b.Probability))
+	dst = binary.AppendUvarint(dst, uint64(len(b.Dict)))
+	for _, e := range b.Dict {
+		dst = binary.AppendUvarint(dst, uint64(e.ID))
+		dst = binary.AppendUvarint(dst, uint64(len(e.Str)))
+		dst = append(dst, e.Str...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(b.Records)))
 	var prev int64
-	for i := range recs {
-		r := &recs[i]
-		var flags byte
-		if r.Success {
-			flags |= flagSuccess
-		}
-		if r.Weight != 1 {
-			flags |= flagWeight
-		}
-		dst = append(dst, flags)
+	for i := range b.Records {
+		r := &b.Records[i]
 		dst = binary.AppendVarint(dst, r.EndTime-prev)
 		prev = r.EndTime
-		dst = binary.AppendUvarint(dst, uint64(r.Duration))
-		for _, id := range refs[i] {
-			// NoID is written as 0: the aggregates only need to know that
-			// the string had no id.
-			dst = binary.AppendUvarint(dst, uint64(id+1))
+		var extra byte
+		if b.Kept[i] {
+			extra = flagKept
 		}
-		dst = append(dst, byte(r.Method))
-		dst = binary.AppendUvarint(dst, uint64(r.StatusCode))
-		dst = binary.AppendUvarint(dst, r.BytesSent)
-		dst = binary.AppendUvarint(dst, r.BytesReceived)
-		if flags&flagWeight != 0 {
-			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Weight))
-		}
+		dst = appendRecord(dst, r, &b.Refs[i], r.Weight, extra, b.Kept[i])
 	}
 	return dst
 }
 
-// decodeJournal decodes a journal entry into records (strings left empty)
-// and their dictionary ids.
-func decodeJournal(val []byte, recs []otelanalytics.Record, refs []otelanalytics.Refs) ([]otelanalytics.Record, []otelanalytics.Refs, error) {
+// journalEntry is a decoded journal entry. Its slices are reused by the
+// next decode.
+type journalEntry struct {
+	seq    uint64
+	prob   float64
+	dict   []otelanalytics.DictEntry
+	recs   []otelanalytics.Record
+	refs   []otelanalytics.Refs
+	inline [][otelanalytics.NumRefs]string
+	kept   []bool
+}
+
+// decodeJournalEntry decodes val into e.
+func decodeJournalEntry(val []byte, e *journalEntry) error {
 	rd := reader{b: val}
 	if v := rd.byte(); v != journalVersion {
-		return nil, nil, fmt.Errorf("journal entry version %d: %w", v, errCorrupt)
+		return fmt.Errorf("journal entry version %d: %w", v, errCorrupt)
+	}
+	e.seq = rd.uvarint()
+	e.prob = rd.float()
+	if rd.err != nil || !(e.prob > 0 && e.prob <= 1) {
+		return fmt.Errorf("journal entry header: %w", errCorrupt)
+	}
+	nd := rd.uvarint()
+	if nd > uint64(len(val)) {
+		return fmt.Errorf("journal entry of %d dictionary entries: %w", nd, errCorrupt)
+	}
+	e.dict = e.dict[:0]
+	for range nd {
+		id := rd.uvarint()
+		s := rd.bytes(rd.uvarint())
+		if id == 0 || id >= uint64(otelanalytics.NoID) {
+			rd.err = errCorrupt
+		}
+		e.dict = append(e.dict, otelanalytics.DictEntry{ID: uint32(id), Str: string(s)})
 	}
 	n := rd.uvarint()
-	if n > uint64(len(val)) { // every record takes more than a byte
-		return nil, nil, fmt.Errorf("journal entry of %d records in %d bytes: %w", n, len(val), errCorrupt)
+	if rd.err != nil || n > uint64(len(val)) { // every record takes more than a byte
+		return fmt.Errorf("journal entry of %d records in %d bytes: %w", n, len(val), errCorrupt)
 	}
+	e.recs, e.refs, e.inline, e.kept = e.recs[:0], e.refs[:0], e.inline[:0], e.kept[:0]
 	var prev int64
 	for range n {
 		var r otelanalytics.Record
-		var ref otelanalytics.Refs
-		flags := rd.byte()
-		if flags&^(flagSuccess|flagWeight) != 0 {
-			return nil, nil, fmt.Errorf("journal flags %#x: %w", flags, errCorrupt)
-		}
-		r.Success = flags&flagSuccess != 0
+		var refs otelanalytics.Refs
+		var inline [otelanalytics.NumRefs]string
 		r.EndTime = prev + rd.varint()
 		prev = r.EndTime
-		r.Duration = int64(rd.uvarint())
-		for j := range ref {
-			v := rd.uvarint()
-			if v > 1<<32 {
-				rd.err = errCorrupt
-			}
-			ref[j] = uint32(v - 1) // 0 wraps to NoID
+		flags := decodeRecordValue(&rd, knownFlags|flagKept, &r, &refs, &inline)
+		if rd.err != nil {
+			return fmt.Errorf("journal record: %w", rd.err)
 		}
-		r.Method = otelanalytics.Method(rd.byte())
-		status := rd.uvarint()
-		r.StatusCode = uint16(status)
-		r.BytesSent = rd.uvarint()
-		r.BytesReceived = rd.uvarint()
-		r.Weight = 1
-		if flags&flagWeight != 0 {
-			r.Weight = rd.float()
-		}
-		if rd.err != nil || status > 999 || !r.Method.Valid() || r.Duration < 0 || !(r.Weight >= 0) {
-			return nil, nil, fmt.Errorf("journal record: %w", errCorrupt)
-		}
-		recs = append(recs, r)
-		refs = append(refs, ref)
+		e.recs = append(e.recs, r)
+		e.refs = append(e.refs, refs)
+		e.inline = append(e.inline, inline)
+		e.kept = append(e.kept, flags&flagKept != 0)
 	}
 	if len(rd.b) != 0 {
-		return nil, nil, fmt.Errorf("journal entry: %d trailing bytes: %w", len(rd.b), errCorrupt)
+		return fmt.Errorf("journal entry: %d trailing bytes: %w", len(rd.b), errCorrupt)
 	}
-	return recs, refs, nil
+	return nil
 }

@@ -29,7 +29,7 @@ func TestEncodingFrozen(t *testing.T) {
 	r, refs := frozenRecord()
 	key := appendRecordKey(nil, r.EndTime, 7, 3)
 	require.Equal(t, "72"+"187c29e0f17f4d15"+"0000000000000007"+"00000003", hex.EncodeToString(key))
-	val := appendRecord(nil, &r, &refs, 2.5)
+	val := appendRecord(nil, &r, &refs, 2.5, 0, true)
 	require.Equal(t,
 		"07"+"80e59a77"+ // flags (success, weight, ids), duration 250 ms
 			"02"+"04"+"06"+"08"+"1d696e6c696e652e6578616d706c65"+"00"+ // refs, the domain inline
@@ -38,13 +38,20 @@ func TestEncodingFrozen(t *testing.T) {
 			"0102030405060708090a0b0c0d0e0f10"+"0a0b0c0d0e0f1011",
 		hex.EncodeToString(val))
 
-	journal := appendJournal(nil, []otelanalytics.Record{r, r}, []otelanalytics.Refs{refs, refs})
+	b := &otelanalytics.Batch{
+		Seq: 9, Probability: 0.5, Dict: []otelanalytics.DictEntry{{ID: 4, Str: "crawler"}},
+		Records: []otelanalytics.Record{r, r}, Refs: []otelanalytics.Refs{refs, refs}, Kept: []bool{false, true},
+	}
 	require.Equal(t,
-		"01"+"02"+ // version, count
-			// flags, end time (zigzag delta), duration, refs+1 (NoID is 0), method, status, bytes
-			"01"+"aab4fa979ef894fc30"+"80e59a77"+"020304050001"+"04"+"c801"+"78"+"db9f03"+
-			"01"+"00"+"80e59a77"+"020304050001"+"04"+"c801"+"78"+"db9f03",
-		hex.EncodeToString(journal))
+		"01"+"09"+"000000000000e03f"+ // version, seq, probability 0.5
+			"01"+"04"+"07"+"637261776c6572"+ // one dictionary entry: id 4, "crawler"
+			"02"+ // two records
+			"aab4fa979ef894fc30"+ // end time (zigzag delta from 0)
+			"01"+"80e59a77"+"02040608"+"1d696e6c696e652e6578616d706c65"+"00"+"04"+"c801"+"78"+"db9f03"+ // not kept: no ids
+			"00"+ // end time delta 0
+			"0d"+"80e59a77"+"02040608"+"1d696e6c696e652e6578616d706c65"+"00"+"04"+"c801"+"78"+"db9f03"+ // kept (0x08), ids (0x04)
+			"0102030405060708090a0b0c0d0e0f10"+"0a0b0c0d0e0f1011",
+		hex.EncodeToString(appendJournalEntry(nil, b)))
 
 	k := otelanalytics.SeriesKey{Source: 1, Tier: 2, Application: 3, Domain: 4, ErrorType: 5, StatusCode: 429, Method: otelanalytics.MethodPost, Success: false}
 	require.Equal(t, "6100"+"00000001"+"00000002"+"00000003"+"00000004"+"00000005"+"00000000"+"01ad"+"08"+"00"+"00", // ids, 429, POST, flags, reserved
@@ -59,7 +66,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	r, refs := frozenRecord()
 	key := appendRecordKey(nil, r.EndTime, 7, 3)
-	val := appendRecord(nil, &r, &refs, 1)
+	val := appendRecord(nil, &r, &refs, 1, 0, true)
 	var got otelanalytics.Record
 	require.NoError(t, decodeRecord(key, val, d, &got))
 	require.Equal(t, r, got)
@@ -68,7 +75,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	r.TraceID, r.SpanID = [16]byte{}, [8]byte{}
 	r.Success, r.ErrorType, r.StatusCode = false, "", 0
 	refs[otelanalytics.RefErrorType] = 0
-	val = appendRecord(nil, &r, &refs, 10)
+	val = appendRecord(nil, &r, &refs, 10, 0, true)
 	require.NoError(t, decodeRecord(key, val, d, &got))
 	r.Weight = 10
 	require.Equal(t, r, got)
@@ -87,25 +94,31 @@ func TestJournalRoundTrip(t *testing.T) {
 	r2.Success = false
 	refs2 := refs
 	refs2[otelanalytics.RefSource] = otelanalytics.NoID
-	b := appendJournal(nil, []otelanalytics.Record{r, r2}, []otelanalytics.Refs{refs, refs2})
-	recs, gotRefs, err := decodeJournal(b, nil, nil)
-	require.NoError(t, err)
-	require.Len(t, recs, 2)
-	require.Equal(t, []otelanalytics.Refs{refs, refs2}, gotRefs)
+	r2.Source = "no room in the dictionary"
+	b := &otelanalytics.Batch{Seq: 3, Probability: 0.25, Records: []otelanalytics.Record{r, r2},
+		Refs: []otelanalytics.Refs{refs, refs2}, Kept: []bool{true, false},
+		Dict: []otelanalytics.DictEntry{{ID: 1, Str: "brightdata"}}}
+	enc := appendJournalEntry(nil, b)
+	var e journalEntry
+	require.NoError(t, decodeJournalEntry(enc, &e))
+	require.Equal(t, uint64(3), e.seq)
+	require.Equal(t, 0.25, e.prob)
+	require.Equal(t, b.Dict, e.dict)
+	require.Equal(t, []bool{true, false}, e.kept)
+	require.Equal(t, []otelanalytics.Refs{refs, refs2}, e.refs)
+	require.Equal(t, "inline.example", e.inline[0][otelanalytics.RefDomain])
+	require.Equal(t, "no room in the dictionary", e.inline[1][otelanalytics.RefSource])
 	for i, want := range []otelanalytics.Record{r, r2} {
-		got := recs[i]
-		require.Equal(t, want.EndTime, got.EndTime)
-		require.Equal(t, want.Duration, got.Duration)
-		require.Equal(t, want.Weight, got.Weight)
-		require.Equal(t, want.Success, got.Success)
-		require.Equal(t, want.StatusCode, got.StatusCode)
-		require.Equal(t, want.Method, got.Method)
-		require.Equal(t, want.BytesSent, got.BytesSent)
-		require.Equal(t, want.BytesReceived, got.BytesReceived)
+		got := e.recs[i]
+		got.SetStrings(&[otelanalytics.NumRefs]string{}) // strings come from the dictionary
+		want.SetStrings(&[otelanalytics.NumRefs]string{})
+		if !b.Kept[i] {
+			want.TraceID, want.SpanID = [16]byte{}, [8]byte{} // ids are kept for kept records only
+		}
+		require.Equal(t, want, got)
 	}
-	for _, bad := range [][]byte{nil, {2, 0}, {1, 200}, b[:len(b)-1], append(append([]byte{}, b...), 0)} {
-		_, _, err := decodeJournal(bad, nil, nil)
-		require.Error(t, err)
+	for _, bad := range [][]byte{nil, {2}, enc[:len(enc)-1], append(append([]byte{}, enc...), 0), enc[:10]} {
+		require.Error(t, decodeJournalEntry(bad, &e))
 	}
 }
 
@@ -132,7 +145,7 @@ func TestTotalsKeyRoundTrip(t *testing.T) {
 
 func FuzzDecodeRecord(f *testing.F) {
 	r, refs := frozenRecord()
-	f.Add(appendRecord(nil, &r, &refs, 3))
+	f.Add(appendRecord(nil, &r, &refs, 3, 0, true))
 	d := otelanalytics.NewDict(0)
 	key := appendRecordKey(nil, 1, 1, 1)
 	f.Fuzz(func(t *testing.T, val []byte) {
@@ -145,23 +158,31 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-func FuzzDecodeJournal(f *testing.F) {
+func FuzzDecodeJournalEntry(f *testing.F) {
 	r, refs := frozenRecord()
-	f.Add(appendJournal(nil, []otelanalytics.Record{r}, []otelanalytics.Refs{refs}))
+	f.Add(appendJournalEntry(nil, &otelanalytics.Batch{Seq: 1, Probability: 1, Records: []otelanalytics.Record{r},
+		Refs: []otelanalytics.Refs{refs}, Kept: []bool{true}, Dict: []otelanalytics.DictEntry{{ID: 2, Str: "x"}}}))
 	f.Fuzz(func(t *testing.T, val []byte) {
-		recs, rs, err := decodeJournal(val, nil, nil)
-		if err != nil {
+		var e journalEntry
+		if decodeJournalEntry(val, &e) != nil {
 			return
 		}
-		require.Equal(t, len(recs), len(rs))
-		// Re-encoding what decoded decodes to the same records.
-		recs2, rs2, err := decodeJournal(appendJournal(nil, recs, rs), nil, nil)
-		require.NoError(t, err)
-		require.Equal(t, rs, rs2)
-		require.Equal(t, len(recs), len(recs2))
-		for i := range recs {
-			require.Equal(t, recs[i].EndTime, recs2[i].EndTime)
-			require.Equal(t, recs[i].Duration, recs2[i].Duration)
+		// Re-encoding what decoded decodes to the same entry.
+		b := &otelanalytics.Batch{Seq: e.seq, Probability: e.prob, Dict: e.dict, Refs: e.refs, Kept: e.kept}
+		for i := range e.recs {
+			rec := e.recs[i]
+			rec.SetStrings(&e.inline[i])
+			b.Records = append(b.Records, rec)
+		}
+		var e2 journalEntry
+		require.NoError(t, decodeJournalEntry(appendJournalEntry(nil, b), &e2))
+		require.Equal(t, e.seq, e2.seq)
+		require.Equal(t, e.refs, e2.refs)
+		require.Equal(t, e.kept, e2.kept)
+		require.Equal(t, len(e.recs), len(e2.recs))
+		for i := range e.recs {
+			require.Equal(t, e.recs[i].EndTime, e2.recs[i].EndTime)
+			require.Equal(t, e.recs[i].Duration, e2.recs[i].Duration)
 		}
 	})
 }

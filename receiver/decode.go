@@ -539,6 +539,12 @@ func (d *decoder) status(buf []byte) error {
 // keyValue decodes one attribute and, when attrs is not nil, hands it to the
 // mapper. With attrs nil it only validates, and d may be nil.
 func (d *decoder) keyValue(buf []byte, attrs *otelanalytics.SpanAttrs, depth int) error {
+	if attrs != nil {
+		if key, val, ok := plainKeyValue(buf); ok {
+			d.m.SetAttr(attrs, key, val)
+			return nil
+		}
+	}
 	if depth >= recursionLimit {
 		return errRecursionDepth
 	}
@@ -583,6 +589,36 @@ func (d *decoder) keyValue(buf []byte, attrs *otelanalytics.SpanAttrs, depth int
 		d.m.SetAttr(attrs, key, val)
 	}
 	return nil
+}
+
+// plainKeyValue reads the layout every SDK writes, a key then a value that
+// holds exactly one string or int, in one pass. Anything else, including
+// any malformation, reports !ok and goes through the general path, which
+// gives the same result for this layout.
+func plainKeyValue(buf []byte) (string, otelanalytics.Value, bool) {
+	if len(buf) < 4 || buf[0] != 0x0a { // key, field 1, length-delimited
+		return "", otelanalytics.Value{}, false
+	}
+	kstart, kend, err := consumeLen(buf, 1)
+	if err != nil || kend >= len(buf) || buf[kend] != 0x12 { // value, field 2
+		return "", otelanalytics.Value{}, false
+	}
+	vstart, vend, err := consumeLen(buf, kend+1)
+	if err != nil || vend != len(buf) || vstart == vend {
+		return "", otelanalytics.Value{}, false
+	}
+	v := buf[vstart:vend]
+	switch v[0] {
+	case 0x0a: // string_value
+		if s, e, err := consumeLen(v, 1); err == nil && e == len(v) {
+			return str(buf, kstart, kend), otelanalytics.Value{Kind: otelanalytics.KindString, Str: str(v, s, e)}, true
+		}
+	case 0x18: // int_value
+		if n, e, err := consumeVarint(v, 1); err == nil && e == len(v) {
+			return str(buf, kstart, kend), otelanalytics.Value{Kind: otelanalytics.KindInt, Int: int64(n)}, true
+		}
+	}
+	return "", otelanalytics.Value{}, false
 }
 
 // anyValue decodes an attribute value into v; repeated value fields merge

@@ -51,8 +51,6 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.proto.Unmarshal(data, v)
 }
 
-var registerZstd sync.Once
-
 // zstdCompressor lets gRPC clients send zstd-compressed requests, as the
 // Collector accepts them.
 type zstdCompressor struct{ decoders sync.Pool }
@@ -67,7 +65,7 @@ func (z *zstdCompressor) Decompress(r io.Reader) (io.Reader, error) {
 	d, ok := z.decoders.Get().(*zstd.Decoder)
 	if !ok {
 		var err error
-		d, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		d, err = newZstdDecoder()
 		if err != nil {
 			return nil, err
 		}
@@ -77,6 +75,17 @@ func (z *zstdCompressor) Decompress(r io.Reader) (io.Reader, error) {
 		return nil, err
 	}
 	return &pooledZstd{d: d, pool: &z.decoders}, nil
+}
+
+// maxZstdWindow bounds the history a zstd frame may ask for (zstd's own
+// default is 8 MiB, its long mode 128 MiB). The size of what it inflates to
+// is bounded by the request limit, not here: past that limit the request is
+// refused as too large.
+const maxZstdWindow = 128 << 20
+
+func newZstdDecoder() (*zstd.Decoder, error) {
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxWindow(maxZstdWindow))
 }
 
 // pooledZstd returns its decoder to the pool at EOF; gRPC reads every
@@ -106,7 +115,6 @@ var traceServiceDesc = grpc.ServiceDesc{
 }
 
 func (r *Receiver) newGRPCServer() *grpc.Server {
-	registerZstd.Do(func() { encoding.RegisterCompressor(&zstdCompressor{}) })
 	srv := grpc.NewServer(
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(grpcproto.Name)}),
 		grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),

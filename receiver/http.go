@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +65,7 @@ const maxPooledBuf = 4 << 20
 func (r *Receiver) ServeTraces(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	if req.Method != http.MethodPost {
+		r.m.requests[transportHTTP]["unsupported"].Inc()
 		w.Header().Set("Allow", http.MethodPost)
 		writeStatus(w, "", http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed: OTLP/HTTP exports are POST requests", 0)
 		return
@@ -134,7 +136,7 @@ func (r *Receiver) httpHandle(req *http.Request, ctype string) (exportResult, er
 func (r *Receiver) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]byte, error) {
 	limit := r.cfg.MaxRequestBytes
 	var src io.Reader = req.Body
-	switch enc := req.Header.Get("Content-Encoding"); enc {
+	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
 		if req.ContentLength > limit {
 			return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errTooLarge, req.ContentLength, limit)
@@ -156,9 +158,9 @@ func (r *Receiver) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]b
 		zr, _ := zstdPool.Get().(*zstd.Decoder)
 		var err error
 		if zr == nil {
-			zr, err = zstd.NewReader(req.Body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-				zstd.WithDecoderMaxMemory(uint64(limit)+1))
-		} else {
+			zr, err = newZstdDecoder()
+		}
+		if err == nil {
 			err = zr.Reset(req.Body)
 		}
 		if err != nil {
@@ -174,7 +176,7 @@ func (r *Receiver) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]b
 	}
 
 	buf := (*bp)[:0]
-	if req.ContentLength > 0 && req.Header.Get("Content-Encoding") == "" && int64(cap(buf)) < req.ContentLength {
+	if req.ContentLength > 0 && src == io.Reader(req.Body) && int64(cap(buf)) < req.ContentLength {
 		buf = make([]byte, 0, req.ContentLength+1) // +1 to see EOF without growing
 	}
 	if !r.acquire(int64(cap(buf))) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
 
 	"github.com/proxylens/proxylens/internal/selfmetrics"
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -81,7 +82,6 @@ type Receiver struct {
 	mapper   *otelanalytics.Mapper
 	consumer Consumer
 	log      *slog.Logger
-	now      func() time.Time
 
 	inflight atomic.Int64 // request bytes held
 	decoders sync.Pool
@@ -131,7 +131,7 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 		log = slog.New(slog.DiscardHandler)
 	}
 	reg = selfmetrics.OrNew(reg)
-	r := &Receiver{cfg: cfg, mapper: mapper, consumer: consumer, log: log, now: time.Now}
+	r := &Receiver{cfg: cfg, mapper: mapper, consumer: consumer, log: log}
 	r.decoders.New = func() any { return &decoder{m: mapper} }
 	r.m.refused = func(reason string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_spans_refused_total{reason=%q}`, reason),
@@ -171,7 +171,7 @@ func (r *Receiver) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.started || r.shutdown {
-		return errors.New("receiver already started")
+		return errors.New("receiver already started or shut down")
 	}
 	r.started = true
 	var lc net.ListenConfig
@@ -282,7 +282,7 @@ func (r *Receiver) export(ctx context.Context, transport int, body []byte) (expo
 		clear(d.recs) // drop references into the request buffer
 		r.decoders.Put(d)
 	}()
-	d.reset(r.now().UnixNano())
+	d.reset(r.mapper.Now())
 	if err := d.decode(body); err != nil {
 		return exportResult{}, fmt.Errorf("%w: %w", errMalformed, err)
 	}
@@ -329,6 +329,14 @@ func rejectionMessage(s *decodeStats) string {
 }
 
 var outcomes = []string{"accepted", "partial", "malformed", "too_large", "unsupported", "overloaded", "unavailable"}
+
+func init() {
+	// gRPC requires compressors to be registered at program initialisation,
+	// before any server or client runs (encoding.RegisterCompressor is not
+	// safe for concurrent use). zstd lets clients send what the Collector
+	// accepts; gzip is registered by its own package.
+	encoding.RegisterCompressor(&zstdCompressor{})
+}
 
 // outcome names a request's outcome for metrics.
 func outcome(res exportResult, err error) string {
