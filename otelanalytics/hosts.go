@@ -13,15 +13,27 @@ const maxLabelLen = 256
 // "scheme://user:pw@host:port/path?q"), or the whole string up to the first
 // '/', '?' or '#' when it has no scheme. The result aliases s.
 func authority(s string) (scheme, auth string) {
-	if i := strings.Index(s, "://"); i >= 0 {
+	// A scheme is letters, digits, '+', '-' and '.' before "://"; a "://"
+	// later in the path or query is not one.
+	if i := strings.Index(s, "://"); i > 0 && validScheme(s[:i]) {
 		scheme, s = s[:i], s[i+3:]
-	} else if strings.HasPrefix(s, "//") {
-		s = s[2:]
+	} else {
+		s = strings.TrimPrefix(s, "//")
 	}
 	if i := strings.IndexAny(s, "/?#"); i >= 0 {
 		s = s[:i]
 	}
 	return scheme, s
+}
+
+func validScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
 }
 
 // stripUserinfo removes everything up to the last '@' of an authority: the

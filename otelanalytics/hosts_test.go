@@ -435,3 +435,13 @@ func FuzzProxyAndDomainNeverLeakUserinfo(f *testing.F) {
 		}
 	})
 }
+
+// TestSchemeInQuery: a "://" in the path or query of a URL without a scheme
+// is not a scheme; the host is still the one before the path.
+func TestSchemeInQuery(t *testing.T) {
+	require.Equal(t, "example.com", DomainOf("example.com/r?to=http://evil.example"))
+	require.Equal(t, "example.com", DomainOf("//example.com/r?to=https://evil.example"))
+	require.Equal(t, "example.com", DomainOf("https://example.com/r?to=http://evil.example"))
+	require.Equal(t, "10.0.0.1:8080", ProxyOf("10.0.0.1:8080/x?u=http://user:s3cret@evil:1"))
+	require.Equal(t, "h.example:1080", ProxyOf("SOCKS5://h.example"))
+}

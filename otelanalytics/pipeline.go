@@ -33,6 +33,9 @@ type Store interface {
 	WriteCut(c *Cut, sealed uint64) error
 	// JournalBytes returns the size of the segment being written.
 	JournalBytes() int64
+	// Replayed reports whether the journal held batches from before the
+	// last start that no cut has written yet.
+	Replayed() bool
 }
 
 // Batch is one ingest batch as the Store writes it.
@@ -291,7 +294,7 @@ func (p *Pipeline) Flush() error {
 	p.flushMu.Lock()
 	defer p.flushMu.Unlock()
 	p.commitMu.Lock()
-	if p.committed.Load() == 0 && !p.unwritten {
+	if p.committed.Load() == 0 && !p.unwritten && !p.store.Replayed() {
 		p.commitMu.Unlock()
 		return nil
 	}

@@ -294,3 +294,20 @@ func TestFlushLoopCutsEarly(t *testing.T) {
 	require.NoError(t, p.Shutdown(context.Background()))
 	require.NoError(t, db.Close())
 }
+
+// TestShutdownWritesReplayedBatches: a restart after a crash replays the
+// journal; the final cut of the next stop writes the replayed records even
+// when no new batch came in between.
+func TestShutdownWritesReplayedBatches(t *testing.T) {
+	dir := t.TempDir()
+	st := newStack(t, dir, otelanalytics.PipelineConfig{}, nil)
+	require.NoError(t, st.p.Consume(context.Background(), batch(25, 1)))
+	require.NoError(t, st.db.Close()) // crash
+
+	st2 := newStack(t, dir, otelanalytics.PipelineConfig{}, nil)
+	st2.close(t)
+	st3 := newStack(t, dir, otelanalytics.PipelineConfig{}, nil)
+	defer st3.close(t)
+	n, _ := countRecords(t, st3.db)
+	require.Equal(t, 25, n)
+}

@@ -48,6 +48,7 @@ type DB struct {
 	checkpoint uint64 // last journal segment whose contents are in Pebble
 	maxSeq     uint64 // highest batch sequence number committed
 	tornSeg    uint64 // the segment that was being written at a crash, if any
+	replayed   uint64 // the last segment replayed at Load, if any
 
 	bufs sync.Pool // *[]byte encode buffers
 }
@@ -172,6 +173,15 @@ func (d *DB) Close() error {
 
 func (d *DB) journalDir() string { return filepath.Join(d.dir, "journal") }
 
+// Flush writes Pebble's memtables to sstables. Durability does not need
+// it; tests that inspect the files on disk and backups do.
+func (d *DB) Flush() error {
+	if err := d.db.Flush(); err != nil {
+		return fmt.Errorf("flush memtables: %w", err)
+	}
+	return nil
+}
+
 // Load restores the dictionary and the aggregate totals into dict and agg,
 // then replays the journal segments no cut has written to Pebble yet, so
 // the aggregates hold every batch acknowledged before the last stop or
@@ -251,6 +261,7 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 			return 0, fmt.Errorf("replay journal: %w", err)
 		}
 		next = n + 1
+		d.replayed = n
 	}
 	if replayed > 0 {
 		d.log.Info("replayed ingest journal", "records", replayed, "segments", len(segs))
@@ -313,6 +324,13 @@ func (d *DB) JournalBytes() int64 {
 		return 0
 	}
 	return d.j.bytes()
+}
+
+// Replayed implements otelanalytics.Store.
+func (d *DB) Replayed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.replayed > d.checkpoint
 }
 
 // Seal implements otelanalytics.Store: it closes the journal segment being

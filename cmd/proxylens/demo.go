@@ -58,6 +58,10 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return errUsage
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "proxylens demo: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
 	var errs []string
 	d, err := model.ParseDuration(duration)
 	if err != nil || d <= 0 {

@@ -64,6 +64,10 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		return errUsage
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "proxylens loadgen: unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
 	if c.concurrency == 0 {
 		c.concurrency = 2 * c.connections
 	}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/proxylens/proxylens/internal/server"
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
+)
+
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.OTLPGRPCAddr, cfg.OTLPHTTPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.FlushInterval = time.Hour
+	s := server.New(cfg, server.Options{})
+	require.NoError(t, s.Start(t.Context()))
+	t.Cleanup(func() { require.NoError(t, s.Shutdown(context.Background())) })
+	return s
+}
+
+func scrape(t *testing.T, s *server.Server, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.HTTPAddr().String() + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			require.NoError(t, err)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// TestDemoLive sends live demo traffic through the SDK exporter, over gRPC
+// and over HTTP, and every span is counted.
+func TestDemoLive(t *testing.T) {
+	s := startServer(t)
+	for _, proto := range []struct{ name, addr string }{{"grpc", s.OTLPGRPCAddr().String()}, {"http", s.OTLPHTTPAddr().String()}} {
+		var out bytes.Buffer
+		require.NoError(t, run(t.Context(), []string{"demo", "--endpoint", proto.addr, "--protocol", proto.name,
+			"--rate", "0", "--duration", "300ms", "--seed", "1"}, &out, io.Discard))
+		require.Contains(t, out.String(), "sent ")
+	}
+	require.Positive(t, scrape(t, s, "proxy_requests_total"))
+	require.Equal(t, scrape(t, s, "proxylens_spans_received_total"), scrape(t, s, "proxy_requests_total"),
+		"every demo span is a proxied request")
+}
+
+// TestDemoBackfill spreads spans over the past week: they land in their own
+// intervals, as the records' times show.
+func TestDemoBackfill(t *testing.T) {
+	s := startServer(t)
+	var out bytes.Buffer
+	require.NoError(t, run(t.Context(), []string{"demo", "--endpoint", s.OTLPGRPCAddr().String(),
+		"--backfill", "7d", "--spans", "2000", "--rate", "0"}, &out, io.Discard))
+	require.Contains(t, out.String(), "sent 2000 spans")
+	require.Equal(t, 2000.0, scrape(t, s, "proxy_requests_total"))
+	require.NoError(t, s.Pipeline().Flush())
+	var oldest, newest time.Time
+	n := 0
+	require.NoError(t, s.Store().ScanRecords(t.Context(), pebblestore.RecordFilter{}, func(r *otelanalytics.Record) error {
+		if n == 0 {
+			oldest = r.Time()
+		}
+		newest = r.Time()
+		n++
+		return nil
+	}))
+	require.Equal(t, 2000, n)
+	require.Greater(t, newest.Sub(oldest), 6*24*time.Hour)
+	require.Less(t, time.Since(oldest), 7*24*time.Hour+time.Hour)
+}
+
+func TestLoadgen(t *testing.T) {
+	s := startServer(t)
+	var out bytes.Buffer
+	require.NoError(t, run(t.Context(), []string{"loadgen", "--endpoint", s.OTLPGRPCAddr().String(),
+		"--duration", "500ms", "--connections", "2", "--batch", "100", "--payloads", "4", "--compression", "gzip",
+		"--metrics-url", "http://" + s.HTTPAddr().String() + "/metrics"}, &out, io.Discard))
+	report := out.String()
+	for _, want := range []string{"throughput:", "export latency: p50", "server CPU:", "spans per CPU-second"} {
+		require.Contains(t, report, want)
+	}
+	require.NotContains(t, report, "failed requests")
+	require.Equal(t, scrape(t, s, "proxylens_spans_received_total"), scrape(t, s, "proxy_requests_total"))
+
+	// A paced run sends about the asked rate.
+	out.Reset()
+	require.NoError(t, run(t.Context(), []string{"loadgen", "--endpoint", s.OTLPGRPCAddr().String(),
+		"--duration", "1s", "--rate", "2000", "--batch", "100"}, &out, io.Discard))
+	require.Contains(t, out.String(), "sent ")
+}
+
+func TestCommandFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"demo", "--protocol", "smtp"},
+		{"demo", "--duration", "-1s"},
+		{"demo", "--backfill", "soon"},
+		{"demo", "--spans", "0"},
+		{"demo", "extra", "--nope"},
+		{"loadgen", "--connections", "0"},
+		{"loadgen", "--compression", "brotli"},
+		{"loadgen", "--rate", "-5"},
+		{"loadgen", "--duration", "0s"},
+	} {
+		var stderr bytes.Buffer
+		err := run(t.Context(), args, io.Discard, &stderr)
+		require.ErrorIs(t, err, errUsage, "%v", args)
+		require.NotEmpty(t, stderr.String(), "%v", args)
+	}
+}
