@@ -152,6 +152,22 @@ var defaultPorts = map[string]string{
 // scheme's default port is used. It returns "" when no host can be found.
 func ProxyOf(s string) string {
 	scheme, auth := authority(s)
+	// Proxy URLs have no path, so an '@' before the query can only end a
+	// userinfo, even one with an unescaped '/' that URL parsers would take
+	// for the end of the host ("http://user:pa/ss@host:8080").
+	rest := s[len(scheme):]
+	if len(scheme) > 0 {
+		rest = rest[3:]
+	}
+	if end := strings.IndexAny(rest, "?#"); end >= 0 {
+		rest = rest[:end]
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		auth = rest[at+1:]
+		if i := strings.IndexByte(auth, '/'); i >= 0 {
+			auth = auth[:i]
+		}
+	}
 	hostport := stripUserinfo(auth)
 	raw, port, ok := splitHostPort(hostport)
 	if !ok {

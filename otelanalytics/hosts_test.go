@@ -445,3 +445,18 @@ func TestSchemeInQuery(t *testing.T) {
 	require.Equal(t, "10.0.0.1:8080", ProxyOf("10.0.0.1:8080/x?u=http://user:s3cret@evil:1"))
 	require.Equal(t, "h.example:1080", ProxyOf("SOCKS5://h.example"))
 }
+
+// TestProxyUnescapedUserinfo: a password with an unescaped '/' (not a valid
+// URL, but what string concatenation produces) must not end up in the
+// proxy label.
+func TestProxyUnescapedUserinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://alice:12/34@proxy.example:8080": "proxy.example:8080",
+		"http://alice:p/a/ss@10.0.0.1:3128/":    "10.0.0.1:3128",
+		"alice:12/34@10.0.0.1:3128":             "10.0.0.1:3128",
+		"socks5://u:x/y@h.example":              "h.example:1080",
+		"http://h.example:8080/path?next=a@b":   "h.example:8080",
+	} {
+		require.Equal(t, want, ProxyOf(in), in)
+	}
+}

@@ -143,7 +143,7 @@ func (c MappingConfig) Validate() error {
 		}
 	}
 	if c.MaxClockSkew < 0 {
-		errs = append(errs, fmt.Errorf("mapping.max_clock_skew: must not be negative, got %s", c.MaxClockSkew))
+		errs = append(errs, fmt.Errorf("mapping.max_clock_skew: must not be negative, got %q", c.MaxClockSkew.String()))
 	}
 	return errors.Join(errs...)
 }

@@ -121,7 +121,9 @@ func (r *Receiver) httpHandle(req *http.Request, ctype string) (exportResult, er
 	if ctype == contentJSON {
 		er := ptraceotlp.NewExportRequest()
 		if err := er.UnmarshalJSON(body); err != nil {
-			return exportResult{}, fmt.Errorf("%w: %w", errMalformed, err)
+			// The JSON parser's message quotes the body, which may hold
+			// credentials: keep only that it failed.
+			return exportResult{}, fmt.Errorf("%w: not a valid OTLP/JSON ExportTraceServiceRequest", errMalformed)
 		}
 		if body, err = er.MarshalProto(); err != nil {
 			return exportResult{}, fmt.Errorf("re-encode JSON request: %w", err)

@@ -64,7 +64,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max_inflight_bytes: must be at least 1024, got %d", c.MaxInflightBytes))
 	}
 	if c.RetryAfter < time.Second || c.RetryAfter%time.Second != 0 {
-		errs = append(errs, fmt.Errorf("retry_after: must be a whole number of seconds, at least 1s, got %s", c.RetryAfter))
+		errs = append(errs, fmt.Errorf("retry_after: must be a whole number of seconds, at least 1s, got %q", c.RetryAfter.String()))
 	}
 	return errors.Join(errs...)
 }

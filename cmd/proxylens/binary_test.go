@@ -213,5 +213,5 @@ func TestRefusesBadConfiguration(t *testing.T) {
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit)
 	require.Equal(t, 2, exit.ExitCode())
-	require.Contains(t, string(out), `flush_interval: must divide an hour evenly (1s, 5s, 15s, 30s, 1m…), got "7s"`)
+	require.Contains(t, string(out), `--flush-interval (flush_interval): must divide an hour evenly (1s, 5s, 15s, 30s, 1m…), got "7s"`)
 }

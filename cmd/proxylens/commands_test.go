@@ -97,7 +97,11 @@ func TestLoadgen(t *testing.T) {
 		require.Contains(t, report, want)
 	}
 	require.NotContains(t, report, "failed requests")
-	require.Equal(t, scrape(t, s, "proxylens_spans_received_total"), scrape(t, s, "proxy_requests_total"))
+	// A request cut off by the end of the run may still be in the server:
+	// received, not yet counted.
+	counted := scrape(t, s, "proxy_requests_total")
+	require.Positive(t, counted)
+	require.LessOrEqual(t, counted, scrape(t, s, "proxylens_spans_received_total"))
 
 	// A paced run sends about the asked rate.
 	out.Reset()

@@ -25,6 +25,9 @@ type setting struct {
 	set   func(*server.Config, string) error
 }
 
+// configKey returns the config file key of a flag: data-dir → data_dir.
+func configKey(flagName string) string { return strings.ReplaceAll(flagName, "-", "_") }
+
 func envName(flagName string) string {
 	return "PROXYLENS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
@@ -41,7 +44,7 @@ var settings = []setting{
 	strSetting("data-dir", "directory of the Pebble database", func(c *server.Config) *string { return &c.DataDir }),
 	strSetting("otlp-grpc-addr", "OTLP/gRPC listen address (empty disables it)", func(c *server.Config) *string { return &c.OTLPGRPCAddr }),
 	strSetting("otlp-http-addr", "OTLP/HTTP listen address (empty disables it)", func(c *server.Config) *string { return &c.OTLPHTTPAddr }),
-	strSetting("http-addr", "listen address of /metrics, the query API, /-/healthy and /-/ready", func(c *server.Config) *string { return &c.HTTPAddr }),
+	strSetting("http-addr", "listen address of /metrics, /-/healthy, /-/ready and /debug/pprof", func(c *server.Config) *string { return &c.HTTPAddr }),
 	{
 		flag: "flush-interval", usage: "how often aggregates are cut and written; also the resolution of their history",
 		get: func(c *server.Config) string { return c.FlushInterval.String() },
@@ -97,7 +100,11 @@ func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.
 			return def, errUsage
 		}
 	}
-	var errs []error
+	// Apply flags and environment variables, then validate, and report
+	// every problem of both at once. A problem with a value that came from
+	// a flag or an environment variable names it as well as the key.
+	var msgs []string
+	source := map[string]string{} // config key → the flag or variable that set it
 	for i, s := range settings {
 		v, from := "", ""
 		if set[s.flag] {
@@ -107,16 +114,22 @@ func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.
 		} else {
 			continue
 		}
+		source[configKey(s.flag)] = from
 		if err := s.set(&cfg, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", from, err))
+			msgs = append(msgs, fmt.Sprintf("%s: %v", from, err))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		fmt.Fprintln(stderr, "proxylens: invalid settings:\n  "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
-		return def, errUsage
-	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(stderr, "proxylens: invalid configuration:\n  "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		for _, line := range strings.Split(err.Error(), "\n") {
+			key, _, _ := strings.Cut(line, ":")
+			if from, ok := source[key]; ok {
+				line = from + " (" + line[:len(key)] + ")" + line[len(key):]
+			}
+			msgs = append(msgs, line)
+		}
+	}
+	if len(msgs) > 0 {
+		fmt.Fprintln(stderr, "proxylens: invalid configuration:\n  "+strings.Join(msgs, "\n  "))
 		return def, errUsage
 	}
 	return cfg, nil

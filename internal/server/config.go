@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,7 +29,7 @@ type Config struct {
 	OTLPGRPCAddr string `yaml:"otlp_grpc_addr"`
 	// OTLPHTTPAddr is the OTLP/HTTP listen address. Default 127.0.0.1:4318.
 	OTLPHTTPAddr string `yaml:"otlp_http_addr"`
-	// HTTPAddr serves /metrics, /-/healthy, /-/ready and the query API.
+	// HTTPAddr serves /metrics, /-/healthy, /-/ready and /debug/pprof.
 	// Default 127.0.0.1:9464.
 	HTTPAddr string `yaml:"http_addr"`
 	// FlushInterval is how often aggregates are cut and written, and the
@@ -107,15 +109,123 @@ func LoadFile(path string) (Config, error) {
 	return cfg, nil
 }
 
-// Parse decodes YAML into cfg strictly: unknown keys and wrong types are
-// errors.
+// Parse decodes YAML into cfg strictly: unknown keys, wrong types and more
+// than one document are errors, each naming the key.
 func Parse(b []byte, cfg *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return describeYAMLError(b, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("the file holds more than one YAML document (a '---' separator); proxylens reads one")
 	}
 	return nil
+}
+
+var (
+	yamlLine        = regexp.MustCompile("^line ([0-9]+): (.*)$")
+	yamlUnknownKey  = regexp.MustCompile("^field (\\S+) not found in type")
+	yamlWrongScalar = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	yamlWrongNode   = regexp.MustCompile("^cannot unmarshal !!(\\w+) into (\\S+)$")
+)
+
+// describeYAMLError rewrites yaml's type errors, which name Go types
+// ("field flor not found in type otelanalytics.SamplingConfig"), to name the
+// config key instead ("line 3: sampling.flor: unknown key").
+func describeYAMLError(b []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(b, &root)
+	msgs := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		m := yamlLine.FindStringSubmatch(e)
+		if m == nil {
+			msgs = append(msgs, e)
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		key := keyAtLine(&root, line, "")
+		what := m[2]
+		if strings.HasSuffix(what, "into server.Config") {
+			key = "" // the whole file is of the wrong kind
+		}
+		switch {
+		case yamlUnknownKey.MatchString(what):
+			what = "unknown key"
+		case yamlWrongScalar.MatchString(what):
+			v := yamlWrongScalar.FindStringSubmatch(what)
+			what = fmt.Sprintf("%q is not %s", v[2], expected(v[3]))
+		case yamlWrongNode.MatchString(what):
+			v := yamlWrongNode.FindStringSubmatch(what)
+			what = fmt.Sprintf("expected %s, got a %s", expected(v[2]), map[string]string{"seq": "list", "map": "section"}[v[1]])
+		}
+		if key != "" {
+			what = key + ": " + what
+		}
+		msgs = append(msgs, "line "+m[1]+": "+what)
+	}
+	if len(msgs) == 1 {
+		return errors.New(msgs[0])
+	}
+	return errors.New(strings.Join(append([]string{"several problems:"}, msgs...), "\n  "))
+}
+
+// expected names what a Go type expects in the config file's words.
+func expected(goType string) string {
+	switch goType {
+	case "time.Duration":
+		return "a duration such as 15s"
+	case "int", "int64", "uint64", "int32":
+		return "a whole number"
+	case "float64":
+		return "a number"
+	case "string":
+		return "a string"
+	case "[]string":
+		return "a list of strings"
+	}
+	return "a section of keys"
+}
+
+// keyAtLine returns the dotted path of the key on the given line.
+func keyAtLine(n *yaml.Node, line int, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if k := keyAtLine(c, line, prefix); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			path := k.Value
+			if prefix != "" {
+				path = prefix + "." + k.Value
+			}
+			if k.Line == line {
+				return path
+			}
+			if sub := keyAtLine(v, line, path); sub != "" {
+				return sub
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if c.Line == line && c.Kind == yaml.ScalarNode {
+				return fmt.Sprintf("%s[%d]", prefix, i)
+			}
+			if sub := keyAtLine(c, line, fmt.Sprintf("%s[%d]", prefix, i)); sub != "" {
+				return sub
+			}
+		}
+	}
+	return ""
 }
 
 // Validate reports every problem at once, each naming the field and the
@@ -136,8 +246,8 @@ func (c *Config) Validate() error {
 		if a.addr == "" {
 			continue // that OTLP transport is disabled
 		}
-		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
-			add("%s: %q is not a host:port address", a.field, a.addr)
+		if !validHostPort(a.addr) {
+			add("%s: %q is not a host:port address with a port from 0 to 65535", a.field, a.addr)
 		}
 	}
 	if c.FlushInterval < time.Second {
@@ -178,6 +288,16 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validHostPort reports whether addr is host:port with a numeric port.
+func validHostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535 && strconv.Itoa(n) == port
+}
+
 // prefixErrors unwraps a joined error and prefixes each message.
 func prefixErrors(prefix string, err error) []error {
 	var out []error
@@ -191,23 +311,32 @@ func prefixErrors(prefix string, err error) []error {
 }
 
 // ParseMetricsEndpoint parses --otlp-metrics-endpoint into a protocol
-// ("grpc" or "http") and a URL for the exporter.
+// ("grpc" or "http") and a URL for the exporter: host:port or
+// grpc://host:port for OTLP/gRPC (a port is required), http(s)://host[:port]
+// [/path] for OTLP/HTTP.
 func ParseMetricsEndpoint(s string) (protocol string, u *url.URL, err error) {
+	full := s
 	if !strings.Contains(s, "://") {
-		s = "grpc://" + s
+		full = "grpc://" + s
 	}
-	u, err = url.Parse(s)
+	u, err = url.Parse(full)
 	if err != nil {
 		return "", nil, fmt.Errorf("%q is not a URL or host:port", s)
 	}
-	if u.Host == "" {
+	if u.Hostname() == "" {
 		return "", nil, fmt.Errorf("%q has no host", s)
+	}
+	if p := u.Port(); p != "" && !validHostPort(u.Host) {
+		return "", nil, fmt.Errorf("%q: the port must be a number from 0 to 65535", s)
 	}
 	switch u.Scheme {
 	case "grpc":
+		if u.Port() == "" {
+			return "", nil, fmt.Errorf("%q: an OTLP/gRPC endpoint needs a port, such as collector:4317", s)
+		}
 		return "grpc", u, nil
 	case "http", "https":
 		return "http", u, nil
 	}
-	return "", nil, fmt.Errorf("%q: scheme must be http, https or grpc", s)
+	return "", nil, fmt.Errorf("%q: the scheme must be http, https or grpc", s)
 }

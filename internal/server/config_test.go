@@ -1,0 +1,338 @@
+package server
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+)
+
+func TestDefaultConfigValid(t *testing.T) {
+	cfg := DefaultConfig()
+	require.NoError(t, cfg.Validate())
+
+	// The defaults listen on loopback only.
+	require.Equal(t, "127.0.0.1:4317", cfg.OTLPGRPCAddr)
+	require.Equal(t, "127.0.0.1:4318", cfg.OTLPHTTPAddr)
+	require.Equal(t, "127.0.0.1:9464", cfg.HTTPAddr)
+	require.Equal(t, "./data", cfg.DataDir)
+	require.Equal(t, 15*time.Second, cfg.FlushInterval)
+	require.Empty(t, cfg.OTLPMetricsEndpoint)
+}
+
+// An empty file, or one with only comments, gives the defaults.
+func TestLoadFileEmptyConfig(t *testing.T) {
+	for name, content := range map[string]string{
+		"empty":    "",
+		"comments": "# nothing set\n",
+		"document": "---\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "proxylens.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+			cfg, err := LoadFile(path)
+			require.NoError(t, err)
+			require.Equal(t, DefaultConfig(), cfg)
+		})
+	}
+}
+
+func TestLoadFileMissingConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing.yaml")
+	_, err := LoadFile(path)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.EqualError(t, err, "read config file: open "+path+": no such file or directory")
+}
+
+// A key present with no value (YAML null) keeps its default; only an
+// explicit "" empties a string. A null list is an empty list.
+func TestLoadFileNullValuesConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "proxylens.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("otlp_grpc_addr:\nflush_interval: ~\nreceiver:\nmapping:\n  selector:\n"), 0o600))
+	cfg, err := LoadFile(path)
+	require.NoError(t, err)
+	want := DefaultConfig()
+	want.Mapping.Selector = nil
+	require.Equal(t, want, cfg)
+	require.EqualError(t, cfg.Validate(), "mapping.selector: must list at least one attribute key")
+}
+
+func TestGoodConfig(t *testing.T) {
+	cfg, err := LoadFile("testdata/good.yaml")
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+
+	require.Equal(t, Config{
+		DataDir:             "/var/lib/proxylens",
+		OTLPGRPCAddr:        "0.0.0.0:4317",
+		OTLPHTTPAddr:        "",
+		HTTPAddr:            "[::1]:9090",
+		FlushInterval:       30 * time.Second,
+		OTLPMetricsEndpoint: "https://collector.example.com:4318/otlp/v1/metrics",
+		LogLevel:            "debug",
+		LogFormat:           "json",
+		Receiver: ReceiverConfig{
+			MaxRequestBytes:    16 << 20,
+			MaxInflightBytes:   128 << 20,
+			RetryAfter:         2 * time.Second,
+			MaxInflightRecords: 65536,
+		},
+		Mapping: otelanalytics.MappingConfig{
+			Selector:     []string{"proxy.source", "proxy.url", "gateway.route"},
+			MaxClockSkew: 5 * time.Minute,
+		},
+		Sampling:    otelanalytics.SamplingConfig{LowPerMinute: 5000, HighPerMinute: 50000, Floor: 0.25},
+		Aggregation: otelanalytics.AggregationConfig{MaxSeriesPerFamily: 50000, MaxDomains: 2000, MaxPendingIncrements: 500000},
+		Storage:     StorageConfig{DictionarySize: 256 << 10},
+	}, cfg)
+
+	// good.yaml exercises every key: each field differs from its default,
+	// so a new key that is not added to good.yaml fails here.
+	for _, f := range leafFields(reflect.ValueOf(cfg), reflect.ValueOf(DefaultConfig()), "") {
+		require.Falsef(t, reflect.DeepEqual(f.got, f.def), "testdata/good.yaml does not set %s to a value other than its default %v", f.key, f.def)
+	}
+}
+
+type leafField struct {
+	key      string
+	got, def any
+}
+
+// leafFields lists the non-struct fields of two Configs by YAML key.
+func leafFields(got, def reflect.Value, prefix string) []leafField {
+	var out []leafField
+	for i := range got.NumField() {
+		sf := got.Type().Field(i)
+		key := prefix + strings.Split(sf.Tag.Get("yaml"), ",")[0]
+		if sf.Type.Kind() == reflect.Struct && sf.Type != reflect.TypeFor[time.Duration]() {
+			out = append(out, leafFields(got.Field(i), def.Field(i), key+".")...)
+			continue
+		}
+		out = append(out, leafField{key: key, got: got.Field(i).Interface(), def: def.Field(i).Interface()})
+	}
+	return out
+}
+
+// badConfigs maps each testdata/*.bad.yaml file to the lines of the error
+// LoadFile and Validate produce for it. Errors from LoadFile start with
+// "config file testdata/NAME: ", which is left out here.
+var badConfigs = map[string][]string{
+	// YAML that does not decode into Config.
+	"unknown_key.bad.yaml": {
+		"line 2: retention: unknown key",
+	},
+	"unknown_nested_key.bad.yaml": {
+		"line 3: sampling.flor: unknown key",
+	},
+	"unknown_section.bad.yaml": {
+		"line 3: exporter: unknown key",
+	},
+	"flush_interval_type.bad.yaml": {
+		`line 1: flush_interval: "yes" is not a duration such as 15s`,
+	},
+	"flush_interval_int.bad.yaml": {
+		`line 1: flush_interval: "15" is not a duration such as 15s`,
+	},
+	"section_type.bad.yaml": {
+		`line 1: storage: "1048576" is not a section of keys`,
+	},
+	"not_a_mapping.bad.yaml": {
+		"line 1: expected a section of keys, got a list",
+	},
+	"duplicate_key.bad.yaml": {
+		`line 2: log_level: mapping key "log_level" already defined at line 1`,
+	},
+	"syntax.bad.yaml": {
+		// The "[" is on line 2; the YAML library reports line 1.
+		"yaml: line 1: did not find expected ',' or ']'",
+	},
+	"several_parse_errors.bad.yaml": {
+		"several problems:",
+		`  line 1: flush_interval: "15" is not a duration such as 15s`,
+		`  line 3: receiver.max_request_bytes: "lots" is not a whole number`,
+		"  line 4: receiver.retry: unknown key",
+	},
+
+	// Top-level settings.
+	"data_dir_empty.bad.yaml":                {"data_dir: must not be empty"},
+	"otlp_grpc_addr.bad.yaml":                {`otlp_grpc_addr: "localhost" is not a host:port address with a port from 0 to 65535`},
+	"otlp_http_addr.bad.yaml":                {`otlp_http_addr: "127.0.0.1:" is not a host:port address with a port from 0 to 65535`},
+	"http_addr.bad.yaml":                     {`http_addr: "nonsense" is not a host:port address with a port from 0 to 65535`},
+	"http_addr_empty.bad.yaml":               {"http_addr: must not be empty"},
+	"flush_interval_zero.bad.yaml":           {`flush_interval: must be at least 1s, got "0s"`},
+	"flush_interval_negative.bad.yaml":       {`flush_interval: must be at least 1s, got "-15s"`},
+	"flush_interval_7s.bad.yaml":             {`flush_interval: must divide an hour evenly (1s, 5s, 15s, 30s, 1m…), got "7s"`},
+	"log_level.bad.yaml":                     {`log_level: must be debug, info, warn or error, got "loud"`},
+	"log_format.bad.yaml":                    {`log_format: must be text or json, got "xml"`},
+	"otlp_metrics_endpoint_scheme.bad.yaml":  {`otlp_metrics_endpoint: "ftp://x:1": the scheme must be http, https or grpc`},
+	"otlp_metrics_endpoint_no_host.bad.yaml": {`otlp_metrics_endpoint: "http:///v1/metrics" has no host`},
+
+	// receiver
+	"receiver_max_request_bytes.bad.yaml":    {"receiver.max_request_bytes: must be at least 1024, got -1"},
+	"receiver_max_inflight_bytes.bad.yaml":   {"receiver.max_inflight_bytes: must be at least 1024, got 0"},
+	"receiver_retry_after.bad.yaml":          {`receiver.retry_after: must be a whole number of seconds, at least 1s, got "500ms"`},
+	"receiver_retry_after_fraction.bad.yaml": {`receiver.retry_after: must be a whole number of seconds, at least 1s, got "1.5s"`},
+	"receiver_max_inflight_records.bad.yaml": {"receiver.max_inflight_records: must be at least 1, got 0"},
+
+	// mapping
+	"mapping_selector_empty.bad.yaml":     {"mapping.selector: must list at least one attribute key"},
+	"mapping_selector_empty_key.bad.yaml": {"mapping.selector[1]: empty attribute key"},
+	"mapping_max_clock_skew.bad.yaml":     {`mapping.max_clock_skew: must not be negative, got "-1m0s"`},
+
+	// sampling
+	"sampling_floor_zero.bad.yaml":      {"sampling.floor: must be in (0, 1], got 0"},
+	"sampling_floor_above_one.bad.yaml": {"sampling.floor: must be in (0, 1], got 1.5"},
+	"sampling_floor_nan.bad.yaml":       {"sampling.floor: must be in (0, 1], got NaN"},
+	"sampling_low_negative.bad.yaml":    {"sampling.low_per_minute: must be a finite number >= 0, got -1"},
+	"sampling_high_below_low.bad.yaml":  {"sampling.high_per_minute: must be finite and >= low_per_minute (20000), got 5000"},
+	"sampling_high_infinite.bad.yaml":   {"sampling.high_per_minute: must be finite and >= low_per_minute (10000), got +Inf"},
+
+	// aggregation
+	"aggregation_max_series_per_family.bad.yaml":  {"aggregation.max_series_per_family: must be at least 1, got 0"},
+	"aggregation_max_domains.bad.yaml":            {"aggregation.max_domains: must be at least 1, got 0"},
+	"aggregation_max_pending_increments.bad.yaml": {"aggregation.max_pending_increments: must be at least 1000, got 10"},
+
+	// storage
+	"storage_dictionary_size.bad.yaml": {"storage.dictionary_size: must be at least 1024, got 10"},
+
+	// Every problem of a file is reported at once.
+	"several_problems.bad.yaml": {
+		"data_dir: must not be empty",
+		`otlp_grpc_addr: "localhost" is not a host:port address with a port from 0 to 65535`,
+		"http_addr: must not be empty",
+		`flush_interval: must divide an hour evenly (1s, 5s, 15s, 30s, 1m…), got "7s"`,
+		`otlp_metrics_endpoint: "ftp://collector:4318": the scheme must be http, https or grpc`,
+		`log_level: must be debug, info, warn or error, got "loud"`,
+		`log_format: must be text or json, got "xml"`,
+		"receiver.max_request_bytes: must be at least 1024, got 0",
+		"receiver.max_inflight_bytes: must be at least 1024, got 100",
+		`receiver.retry_after: must be a whole number of seconds, at least 1s, got "500ms"`,
+		"receiver.max_inflight_records: must be at least 1, got 0",
+		"mapping.selector[1]: empty attribute key",
+		`mapping.max_clock_skew: must not be negative, got "-1s"`,
+		"sampling.high_per_minute: must be finite and >= low_per_minute (20000), got 5000",
+		"sampling.floor: must be in (0, 1], got 0",
+		"aggregation.max_series_per_family: must be at least 1, got 0",
+		"aggregation.max_domains: must be at least 1, got -5",
+		"aggregation.max_pending_increments: must be at least 1000, got 10",
+		"storage.dictionary_size: must be at least 1024, got 10",
+	},
+}
+
+func TestBadConfigs(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.bad.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+
+	// Every bad file has an expectation, and every expectation a file.
+	seen := map[string]bool{}
+	for _, path := range files {
+		name := filepath.Base(path)
+		seen[name] = true
+		t.Run(name, func(t *testing.T) {
+			want, ok := badConfigs[name]
+			require.Truef(t, ok, "%s has no expected error in badConfigs", path)
+
+			cfg, err := LoadFile(path)
+			if err == nil {
+				err = cfg.Validate()
+			} else {
+				prefix := "config file " + path + ": "
+				require.Truef(t, strings.HasPrefix(err.Error(), prefix), "error %q does not start with %q", err, prefix)
+				err = errorString(strings.TrimPrefix(err.Error(), prefix))
+			}
+			require.Errorf(t, err, "%s was accepted", path)
+			require.ElementsMatch(t, want, strings.Split(err.Error(), "\n"))
+		})
+	}
+	for name := range badConfigs {
+		require.Truef(t, seen[name], "badConfigs lists %s, which is not in testdata", name)
+	}
+}
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// TestConfigRefusesBadPort: a port out of range is refused at start with a
+// message naming the setting, not when the server listens.
+func TestConfigRefusesBadPort(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.OTLPGRPCAddr = "127.0.0.1:99999"
+	cfg.OTLPHTTPAddr = "127.0.0.1:-1"
+	cfg.HTTPAddr = "127.0.0.1:65536"
+	err := cfg.Validate()
+	require.Error(t, err)
+	require.Len(t, strings.Split(err.Error(), "\n"), 3)
+	require.Contains(t, err.Error(), `otlp_grpc_addr: "127.0.0.1:99999"`)
+	require.Contains(t, err.Error(), `otlp_http_addr: "127.0.0.1:-1"`)
+	require.Contains(t, err.Error(), `http_addr: "127.0.0.1:65536"`)
+}
+
+// TestLoadFileRefusesSecondDocumentConfig: settings (and unknown keys)
+// after a "---" are refused rather than silently ignored.
+func TestLoadFileRefusesSecondDocumentConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "proxylens.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("data_dir: /a\n---\nlog_level: loud\nretention: 30d\n"), 0o600))
+	_, err := LoadFile(path)
+	require.Error(t, err)
+}
+
+func TestParseMetricsEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		in                           string
+		protocol, scheme, host, path string
+	}{
+		{in: "collector:4317", protocol: "grpc", scheme: "grpc", host: "collector:4317"},
+		{in: "127.0.0.1:4317", protocol: "grpc", scheme: "grpc", host: "127.0.0.1:4317"},
+		{in: "[::1]:4317", protocol: "grpc", scheme: "grpc", host: "[::1]:4317"},
+		{in: "grpc://collector:4317", protocol: "grpc", scheme: "grpc", host: "collector:4317"},
+		{in: "http://collector:4318", protocol: "http", scheme: "http", host: "collector:4318"},
+		{in: "https://collector.example.com:443", protocol: "http", scheme: "https", host: "collector.example.com:443"},
+		{in: "https://collector.example.com", protocol: "http", scheme: "https", host: "collector.example.com"},
+		{in: "http://collector:4318/v1/metrics", protocol: "http", scheme: "http", host: "collector:4318", path: "/v1/metrics"},
+		{in: "https://gw.example.com/otlp/v1/metrics", protocol: "http", scheme: "https", host: "gw.example.com", path: "/otlp/v1/metrics"},
+		{in: "HTTP://collector:4318", protocol: "http", scheme: "http", host: "collector:4318"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			protocol, u, err := ParseMetricsEndpoint(tc.in)
+			require.NoError(t, err)
+			require.Equal(t, tc.protocol, protocol)
+			require.Equal(t, tc.scheme, u.Scheme)
+			require.Equal(t, tc.host, u.Host)
+			require.Equal(t, tc.path, u.Path)
+		})
+	}
+}
+
+func TestParseMetricsEndpointErrors(t *testing.T) {
+	for in, want := range map[string]string{
+		"ftp://x:1":          `"ftp://x:1": the scheme must be http, https or grpc`,
+		"grpcs://x:4317":     `"grpcs://x:4317": the scheme must be http, https or grpc`,
+		"http://":            `"http://" has no host`,
+		"http:///v1/metrics": `"http:///v1/metrics" has no host`,
+		// Without a scheme, grpc:// is assumed, and the message shows it.
+		"collector:port": `"collector:port" is not a URL or host:port`,
+		"http://a b:1":   `"http://a b:1" is not a URL or host:port`,
+	} {
+		t.Run(in, func(t *testing.T) {
+			_, _, err := ParseMetricsEndpoint(in)
+			require.EqualError(t, err, want)
+		})
+	}
+}
+
+// ParseMetricsEndpoint refuses a port out of range, and an OTLP/gRPC
+// endpoint without a port (the gRPC client would dial 443).
+func TestParseMetricsEndpointBadPort(t *testing.T) {
+	for _, in := range []string{"collector:99999", "http://collector:70000", "collector", "grpc://collector"} {
+		_, _, err := ParseMetricsEndpoint(in)
+		require.Errorf(t, err, "%s was accepted", in)
+	}
+}
