@@ -20,8 +20,10 @@ func authority(s string) (scheme, auth string) {
 	} else {
 		s = strings.TrimPrefix(s, "//")
 	}
-	if i := strings.IndexAny(s, "/?#"); i >= 0 {
-		s = s[:i]
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '/' || c == '?' || c == '#' {
+			return scheme, s[:i]
+		}
 	}
 	return scheme, s
 }
@@ -151,24 +153,32 @@ var defaultPorts = map[string]string{
 // "http://user:pw@10.1.2.3:8080": never its credentials. Without a port the
 // scheme's default port is used. It returns "" when no host can be found.
 func ProxyOf(s string) string {
-	scheme, auth := authority(s)
+	scheme, rest := s, ""
+	if i := strings.Index(s, "://"); i > 0 && validScheme(s[:i]) {
+		scheme, rest = s[:i], s[i+3:]
+	} else {
+		scheme, rest = "", strings.TrimPrefix(s, "//")
+	}
 	// Proxy URLs have no path, so an '@' before the query can only end a
 	// userinfo, even one with an unescaped '/' that URL parsers would take
-	// for the end of the host ("http://user:pa/ss@host:8080").
-	rest := s[len(scheme):]
-	if len(scheme) > 0 {
-		rest = rest[3:]
-	}
-	if end := strings.IndexAny(rest, "?#"); end >= 0 {
-		rest = rest[:end]
-	}
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-		auth = rest[at+1:]
-		if i := strings.IndexByte(auth, '/'); i >= 0 {
-			auth = auth[:i]
+	// for the end of the host ("http://user:pa/ss@host:8080"). One pass
+	// finds the last '@' and the end of the authority after it.
+	start, end := 0, len(rest)
+	for i := 0; i < len(rest); i++ {
+		switch rest[i] {
+		case '@':
+			start, end = i+1, len(rest)
+		case '/':
+			if end == len(rest) {
+				end = i
+			}
+		case '?', '#':
+			end = min(end, i)
+			i = len(rest)
 		}
 	}
-	hostport := stripUserinfo(auth)
+	auth := rest[start:end]
+	hostport := auth
 	raw, port, ok := splitHostPort(hostport)
 	if !ok {
 		return ""

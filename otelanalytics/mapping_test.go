@@ -112,14 +112,14 @@ func TestMappingConfigValidate(t *testing.T) {
 		{
 			name: "negative skew",
 			cfg:  MappingConfig{Selector: []string{"proxy.url"}, MaxClockSkew: -time.Second},
-			want: []string{"mapping.max_clock_skew: must not be negative, got -1s"},
+			want: []string{`mapping.max_clock_skew: must not be negative, got "-1s"`},
 		},
 		{
 			name: "every problem at once",
 			cfg:  MappingConfig{MaxClockSkew: -90 * time.Second},
 			want: []string{
 				"mapping.selector: must list at least one attribute key",
-				"mapping.max_clock_skew: must not be negative, got -1m30s",
+				"mapping.max_clock_skew: must not be negative, got \"-1m30s\"",
 			},
 		},
 	} {

@@ -2,6 +2,7 @@ package pebblestore
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -399,13 +400,22 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 // materialize writes the dictionary entries and kept records of journal
 // segment n into Pebble, without syncing (the cut's final batch syncs).
 func (d *DB) materialize(n uint64, torn bool) error {
-	type kv struct{ key, val []byte }
+	// A kept record, sorted by its key's fields: end time, batch, index.
+	type kept struct {
+		end      int64
+		seq      uint64
+		idx      uint32
+		off, len uint32 // value bytes in arena
+	}
 	var (
 		arena []byte
-		kvs   []kv
+		recs  []kept
 		dict  []otelanalytics.DictEntry
 		e     journalEntry
 	)
+	if fi, err := os.Stat(filepath.Join(d.journalDir(), segmentName(n))); err == nil {
+		arena = make([]byte, 0, fi.Size()/4) // kept records are a part of the journal
+	}
 	err := readSegment(d.journalDir(), n, torn, func(entry []byte) error {
 		if err := decodeJournalEntry(entry, &e); err != nil {
 			return err
@@ -417,18 +427,24 @@ func (d *DB) materialize(n uint64, torn bool) error {
 			}
 			r := &e.recs[i]
 			r.SetStrings(&e.inline[i])
-			start := len(arena)
-			arena = appendRecordKey(arena, r.EndTime, e.seq, uint32(i))
-			mid := len(arena)
+			off := len(arena)
 			arena = appendRecord(arena, r, &e.refs[i], r.Weight/e.prob, 0, true)
-			kvs = append(kvs, kv{key: arena[start:mid:mid], val: arena[mid:len(arena):len(arena)]})
+			recs = append(recs, kept{end: r.EndTime, seq: e.seq, idx: uint32(i), off: uint32(off), len: uint32(len(arena) - off)})
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.key, b.key) })
+	slices.SortFunc(recs, func(a, b kept) int {
+		if c := cmp.Compare(a.end, b.end); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.seq, b.seq); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.idx, b.idx)
+	})
 	wb := d.db.NewBatch()
 	defer func() { wb.Close() }()
 	for _, de := range dict {
@@ -436,8 +452,10 @@ func (d *DB) materialize(n uint64, torn bool) error {
 			return fmt.Errorf("add dictionary entry: %w", err)
 		}
 	}
-	for _, x := range kvs {
-		if err := wb.Set(x.key, x.val, nil); err != nil {
+	key := make([]byte, 0, recordKeyLen)
+	for _, r := range recs {
+		key = appendRecordKey(key[:0], r.end, r.seq, r.idx)
+		if err := wb.Set(key, arena[r.off:r.off+r.len], nil); err != nil {
 			return fmt.Errorf("add record: %w", err)
 		}
 		if wb.Len() >= recordBatchBytes {

@@ -1201,7 +1201,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		testMapper(), failingConsumer{}, nil, nil)
 	require.ErrorContains(t, err, "max_request_bytes: must be at least 1024, got 100")
 	require.ErrorContains(t, err, "max_inflight_bytes: must be at least 1024, got -1")
-	require.ErrorContains(t, err, "retry_after: must be a whole number of seconds, at least 1s, got 1.5s")
+	require.ErrorContains(t, err, `retry_after: must be a whole number of seconds, at least 1s, got "1.5s"`)
 
 	_, err = New(Config{RetryAfter: 500 * time.Millisecond}, testMapper(), failingConsumer{}, nil, nil)
 	require.ErrorContains(t, err, "retry_after")

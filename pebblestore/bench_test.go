@@ -1,0 +1,113 @@
+package pebblestore
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/proxylens/proxylens/internal/traffic"
+	"github.com/proxylens/proxylens/otelanalytics"
+)
+
+func benchBatch(n int, keep float64) *otelanalytics.Batch {
+	g := traffic.NewGenerator(traffic.NewModel(500), 1)
+	recs := make([]otelanalytics.Record, n)
+	for i := range recs {
+		r := g.Next(t0.Add(time.Duration(i) * time.Millisecond))
+		recs[i] = r.Record()
+	}
+	d := otelanalytics.NewDict(0)
+	refs := make([]otelanalytics.Refs, n)
+	d.Intern(recs, refs, nil)
+	kept := make([]bool, n)
+	for i := range kept {
+		kept[i] = g.Rand().Float64() < keep
+	}
+	return &otelanalytics.Batch{Seq: 1, Records: recs, Refs: refs, Kept: kept, Probability: keep}
+}
+
+// BenchmarkJournalEncode: the journal entry of a 512-span batch, 10% kept.
+func BenchmarkJournalEncode(b *testing.B) {
+	batch := benchBatch(512, 0.1)
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendJournalEntry(buf[:0], batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
+	b.ReportMetric(float64(len(buf))/512, "bytes/span")
+}
+
+// BenchmarkCommitBatch: durable journal appends of 512-span batches from
+// parallel writers, which share fsyncs.
+func BenchmarkCommitBatch(b *testing.B) {
+	for _, writers := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			db, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+				b.Fatal(err)
+			}
+			batch := benchBatch(512, 0.1)
+			var seq atomic.Uint64
+			b.SetParallelism(writers)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				bb := *batch
+				for pb.Next() {
+					bb.Seq = seq.Add(1)
+					if err := db.CommitBatch(&bb); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N*512)/b.Elapsed().Seconds(), "spans/s")
+			if err := db.Close(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// BenchmarkMaterialize: writing a sealed journal segment's kept records
+// into Pebble at a cut, per record: 100 batches of 512 spans, all kept,
+// new records each time (later in time than the last cut's).
+func BenchmarkMaterialize(b *testing.B) {
+	db, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+		b.Fatal(err)
+	}
+	batch := benchBatch(512, 1)
+	seq := uint64(0)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		for j := range batch.Records {
+			batch.Records[j].EndTime += int64(time.Minute)
+		}
+		for range 100 {
+			seq++
+			batch.Seq = seq
+			if err := db.CommitBatch(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		seg, err := db.Seal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := db.materialize(seg, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*51200), "ns/record")
+}
