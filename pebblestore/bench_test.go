@@ -111,3 +111,53 @@ func BenchmarkMaterialize(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*51200), "ns/record")
 }
+
+// BenchmarkRecordBytes reports the disk space of a stored record: 200,000
+// records of realistic traffic, all kept, written by cuts, flushed and
+// compacted (Pebble's balanced compression), divided by their number.
+func BenchmarkRecordBytes(b *testing.B) {
+	for b.Loop() {
+		db, err := Open(b.TempDir(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		dict := otelanalytics.NewDict(0)
+		if _, err := db.Load(dict, otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+			b.Fatal(err)
+		}
+		g := traffic.NewGenerator(traffic.NewModel(500), 9)
+		const n, per = 200_000, 500
+		for i := 0; i < n; i += per {
+			recs := make([]otelanalytics.Record, per)
+			for j := range recs {
+				r := g.Next(t0.Add(time.Duration(i+j) * 10 * time.Millisecond))
+				recs[j] = r.Record()
+			}
+			refs := make([]otelanalytics.Refs, per)
+			pending := dict.Intern(recs, refs, nil)
+			kept := make([]bool, per)
+			for j := range kept {
+				kept[j] = true
+			}
+			if err := db.CommitBatch(&otelanalytics.Batch{Seq: uint64(i/per + 1), Records: recs, Refs: refs, Kept: kept, Probability: 1, Dict: pending}); err != nil {
+				b.Fatal(err)
+			}
+			dict.MarkDurable(pending)
+		}
+		seg, err := db.Seal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := db.WriteCut(&otelanalytics.Cut{}, seg); err != nil {
+			b.Fatal(err)
+		}
+		bytes, err := db.recordBytes()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(bytes)/n, "bytes/record")
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

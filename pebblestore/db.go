@@ -3,6 +3,7 @@ package pebblestore
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -325,6 +326,19 @@ func (d *DB) JournalBytes() int64 {
 		return 0
 	}
 	return d.j.bytes()
+}
+
+// recordBytes flushes and compacts the records and returns their size on
+// disk, for measurements.
+func (d *DB) recordBytes() (uint64, error) {
+	start, end := []byte{prefixRecord}, []byte{prefixRecord + 1}
+	if err := d.db.Flush(); err != nil {
+		return 0, err
+	}
+	if err := d.db.Compact(context.Background(), start, end, true); err != nil {
+		return 0, err
+	}
+	return d.db.EstimateDiskUsage(start, end)
 }
 
 // Replayed implements otelanalytics.Store.

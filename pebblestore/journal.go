@@ -12,32 +12,46 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2/record"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // journal is the ingest write-ahead log: one entry per ingest batch in
-// segment files <data dir>/journal/<n>.log, written in the record format
-// of Pebble's own WAL (32 KiB blocks of checksummed chunks) by Pebble's
-// LogWriter, whose flush loop syncs concurrent appends together (group
-// commit). A cut seals the current segment and starts the next; once the
-// sealed segments' records and totals are in Pebble they are deleted.
+// segment files <data dir>/journal/<n>.log, in the record format of
+// Pebble's own WAL (32 KiB blocks of checksummed chunks, written by
+// Pebble's record.Writer). A cut seals the current segment and starts the
+// next; once the sealed segments' records and totals are in Pebble they are
+// deleted.
+//
+// Appends share syncs (group commit) without handing work to another
+// goroutine: the first appender to find no sync running syncs everything
+// appended so far; appenders that arrive meanwhile wait for the next sync,
+// which one of them leads. On an idle system a commit is one write and one
+// fdatasync, on the committing goroutine.
 //
 // append is safe for concurrent use; seal must not run concurrently with
 // append (the pipeline guarantees it).
 type journal struct {
 	dir string
 
-	mu   sync.Mutex // serialises writes to the LogWriter
-	seg  uint64     // current segment
-	f    *os.File
-	w    *record.LogWriter
-	size int64 // bytes appended to the current segment
-	sem  chan struct{}
+	mu       sync.Mutex
+	cond     sync.Cond // signalled when a sync ends
+	seg      uint64    // current segment
+	f        vfs.File
+	w        *record.Writer
+	size     int64  // bytes appended to the current segment
+	appended uint64 // entries appended, all segments
+	synced   uint64 // entries known durable
+	syncing  bool   // a leader is syncing
+	err      error  // a write or sync failed: the journal takes no more
 }
 
-// journalLogNum is the file number written into every chunk header. Pebble
-// uses it to tell a recycled file's stale chunks from new ones; segments
-// are never recycled here, so one number serves all.
-const journalLogNum = 1
+// Segment files are opened as Pebble opens its WAL: space preallocated in
+// blocks and synced with fdatasync, and dirty data flushed in the
+// background every bytesPerSync, so that a sync never has much to write.
+const (
+	journalPreallocate  = 4 << 20
+	journalBytesPerSync = 512 << 10
+)
 
 func segmentName(n uint64) string { return fmt.Sprintf("%020d.log", n) }
 
@@ -65,7 +79,8 @@ func listSegments(dir string) ([]uint64, error) {
 
 // openJournal starts a new segment numbered seg in dir.
 func openJournal(dir string, seg uint64) (*journal, error) {
-	j := &journal{dir: dir, sem: make(chan struct{}, record.SyncConcurrency-1)}
+	j := &journal{dir: dir}
+	j.cond.L = &j.mu
 	if err := j.start(seg); err != nil {
 		return nil, err
 	}
@@ -73,38 +88,66 @@ func openJournal(dir string, seg uint64) (*journal, error) {
 }
 
 func (j *journal) start(seg uint64) error {
-	f, err := os.OpenFile(filepath.Join(j.dir, segmentName(seg)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	path := filepath.Join(j.dir, segmentName(seg))
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("create journal segment: %s exists", path)
+	}
+	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("create journal segment: %w", err)
 	}
 	if err := syncDir(j.dir); err != nil {
 		return errors.Join(err, f.Close())
 	}
-	j.seg, j.f, j.size = seg, f, 0
-	j.w = record.NewLogWriter(f, journalLogNum, record.LogWriterConfig{
-		QueueSemChan:        j.sem,
-		WriteWALSyncOffsets: func() bool { return false },
+	j.f = vfs.NewSyncingFile(f, vfs.SyncingFileOptions{
+		BytesPerSync:    journalBytesPerSync,
+		PreallocateSize: journalPreallocate,
 	})
+	j.w = record.NewWriter(j.f)
+	j.seg, j.size = seg, 0
 	return nil
 }
 
 // append writes one entry and returns once it is synced to disk.
 func (j *journal) append(entry []byte) error {
-	var wg sync.WaitGroup
-	var syncErr error
-	wg.Add(1)
 	j.mu.Lock()
-	j.sem <- struct{}{} // a sync slot; the LogWriter frees it once synced
-	_, err := j.w.SyncRecord(entry, &wg, &syncErr)
-	j.size += int64(len(entry))
-	j.mu.Unlock()
-	if err != nil {
-		<-j.sem
-		return fmt.Errorf("append to journal: %w", err)
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return j.err
 	}
-	wg.Wait()
-	if syncErr != nil {
-		return fmt.Errorf("sync journal: %w", syncErr)
+	if _, err := j.w.WriteRecord(entry); err != nil {
+		j.err = fmt.Errorf("append to journal: %w", err)
+		return j.err
+	}
+	j.size += int64(len(entry))
+	j.appended++
+	me := j.appended
+	for j.synced < me {
+		if j.err != nil {
+			return j.err
+		}
+		if j.syncing {
+			j.cond.Wait()
+			continue
+		}
+		// Lead a sync of everything appended so far. Others may append
+		// while it runs; they wait for the next one.
+		j.syncing = true
+		target := j.appended
+		err := j.w.Flush()
+		f := j.f
+		j.mu.Unlock()
+		if err == nil {
+			err = f.Sync()
+		}
+		j.mu.Lock()
+		j.syncing = false
+		if err != nil {
+			j.err = fmt.Errorf("sync journal: %w", err)
+		} else {
+			j.synced = max(j.synced, target)
+		}
+		j.cond.Broadcast()
 	}
 	return nil
 }
@@ -122,29 +165,46 @@ func (j *journal) bytes() int64 {
 func (j *journal) seal() (uint64, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.err != nil {
+		return 0, j.err
+	}
 	sealed := j.seg
-	if err := j.w.Close(); err != nil {
-		return 0, fmt.Errorf("close journal segment %d: %w", sealed, err)
+	if err := j.closeSegment(); err != nil {
+		j.err = err
+		return 0, err
 	}
 	if err := j.start(sealed + 1); err != nil {
+		j.err = err
 		return 0, err
 	}
 	return sealed, nil
+}
+
+// closeSegment writes what is buffered, syncs and closes the segment.
+func (j *journal) closeSegment() error {
+	err := j.w.Close()
+	if err == nil {
+		err = j.f.Sync()
+	}
+	if cerr := j.f.Close(); err == nil {
+		err = cerr
+	}
+	j.f, j.w = nil, nil
+	if err != nil {
+		return fmt.Errorf("close journal segment %d: %w", j.seg, err)
+	}
+	j.synced = j.appended
+	return nil
 }
 
 // close closes the current segment.
 func (j *journal) close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.w == nil {
+	if j.f == nil {
 		return nil
 	}
-	err := j.w.Close()
-	j.w = nil
-	if err != nil {
-		return fmt.Errorf("close journal: %w", err)
-	}
-	return nil
+	return j.closeSegment()
 }
 
 // removeSegments deletes the segments of dir numbered up to upTo.
@@ -174,7 +234,7 @@ func readSegment(dir string, n uint64, last bool, fn func(entry []byte) error) e
 		return fmt.Errorf("open journal segment: %w", err)
 	}
 	defer f.Close()
-	r := record.NewReader(f, journalLogNum)
+	r := record.NewReader(f, 0) // record.Writer writes chunks without a log number
 	var buf []byte
 	for {
 		rr, err := r.Next()

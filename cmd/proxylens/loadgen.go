@@ -36,6 +36,7 @@ type loadgenConfig struct {
 	duration    time.Duration
 	metricsURL  string
 	compression string
+	domains     int
 }
 
 // loadgen sends pre-encoded OTLP/gRPC export requests flat out or at a rate,
@@ -54,6 +55,7 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&c.duration, "duration", 30*time.Second, "how long to send")
 	fs.StringVar(&c.metricsURL, "metrics-url", "", "the server's /metrics URL, to report its CPU time (process_cpu_seconds_total)")
 	fs.StringVar(&c.compression, "compression", "none", "none or gzip")
+	fs.IntVar(&c.domains, "domains", 500, "target domains in the traffic (more domains, more series)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: proxylens loadgen [flags]\n\nLoad-test an OTLP/gRPC endpoint with pre-encoded proxy spans.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -72,8 +74,8 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		c.concurrency = 2 * c.connections
 	}
 	var errs []string
-	if c.connections < 1 || c.concurrency < 1 || c.batch < 1 || c.payloads < 1 {
-		errs = append(errs, "--connections, --concurrency, --batch and --payloads must be at least 1")
+	if c.connections < 1 || c.concurrency < 1 || c.batch < 1 || c.payloads < 1 || c.domains < 1 {
+		errs = append(errs, "--connections, --concurrency, --batch, --payloads and --domains must be at least 1")
 	}
 	if c.rate < 0 || math.IsNaN(c.rate) {
 		errs = append(errs, fmt.Sprintf("--rate: must be >= 0, got %v", c.rate))
@@ -99,7 +101,7 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // encodePayloads pre-encodes export requests of realistic spans ending
 // around now, as a batching SDK would send them.
 func encodePayloads(c loadgenConfig) ([][]byte, error) {
-	model := traffic.NewModel(500)
+	model := traffic.NewModel(c.domains)
 	out := make([][]byte, c.payloads)
 	now := time.Now()
 	for i := range out {
