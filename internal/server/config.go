@@ -126,9 +126,9 @@ func Parse(b []byte, cfg *Config) error {
 
 var (
 	yamlLine        = regexp.MustCompile("^line ([0-9]+): (.*)$")
-	yamlUnknownKey  = regexp.MustCompile("^field (\\S+) not found in type")
+	yamlUnknownKey  = regexp.MustCompile(`^field (\S+) not found in type`)
 	yamlWrongScalar = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
-	yamlWrongNode   = regexp.MustCompile("^cannot unmarshal !!(\\w+) into (\\S+)$")
+	yamlWrongNode   = regexp.MustCompile(`^cannot unmarshal !!(\w+) into (\S+)$`)
 )
 
 // describeYAMLError rewrites yaml's type errors, which name Go types
