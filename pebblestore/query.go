@@ -1,0 +1,423 @@
+package pebblestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/util/annotations"
+)
+
+// Querier implements storage.Queryable. The querier reads a consistent
+// snapshot of the database taken now.
+func (s *SeriesStore) Querier(mint, maxt int64) (storage.Querier, error) {
+	return &querier{s: s, snap: s.db.db.NewSnapshot(), mint: mint, maxt: maxt}, nil
+}
+
+// ChunkQuerier implements storage.ChunkQueryable.
+func (s *SeriesStore) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+	q, err := s.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	return chunkQuerier{q.(*querier)}, nil
+}
+
+type chunkQuerier struct{ *querier }
+
+func (c chunkQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.ChunkSeriesSet {
+	return storage.NewSeriesSetToChunkSet(c.querier.Select(ctx, sortSeries, hints, ms...))
+}
+
+type querier struct {
+	s          *SeriesStore
+	snap       *pebble.Snapshot
+	mint, maxt int64
+
+	mu     sync.Mutex
+	iters  []*pebble.Iterator // opened by series iterators, closed with the querier
+	closed bool
+}
+
+// Close releases the snapshot and every iterator series opened.
+func (q *querier) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil
+	}
+	q.closed = true
+	var errs []error
+	for _, it := range q.iters {
+		errs = append(errs, it.Close())
+	}
+	q.iters = nil
+	errs = append(errs, q.snap.Close())
+	return errors.Join(errs...)
+}
+
+func (q *querier) newIter(opts *pebble.IterOptions) (*pebble.Iterator, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil, errors.New("querier closed")
+	}
+	it, err := q.snap.NewIter(opts)
+	if err != nil {
+		return nil, err
+	}
+	q.iters = append(q.iters, it)
+	return it, nil
+}
+
+// Select implements storage.Querier. Series always come sorted by labels.
+func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	if err := ctx.Err(); err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	mint, maxt, limit := q.mint, q.maxt, 0
+	if hints != nil {
+		mint, maxt, limit = max(mint, hints.Start), min(maxt, hints.End), hints.Limit
+	}
+	series := q.s.match(ms)
+	if limit > 0 && len(series) > limit {
+		series = series[:limit]
+	}
+	return &seriesSet{q: q, series: series, mint: mint, maxt: maxt, i: -1}
+}
+
+// match returns the series that every matcher matches, sorted by labels.
+// Matchers that an absent label satisfies (such as foo="" or foo!="bar")
+// only filter; the others pick candidates from the postings.
+func (s *SeriesStore) match(ms []*labels.Matcher) []*memSeries {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var ids []uint64
+	picked := false
+	var filters []*labels.Matcher
+	for _, m := range ms {
+		if m.Matches("") {
+			filters = append(filters, m)
+			continue
+		}
+		var union []uint64
+		if m.Type == labels.MatchEqual {
+			union = s.postings[m.Name][m.Value]
+		} else {
+			for v, p := range s.postings[m.Name] {
+				if m.Matches(v) {
+					union = unionSorted(union, p)
+				}
+			}
+		}
+		if !picked {
+			ids, picked = union, true
+		} else {
+			ids = intersectSorted(ids, union)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+	}
+	var out []*memSeries
+	add := func(ms *memSeries) {
+		for _, f := range filters {
+			if !f.Matches(ms.lset.Get(f.Name)) {
+				return
+			}
+		}
+		out = append(out, ms)
+	}
+	if picked {
+		for _, id := range ids {
+			add(s.byID[id])
+		}
+	} else {
+		for _, ms := range s.byID {
+			add(ms)
+		}
+	}
+	slices.SortFunc(out, func(a, b *memSeries) int { return labels.Compare(a.lset, b.lset) })
+	return out
+}
+
+func unionSorted(a, b []uint64) []uint64 {
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]uint64, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch {
+		case a[i] < b[j]:
+			out = append(out, a[i])
+			i++
+		case b[j] < a[i]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+func intersectSorted(a, b []uint64) []uint64 {
+	var out []uint64
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch {
+		case a[i] < b[j]:
+			i++
+		case b[j] < a[i]:
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
+// LabelValues implements storage.LabelQuerier: the values of name among the
+// series the matchers select (all series without matchers), sorted.
+func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	var vals []string
+	if len(ms) == 0 {
+		q.s.mu.RLock()
+		for v := range q.s.postings[name] {
+			if v != "" {
+				vals = append(vals, v)
+			}
+		}
+		q.s.mu.RUnlock()
+	} else {
+		seen := map[string]bool{}
+		for _, s := range q.s.match(ms) {
+			if v := s.lset.Get(name); v != "" && !seen[v] {
+				seen[v] = true
+				vals = append(vals, v)
+			}
+		}
+	}
+	slices.Sort(vals)
+	if hints != nil && hints.Limit > 0 && len(vals) > hints.Limit {
+		vals = vals[:hints.Limit]
+	}
+	return vals, nil, nil
+}
+
+// LabelNames implements storage.LabelQuerier: the label names of the series
+// the matchers select (all series without matchers), sorted.
+func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	var names []string
+	if len(ms) == 0 {
+		q.s.mu.RLock()
+		for n := range q.s.postings {
+			names = append(names, n)
+		}
+		q.s.mu.RUnlock()
+	} else {
+		seen := map[string]bool{}
+		for _, s := range q.s.match(ms) {
+			s.lset.Range(func(l labels.Label) {
+				if !seen[l.Name] {
+					seen[l.Name] = true
+					names = append(names, l.Name)
+				}
+			})
+		}
+	}
+	slices.Sort(names)
+	if hints != nil && hints.Limit > 0 && len(names) > hints.Limit {
+		names = names[:hints.Limit]
+	}
+	return names, nil, nil
+}
+
+type seriesSet struct {
+	q          *querier
+	series     []*memSeries
+	mint, maxt int64
+	i          int
+}
+
+func (s *seriesSet) Next() bool {
+	s.i++
+	return s.i < len(s.series)
+}
+
+func (s *seriesSet) At() storage.Series {
+	return &series{q: s.q, ms: s.series[s.i], mint: s.mint, maxt: s.maxt}
+}
+
+func (s *seriesSet) Err() error                        { return nil }
+func (s *seriesSet) Warnings() annotations.Annotations { return nil }
+
+type series struct {
+	q          *querier
+	ms         *memSeries
+	mint, maxt int64
+}
+
+func (s *series) Labels() labels.Labels { return s.ms.lset }
+
+func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
+	return &seriesIterator{q: s.q, id: s.ms.id, kind: s.ms.kind, mint: s.mint, maxt: s.maxt}
+}
+
+// seriesIterator reads a series' windows from the snapshot, one at a time,
+// and returns the samples in [mint, maxt]. For an increment series it
+// returns the running sum from the series' first sample.
+type seriesIterator struct {
+	q          *querier
+	id         uint64
+	kind       SeriesKind
+	mint, maxt int64
+
+	it     *pebble.Iterator
+	chunks []timedChunk
+	ci     int
+	cit    chunkenc.Iterator
+	vt     chunkenc.ValueType
+	t      int64
+	sum    float64
+	done   bool
+	err    error
+}
+
+func (s *seriesIterator) start() bool {
+	lower := chunkPrefix(s.id)
+	if s.kind == KindSamples && s.mint > math.MinInt64+windowMs {
+		lower = chunkKey(s.id, windowOf(s.mint))
+	}
+	upper := prefixEnd(chunkPrefix(s.id))
+	if s.maxt < math.MaxInt64-windowMs {
+		upper = chunkKey(s.id, windowOf(s.maxt)+windowMs)
+	}
+	it, err := s.q.newIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		s.err, s.done = err, true
+		return false
+	}
+	s.it = it
+	return s.loadWindow(it.First())
+}
+
+// loadWindow decodes the window the iterator is at.
+func (s *seriesIterator) loadWindow(valid bool) bool {
+	if !valid {
+		s.err, s.done = s.it.Error(), true
+		return false
+	}
+	v, err := s.it.ValueAndErr()
+	if err == nil {
+		s.chunks, err = decodeWindow(slices.Clone(v), s.chunks[:0])
+	}
+	if err != nil {
+		s.err, s.done = fmt.Errorf("series %d: %w", s.id, err), true
+		return false
+	}
+	s.ci = 0
+	s.cit = s.chunks[0].c.Iterator(s.cit)
+	return true
+}
+
+func (s *seriesIterator) Next() chunkenc.ValueType {
+	if s.done {
+		return chunkenc.ValNone
+	}
+	if s.it == nil && !s.start() {
+		return chunkenc.ValNone
+	}
+	for {
+		vt := s.cit.Next()
+		if vt == chunkenc.ValNone {
+			if err := s.cit.Err(); err != nil {
+				s.err, s.done = err, true
+				return chunkenc.ValNone
+			}
+			if s.ci++; s.ci < len(s.chunks) {
+				s.cit = s.chunks[s.ci].c.Iterator(s.cit)
+				continue
+			}
+			if !s.loadWindow(s.it.Next()) {
+				return chunkenc.ValNone
+			}
+			continue
+		}
+		t := s.cit.AtT()
+		if s.kind == KindIncrements {
+			_, f := s.cit.At()
+			s.sum += f
+		}
+		if t < s.mint {
+			continue
+		}
+		if t > s.maxt {
+			s.done = true
+			return chunkenc.ValNone
+		}
+		s.vt, s.t = vt, t
+		return vt
+	}
+}
+
+func (s *seriesIterator) Seek(t int64) chunkenc.ValueType {
+	if s.done {
+		return chunkenc.ValNone
+	}
+	if s.vt != chunkenc.ValNone && s.t >= t {
+		return s.vt
+	}
+	for {
+		vt := s.Next()
+		if vt == chunkenc.ValNone || s.t >= t {
+			return vt
+		}
+	}
+}
+
+func (s *seriesIterator) At() (int64, float64) {
+	if s.kind == KindIncrements {
+		return s.t, s.sum
+	}
+	return s.cit.At()
+}
+
+func (s *seriesIterator) AtHistogram(h *histogram.Histogram) (int64, *histogram.Histogram) {
+	return s.cit.AtHistogram(h)
+}
+
+func (s *seriesIterator) AtFloatHistogram(fh *histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
+	return s.cit.AtFloatHistogram(fh)
+}
+
+func (s *seriesIterator) AtT() int64 { return s.t }
+
+func (s *seriesIterator) Err() error { return s.err }
+
+// AtST implements chunkenc.Iterator: the sample's start timestamp, 0 when
+// unknown (always for increment series).
+func (s *seriesIterator) AtST() int64 {
+	if s.kind == KindIncrements {
+		return 0
+	}
+	return s.cit.AtST()
+}

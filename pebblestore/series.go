@@ -1,0 +1,667 @@
+package pebblestore
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+)
+
+// Key spaces of the series store.
+const (
+	prefixSeries   = 's' // s<id:8>                                   → kind, labels
+	prefixPostings = 'p' // p<len><name><len><value><id:8>            → empty
+	prefixChunks   = 'c' // c<id:8><window start:8, sign bit flipped> → window value
+)
+
+// SeriesKind says how a series' samples read back.
+type SeriesKind byte
+
+const (
+	// KindSamples series store samples as appended, like any Prometheus
+	// series.
+	KindSamples SeriesKind = 0
+	// KindIncrements series store the increment of a counter per interval
+	// of event time; increments at the same timestamp add up, and reads
+	// return the running sum, a counter that never resets.
+	KindIncrements SeriesKind = 1
+)
+
+// SeriesOptions configure a SeriesStore.
+type SeriesOptions struct {
+	// OutOfOrderWindow is how much older than a series' newest sample a
+	// sample may be and still be accepted (KindSamples series only).
+	// Default 1h.
+	OutOfOrderWindow time.Duration
+}
+
+// SeriesStore is the time-series store in the database: series with their
+// labels, a label index, and samples in Prometheus chunk encodings, one
+// Pebble value per series and two-hour window. It implements
+// storage.Storage. Its index is held in memory and persisted; its samples
+// are read from Pebble.
+//
+// All methods are safe for concurrent use; commits are serialised.
+type SeriesStore struct {
+	db  *DB
+	ooo int64 // out-of-order window, ms
+
+	mu       sync.RWMutex
+	byHash   map[uint64][]*memSeries
+	byID     map[uint64]*memSeries
+	postings map[string]map[string][]uint64 // name → value → ascending ids
+	nextID   uint64
+
+	commitMu sync.Mutex // one commit at a time; guards every memSeries' head
+}
+
+// memSeries is a series in memory: its identity and, for appends, its
+// newest window.
+type memSeries struct {
+	id   uint64
+	lset labels.Labels
+	kind SeriesKind
+
+	// Guarded by SeriesStore.commitMu.
+	headWindow int64        // start of the newest window, math.MinInt64 before the first sample
+	head       *chunkWriter // the newest window's chunks, nil until needed
+	maxT       int64        // newest sample, math.MinInt64 before the first
+	last       sample       // the newest sample
+}
+
+var _ storage.Storage = (*SeriesStore)(nil)
+
+// Series opens the series store of the database, loading its index.
+func (d *DB) Series(opts SeriesOptions) (*SeriesStore, error) {
+	if opts.OutOfOrderWindow <= 0 {
+		opts.OutOfOrderWindow = time.Hour
+	}
+	s := &SeriesStore{
+		db:       d,
+		ooo:      opts.OutOfOrderWindow.Milliseconds(),
+		byHash:   map[uint64][]*memSeries{},
+		byID:     map[uint64]*memSeries{},
+		postings: map[string]map[string][]uint64{},
+		nextID:   1,
+	}
+	if err := d.scan([]byte{prefixSeries}, func(k, v []byte) error {
+		if len(k) != 9 || len(v) < 1 {
+			return fmt.Errorf("series key: %w", errCorrupt)
+		}
+		lset, err := decodeLabels(v[1:])
+		if err != nil {
+			return err
+		}
+		ms := &memSeries{id: binary.BigEndian.Uint64(k[1:]), lset: lset, kind: SeriesKind(v[0]),
+			headWindow: math.MinInt64, maxT: math.MinInt64}
+		s.index(ms)
+		s.nextID = max(s.nextID, ms.id+1)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("load series: %w", err)
+	}
+	// The newest window of each series gives its newest sample.
+	for _, ms := range s.byID {
+		if err := s.loadHead(ms); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// index adds a series to the in-memory index; the caller holds mu or owns s.
+func (s *SeriesStore) index(ms *memSeries) {
+	h := ms.lset.Hash()
+	s.byHash[h] = append(s.byHash[h], ms)
+	s.byID[ms.id] = ms
+	ms.lset.Range(func(l labels.Label) {
+		vals := s.postings[l.Name]
+		if vals == nil {
+			vals = map[string][]uint64{}
+			s.postings[l.Name] = vals
+		}
+		ids := vals[l.Value]
+		i, _ := slices.BinarySearch(ids, ms.id)
+		vals[l.Value] = slices.Insert(ids, i, ms.id)
+	})
+}
+
+// loadHead reads the newest window of a series to resume appending to it.
+func (s *SeriesStore) loadHead(ms *memSeries) error {
+	prefix := chunkPrefix(ms.id)
+	it, err := s.db.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return it.Error()
+	}
+	win := windowFromKey(it.Key())
+	chunks, err := decodeWindow(slices.Clone(it.Value()), nil)
+	if err != nil {
+		return fmt.Errorf("series %d window %d: %w", ms.id, win, err)
+	}
+	samples, err := windowSamples(chunks, nil)
+	if err != nil || len(samples) == 0 {
+		return err
+	}
+	w, err := resumeWriter(chunks)
+	if err != nil {
+		return err
+	}
+	ms.headWindow, ms.head = win, w
+	ms.last = samples[len(samples)-1]
+	ms.maxT = ms.last.t
+	return nil
+}
+
+func chunkPrefix(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixChunks}, id)
+}
+
+func chunkKey(id uint64, window int64) []byte {
+	return binary.BigEndian.AppendUint64(chunkPrefix(id), uint64(window)^(1<<63))
+}
+
+func windowFromKey(k []byte) int64 {
+	return int64(binary.BigEndian.Uint64(k[9:]) ^ (1 << 63))
+}
+
+func appendLabels(dst []byte, lset labels.Labels) []byte {
+	dst = binary.AppendUvarint(dst, uint64(lset.Len()))
+	lset.Range(func(l labels.Label) {
+		dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+		dst = append(dst, l.Name...)
+		dst = binary.AppendUvarint(dst, uint64(len(l.Value)))
+		dst = append(dst, l.Value...)
+	})
+	return dst
+}
+
+func decodeLabels(b []byte) (labels.Labels, error) {
+	rd := reader{b: b}
+	n := rd.uvarint()
+	if n > uint64(len(b)) {
+		return labels.EmptyLabels(), fmt.Errorf("labels: %w", errCorrupt)
+	}
+	lb := labels.NewScratchBuilder(int(n))
+	for range n {
+		name := rd.bytes(rd.uvarint())
+		value := rd.bytes(rd.uvarint())
+		lb.Add(string(name), string(value))
+	}
+	if rd.err != nil || len(rd.b) != 0 {
+		return labels.EmptyLabels(), fmt.Errorf("labels: %w", errCorrupt)
+	}
+	return lb.Labels(), nil
+}
+
+func postingKey(name, value string, id uint64) []byte {
+	k := []byte{prefixPostings}
+	k = binary.AppendUvarint(k, uint64(len(name)))
+	k = append(k, name...)
+	k = binary.AppendUvarint(k, uint64(len(value)))
+	k = append(k, value...)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+// getOrCreate returns the series of lset, creating it (in memory; the
+// commit persists it) if needed. created reports a new series.
+func (s *SeriesStore) getOrCreate(lset labels.Labels, kind SeriesKind) (ms *memSeries, created bool, err error) {
+	h := lset.Hash()
+	s.mu.RLock()
+	for _, c := range s.byHash[h] {
+		if labels.Equal(c.lset, lset) {
+			s.mu.RUnlock()
+			return c, false, nil
+		}
+	}
+	s.mu.RUnlock()
+	if lset.IsEmpty() {
+		return nil, false, errors.New("series without labels")
+	}
+	if dup, ok := lset.HasDuplicateLabelNames(); ok {
+		return nil, false, fmt.Errorf("label name %q repeated", dup)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.byHash[h] {
+		if labels.Equal(c.lset, lset) {
+			return c, false, nil
+		}
+	}
+	ms = &memSeries{id: s.nextID, lset: lset.Copy(), kind: kind, headWindow: math.MinInt64, maxT: math.MinInt64}
+	s.nextID++
+	s.index(ms)
+	return ms, true, nil
+}
+
+// StartTime implements storage.Storage: the store has no lower bound.
+func (s *SeriesStore) StartTime() (int64, error) { return math.MinInt64, nil }
+
+// Close implements storage.Storage. The database is closed by its owner.
+func (s *SeriesStore) Close() error { return nil }
+
+// NumSeries returns the number of series.
+func (s *SeriesStore) NumSeries() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.byID)
+}
+
+// Appender implements storage.Appendable.
+func (s *SeriesStore) Appender(ctx context.Context) storage.Appender {
+	return &appenderV1{a: s.newAppender()}
+}
+
+// AppenderV2 implements storage.AppendableV2.
+func (s *SeriesStore) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	return s.newAppender()
+}
+
+func (s *SeriesStore) newAppender() *appender {
+	return &appender{s: s, staged: map[*memSeries]*staging{}}
+}
+
+// appender buffers samples until Commit, which merges them with what is
+// committed, under the store's commit lock, and writes them in one synced
+// Pebble batch.
+type appender struct {
+	s       *SeriesStore
+	staged  map[*memSeries]*staging
+	order   []*memSeries
+	created []*memSeries
+	done    bool
+}
+
+// staging is what an appender holds for one series.
+type staging struct {
+	samples []sample // new samples, in append order
+	maxT    int64    // newest sample, committed (when first seen) or new
+	last    sample   // the sample at maxT
+	// For out-of-order samples of KindSamples series: the committed
+	// samples of the windows they fall in, and the new samples by time, to
+	// refuse conflicting duplicates at Append.
+	committed map[int64][]sample
+	newAt     map[int64]int
+}
+
+// Append implements storage.AppenderV2. A sample older than the series'
+// newest by more than the out-of-order window is refused with
+// storage.ErrTooOldSample; one at the timestamp of another with a different
+// value with storage.ErrDuplicateSampleForTimestamp; an exact duplicate is
+// accepted and changes nothing.
+func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, _ storage.AppendV2Options) (storage.SeriesRef, error) {
+	smp := sample{st: st, t: t, f: v}
+	switch {
+	case fh != nil:
+		smp = sample{st: st, t: t, fh: fh.Copy()}
+	case h != nil:
+		smp = sample{st: st, t: t, h: h.Copy()}
+	}
+	ms, err := a.series(ls, KindSamples)
+	if err != nil {
+		return 0, err
+	}
+	if ms.kind != KindSamples {
+		return 0, fmt.Errorf("series %s holds increments, not samples", ls)
+	}
+	return storage.SeriesRef(ms.id), a.add(ms, smp)
+}
+
+// AppendIncrement adds v to the increment series ls at t (creating the
+// series as KindIncrements if needed).
+func (a *appender) AppendIncrement(ls labels.Labels, t int64, v float64) error {
+	ms, err := a.series(ls, KindIncrements)
+	if err != nil {
+		return err
+	}
+	if ms.kind != KindIncrements {
+		return fmt.Errorf("series %s holds samples, not increments", ls)
+	}
+	return a.add(ms, sample{t: t, f: v})
+}
+
+func (a *appender) series(ls labels.Labels, kind SeriesKind) (*memSeries, error) {
+	if a.done {
+		return nil, errors.New("appender used after Commit or Rollback")
+	}
+	ms, created, err := a.s.getOrCreate(ls, kind)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		a.created = append(a.created, ms)
+	}
+	return ms, nil
+}
+
+func (a *appender) add(ms *memSeries, smp sample) error {
+	st := a.staged[ms]
+	if st == nil {
+		a.s.commitMu.Lock()
+		st = &staging{maxT: ms.maxT, last: ms.last}
+		a.s.commitMu.Unlock()
+		a.staged[ms] = st
+		a.order = append(a.order, ms)
+	}
+	if ms.kind == KindIncrements || smp.t > st.maxT {
+		if smp.t > st.maxT {
+			st.maxT, st.last = smp.t, smp
+		}
+		st.samples = append(st.samples, smp)
+		return nil
+	}
+	if smp.t == st.maxT {
+		if sameValue(&st.last, &smp) {
+			return nil
+		}
+		return storage.ErrDuplicateSampleForTimestamp
+	}
+	if smp.t < st.maxT-a.s.ooo {
+		return storage.ErrTooOldSample
+	}
+	// Out of order: compare with what is committed in its window and with
+	// what this appender already holds at that time.
+	w := windowOf(smp.t)
+	if st.committed == nil {
+		st.committed, st.newAt = map[int64][]sample{}, map[int64]int{}
+		for i := range st.samples {
+			st.newAt[st.samples[i].t] = i
+		}
+	}
+	committed, ok := st.committed[w]
+	if !ok {
+		var err error
+		if committed, err = a.s.readWindow(ms, w); err != nil {
+			return err
+		}
+		st.committed[w] = committed
+	}
+	if i, found := slices.BinarySearchFunc(committed, smp.t, func(s sample, t int64) int { return cmp.Compare(s.t, t) }); found {
+		if sameValue(&committed[i], &smp) {
+			return nil
+		}
+		return storage.ErrDuplicateSampleForTimestamp
+	}
+	if i, found := st.newAt[smp.t]; found {
+		if sameValue(&st.samples[i], &smp) {
+			return nil
+		}
+		return storage.ErrDuplicateSampleForTimestamp
+	}
+	st.newAt[smp.t] = len(st.samples)
+	st.samples = append(st.samples, smp)
+	return nil
+}
+
+// readWindow returns the committed samples of one window of a series.
+func (s *SeriesStore) readWindow(ms *memSeries, w int64) ([]sample, error) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	return s.readWindowLocked(ms, w)
+}
+
+func (s *SeriesStore) readWindowLocked(ms *memSeries, w int64) ([]sample, error) {
+	if ms.head != nil && ms.headWindow == w {
+		return windowSamples(ms.head.chunks, nil)
+	}
+	v, closer, err := s.db.db.Get(chunkKey(ms.id, w))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read window: %w", err)
+	}
+	defer closer.Close()
+	chunks, err := decodeWindow(v, nil)
+	if err != nil {
+		return nil, err
+	}
+	return windowSamples(chunks, nil)
+}
+
+// Commit implements storage.AppenderTransaction: it writes every staged
+// sample and new series in one synced Pebble batch.
+func (a *appender) Commit() error {
+	if a.done {
+		return errors.New("appender already committed or rolled back")
+	}
+	a.done = true
+	if len(a.staged) == 0 && len(a.created) == 0 {
+		return nil
+	}
+	b := a.s.db.db.NewBatch()
+	defer b.Close()
+	a.s.commitMu.Lock()
+	defer a.s.commitMu.Unlock()
+	apply, err := a.write(b)
+	if err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("commit samples: %w", err)
+	}
+	apply()
+	return nil
+}
+
+// write adds the appender's series and samples to b, merging them with the
+// committed windows; the caller holds commitMu. It returns the function
+// that updates the series heads once b is committed.
+func (a *appender) write(b *pebble.Batch) (func(), error) {
+	for _, ms := range a.created {
+		v := appendLabels([]byte{byte(ms.kind)}, ms.lset)
+		if err := b.Set(binary.BigEndian.AppendUint64([]byte{prefixSeries}, ms.id), v, nil); err != nil {
+			return nil, err
+		}
+		var err error
+		ms.lset.Range(func(l labels.Label) {
+			if err == nil {
+				err = b.Set(postingKey(l.Name, l.Value, ms.id), nil, nil)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	type headUpdate struct {
+		ms     *memSeries
+		window int64
+		head   *chunkWriter
+		maxT   int64
+		last   sample
+	}
+	updates := make([]headUpdate, 0, len(a.order))
+	var buf []byte
+	set := func(id uint64, w int64, chunks []timedChunk) error {
+		buf = appendWindow(buf[:0], chunks)
+		return b.Set(chunkKey(id, w), buf, nil)
+	}
+	for _, ms := range a.order {
+		samples := a.staged[ms].samples
+		if len(samples) == 0 {
+			continue
+		}
+		slices.SortStableFunc(samples, func(x, y sample) int { return cmp.Compare(x.t, y.t) })
+		samples = a.s.dedupe(ms.kind, samples)
+		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last}
+		// Samples at or before the newest committed one merge into their
+		// windows; the rest append to the newest window.
+		split, _ := slices.BinarySearchFunc(samples, ms.maxT+1, func(s sample, t int64) int { return cmp.Compare(s.t, t) })
+		if ms.maxT == math.MinInt64 {
+			split = 0
+		}
+		for i := 0; i < split; {
+			w := windowOf(samples[i].t)
+			j := i
+			for j < split && windowOf(samples[j].t) == w {
+				j++
+			}
+			committed, err := a.s.readWindowLocked(ms, w)
+			if err != nil {
+				return nil, err
+			}
+			merged := a.s.mergeSamples(ms.kind, committed, samples[i:j])
+			chunks, err := encodeSamples(merged)
+			if err != nil {
+				return nil, err
+			}
+			if err := set(ms.id, w, chunks); err != nil {
+				return nil, err
+			}
+			if w == u.window {
+				if u.head, err = resumeWriter(chunks); err != nil {
+					return nil, err
+				}
+			}
+			i = j
+		}
+		if split < len(samples) {
+			head, err := cloneWriter(u.head)
+			if err != nil {
+				return nil, err
+			}
+			u.head = head
+			for i := split; i < len(samples); i++ {
+				smp := &samples[i]
+				if w := windowOf(smp.t); w != u.window || u.head == nil {
+					if u.head != nil {
+						if err := set(ms.id, u.window, u.head.chunks); err != nil {
+							return nil, err
+						}
+					}
+					u.window, u.head = w, &chunkWriter{}
+				}
+				if err := u.head.add(smp); err != nil {
+					return nil, err
+				}
+			}
+			if err := set(ms.id, u.window, u.head.chunks); err != nil {
+				return nil, err
+			}
+			u.maxT, u.last = samples[len(samples)-1].t, samples[len(samples)-1]
+		}
+		updates = append(updates, u)
+	}
+	return func() {
+		for _, u := range updates {
+			u.ms.headWindow, u.ms.head, u.ms.maxT, u.ms.last = u.window, u.head, u.maxT, u.last
+		}
+	}, nil
+}
+
+// dedupe folds samples with the same timestamp: increments add up; for
+// samples the first one stays (Append refused conflicting ones).
+func (s *SeriesStore) dedupe(kind SeriesKind, samples []sample) []sample {
+	out := samples[:0]
+	for _, smp := range samples {
+		if n := len(out); n > 0 && out[n-1].t == smp.t {
+			if kind == KindIncrements {
+				out[n-1].f += smp.f
+			}
+			continue
+		}
+		out = append(out, smp)
+	}
+	return out
+}
+
+// mergeSamples merges new samples (sorted, deduplicated) into committed
+// ones (sorted). At a common timestamp increments add up; for samples the
+// committed one stays.
+func (s *SeriesStore) mergeSamples(kind SeriesKind, committed, fresh []sample) []sample {
+	out := make([]sample, 0, len(committed)+len(fresh))
+	i, j := 0, 0
+	for i < len(committed) || j < len(fresh) {
+		switch {
+		case j == len(fresh) || (i < len(committed) && committed[i].t < fresh[j].t):
+			out = append(out, committed[i])
+			i++
+		case i == len(committed) || fresh[j].t < committed[i].t:
+			out = append(out, fresh[j])
+			j++
+		default:
+			c := committed[i]
+			if kind == KindIncrements {
+				c.f += fresh[j].f
+			}
+			out = append(out, c)
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+// cloneWriter copies a writer's chunks, so that appending to the copy
+// leaves the original as it was.
+func cloneWriter(w *chunkWriter) (*chunkWriter, error) {
+	if w == nil {
+		return nil, nil
+	}
+	chunks := make([]timedChunk, len(w.chunks))
+	for i, c := range w.chunks {
+		cc, err := chunkenc.FromData(c.c.Encoding(), slices.Clone(c.c.Bytes()))
+		if err != nil {
+			return nil, err
+		}
+		chunks[i] = timedChunk{c: cc, minT: c.minT, maxT: c.maxT}
+	}
+	return resumeWriter(chunks)
+}
+
+// Rollback implements storage.AppenderTransaction.
+func (a *appender) Rollback() error {
+	a.done = true
+	a.staged, a.order = nil, nil
+	return nil
+}
+
+// appenderV1 adapts the appender to storage.Appender; exemplars, metadata
+// and start timestamps are not stored.
+type appenderV1 struct{ a *appender }
+
+func (v *appenderV1) Append(ref storage.SeriesRef, l labels.Labels, t int64, f float64) (storage.SeriesRef, error) {
+	return v.a.Append(ref, l, 0, t, f, nil, nil, storage.AppendV2Options{})
+}
+
+func (v *appenderV1) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return v.a.Append(ref, l, 0, t, 0, h, fh, storage.AppendV2Options{})
+}
+
+func (v *appenderV1) AppendHistogramSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64, _ *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+func (v *appenderV1) AppendSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+func (v *appenderV1) AppendExemplar(ref storage.SeriesRef, _ labels.Labels, _ exemplar.Exemplar) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+func (v *appenderV1) UpdateMetadata(ref storage.SeriesRef, _ labels.Labels, _ metadata.Metadata) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+func (v *appenderV1) SetOptions(*storage.AppendOptions) {}
+
+func (v *appenderV1) Commit() error { return v.a.Commit() }
+
+func (v *appenderV1) Rollback() error { return v.a.Rollback() }

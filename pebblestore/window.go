@@ -1,0 +1,225 @@
+package pebblestore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+)
+
+// windowMs is the time span of one chunk key: a series' samples are stored
+// one Pebble value per series and aligned two-hour window, as Prometheus
+// cuts head chunks and blocks at two hours.
+const windowMs = 2 * 60 * 60 * 1000
+
+// windowOf returns the start of the window holding t (milliseconds).
+func windowOf(t int64) int64 {
+	w := t / windowMs * windowMs
+	if t < 0 && t%windowMs != 0 {
+		w -= windowMs
+	}
+	return w
+}
+
+// sample is one sample of any type, for merging windows.
+type sample struct {
+	st int64 // start timestamp, 0 when unknown
+	t  int64
+	f  float64
+	h  *histogram.Histogram
+	fh *histogram.FloatHistogram
+}
+
+func (s *sample) valueType() chunkenc.ValueType {
+	switch {
+	case s.h != nil:
+		return chunkenc.ValHistogram
+	case s.fh != nil:
+		return chunkenc.ValFloatHistogram
+	}
+	return chunkenc.ValFloat
+}
+
+// timedChunk is a chunk with the time range of its samples.
+type timedChunk struct {
+	c          chunkenc.Chunk
+	minT, maxT int64
+}
+
+// appendWindow encodes a window's chunks: uvarint count, then per chunk its
+// encoding byte, varint min and max time, uvarint length and bytes.
+func appendWindow(dst []byte, chunks []timedChunk) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(chunks)))
+	for _, c := range chunks {
+		b := c.c.Bytes()
+		dst = append(dst, byte(c.c.Encoding()))
+		dst = binary.AppendVarint(dst, c.minT)
+		dst = binary.AppendVarint(dst, c.maxT)
+		dst = binary.AppendUvarint(dst, uint64(len(b)))
+		dst = append(dst, b...)
+	}
+	return dst
+}
+
+// decodeWindow decodes a window value. The chunks alias val.
+func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
+	rd := reader{b: val}
+	n := rd.uvarint()
+	if n > uint64(len(val)) {
+		return nil, fmt.Errorf("window of %d chunks: %w", n, errCorrupt)
+	}
+	for range n {
+		enc := chunkenc.Encoding(rd.byte())
+		minT, maxT := rd.varint(), rd.varint()
+		b := rd.bytes(rd.uvarint())
+		if rd.err != nil {
+			return nil, fmt.Errorf("window chunk: %w", rd.err)
+		}
+		c, err := chunkenc.FromData(enc, b)
+		if err != nil {
+			return nil, fmt.Errorf("window chunk: %w", err)
+		}
+		dst = append(dst, timedChunk{c: c, minT: minT, maxT: maxT})
+	}
+	if len(rd.b) != 0 {
+		return nil, fmt.Errorf("window: trailing bytes: %w", errCorrupt)
+	}
+	return dst, nil
+}
+
+// windowSamples appends every sample of chunks to dst, in order, with
+// histograms copied.
+func windowSamples(chunks []timedChunk, dst []sample) ([]sample, error) {
+	var it chunkenc.Iterator
+	for _, c := range chunks {
+		it = c.c.Iterator(it)
+		for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
+			switch vt {
+			case chunkenc.ValFloat:
+				t, f := it.At()
+				dst = append(dst, sample{st: it.AtST(), t: t, f: f})
+			case chunkenc.ValHistogram:
+				t, h := it.AtHistogram(nil)
+				dst = append(dst, sample{st: it.AtST(), t: t, h: h})
+			case chunkenc.ValFloatHistogram:
+				t, fh := it.AtFloatHistogram(nil)
+				dst = append(dst, sample{st: it.AtST(), t: t, fh: fh})
+			}
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("read chunk: %w", err)
+		}
+	}
+	return dst, nil
+}
+
+// chunkWriter appends samples in time order into chunks, cutting a new
+// chunk when the sample type changes, as the TSDB head does: a histogram
+// appended after one of the same kind records, in the chunk header,
+// whether its counter reset.
+type chunkWriter struct {
+	chunks []timedChunk
+	app    chunkenc.Appender
+	typ    chunkenc.ValueType
+}
+
+// resume continues the last chunk of chunks.
+func resumeWriter(chunks []timedChunk) (*chunkWriter, error) {
+	w := &chunkWriter{chunks: chunks}
+	if len(chunks) == 0 {
+		return w, nil
+	}
+	last := chunks[len(chunks)-1].c
+	app, err := last.Appender()
+	if err != nil {
+		return nil, fmt.Errorf("resume chunk: %w", err)
+	}
+	w.app, w.typ = app, encodingType(last.Encoding())
+	return w, nil
+}
+
+// encodingType returns the sample type a chunk encoding holds.
+func encodingType(e chunkenc.Encoding) chunkenc.ValueType {
+	switch e {
+	case chunkenc.EncHistogram, chunkenc.EncHistogramST:
+		return chunkenc.ValHistogram
+	case chunkenc.EncFloatHistogram, chunkenc.EncFloatHistogramST:
+		return chunkenc.ValFloatHistogram
+	}
+	return chunkenc.ValFloat
+}
+
+func (w *chunkWriter) add(s *sample) error {
+	typ := s.valueType()
+	var prevApp chunkenc.Appender
+	if w.app == nil || typ != w.typ {
+		if w.app != nil && typ == w.typ {
+			prevApp = w.app
+		}
+		// The encodings that carry start timestamps: XOR2 for floats, the ST
+		// variants for histograms. Without start timestamps they cost the
+		// same as XOR and the plain histogram encodings.
+		c, err := chunkenc.NewEmptyChunk(typ.ChunkEncoding(true, true))
+		if err != nil {
+			return err
+		}
+		app, err := c.Appender()
+		if err != nil {
+			return err
+		}
+		w.chunks = append(w.chunks, timedChunk{c: c, minT: s.t, maxT: s.t})
+		w.app, w.typ = app, typ
+	}
+	cur := &w.chunks[len(w.chunks)-1]
+	var (
+		newChunk chunkenc.Chunk
+		recoded  bool
+		err      error
+	)
+	switch typ {
+	case chunkenc.ValFloat:
+		w.app.Append(s.st, s.t, s.f)
+	case chunkenc.ValHistogram:
+		newChunk, recoded, w.app, err = w.app.AppendHistogram(prevApp, s.st, s.t, s.h, false)
+	case chunkenc.ValFloatHistogram:
+		newChunk, recoded, w.app, err = w.app.AppendFloatHistogram(prevApp, s.st, s.t, s.fh, false)
+	}
+	if err != nil {
+		return fmt.Errorf("append to chunk: %w", err)
+	}
+	switch {
+	case newChunk == nil:
+		cur.maxT = s.t
+	case recoded:
+		cur.c, cur.maxT = newChunk, s.t
+	default:
+		w.chunks = append(w.chunks, timedChunk{c: newChunk, minT: s.t, maxT: s.t})
+	}
+	return nil
+}
+
+// encodeSamples builds the chunks of a window from samples in time order.
+func encodeSamples(samples []sample) ([]timedChunk, error) {
+	w := &chunkWriter{}
+	for i := range samples {
+		if err := w.add(&samples[i]); err != nil {
+			return nil, err
+		}
+	}
+	return w.chunks, nil
+}
+
+// sameValue reports whether two samples at one timestamp are the same.
+func sameValue(a, b *sample) bool {
+	switch {
+	case a.h != nil && b.h != nil:
+		return a.h.Equals(b.h)
+	case a.fh != nil && b.fh != nil:
+		return a.fh.Equals(b.fh)
+	case a.h == nil && b.h == nil && a.fh == nil && b.fh == nil:
+		return math.Float64bits(a.f) == math.Float64bits(b.f)
+	}
+	return false
+}
