@@ -33,6 +33,8 @@ type Options struct {
 	DisableCompression bool
 	// Now supplies the creation time of a new store (nil: time.Now).
 	Now func() time.Time
+	// Series configures the series store.
+	Series SeriesOptions
 }
 
 // DB is proxylens' store: a Pebble database in <dir>/pebble and the ingest
@@ -43,8 +45,10 @@ type DB struct {
 	created time.Time
 	log     *slog.Logger
 
-	dict *otelanalytics.Dict // set by Load
-	j    *journal            // set by Load
+	dict   *otelanalytics.Dict // set by Load
+	j      *journal            // set by Load
+	series *SeriesStore        // set by Load
+	sopts  SeriesOptions
 
 	mu         sync.Mutex
 	checkpoint uint64 // last journal segment whose contents are in Pebble
@@ -87,7 +91,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
-	d := &DB{db: pdb, dir: dir, log: log}
+	d := &DB{db: pdb, dir: dir, log: log, sopts: opts.Series}
 	d.bufs.New = func() any { b := make([]byte, 0, 64<<10); return &b }
 	if err := d.checkFormat(now()); err != nil {
 		return nil, errors.Join(err, pdb.Close())
@@ -268,11 +272,17 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 	if replayed > 0 {
 		d.log.Info("replayed ingest journal", "records", replayed, "segments", len(segs))
 	}
+	if d.series, err = d.Series(d.sopts); err != nil {
+		return 0, err
+	}
 	if d.j, err = openJournal(d.journalDir(), next); err != nil {
 		return 0, err
 	}
 	return d.maxSeq + 1, nil
 }
+
+// SeriesStore returns the series store (after Load).
+func (d *DB) SeriesStore() *SeriesStore { return d.series }
 
 // scan calls fn for every key with the given prefix, in order. k and v are
 // only valid during the call.
@@ -379,8 +389,20 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 		}
 	}
 
+	// The cut's increments by event time go to their series in the same
+	// batch as the totals and the checkpoint: all or nothing.
+	app := d.series.newAppender()
+	if err := c.Increments(d.dict, app.AppendIncrement); err != nil {
+		return fmt.Errorf("cut increments: %w", err)
+	}
 	wb := d.db.NewBatch()
 	defer wb.Close()
+	d.series.commitMu.Lock()
+	defer d.series.commitMu.Unlock()
+	applyHeads, err := app.write(wb)
+	if err != nil {
+		return fmt.Errorf("cut increments: %w", err)
+	}
 	var key, val []byte
 	for f := range c.Families {
 		fc := &c.Families[f]
@@ -393,8 +415,6 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 			}
 		}
 	}
-	// Increments by event time (fc.IncKeys…) are the hand-off to the series
-	// store; see docs/architecture.md.
 	d.mu.Lock()
 	maxSeq := d.maxSeq
 	d.mu.Unlock()
@@ -405,6 +425,7 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	if err := wb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("commit cut: %w", err)
 	}
+	applyHeads()
 	d.mu.Lock()
 	d.checkpoint = sealed
 	d.mu.Unlock()

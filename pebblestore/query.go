@@ -91,7 +91,31 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	if limit > 0 && len(series) > limit {
 		series = series[:limit]
 	}
-	return &seriesSet{q: q, series: series, mint: mint, maxt: maxt, i: -1}
+	set := &seriesSet{q: q, series: series, mint: mint, maxt: maxt, i: -1}
+	if hints != nil && hints.Range > 0 && hints.Step >= 0 && boundedFuncs[hints.Func] {
+		set.bounds = &boundaries{start: hints.Start, end: hints.End, step: hints.Step, rng: hints.Range}
+	}
+	return set
+}
+
+// boundedFuncs are the functions whose windows increment series answer with
+// a point at each end (see boundaries).
+var boundedFuncs = map[string]bool{"rate": true, "increase": true, "delta": true}
+
+// boundaries are the windows a range function evaluates over a selector:
+// (e−rng, e] for e = start+rng−1, then every step, up to end (the engine
+// selects from start = first evaluation − offset − range + 1).
+//
+// An increment series is a step function known at its interval ends.
+// rate(), increase() and delta() extrapolate from the first and last points
+// inside a window to the window's ends, so a window that starts or ends in
+// a stretch without increments would be stretched by guesswork. The series
+// iterator therefore adds, for every evaluated window, the counter's value
+// just inside its start (at e−rng+1) and at its end (at e): true values of
+// the step function, which make the functions count exactly what happened
+// in each window.
+type boundaries struct {
+	start, end, step, rng int64
 }
 
 // match returns the series that every matcher matches, sorted by labels.
@@ -255,6 +279,7 @@ type seriesSet struct {
 	q          *querier
 	series     []*memSeries
 	mint, maxt int64
+	bounds     *boundaries
 	i          int
 }
 
@@ -264,7 +289,7 @@ func (s *seriesSet) Next() bool {
 }
 
 func (s *seriesSet) At() storage.Series {
-	return &series{q: s.q, ms: s.series[s.i], mint: s.mint, maxt: s.maxt}
+	return &series{q: s.q, ms: s.series[s.i], mint: s.mint, maxt: s.maxt, bounds: s.bounds}
 }
 
 func (s *seriesSet) Err() error                        { return nil }
@@ -274,22 +299,39 @@ type series struct {
 	q          *querier
 	ms         *memSeries
 	mint, maxt int64
+	bounds     *boundaries
 }
 
 func (s *series) Labels() labels.Labels { return s.ms.lset }
 
 func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
-	return &seriesIterator{q: s.q, id: s.ms.id, kind: s.ms.kind, mint: s.mint, maxt: s.maxt}
+	it := &seriesIterator{q: s.q, id: s.ms.id, kind: s.ms.kind, mint: s.mint, maxt: s.maxt}
+	if s.ms.kind == KindIncrements && s.bounds != nil {
+		b := *s.bounds
+		it.bounds, it.nextStart, it.nextEnd = &b, b.start, b.start+b.rng-1
+	}
+	return it
 }
 
 // seriesIterator reads a series' windows from the snapshot, one at a time,
-// and returns the samples in [mint, maxt]. For an increment series it
-// returns the running sum from the series' first sample.
+// and returns the samples in [mint, maxt]. An increment series reads as the
+// counter its increments add up to, from the series' first sample; under
+// rate(), increase() and delta() it also has a point at each end of every
+// evaluated window (see boundaries).
 type seriesIterator struct {
 	q          *querier
 	id         uint64
 	kind       SeriesKind
 	mint, maxt int64
+
+	bounds             *boundaries
+	nextStart, nextEnd int64   // the next window start and end points
+	pendT              int64   // a stored increment read but not yet passed
+	pendF              float64 // its value
+	pend               bool
+	val                float64 // the counter at t
+	emitted            bool    // a point was returned (t is valid)
+	exhausted          bool    // no stored samples left
 
 	it     *pebble.Iterator
 	chunks []timedChunk
@@ -346,27 +388,15 @@ func (s *seriesIterator) Next() chunkenc.ValueType {
 	if s.it == nil && !s.start() {
 		return chunkenc.ValNone
 	}
+	if s.kind == KindIncrements {
+		return s.nextIncrement()
+	}
 	for {
-		vt := s.cit.Next()
-		if vt == chunkenc.ValNone {
-			if err := s.cit.Err(); err != nil {
-				s.err, s.done = err, true
-				return chunkenc.ValNone
-			}
-			if s.ci++; s.ci < len(s.chunks) {
-				s.cit = s.chunks[s.ci].c.Iterator(s.cit)
-				continue
-			}
-			if !s.loadWindow(s.it.Next()) {
-				return chunkenc.ValNone
-			}
-			continue
+		vt, ok := s.stored()
+		if !ok {
+			return chunkenc.ValNone
 		}
 		t := s.cit.AtT()
-		if s.kind == KindIncrements {
-			_, f := s.cit.At()
-			s.sum += f
-		}
 		if t < s.mint {
 			continue
 		}
@@ -376,6 +406,100 @@ func (s *seriesIterator) Next() chunkenc.ValueType {
 		}
 		s.vt, s.t = vt, t
 		return vt
+	}
+}
+
+// stored advances to the next stored sample, across chunks and windows.
+func (s *seriesIterator) stored() (chunkenc.ValueType, bool) {
+	for {
+		vt := s.cit.Next()
+		if vt != chunkenc.ValNone {
+			return vt, true
+		}
+		if err := s.cit.Err(); err != nil {
+			s.err, s.done = err, true
+			return chunkenc.ValNone, false
+		}
+		if s.ci++; s.ci < len(s.chunks) {
+			s.cit = s.chunks[s.ci].c.Iterator(s.cit)
+			continue
+		}
+		if !s.loadWindow(s.it.Next()) {
+			return chunkenc.ValNone, false
+		}
+	}
+}
+
+// nextIncrement returns the next point of an increment series: the running
+// sum at each stored increment and, under a bounded function, at each window
+// boundary, in time order, each timestamp once. An increment at the same time
+// as a boundary is counted at that time.
+func (s *seriesIterator) nextIncrement() chunkenc.ValueType {
+	for {
+		if !s.pend && !s.exhausted {
+			if _, ok := s.stored(); ok {
+				_, f := s.cit.At()
+				s.pendT, s.pendF, s.pend = s.cit.AtT(), f, true
+			} else {
+				if s.err != nil {
+					return chunkenc.ValNone
+				}
+				s.exhausted, s.done = true, false
+			}
+		}
+		var t int64
+		switch b := s.nextBoundary(); {
+		case s.pend && s.pendT <= b:
+			t = s.pendT
+			s.sum += s.pendF
+			s.pend = false
+		case b != math.MaxInt64:
+			t = b
+			s.advanceBoundary(b)
+		default:
+			s.done = true
+			return chunkenc.ValNone
+		}
+		if (s.emitted && t == s.t) || t < s.mint {
+			continue
+		}
+		if t > s.maxt {
+			s.done = true
+			return chunkenc.ValNone
+		}
+		s.vt, s.t, s.val, s.emitted = chunkenc.ValFloat, t, s.sum, true
+		return chunkenc.ValFloat
+	}
+}
+
+// nextBoundary returns the next window boundary point, or MaxInt64.
+func (s *seriesIterator) nextBoundary() int64 {
+	if s.bounds == nil {
+		return math.MaxInt64
+	}
+	b := min(s.nextStart, s.nextEnd)
+	if b > s.bounds.end {
+		return math.MaxInt64
+	}
+	return b
+}
+
+// advanceBoundary moves past boundary b.
+func (s *seriesIterator) advanceBoundary(b int64) {
+	bs := s.bounds
+	for s.nextStart <= b {
+		if bs.step <= 0 {
+			s.nextStart = math.MaxInt64
+			break
+		}
+		s.nextStart += bs.step
+	}
+	for s.nextEnd <= b {
+		if bs.step <= 0 {
+			s.nextEnd = math.MaxInt64
+			break
+		}
+		s.nextEnd += bs.step
 	}
 }
 
@@ -396,7 +520,7 @@ func (s *seriesIterator) Seek(t int64) chunkenc.ValueType {
 
 func (s *seriesIterator) At() (int64, float64) {
 	if s.kind == KindIncrements {
-		return s.t, s.sum
+		return s.t, s.val
 	}
 	return s.cit.At()
 }

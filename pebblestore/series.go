@@ -46,6 +46,10 @@ type SeriesOptions struct {
 	// sample may be and still be accepted (KindSamples series only).
 	// Default 1h.
 	OutOfOrderWindow time.Duration
+	// IncrementInterval is the interval each sample of an increment series
+	// covers (the flush interval): a sample at t counts what happened in
+	// (t − interval, t]. Default 15s.
+	IncrementInterval time.Duration
 }
 
 // SeriesStore is the time-series store in the database: series with their
@@ -56,8 +60,9 @@ type SeriesOptions struct {
 //
 // All methods are safe for concurrent use; commits are serialised.
 type SeriesStore struct {
-	db  *DB
-	ooo int64 // out-of-order window, ms
+	db       *DB
+	ooo      int64 // out-of-order window, ms
+	interval int64 // increment interval, ms
 
 	mu       sync.RWMutex
 	byHash   map[uint64][]*memSeries
@@ -89,9 +94,13 @@ func (d *DB) Series(opts SeriesOptions) (*SeriesStore, error) {
 	if opts.OutOfOrderWindow <= 0 {
 		opts.OutOfOrderWindow = time.Hour
 	}
+	if opts.IncrementInterval <= 0 {
+		opts.IncrementInterval = 15 * time.Second
+	}
 	s := &SeriesStore{
 		db:       d,
 		ooo:      opts.OutOfOrderWindow.Milliseconds(),
+		interval: opts.IncrementInterval.Milliseconds(),
 		byHash:   map[uint64][]*memSeries{},
 		byID:     map[uint64]*memSeries{},
 		postings: map[string]map[string][]uint64{},

@@ -125,11 +125,12 @@ func TestIncrements(t *testing.T) {
 	inc(10*h+15000, 4)    // next interval
 	inc(2*h, 10)          // eight hours late, another window
 	inc(9*h+59*60000, 20) // late, the window before
+	const iv = 15000
 	got := read(t, s, math.MinInt64, math.MaxInt64, eq("source", "x"))[ls.String()]
-	require.Equal(t, []point{{2 * h, 10}, {9*h + 59*60000, 30}, {10 * h, 33}, {10*h + 15000, 37}}, got)
+	require.Equal(t, []point{{2 * h, 10}, {9*h + 59*60000, 30}, {10 * h, 33}, {10*h + iv, 37}}, got)
 	// A range in the middle still counts everything before it.
 	got = read(t, s, 10*h, 11*h, eq("source", "x"))[ls.String()]
-	require.Equal(t, []point{{10 * h, 33}, {10*h + 15000, 37}}, got)
+	require.Equal(t, []point{{10 * h, 33}, {10*h + iv, 37}}, got)
 
 	// A KindSamples appender refuses an increment series and back.
 	_, err := s.AppenderV2(context.Background()).Append(0, ls, 0, 11*h, 1, nil, nil, storage.AppendV2Options{})
@@ -147,7 +148,7 @@ func TestIncrements(t *testing.T) {
 	defer db.Close()
 	inc(10*h+30000, 5)
 	got = read(t, s, 10*h, 11*h, eq("source", "x"))[ls.String()]
-	require.Equal(t, []point{{10 * h, 33}, {10*h + 15000, 37}, {10*h + 30000, 42}}, got)
+	require.Equal(t, []point{{10 * h, 33}, {10*h + iv, 37}, {10*h + 30000, 42}}, got)
 	require.Equal(t, 2, s.NumSeries())
 }
 
@@ -232,6 +233,7 @@ func TestConcurrentAppenders(t *testing.T) {
 	wg.Wait()
 	got := read(t, s, math.MinInt64, math.MaxInt64, eq("__name__", "c"))[ls.String()]
 	require.Equal(t, 400.0, got[len(got)-1].V)
+	require.Len(t, got, 8, "one point for each distinct time")
 }
 
 // TestHistogramsAndMixedTypes: a window holding floats then histograms

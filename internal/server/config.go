@@ -68,6 +68,10 @@ type ReceiverConfig struct {
 type StorageConfig struct {
 	// DictionarySize bounds the interned label strings. Default 1048576.
 	DictionarySize int `yaml:"dictionary_size"`
+	// OutOfOrderWindow is how much older than a series' newest sample a
+	// written sample (remote write, OTLP metrics) may be and still be
+	// accepted. Default 1h.
+	OutOfOrderWindow time.Duration `yaml:"out_of_order_window"`
 }
 
 // DefaultConfig returns the embedded defaults: everything on loopback,
@@ -91,7 +95,7 @@ func DefaultConfig() Config {
 		Mapping:     otelanalytics.DefaultMappingConfig(),
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
-		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize},
+		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour},
 	}
 }
 
@@ -284,6 +288,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.DictionarySize < 1024 {
 		add("storage.dictionary_size: must be at least 1024, got %d", c.Storage.DictionarySize)
+	}
+	if c.Storage.OutOfOrderWindow < 0 {
+		add("storage.out_of_order_window: must not be negative, got %q", c.Storage.OutOfOrderWindow.String())
 	}
 	return errors.Join(errs...)
 }

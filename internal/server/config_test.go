@@ -89,7 +89,7 @@ func TestGoodConfig(t *testing.T) {
 		},
 		Sampling:    otelanalytics.SamplingConfig{LowPerMinute: 5000, HighPerMinute: 50000, Floor: 0.25},
 		Aggregation: otelanalytics.AggregationConfig{MaxSeriesPerFamily: 50000, MaxDomains: 2000, MaxPendingIncrements: 500000},
-		Storage:     StorageConfig{DictionarySize: 256 << 10},
+		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute},
 	}, cfg)
 
 	// good.yaml exercises every key: each field differs from its default,
@@ -199,7 +199,8 @@ var badConfigs = map[string][]string{
 	"aggregation_max_pending_increments.bad.yaml": {"aggregation.max_pending_increments: must be at least 1000, got 10"},
 
 	// storage
-	"storage_dictionary_size.bad.yaml": {"storage.dictionary_size: must be at least 1024, got 10"},
+	"storage_dictionary_size.bad.yaml":     {"storage.dictionary_size: must be at least 1024, got 10"},
+	"storage_out_of_order_window.bad.yaml": {`storage.out_of_order_window: must not be negative, got "-5m0s"`},
 
 	// Every problem of a file is reported at once.
 	"several_problems.bad.yaml": {
