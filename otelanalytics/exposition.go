@@ -40,6 +40,18 @@ var familyUnit = [NumFamilies]string{
 // gives the values.
 func (f Family) Labels() []string { return familyLabels[f] }
 
+// Metadata returns the family's type and unit as Prometheus' metadata
+// API names them: "counter" or "histogram", and "seconds", "bytes" or "".
+func (f Family) Metadata() (typ, unit string) {
+	switch f {
+	case FamilyDuration:
+		return "histogram", "seconds"
+	case FamilyTransfer:
+		return "counter", "bytes"
+	}
+	return "counter", ""
+}
+
 // Help returns the family's help text.
 func (f Family) Help() string { return familyHelp[f] }
 

@@ -1,8 +1,7 @@
 package otelanalytics
 
 import (
-	"strconv"
-
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -27,7 +26,7 @@ func (c *Cut) Increments(d *Dict, fn func(ls labels.Labels, tMs int64, v float64
 			v := fc.IncValues[i*w : (i+1)*w]
 			emit := func(name string, extra []labels.Label, val float64) error {
 				b.Reset()
-				b.Add(labels.MetricName, name)
+				b.Add(model.MetricNameLabel, name)
 				for _, l := range base {
 					b.Add(l.Name, l.Value)
 				}
@@ -87,5 +86,6 @@ func seriesLabels(f Family, k SeriesKey, d *Dict) []labels.Label {
 	return out
 }
 
-// formatBound renders a bucket bound as client_golang does in le.
-func formatBound(ub float64) string { return strconv.FormatFloat(ub, 'g', -1, 64) }
+// formatBound renders a bucket bound as Prometheus 3 stores le: in
+// OpenMetrics' float format ("1.0", "0.005"), whatever the exposition said.
+func formatBound(ub float64) string { return labels.FormatOpenMetricsFloat(ub) }

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/promql"
 	"github.com/proxylens/proxylens/receiver"
 )
 
@@ -29,7 +30,8 @@ type Config struct {
 	OTLPGRPCAddr string `yaml:"otlp_grpc_addr"`
 	// OTLPHTTPAddr is the OTLP/HTTP listen address. Default 127.0.0.1:4318.
 	OTLPHTTPAddr string `yaml:"otlp_http_addr"`
-	// HTTPAddr serves /metrics, /-/healthy, /-/ready and /debug/pprof.
+	// HTTPAddr serves the Prometheus query API (/api/v1/…), /metrics,
+	// /-/healthy, /-/ready and /debug/pprof.
 	// Default 127.0.0.1:9464.
 	HTTPAddr string `yaml:"http_addr"`
 	// FlushInterval is how often aggregates are cut and written, and the
@@ -49,6 +51,7 @@ type Config struct {
 	Sampling    otelanalytics.SamplingConfig    `yaml:"sampling"`
 	Aggregation otelanalytics.AggregationConfig `yaml:"aggregation"`
 	Storage     StorageConfig                   `yaml:"storage"`
+	Query       promql.Config                   `yaml:"query"`
 }
 
 // ReceiverConfig is the receiver section of the config file.
@@ -96,6 +99,7 @@ func DefaultConfig() Config {
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
 		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour},
+		Query:       promql.DefaultConfig(),
 	}
 }
 
@@ -281,7 +285,7 @@ func (c *Config) Validate() error {
 	if c.Receiver.MaxInflightRecords < 1 {
 		add("receiver.max_inflight_records: must be at least 1, got %d", c.Receiver.MaxInflightRecords)
 	}
-	for _, v := range []interface{ Validate() error }{c.Mapping, c.Sampling, c.Aggregation} {
+	for _, v := range []interface{ Validate() error }{c.Mapping, c.Sampling, c.Aggregation, c.Query} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}

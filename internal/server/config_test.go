@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/promql"
 )
 
 func TestDefaultConfigValid(t *testing.T) {
@@ -90,6 +91,8 @@ func TestGoodConfig(t *testing.T) {
 		Sampling:    otelanalytics.SamplingConfig{LowPerMinute: 5000, HighPerMinute: 50000, Floor: 0.25},
 		Aggregation: otelanalytics.AggregationConfig{MaxSeriesPerFamily: 50000, MaxDomains: 2000, MaxPendingIncrements: 500000},
 		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute},
+		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
+			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute},
 	}, cfg)
 
 	// good.yaml exercises every key: each field differs from its default,
@@ -201,6 +204,14 @@ var badConfigs = map[string][]string{
 	// storage
 	"storage_dictionary_size.bad.yaml":     {"storage.dictionary_size: must be at least 1024, got 10"},
 	"storage_out_of_order_window.bad.yaml": {`storage.out_of_order_window: must not be negative, got "-5m0s"`},
+	"query_limits.bad.yaml": {
+		`query.timeout: must not be negative, got "-1s"`,
+		"query.max_samples: must not be negative, got -5",
+		"query.max_concurrent: must not be negative, got -1",
+		"query.max_points_per_series: must not be negative, got -10",
+		`query.max_query_length: must not be negative, got "-1h0m0s"`,
+		`query.lookback_delta: must not be negative, got "-1m0s"`,
+	},
 
 	// Every problem of a file is reported at once.
 	"several_problems.bad.yaml": {
@@ -336,4 +347,23 @@ func TestParseMetricsEndpointBadPort(t *testing.T) {
 		_, _, err := ParseMetricsEndpoint(in)
 		require.Errorf(t, err, "%s was accepted", in)
 	}
+}
+
+// TestDocumentedExample: the example config file of docs/configuration.md
+// loads and validates, and sets every key to its default but where its
+// comment says otherwise.
+func TestDocumentedExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n# /etc/proxylens/proxylens.yaml\n")
+	require.True(t, ok, "docs/configuration.md has no example config")
+	example, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+	cfg := DefaultConfig()
+	require.NoError(t, Parse([]byte(example), &cfg))
+	require.NoError(t, cfg.Validate())
+	want := DefaultConfig()
+	want.DataDir, want.OTLPGRPCAddr, want.OTLPHTTPAddr = "/var/lib/proxylens", "0.0.0.0:4317", ""
+	want.OTLPMetricsEndpoint, want.LogFormat = "https://collector.example.com:4318/v1/metrics", "json"
+	require.Equal(t, want, cfg)
 }

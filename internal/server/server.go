@@ -1,6 +1,6 @@
 // Package server assembles proxylens: the Pebble store, the ingest
 // pipeline, the OTLP receiver, the OTLP metrics push and the HTTP endpoints
-// (/metrics, health). cmd/proxylens runs it; end-to-end tests start it in
+// (the Prometheus query API, /metrics, health). cmd/proxylens runs it; end-to-end tests start it in
 // process on loopback ports.
 //
 // Start and Shutdown are safe to call from any goroutine; Shutdown may be
@@ -31,6 +31,7 @@ import (
 	"github.com/proxylens/proxylens/internal/selfmetrics"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
+	"github.com/proxylens/proxylens/promql"
 	"github.com/proxylens/proxylens/receiver"
 )
 
@@ -62,7 +63,10 @@ type Server struct {
 	sampler  *otelanalytics.Sampler
 	pipeline *otelanalytics.Pipeline
 	recv     *receiver.Receiver
+	api      *promql.API
 	meters   *sdkmetric.MeterProvider
+	stopSelf context.CancelFunc
+	selfDone chan struct{}
 	httpSrv  *http.Server
 	httpLn   net.Listener
 
@@ -141,6 +145,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startMetricsPush(ctx); err != nil {
 		return err
 	}
+	s.api = promql.New(s.cfg.Query, s.store.SeriesStore(), promql.Options{
+		Metadata:   s.metadata,
+		BuildInfo:  buildInfo(),
+		Logger:     s.log,
+		Registerer: s.promReg,
+		Now:        s.opts.Now,
+	})
+	selfCtx, stopSelf := context.WithCancel(context.Background())
+	s.stopSelf, s.selfDone = stopSelf, make(chan struct{})
+	go func() {
+		defer close(s.selfDone)
+		s.recordSelfMetrics(selfCtx)
+	}()
 	if err := s.startHTTP(ctx); err != nil {
 		return err
 	}
@@ -208,6 +225,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		ErrorHandling:     promhttp.ContinueOnError,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}))
+	s.api.Register(mux)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
@@ -231,7 +249,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 			s.log.Error("HTTP server stopped", "err", err)
 		}
 	}()
-	s.log.Info("HTTP server listening", "addr", ln.Addr().String(), "endpoints", "/metrics /-/healthy /-/ready")
+	s.log.Info("HTTP server listening", "addr", ln.Addr().String(), "endpoints", "/api/v1/ /metrics /-/healthy /-/ready")
 	return nil
 }
 
@@ -256,6 +274,10 @@ func (s *Server) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop ingest pipeline: %w", err))
 		}
 	}
+	if s.stopSelf != nil {
+		s.stopSelf()
+		<-s.selfDone
+	}
 	if s.meters != nil {
 		if err := s.meters.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop OTLP metrics push: %w", err))
@@ -264,6 +286,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if s.httpSrv != nil {
 		if err := s.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
+		}
+	}
+	if s.api != nil {
+		if err := s.api.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("stop query engine: %w", err))
 		}
 	}
 	if s.store != nil {

@@ -1,0 +1,150 @@
+package server
+
+import (
+	"context"
+	"math"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/promql"
+)
+
+// buildInfo describes this binary for /api/v1/status/buildinfo.
+func buildInfo() promql.BuildInfo {
+	bi := promql.BuildInfo{Version: Version}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return bi
+	}
+	bi.GoVersion = info.GoVersion
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			bi.Revision = s.Value
+		case "vcs.time":
+			bi.BuildDate = s.Value
+		}
+	}
+	return bi
+}
+
+// metadata lists the families the series store holds: the proxy_*
+// aggregates and the proxylens_* self-metrics.
+func (s *Server) metadata() map[string][]promql.Metadata {
+	out := map[string][]promql.Metadata{}
+	for f := range otelanalytics.NumFamilies {
+		typ, unit := f.Metadata()
+		out[f.Name()] = []promql.Metadata{{Type: typ, Help: f.Help(), Unit: unit}}
+	}
+	mfs, err := s.self.Gather()
+	if err != nil {
+		s.log.Warn("gather self-metrics for metadata", "err", err)
+		return out
+	}
+	for _, mf := range mfs {
+		out[mf.GetName()] = []promql.Metadata{{
+			Type: strings.ToLower(mf.GetType().String()),
+			Help: mf.GetHelp(),
+			Unit: unitOf(mf.GetName()),
+		}}
+	}
+	return out
+}
+
+// unitOf returns the unit a self-metric's name ends with, as Prometheus
+// reads units from names.
+func unitOf(name string) string {
+	name = strings.TrimSuffix(name, "_total")
+	for _, u := range []string{"seconds", "bytes"} {
+		if strings.HasSuffix(name, "_"+u) {
+			return u
+		}
+	}
+	return ""
+}
+
+// recordSelfMetrics appends the proxylens_* self-metrics to the series
+// store every flush interval, so that proxylens' health can be graphed from
+// the same data source as the traffic, until ctx ends.
+func (s *Server) recordSelfMetrics(ctx context.Context) {
+	t := time.NewTicker(s.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.appendSelfMetrics(ctx, s.opts.Now()); err != nil {
+				s.log.Warn("store self-metrics", "err", err)
+			}
+		}
+	}
+}
+
+// appendSelfMetrics appends one sample of every self-metric at now:
+// counters and gauges as they are, histograms as classic _bucket, _sum and
+// _count series.
+func (s *Server) appendSelfMetrics(ctx context.Context, now time.Time) error {
+	mfs, err := s.self.Gather()
+	if err != nil {
+		return err
+	}
+	ts := now.UnixMilli()
+	app := s.store.SeriesStore().Appender(ctx)
+	var b labels.ScratchBuilder
+	add := func(name string, m *dto.Metric, v float64, extra ...string) error {
+		b.Reset()
+		b.Add(model.MetricNameLabel, name)
+		for _, lp := range m.GetLabel() {
+			b.Add(lp.GetName(), lp.GetValue())
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			b.Add(extra[i], extra[i+1])
+		}
+		b.Sort()
+		_, err := app.Append(0, b.Labels(), ts, v)
+		return err
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		for _, m := range mf.GetMetric() {
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				err = add(name, m, m.GetCounter().GetValue())
+			case dto.MetricType_GAUGE:
+				err = add(name, m, m.GetGauge().GetValue())
+			case dto.MetricType_UNTYPED:
+				err = add(name, m, m.GetUntyped().GetValue())
+			case dto.MetricType_HISTOGRAM:
+				h := m.GetHistogram()
+				inf := false
+				for _, bk := range h.GetBucket() {
+					inf = math.IsInf(bk.GetUpperBound(), 1)
+					if err = add(name+"_bucket", m, float64(bk.GetCumulativeCount()), model.BucketLabel, labels.FormatOpenMetricsFloat(bk.GetUpperBound())); err != nil {
+						break
+					}
+				}
+				if err == nil && !inf {
+					err = add(name+"_bucket", m, float64(h.GetSampleCount()), model.BucketLabel, "+Inf")
+				}
+				if err == nil {
+					err = add(name+"_sum", m, h.GetSampleSum())
+				}
+				if err == nil {
+					err = add(name+"_count", m, float64(h.GetSampleCount()))
+				}
+			}
+			if err != nil {
+				_ = app.Rollback()
+				return err
+			}
+		}
+	}
+	return app.Commit()
+}
