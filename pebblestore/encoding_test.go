@@ -1,9 +1,11 @@
 package pebblestore
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -185,4 +187,24 @@ func FuzzDecodeJournalEntry(f *testing.F) {
 			require.Equal(t, e.recs[i].Duration, e2.recs[i].Duration)
 		}
 	})
+}
+
+// TestSeriesEncodingFrozen freezes the series store's keys and values.
+func TestSeriesEncodingFrozen(t *testing.T) {
+	ls := labels.FromStrings("__name__", "up", "job", "a")
+	require.Equal(t, "73"+"0000000000000007", hex.EncodeToString(binary.BigEndian.AppendUint64([]byte{prefixSeries}, 7)))
+	require.Equal(t, "01"+"02"+"085f5f6e616d655f5f"+"027570"+"036a6f62"+"0161", // kind, two labels: __name__=up, job=a
+		hex.EncodeToString(appendLabels([]byte{byte(KindIncrements)}, ls)))
+	require.Equal(t, "70"+"036a6f62"+"0161"+"0000000000000007", hex.EncodeToString(postingKey("job", "a", 7)))
+	require.Equal(t, "63"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(chunkKey(7, 1_764_331_200_000-1_764_331_200_000%windowMs)))
+	require.Equal(t, "63"+"0000000000000007"+"7fffffffff922300", hex.EncodeToString(chunkKey(7, -windowMs)))
+	require.Equal(t, "62"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(baseKey(7, 1_764_331_200_000-1_764_331_200_000%windowMs)))
+	require.Equal(t, "0000000000002440"+"000000000000f83f", hex.EncodeToString(appendBase(nil, windowBase{base: 10, total: 1.5})))
+
+	chunks, err := encodeSamples([]sample{{t: 1000, f: 1}, {t: 16000, f: 2}})
+	require.NoError(t, err)
+	require.Equal(t, "01"+ // one chunk
+		"04"+"d00f"+"80fa01"+ // chunkenc.EncXOR2, min time 1000, max time 16000
+		"13"+"0002"+"00d00f3ff00000000000009875c12fff80", // 19 bytes of Prometheus' XOR2 chunk: 2 samples, then the samples
+		hex.EncodeToString(appendWindow(nil, chunks)))
 }

@@ -315,7 +315,8 @@ func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 
 // seriesIterator reads a series' windows from the snapshot, one at a time,
 // and returns the samples in [mint, maxt]. An increment series reads as the
-// counter its increments add up to, from the series' first sample; under
+// counter its increments add up to, starting from the base of the first
+// window it reads; under
 // rate(), increase() and delta() it also has a point at each end of every
 // evaluated window (see boundaries).
 type seriesIterator struct {
@@ -346,7 +347,7 @@ type seriesIterator struct {
 
 func (s *seriesIterator) start() bool {
 	lower := chunkPrefix(s.id)
-	if s.kind == KindSamples && s.mint > math.MinInt64+windowMs {
+	if s.mint > math.MinInt64+windowMs {
 		lower = chunkKey(s.id, windowOf(s.mint))
 	}
 	upper := prefixEnd(chunkPrefix(s.id))
@@ -359,7 +360,19 @@ func (s *seriesIterator) start() bool {
 		return false
 	}
 	s.it = it
-	return s.loadWindow(it.First())
+	if !s.loadWindow(it.First()) {
+		return false
+	}
+	if s.kind == KindIncrements {
+		// The counter before the first window read is its base.
+		wb, err := getBase(s.q.snap, s.id, windowFromKey(it.Key()))
+		if err != nil {
+			s.err, s.done = fmt.Errorf("series %d: %w", s.id, err), true
+			return false
+		}
+		s.sum = wb.base
+	}
+	return true
 }
 
 // loadWindow decodes the window the iterator is at.

@@ -25,6 +25,7 @@ const (
 	prefixSeries   = 's' // s<id:8>                                   → kind, labels
 	prefixPostings = 'p' // p<len><name><len><value><id:8>            → empty
 	prefixChunks   = 'c' // c<id:8><window start:8, sign bit flipped> → window value
+	prefixBases    = 'b' // b<id:8><window start:8, sign bit flipped> → base, total (increment series)
 )
 
 // SeriesKind says how a series' samples read back.
@@ -85,7 +86,15 @@ type memSeries struct {
 	head       *chunkWriter // the newest window's chunks, nil until needed
 	maxT       int64        // newest sample, math.MinInt64 before the first
 	last       sample       // the newest sample
+	headBase   windowBase   // the newest window's base (increment series)
 }
+
+// windowBase is what an increment series keeps per window beside its
+// chunks, so that a read can start at any window: the sum of every
+// increment before the window (base) and of the window's own (total).
+type windowBase struct{ base, total float64 }
+
+func (b windowBase) end() float64 { return b.base + b.total }
 
 var _ storage.Storage = (*SeriesStore)(nil)
 
@@ -175,7 +184,42 @@ func (s *SeriesStore) loadHead(ms *memSeries) error {
 	ms.headWindow, ms.head = win, w
 	ms.last = samples[len(samples)-1]
 	ms.maxT = ms.last.t
+	if ms.kind == KindIncrements {
+		if ms.headBase, err = getBase(s.db.db, ms.id, win); err != nil {
+			return fmt.Errorf("series %d: %w", ms.id, err)
+		}
+	}
 	return nil
+}
+
+func baseKey(id uint64, window int64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixBases}, id)
+	return binary.BigEndian.AppendUint64(k, uint64(window)^(1<<63))
+}
+
+func appendBase(dst []byte, b windowBase) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(b.base))
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(b.total))
+}
+
+func decodeBase(v []byte) (windowBase, error) {
+	if len(v) != 16 {
+		return windowBase{}, fmt.Errorf("window base of %d bytes: %w", len(v), errCorrupt)
+	}
+	return windowBase{
+		base:  math.Float64frombits(binary.LittleEndian.Uint64(v)),
+		total: math.Float64frombits(binary.LittleEndian.Uint64(v[8:])),
+	}, nil
+}
+
+// getBase reads the base of a window that has one.
+func getBase(r pebble.Reader, id uint64, window int64) (windowBase, error) {
+	v, closer, err := r.Get(baseKey(id, window))
+	if err != nil {
+		return windowBase{}, fmt.Errorf("base of window %d: %w", window, err)
+	}
+	defer closer.Close()
+	return decodeBase(v)
 }
 
 func chunkPrefix(id uint64) []byte {
@@ -494,6 +538,7 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		head   *chunkWriter
 		maxT   int64
 		last   sample
+		base   windowBase
 	}
 	updates := make([]headUpdate, 0, len(a.order))
 	var buf []byte
@@ -508,7 +553,13 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		}
 		slices.SortStableFunc(samples, func(x, y sample) int { return cmp.Compare(x.t, y.t) })
 		samples = a.s.dedupe(ms.kind, samples)
-		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last}
+		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last, base: ms.headBase}
+		if ms.kind == KindIncrements {
+			var err error
+			if u.base, err = a.s.writeBases(b, ms, samples); err != nil {
+				return nil, err
+			}
+		}
 		// Samples at or before the newest committed one merge into their
 		// windows; the rest append to the newest window.
 		split, _ := slices.BinarySearchFunc(samples, ms.maxT+1, func(s sample, t int64) int { return cmp.Compare(s.t, t) })
@@ -569,9 +620,104 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 	}
 	return func() {
 		for _, u := range updates {
-			u.ms.headWindow, u.ms.head, u.ms.maxT, u.ms.last = u.window, u.head, u.maxT, u.last
+			u.ms.headWindow, u.ms.head, u.ms.maxT, u.ms.last, u.ms.headBase = u.window, u.head, u.maxT, u.last, u.base
 		}
 	}, nil
+}
+
+// writeBases adds to b the window bases of increment series ms after the
+// increments (sorted, deduplicated) are added, and returns the base of the
+// newest window. The caller holds commitMu.
+//
+// Increments at or after the newest window, the usual case, touch only the
+// newest window's base and start new ones from it. Late increments also
+// move the base of every later window of the series: that costs a write
+// per later window, once, so that reads never have to sum from the
+// series' start.
+func (s *SeriesStore) writeBases(b *pebble.Batch, ms *memSeries, incs []sample) (windowBase, error) {
+	type delta struct {
+		w int64
+		d float64
+	}
+	var deltas []delta
+	for _, smp := range incs {
+		w := windowOf(smp.t)
+		if n := len(deltas); n > 0 && deltas[n-1].w == w {
+			deltas[n-1].d += smp.f
+		} else {
+			deltas = append(deltas, delta{w, smp.f})
+		}
+	}
+	// The windows from the first touched one on, with their committed
+	// bases, and the end of the window before them.
+	type win struct {
+		w    int64
+		base windowBase
+	}
+	var existing []win
+	var prevEnd float64
+	switch {
+	case ms.headWindow == math.MinInt64: // a new series
+	case deltas[0].w == ms.headWindow:
+		existing, prevEnd = []win{{ms.headWindow, ms.headBase}}, ms.headBase.base
+	case deltas[0].w > ms.headWindow:
+		prevEnd = ms.headBase.end()
+	default:
+		it, err := s.db.db.NewIter(&pebble.IterOptions{LowerBound: baseKey(ms.id, math.MinInt64), UpperBound: prefixEnd(baseKey(ms.id, math.MinInt64)[:9])})
+		if err != nil {
+			return windowBase{}, err
+		}
+		if it.SeekLT(baseKey(ms.id, deltas[0].w)) {
+			wb, err := decodeBase(it.Value())
+			if err != nil {
+				_ = it.Close()
+				return windowBase{}, err
+			}
+			prevEnd = wb.end()
+		}
+		for valid := it.SeekGE(baseKey(ms.id, deltas[0].w)); valid; valid = it.Next() {
+			wb, err := decodeBase(it.Value())
+			if err != nil {
+				_ = it.Close()
+				return windowBase{}, err
+			}
+			existing = append(existing, win{windowFromKey(it.Key()), wb})
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return windowBase{}, fmt.Errorf("read window bases: %w", err)
+		}
+	}
+	// Walk both in window order, carrying the running sum.
+	var buf []byte
+	running := prevEnd
+	var last windowBase
+	i, j := 0, 0
+	for i < len(existing) || j < len(deltas) {
+		var w int64
+		var old windowBase
+		var d float64
+		created := false
+		switch {
+		case j == len(deltas) || (i < len(existing) && existing[i].w < deltas[j].w):
+			w, old = existing[i].w, existing[i].base
+			i++
+		case i == len(existing) || deltas[j].w < existing[i].w:
+			w, d, created = deltas[j].w, deltas[j].d, true
+			j++
+		default:
+			w, old, d = existing[i].w, existing[i].base, deltas[j].d
+			i, j = i+1, j+1
+		}
+		nb := windowBase{base: running, total: old.total + d}
+		if created || nb != old {
+			buf = appendBase(buf[:0], nb)
+			if err := b.Set(baseKey(ms.id, w), buf, nil); err != nil {
+				return windowBase{}, err
+			}
+		}
+		running, last = nb.end(), nb
+	}
+	return last, nil
 }
 
 // dedupe folds samples with the same timestamp: increments add up; for
