@@ -20,6 +20,9 @@ import (
 	"github.com/proxylens/proxylens/otelanalytics"
 )
 
+// DefaultCacheSize is the block cache's default size.
+const DefaultCacheSize = 256 << 20
+
 // Options configures a DB. The zero value is usable.
 type Options struct {
 	// Logger receives Pebble's own messages (nil: discarded).
@@ -28,6 +31,9 @@ type Options struct {
 	Metrics *selfmetrics.Registry
 	// MemTableSize is the size of one memtable. Default 64 MiB.
 	MemTableSize uint64
+	// CacheSize is the size of the block cache, which holds decompressed
+	// blocks for queries. Default 256 MiB.
+	CacheSize int64
 	// DisableCompression writes uncompressed blocks, so that tests can read
 	// the files on disk byte for byte.
 	DisableCompression bool
@@ -82,6 +88,13 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.MemTableSize > 0 {
 		po.MemTableSize = opts.MemTableSize
 	}
+	cacheSize := opts.CacheSize
+	if cacheSize <= 0 {
+		cacheSize = DefaultCacheSize
+	}
+	cache := pebble.NewCache(cacheSize)
+	defer cache.Unref() // the database holds its own reference
+	po.Cache = cache
 	if opts.DisableCompression {
 		po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
 	} else {
@@ -351,6 +364,27 @@ func (d *DB) recordBytes() (uint64, error) {
 	return d.db.EstimateDiskUsage(start, end)
 }
 
+// SeriesBytes flushes and compacts the series store (its index, chunks and
+// window bases) and returns its size on disk, for measurements.
+func (d *DB) SeriesBytes() (uint64, error) {
+	if err := d.db.Flush(); err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, p := range []byte{prefixBases, prefixChunks, prefixPostings, prefixSeries} {
+		start, end := []byte{p}, []byte{p + 1}
+		if err := d.db.Compact(context.Background(), start, end, true); err != nil {
+			return 0, err
+		}
+		n, err := d.db.EstimateDiskUsage(start, end)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
 // Replayed implements otelanalytics.Store.
 func (d *DB) Replayed() bool {
 	d.mu.Lock()
@@ -400,6 +434,12 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	d.series.commitMu.Lock()
 	defer d.series.commitMu.Unlock()
 	applyHeads, err := app.write(wb)
+	committed := false
+	defer func() {
+		if !committed {
+			app.invalidate()
+		}
+	}()
 	if err != nil {
 		return fmt.Errorf("cut increments: %w", err)
 	}
@@ -425,6 +465,7 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	if err := wb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("commit cut: %w", err)
 	}
+	committed = true
 	applyHeads()
 	d.mu.Lock()
 	d.checkpoint = sealed

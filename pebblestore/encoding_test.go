@@ -201,10 +201,18 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	require.Equal(t, "62"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(baseKey(7, 1_764_331_200_000-1_764_331_200_000%windowMs)))
 	require.Equal(t, "0000000000002440"+"000000000000f83f", hex.EncodeToString(appendBase(nil, windowBase{base: 10, total: 1.5})))
 
-	chunks, err := encodeSamples([]sample{{t: 1000, f: 1}, {t: 16000, f: 2}})
+	w, err := encodeSamples([]sample{{t: 1000, f: 1}, {t: 16000, f: 2}})
 	require.NoError(t, err)
+	chunks := w.chunks
 	require.Equal(t, "01"+ // one chunk
-		"04"+"d00f"+"80fa01"+ // chunkenc.EncXOR2, min time 1000, max time 16000
-		"13"+"0002"+"00d00f3ff00000000000009875c12fff80", // 19 bytes of Prometheus' XOR2 chunk: 2 samples, then the samples
+		"01"+"d00f"+"80fa01"+ // chunkenc.EncXOR, min time 1000, max time 16000
+		"11"+"0002"+"d00f3ff00000000000009875c25fff", // 17 bytes of Prometheus' XOR chunk: 2 samples, then the samples
 		hex.EncodeToString(appendWindow(nil, chunks)))
+	// A sample with a start timestamp switches to XOR2, which stores them.
+	w, err = encodeSamples([]sample{{t: 1000, f: 1}, {st: 500, t: 16000, f: 2}})
+	require.NoError(t, err)
+	require.Equal(t, "02"+ // two chunks
+		"01"+"d00f"+"d00f"+"0c"+"0001d00f3ff0000000000000"+ // XOR, 1000 to 1000: 1 sample
+		"04"+"80fa01"+"80fa01"+"11"+"00018080fa01400000000000000098f201", // XOR2, 16000 to 16000: 1 sample with its start time
+		hex.EncodeToString(appendWindow(nil, w.chunks)))
 }

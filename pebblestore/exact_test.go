@@ -54,9 +54,9 @@ func TestIncreaseIsExact(t *testing.T) {
 	rnd.Shuffle(len(incs), func(i, j int) { incs[i], incs[j] = incs[j], incs[i] })
 	for len(incs) > 0 { // batches arriving in random order, as cuts do
 		n := min(len(incs), 500)
-		err := pebblestore.AppendIncrementsForTest(s, ls, func(add func(t int64, v float64) error) error {
+		err := s.AppendIncrements(func(add func(ls labels.Labels, t int64, v float64) error) error {
 			for _, x := range incs[:n] {
-				if err := add(x.t, x.v); err != nil {
+				if err := add(ls, x.t, x.v); err != nil {
 					return err
 				}
 			}

@@ -444,9 +444,9 @@ func (s *seriesIterator) stored() (chunkenc.ValueType, bool) {
 }
 
 // nextIncrement returns the next point of an increment series: the running
-// sum at each stored increment and, under a bounded function, at each window
-// boundary, in time order, each timestamp once. An increment at the same time
-// as a boundary is counted at that time.
+// sum at each stored increment or, under a bounded function, at each window
+// boundary only, in time order, each timestamp once. An increment at the
+// same time as a boundary is counted at that time.
 func (s *seriesIterator) nextIncrement() chunkenc.ValueType {
 	for {
 		if !s.pend && !s.exhausted {
@@ -462,10 +462,20 @@ func (s *seriesIterator) nextIncrement() chunkenc.ValueType {
 		}
 		var t int64
 		switch b := s.nextBoundary(); {
+		case s.bounds != nil && b == math.MaxInt64:
+			s.done = true // past the last window
+			return chunkenc.ValNone
 		case s.pend && s.pendT <= b:
-			t = s.pendT
 			s.sum += s.pendF
 			s.pend = false
+			if s.bounds != nil {
+				// rate(), increase() and delta() read a window's first and
+				// last points, and the counter never resets: the boundary
+				// points alone give their exact results, and the engine
+				// has a third of the points to go through.
+				continue
+			}
+			t = s.pendT
 		case b != math.MaxInt64:
 			t = b
 			s.advanceBoundary(b)

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 // Key spaces of the series store.
@@ -83,7 +82,7 @@ type memSeries struct {
 
 	// Guarded by SeriesStore.commitMu.
 	headWindow int64        // start of the newest window, math.MinInt64 before the first sample
-	head       *chunkWriter // the newest window's chunks, nil until needed
+	head       *chunkWriter // the newest window's chunks, nil until appended to
 	maxT       int64        // newest sample, math.MinInt64 before the first
 	last       sample       // the newest sample
 	headBase   windowBase   // the newest window's base (increment series)
@@ -177,11 +176,9 @@ func (s *SeriesStore) loadHead(ms *memSeries) error {
 	if err != nil || len(samples) == 0 {
 		return err
 	}
-	w, err := resumeWriter(chunks)
-	if err != nil {
-		return err
-	}
-	ms.headWindow, ms.head = win, w
+	// The writer is rebuilt at the first append: a chunk cannot be resumed
+	// from its bytes (XOR's last byte is padded).
+	ms.headWindow, ms.head = win, nil
 	ms.last = samples[len(samples)-1]
 	ms.maxT = ms.last.t
 	if ms.kind == KindIncrements {
@@ -321,6 +318,19 @@ func (s *SeriesStore) Appender(ctx context.Context) storage.Appender {
 	return &appenderV1{a: s.newAppender()}
 }
 
+// AppendIncrements adds increments to increment series (creating them as
+// needed) and commits them in one synced batch: fill calls add for each
+// increment, with a time in milliseconds. Increments at the same time add
+// up; they may come in any order and at any age.
+func (s *SeriesStore) AppendIncrements(fill func(add func(ls labels.Labels, t int64, v float64) error) error) error {
+	app := s.newAppender()
+	if err := fill(app.AppendIncrement); err != nil {
+		_ = app.Rollback()
+		return err
+	}
+	return app.Commit()
+}
+
 // AppenderV2 implements storage.AppendableV2.
 func (s *SeriesStore) AppenderV2(ctx context.Context) storage.AppenderV2 {
 	return s.newAppender()
@@ -338,6 +348,7 @@ type appender struct {
 	staged  map[*memSeries]*staging
 	order   []*memSeries
 	created []*memSeries
+	touched []*memSeries // series whose head writer write appended to
 	done    bool
 }
 
@@ -503,14 +514,24 @@ func (a *appender) Commit() error {
 	a.s.commitMu.Lock()
 	defer a.s.commitMu.Unlock()
 	apply, err := a.write(b)
-	if err != nil {
-		return err
+	if err == nil {
+		err = b.Commit(pebble.Sync)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err != nil {
+		a.invalidate()
 		return fmt.Errorf("commit samples: %w", err)
 	}
 	apply()
 	return nil
+}
+
+// invalidate drops the head writers a failed write appended to, so that
+// the next append rebuilds them from what is committed. The caller holds
+// commitMu.
+func (a *appender) invalidate() {
+	for _, ms := range a.touched {
+		ms.head = nil
+	}
 }
 
 // write adds the appender's series and samples to b, merging them with the
@@ -576,30 +597,35 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 			if err != nil {
 				return nil, err
 			}
-			merged := a.s.mergeSamples(ms.kind, committed, samples[i:j])
-			chunks, err := encodeSamples(merged)
+			merged, err := encodeSamples(a.s.mergeSamples(ms.kind, committed, samples[i:j]))
 			if err != nil {
 				return nil, err
 			}
-			if err := set(ms.id, w, chunks); err != nil {
+			if err := set(ms.id, w, merged.chunks); err != nil {
 				return nil, err
 			}
 			if w == u.window {
-				if u.head, err = resumeWriter(chunks); err != nil {
-					return nil, err
-				}
+				u.head = merged
 			}
 			i = j
 		}
 		if split < len(samples) {
-			head, err := cloneWriter(u.head)
-			if err != nil {
-				return nil, err
-			}
-			u.head = head
+			// The head writer is appended to in place: Commit drops it if
+			// the batch fails (see invalidate).
+			a.touched = append(a.touched, ms)
 			for i := split; i < len(samples); i++ {
 				smp := &samples[i]
-				if w := windowOf(smp.t); w != u.window || u.head == nil {
+				switch w := windowOf(smp.t); {
+				case w == u.window && u.head == nil:
+					// The head window as stored: rebuild its writer.
+					stored, err := a.s.readWindowLocked(ms, w)
+					if err != nil {
+						return nil, err
+					}
+					if u.head, err = encodeSamples(stored); err != nil {
+						return nil, err
+					}
+				case w != u.window:
 					if u.head != nil {
 						if err := set(ms.id, u.window, u.head.chunks); err != nil {
 							return nil, err
@@ -761,23 +787,6 @@ func (s *SeriesStore) mergeSamples(kind SeriesKind, committed, fresh []sample) [
 		}
 	}
 	return out
-}
-
-// cloneWriter copies a writer's chunks, so that appending to the copy
-// leaves the original as it was.
-func cloneWriter(w *chunkWriter) (*chunkWriter, error) {
-	if w == nil {
-		return nil, nil
-	}
-	chunks := make([]timedChunk, len(w.chunks))
-	for i, c := range w.chunks {
-		cc, err := chunkenc.FromData(c.c.Encoding(), slices.Clone(c.c.Bytes()))
-		if err != nil {
-			return nil, err
-		}
-		chunks[i] = timedChunk{c: cc, minT: c.minT, maxT: c.maxT}
-	}
-	return resumeWriter(chunks)
 }
 
 // Rollback implements storage.AppenderTransaction.

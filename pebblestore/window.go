@@ -123,45 +123,18 @@ type chunkWriter struct {
 	chunks []timedChunk
 	app    chunkenc.Appender
 	typ    chunkenc.ValueType
-}
-
-// resume continues the last chunk of chunks.
-func resumeWriter(chunks []timedChunk) (*chunkWriter, error) {
-	w := &chunkWriter{chunks: chunks}
-	if len(chunks) == 0 {
-		return w, nil
-	}
-	last := chunks[len(chunks)-1].c
-	app, err := last.Appender()
-	if err != nil {
-		return nil, fmt.Errorf("resume chunk: %w", err)
-	}
-	w.app, w.typ = app, encodingType(last.Encoding())
-	return w, nil
-}
-
-// encodingType returns the sample type a chunk encoding holds.
-func encodingType(e chunkenc.Encoding) chunkenc.ValueType {
-	switch e {
-	case chunkenc.EncHistogram, chunkenc.EncHistogramST:
-		return chunkenc.ValHistogram
-	case chunkenc.EncFloatHistogram, chunkenc.EncFloatHistogramST:
-		return chunkenc.ValFloatHistogram
-	}
-	return chunkenc.ValFloat
+	st     bool // the current chunk's encoding stores start timestamps
 }
 
 func (w *chunkWriter) add(s *sample) error {
 	typ := s.valueType()
-	var prevApp chunkenc.Appender
-	if w.app == nil || typ != w.typ {
-		if w.app != nil && typ == w.typ {
-			prevApp = w.app
-		}
-		// The encodings that carry start timestamps: XOR2 for floats, the ST
-		// variants for histograms. Without start timestamps they cost the
-		// same as XOR and the plain histogram encodings.
-		c, err := chunkenc.NewEmptyChunk(typ.ChunkEncoding(true, true))
+	if w.app == nil || typ != w.typ || (s.st != 0 && !w.st) {
+		// Prometheus' default encodings, XOR for floats and the plain
+		// histogram ones, until a sample carries a start timestamp: then
+		// the encodings that store them (XOR2 and the ST histogram ones),
+		// which cost more (XOR2 about twice XOR's bytes and decoding time).
+		st := s.st != 0
+		c, err := chunkenc.NewEmptyChunk(typ.ChunkEncoding(st, st))
 		if err != nil {
 			return err
 		}
@@ -170,7 +143,7 @@ func (w *chunkWriter) add(s *sample) error {
 			return err
 		}
 		w.chunks = append(w.chunks, timedChunk{c: c, minT: s.t, maxT: s.t})
-		w.app, w.typ = app, typ
+		w.app, w.typ, w.st = app, typ, st
 	}
 	cur := &w.chunks[len(w.chunks)-1]
 	var (
@@ -182,9 +155,9 @@ func (w *chunkWriter) add(s *sample) error {
 	case chunkenc.ValFloat:
 		w.app.Append(s.st, s.t, s.f)
 	case chunkenc.ValHistogram:
-		newChunk, recoded, w.app, err = w.app.AppendHistogram(prevApp, s.st, s.t, s.h, false)
+		newChunk, recoded, w.app, err = w.app.AppendHistogram(nil, s.st, s.t, s.h, false)
 	case chunkenc.ValFloatHistogram:
-		newChunk, recoded, w.app, err = w.app.AppendFloatHistogram(prevApp, s.st, s.t, s.fh, false)
+		newChunk, recoded, w.app, err = w.app.AppendFloatHistogram(nil, s.st, s.t, s.fh, false)
 	}
 	if err != nil {
 		return fmt.Errorf("append to chunk: %w", err)
@@ -200,15 +173,16 @@ func (w *chunkWriter) add(s *sample) error {
 	return nil
 }
 
-// encodeSamples builds the chunks of a window from samples in time order.
-func encodeSamples(samples []sample) ([]timedChunk, error) {
+// encodeSamples builds the chunks of a window from samples in time order,
+// and returns the writer, ready for more.
+func encodeSamples(samples []sample) (*chunkWriter, error) {
 	w := &chunkWriter{}
 	for i := range samples {
 		if err := w.add(&samples[i]); err != nil {
 			return nil, err
 		}
 	}
-	return w.chunks, nil
+	return w, nil
 }
 
 // sameValue reports whether two samples at one timestamp are the same.

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 	"github.com/proxylens/proxylens/receiver"
 )
@@ -75,6 +76,9 @@ type StorageConfig struct {
 	// written sample (remote write, OTLP metrics) may be and still be
 	// accepted. Default 1h.
 	OutOfOrderWindow time.Duration `yaml:"out_of_order_window"`
+	// CacheSize is the size in bytes of the block cache that serves
+	// queries. Default 268435456 (256 MiB).
+	CacheSize int64 `yaml:"cache_size"`
 }
 
 // DefaultConfig returns the embedded defaults: everything on loopback,
@@ -98,7 +102,7 @@ func DefaultConfig() Config {
 		Mapping:     otelanalytics.DefaultMappingConfig(),
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
-		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour},
+		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize},
 		Query:       promql.DefaultConfig(),
 	}
 }
@@ -292,6 +296,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.DictionarySize < 1024 {
 		add("storage.dictionary_size: must be at least 1024, got %d", c.Storage.DictionarySize)
+	}
+	if c.Storage.CacheSize < 1<<20 {
+		add("storage.cache_size: must be at least 1048576 (1 MiB), got %d", c.Storage.CacheSize)
 	}
 	if c.Storage.OutOfOrderWindow < 0 {
 		add("storage.out_of_order_window: must not be negative, got %q", c.Storage.OutOfOrderWindow.String())

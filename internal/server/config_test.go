@@ -90,7 +90,7 @@ func TestGoodConfig(t *testing.T) {
 		},
 		Sampling:    otelanalytics.SamplingConfig{LowPerMinute: 5000, HighPerMinute: 50000, Floor: 0.25},
 		Aggregation: otelanalytics.AggregationConfig{MaxSeriesPerFamily: 50000, MaxDomains: 2000, MaxPendingIncrements: 500000},
-		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute},
+		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute, CacheSize: 64 << 20},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
 			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute},
 	}, cfg)
@@ -204,6 +204,7 @@ var badConfigs = map[string][]string{
 	// storage
 	"storage_dictionary_size.bad.yaml":     {"storage.dictionary_size: must be at least 1024, got 10"},
 	"storage_out_of_order_window.bad.yaml": {`storage.out_of_order_window: must not be negative, got "-5m0s"`},
+	"storage_cache_size.bad.yaml":          {"storage.cache_size: must be at least 1048576 (1 MiB), got 1000"},
 	"query_limits.bad.yaml": {
 		`query.timeout: must not be negative, got "-1s"`,
 		"query.max_samples: must not be negative, got -5",

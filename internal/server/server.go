@@ -110,6 +110,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.self.Gauge("proxylens_build_info{version=\""+Version+"\"}", "proxylens build information.", func() float64 { return 1 })
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
+		CacheSize: s.cfg.Storage.CacheSize,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
