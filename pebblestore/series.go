@@ -71,6 +71,8 @@ type SeriesStore struct {
 	nextID   uint64
 
 	commitMu sync.Mutex // one commit at a time; guards every memSeries' head
+
+	meta metadataStore
 }
 
 // memSeries is a series in memory: its identity and, for appends, its
@@ -129,6 +131,9 @@ func (d *DB) Series(opts SeriesOptions) (*SeriesStore, error) {
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("load series: %w", err)
+	}
+	if err := s.meta.load(d); err != nil {
+		return nil, fmt.Errorf("load metadata: %w", err)
 	}
 	// The newest window of each series gives its newest sample.
 	for _, ms := range s.byID {
@@ -269,35 +274,16 @@ func postingKey(name, value string, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, id)
 }
 
-// getOrCreate returns the series of lset, creating it (in memory; the
-// commit persists it) if needed. created reports a new series.
-func (s *SeriesStore) getOrCreate(lset labels.Labels, kind SeriesKind) (ms *memSeries, created bool, err error) {
-	h := lset.Hash()
+// lookup returns the committed series of lset, or nil.
+func (s *SeriesStore) lookup(lset labels.Labels, h uint64) *memSeries {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	for _, c := range s.byHash[h] {
 		if labels.Equal(c.lset, lset) {
-			s.mu.RUnlock()
-			return c, false, nil
+			return c
 		}
 	}
-	s.mu.RUnlock()
-	if lset.IsEmpty() {
-		return nil, false, errors.New("series without labels")
-	}
-	if dup, ok := lset.HasDuplicateLabelNames(); ok {
-		return nil, false, fmt.Errorf("label name %q repeated", dup)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.byHash[h] {
-		if labels.Equal(c.lset, lset) {
-			return c, false, nil
-		}
-	}
-	ms = &memSeries{id: s.nextID, lset: lset.Copy(), kind: kind, headWindow: math.MinInt64, maxT: math.MinInt64}
-	s.nextID++
-	s.index(ms)
-	return ms, true, nil
+	return nil
 }
 
 // StartTime implements storage.Storage: the store has no lower bound.
@@ -347,8 +333,8 @@ type appender struct {
 	s       *SeriesStore
 	staged  map[*memSeries]*staging
 	order   []*memSeries
-	created []*memSeries
-	touched []*memSeries // series whose head writer write appended to
+	pending map[uint64][]*memSeries // new series by label hash, id 0 until written
+	touched []*memSeries            // series whose head writer write appended to
 	done    bool
 }
 
@@ -356,8 +342,11 @@ type appender struct {
 type staging struct {
 	samples []sample // new samples, in append order
 	maxT    int64    // newest sample, committed (when first seen) or new
-	last    sample   // the sample at maxT
-	// For out-of-order samples of KindSamples series: the committed
+	// The series' newest committed sample when first seen: the
+	// out-of-order window counts back from it.
+	committedMaxT int64
+	committedLast sample
+	// For samples at or before maxT (KindSamples series): the committed
 	// samples of the windows they fall in, and the new samples by time, to
 	// refuse conflicting duplicates at Append.
 	committed map[int64][]sample
@@ -400,17 +389,33 @@ func (a *appender) AppendIncrement(ls labels.Labels, t int64, v float64) error {
 	return a.add(ms, sample{t: t, f: v})
 }
 
+// series returns the series of ls: one this appender is creating, a
+// committed one, or a new one, which enters the index only when a commit
+// writes it (so a refused request leaves no series behind).
 func (a *appender) series(ls labels.Labels, kind SeriesKind) (*memSeries, error) {
 	if a.done {
 		return nil, errors.New("appender used after Commit or Rollback")
 	}
-	ms, created, err := a.s.getOrCreate(ls, kind)
-	if err != nil {
-		return nil, err
+	h := ls.Hash()
+	for _, c := range a.pending[h] {
+		if labels.Equal(c.lset, ls) {
+			return c, nil
+		}
 	}
-	if created {
-		a.created = append(a.created, ms)
+	if ms := a.s.lookup(ls, h); ms != nil {
+		return ms, nil
 	}
+	if ls.IsEmpty() {
+		return nil, errors.New("series without labels")
+	}
+	if dup, ok := ls.HasDuplicateLabelNames(); ok {
+		return nil, fmt.Errorf("label name %q repeated", dup)
+	}
+	ms := &memSeries{lset: ls.Copy(), kind: kind, headWindow: math.MinInt64, maxT: math.MinInt64}
+	if a.pending == nil {
+		a.pending = map[uint64][]*memSeries{}
+	}
+	a.pending[h] = append(a.pending[h], ms)
 	return ms, nil
 }
 
@@ -418,55 +423,65 @@ func (a *appender) add(ms *memSeries, smp sample) error {
 	st := a.staged[ms]
 	if st == nil {
 		a.s.commitMu.Lock()
-		st = &staging{maxT: ms.maxT, last: ms.last}
+		st = &staging{maxT: ms.maxT, committedMaxT: ms.maxT, committedLast: ms.last}
 		a.s.commitMu.Unlock()
 		a.staged[ms] = st
 		a.order = append(a.order, ms)
 	}
-	if ms.kind == KindIncrements || smp.t > st.maxT {
-		if smp.t > st.maxT {
-			st.maxT, st.last = smp.t, smp
+	if ms.kind == KindIncrements {
+		st.samples = append(st.samples, smp)
+		return nil
+	}
+	if smp.t > st.maxT { // newer than anything committed or staged
+		st.maxT = smp.t
+		if st.newAt != nil {
+			st.newAt[smp.t] = len(st.samples)
 		}
 		st.samples = append(st.samples, smp)
 		return nil
 	}
-	if smp.t == st.maxT {
-		if sameValue(&st.last, &smp) {
-			return nil
-		}
-		return storage.ErrDuplicateSampleForTimestamp
-	}
-	if smp.t < st.maxT-a.s.ooo {
+	if st.committedMaxT != math.MinInt64 && smp.t < st.committedMaxT-a.s.ooo {
 		return storage.ErrTooOldSample
 	}
-	// Out of order: compare with what is committed in its window and with
-	// what this appender already holds at that time.
-	w := windowOf(smp.t)
-	if st.committed == nil {
-		st.committed, st.newAt = map[int64][]sample{}, map[int64]int{}
+	// At or before the newest sample: compare with what this appender
+	// holds at that time, and with what is committed.
+	if st.newAt == nil {
+		st.newAt = make(map[int64]int, len(st.samples))
 		for i := range st.samples {
 			st.newAt[st.samples[i].t] = i
 		}
-	}
-	committed, ok := st.committed[w]
-	if !ok {
-		var err error
-		if committed, err = a.s.readWindow(ms, w); err != nil {
-			return err
-		}
-		st.committed[w] = committed
-	}
-	if i, found := slices.BinarySearchFunc(committed, smp.t, func(s sample, t int64) int { return cmp.Compare(s.t, t) }); found {
-		if sameValue(&committed[i], &smp) {
-			return nil
-		}
-		return storage.ErrDuplicateSampleForTimestamp
 	}
 	if i, found := st.newAt[smp.t]; found {
 		if sameValue(&st.samples[i], &smp) {
 			return nil
 		}
 		return storage.ErrDuplicateSampleForTimestamp
+	}
+	switch {
+	case smp.t == st.committedMaxT:
+		if sameValue(&st.committedLast, &smp) {
+			return nil
+		}
+		return storage.ErrDuplicateSampleForTimestamp
+	case smp.t < st.committedMaxT:
+		w := windowOf(smp.t)
+		if st.committed == nil {
+			st.committed = map[int64][]sample{}
+		}
+		committed, ok := st.committed[w]
+		if !ok {
+			var err error
+			if committed, err = a.s.readWindow(ms, w); err != nil {
+				return err
+			}
+			st.committed[w] = committed
+		}
+		if i, found := slices.BinarySearchFunc(committed, smp.t, func(s sample, t int64) int { return cmp.Compare(s.t, t) }); found {
+			if sameValue(&committed[i], &smp) {
+				return nil
+			}
+			return storage.ErrDuplicateSampleForTimestamp
+		}
 	}
 	st.newAt[smp.t] = len(st.samples)
 	st.samples = append(st.samples, smp)
@@ -506,7 +521,7 @@ func (a *appender) Commit() error {
 		return errors.New("appender already committed or rolled back")
 	}
 	a.done = true
-	if len(a.staged) == 0 && len(a.created) == 0 {
+	if len(a.staged) == 0 {
 		return nil
 	}
 	b := a.s.db.db.NewBatch()
@@ -538,20 +553,9 @@ func (a *appender) invalidate() {
 // committed windows; the caller holds commitMu. It returns the function
 // that updates the series heads once b is committed.
 func (a *appender) write(b *pebble.Batch) (func(), error) {
-	for _, ms := range a.created {
-		v := appendLabels([]byte{byte(ms.kind)}, ms.lset)
-		if err := b.Set(binary.BigEndian.AppendUint64([]byte{prefixSeries}, ms.id), v, nil); err != nil {
-			return nil, err
-		}
-		var err error
-		ms.lset.Range(func(l labels.Label) {
-			if err == nil {
-				err = b.Set(postingKey(l.Name, l.Value, ms.id), nil, nil)
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
+	created, err := a.writeNewSeries(b)
+	if err != nil {
+		return nil, err
 	}
 	type headUpdate struct {
 		ms     *memSeries
@@ -645,10 +649,61 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		updates = append(updates, u)
 	}
 	return func() {
+		if len(created) > 0 {
+			a.s.mu.Lock()
+			for _, ms := range created {
+				a.s.index(ms)
+			}
+			a.s.mu.Unlock()
+		}
 		for _, u := range updates {
 			u.ms.headWindow, u.ms.head, u.ms.maxT, u.ms.last, u.ms.headBase = u.window, u.head, u.maxT, u.last, u.base
 		}
 	}, nil
+}
+
+// writeNewSeries gives the appender's new series their ids and adds them to
+// b, and returns them for indexing once b is committed. A series another
+// appender committed meanwhile is used instead: the staged samples merge
+// into it. The caller holds commitMu.
+func (a *appender) writeNewSeries(b *pebble.Batch) ([]*memSeries, error) {
+	var created []*memSeries
+	for i, ms := range a.order {
+		if ms.id != 0 {
+			continue
+		}
+		st := a.staged[ms]
+		if len(st.samples) == 0 {
+			continue
+		}
+		if existing := a.s.lookup(ms.lset, ms.lset.Hash()); existing != nil {
+			if existing.kind != ms.kind {
+				return nil, fmt.Errorf("series %s: another writer created it with samples of another kind", ms.lset)
+			}
+			delete(a.staged, ms)
+			a.staged[existing], a.order[i] = st, existing
+			continue
+		}
+		a.s.mu.Lock()
+		ms.id = a.s.nextID
+		a.s.nextID++
+		a.s.mu.Unlock()
+		v := appendLabels([]byte{byte(ms.kind)}, ms.lset)
+		if err := b.Set(binary.BigEndian.AppendUint64([]byte{prefixSeries}, ms.id), v, nil); err != nil {
+			return nil, err
+		}
+		var err error
+		ms.lset.Range(func(l labels.Label) {
+			if err == nil {
+				err = b.Set(postingKey(l.Name, l.Value, ms.id), nil, nil)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		created = append(created, ms)
+	}
+	return created, nil
 }
 
 // writeBases adds to b the window bases of increment series ms after the

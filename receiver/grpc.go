@@ -123,6 +123,11 @@ func (r *Receiver) newGRPCServer() *grpc.Server {
 	desc := traceServiceDesc
 	desc.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: r.grpcExport}}
 	srv.RegisterService(&desc, r)
+	if r.metrics != nil {
+		desc := metricsServiceDesc
+		desc.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: r.grpcExportMetrics}}
+		srv.RegisterService(&desc, r)
+	}
 	return srv
 }
 

@@ -38,6 +38,9 @@ type httpServer struct {
 func newHTTPServer(r *Receiver, ln net.Listener) *httpServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/traces", r.ServeTraces)
+	if r.metrics != nil {
+		mux.HandleFunc("/v1/metrics", r.ServeMetrics)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

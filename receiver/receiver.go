@@ -76,11 +76,13 @@ var (
 	errUnsupported = errors.New("unsupported media type or encoding")
 )
 
-// Receiver serves OTLP trace exports.
+// Receiver serves OTLP trace exports, and metrics exports when given a
+// MetricsConsumer.
 type Receiver struct {
 	cfg      Config
 	mapper   *otelanalytics.Mapper
 	consumer Consumer
+	metrics  MetricsConsumer // nil: metrics are not served
 	log      *slog.Logger
 
 	inflight atomic.Int64 // request bytes held
@@ -164,6 +166,11 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 	})
 	return r, nil
 }
+
+// ServeMetricsTo makes the receiver serve OTLP metrics too (gRPC
+// MetricsService/Export, HTTP POST /v1/metrics), handing them to c. Call
+// it before Start.
+func (r *Receiver) ServeMetricsTo(c MetricsConsumer) { r.metrics = c }
 
 // Start listens on the configured addresses and serves in the background.
 // If it fails halfway, everything started is stopped again.

@@ -10,8 +10,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
 
@@ -34,10 +36,14 @@ func buildInfo() promql.BuildInfo {
 	return bi
 }
 
-// metadata lists the families the series store holds: the proxy_*
-// aggregates and the proxylens_* self-metrics.
+// metadata lists the families the series store holds: those written by
+// remote write and OTLP metrics, the proxy_* aggregates and the
+// proxylens_* self-metrics.
 func (s *Server) metadata() map[string][]promql.Metadata {
 	out := map[string][]promql.Metadata{}
+	for name, md := range s.store.SeriesStore().Metadata() {
+		out[name] = []promql.Metadata{{Type: md.Type, Help: md.Help, Unit: md.Unit}}
+	}
 	for f := range otelanalytics.NumFamilies {
 		typ, unit := f.Metadata()
 		out[f.Name()] = []promql.Metadata{{Type: typ, Help: f.Help(), Unit: unit}}
@@ -55,6 +61,23 @@ func (s *Server) metadata() map[string][]promql.Metadata {
 		}}
 	}
 	return out
+}
+
+// setMetadata records the metadata of written families.
+func (s *Server) setMetadata(mds map[string]promql.Metadata) error {
+	conv := make(map[string]pebblestore.Metadata, len(mds))
+	for name, md := range mds {
+		conv[name] = pebblestore.Metadata{Type: md.Type, Help: md.Help, Unit: md.Unit}
+	}
+	return s.store.SeriesStore().SetMetadata(conv)
+}
+
+// otlpMetrics hands the OTLP receiver's metrics to the writer.
+type otlpMetrics struct{ w *promql.Writer }
+
+func (o otlpMetrics) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) (int64, string, error) {
+	res, err := o.w.WriteOTLP(ctx, md)
+	return res.Rejected, res.Message, err
 }
 
 // unitOf returns the unit a self-metric's name ends with, as Prometheus

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -241,4 +249,98 @@ func TestSelfMetricsStored(t *testing.T) {
 	v, _, _, err := p.Query(ctx, `proxylens_build_info`, time.Now())
 	require.NoError(t, err)
 	require.Equal(t, model.LabelValue(Version), v.(model.Vector)[0].Metric["version"])
+}
+
+// TestOTLPMetricsIngest: metrics from the OpenTelemetry SDK's exporters,
+// over OTLP/gRPC and OTLP/HTTP, land in the series store under the names
+// and labels Prometheus' OTLP endpoint gives them, and are queryable.
+func TestOTLPMetricsIngest(t *testing.T) {
+	s := start(t, testConfig(t), Options{})
+	ctx := context.Background()
+	res := resource.NewSchemaless(
+		attribute.String("service.name", "checkout"), attribute.String("service.namespace", "shop"),
+		attribute.String("service.instance.id", "pod-1"), attribute.String("host.name", "h1"))
+
+	grpcExp, err := otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpoint(s.OTLPGRPCAddr().String()), otlpmetricgrpc.WithInsecure())
+	require.NoError(t, err)
+	httpExp, err := otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpoint(s.OTLPHTTPAddr().String()), otlpmetrichttp.WithInsecure())
+	require.NoError(t, err)
+	for _, exp := range []sdkmetric.Exporter{grpcExp, httpExp} {
+		reader := sdkmetric.NewManualReader()
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(res),
+			sdkmetric.WithView(sdkmetric.NewView(sdkmetric.Instrument{Name: "rpc.latency"},
+				sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20}})))
+		m := mp.Meter("shop")
+		proto := "grpc"
+		if exp == httpExp {
+			proto = "http"
+		}
+		reqs, err := m.Int64Counter("http.server.requests", metric.WithUnit("{request}"), metric.WithDescription("Requests served."))
+		require.NoError(t, err)
+		reqs.Add(ctx, 5, metric.WithAttributes(attribute.String("http.method", "GET"), attribute.String("via", proto)))
+		dur, err := m.Float64Histogram("http.server.request.duration", metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(0.1, 0.5, 1))
+		require.NoError(t, err)
+		for _, v := range []float64{0.2, 0.7, 3} {
+			dur.Record(ctx, v, metric.WithAttributes(attribute.String("via", proto)))
+		}
+		queue, err := m.Int64UpDownCounter("queue.size")
+		require.NoError(t, err)
+		queue.Add(ctx, 7, metric.WithAttributes(attribute.String("via", proto)))
+		cpu, err := m.Float64Gauge("cpu.utilization", metric.WithUnit("1"))
+		require.NoError(t, err)
+		cpu.Record(ctx, 0.25, metric.WithAttributes(attribute.String("via", proto)))
+		lat, err := m.Float64Histogram("rpc.latency", metric.WithUnit("ms"))
+		require.NoError(t, err)
+		for i := range 40 {
+			lat.Record(ctx, float64(1+i), metric.WithAttributes(attribute.String("via", proto)))
+		}
+		var rm metricdata.ResourceMetrics
+		require.NoError(t, reader.Collect(ctx, &rm))
+		require.NoError(t, exp.Export(ctx, &rm))
+		require.NoError(t, exp.Shutdown(ctx))
+		require.NoError(t, mp.Shutdown(ctx))
+	}
+
+	p := queryClient(t, s)
+	now := time.Now()
+	for _, tc := range []struct {
+		query string
+		want  float64
+	}{
+		{`http_server_requests_total{job="shop/checkout", instance="pod-1", http_method="GET", via="grpc"}`, 5},
+		{`http_server_requests_total{via="http"}`, 5},
+		{`http_server_request_duration_seconds_bucket{le="0.1", via="grpc"}`, 0},
+		{`http_server_request_duration_seconds_bucket{le="0.5", via="grpc"}`, 1},
+		{`http_server_request_duration_seconds_bucket{le="1", via="http"}`, 2},
+		{`http_server_request_duration_seconds_bucket{le="+Inf", via="http"}`, 3},
+		{`http_server_request_duration_seconds_count{via="grpc"}`, 3},
+		{`http_server_request_duration_seconds_sum{via="grpc"}`, 3.9},
+		{`queue_size{via="grpc"}`, 7},
+		{`cpu_utilization_ratio{via="http"}`, 0.25},
+		{`histogram_count(rpc_latency_milliseconds{via="grpc"})`, 40},
+		{`histogram_sum(rpc_latency_milliseconds{via="http"})`, 820},
+		{`target_info{job="shop/checkout", instance="pod-1", host_name="h1"}`, 1},
+	} {
+		v, _, _, err := p.Query(ctx, tc.query, now)
+		require.NoError(t, err)
+		vec := v.(model.Vector)
+		require.Len(t, vec, 1, tc.query)
+		require.InDelta(t, tc.want, float64(vec[0].Value), 1e-9, tc.query)
+	}
+	md, err := p.Metadata(ctx, "", "")
+	require.NoError(t, err)
+	require.Equal(t, []v1.Metadata{{Type: v1.MetricTypeCounter, Help: "Requests served."}}, md["http_server_requests_total"])
+	require.Equal(t, []v1.Metadata{{Type: v1.MetricTypeHistogram, Unit: "seconds"}}, md["http_server_request_duration_seconds"])
+
+	// Delta temporality is refused, as by Prometheus: a partial success.
+	body := fmt.Sprintf(`{"resourceMetrics":[{"scopeMetrics":[{"metrics":[
+		{"name":"jobs","sum":{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{"timeUnixNano":"%d","asInt":"3"}]}},
+		{"name":"ok","gauge":{"dataPoints":[{"timeUnixNano":"%d","asDouble":1}]}}]}]}]}`, now.UnixNano(), now.UnixNano())
+	resp, err := http.Post("http://"+s.OTLPHTTPAddr().String()+"/v1/metrics", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
+	require.JSONEq(t, `{"partialSuccess":{"rejectedDataPoints":"1","errorMessage":"invalid temporality and type combination for metric \"jobs\""}}`, string(b))
 }

@@ -64,6 +64,7 @@ type Server struct {
 	pipeline *otelanalytics.Pipeline
 	recv     *receiver.Receiver
 	api      *promql.API
+	writer   *promql.Writer
 	meters   *sdkmetric.MeterProvider
 	stopSelf context.CancelFunc
 	selfDone chan struct{}
@@ -153,6 +154,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Registerer: s.promReg,
 		Now:        s.opts.Now,
 	})
+	s.writer = promql.NewWriter(s.store.SeriesStore(), promql.WriterOptions{
+		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
+		SetMetadata:     s.setMetadata,
+		Metrics:         s.self,
+		Logger:          s.log,
+		Now:             s.opts.Now,
+	})
 	selfCtx, stopSelf := context.WithCancel(context.Background())
 	s.stopSelf, s.selfDone = stopSelf, make(chan struct{})
 	go func() {
@@ -173,6 +181,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	s.recv.ServeMetricsTo(otlpMetrics{s.writer})
 	if err := s.recv.Start(ctx); err != nil {
 		return err
 	}
@@ -227,6 +236,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}))
 	s.api.Register(mux)
+	s.writer.Register(mux)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
@@ -250,7 +260,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 			s.log.Error("HTTP server stopped", "err", err)
 		}
 	}()
-	s.log.Info("HTTP server listening", "addr", ln.Addr().String(), "endpoints", "/api/v1/ /metrics /-/healthy /-/ready")
+	s.log.Info("HTTP server listening", "addr", ln.Addr().String(), "endpoints", "/api/v1/ (query, write, otlp) /metrics /-/healthy /-/ready")
 	return nil
 }
 

@@ -1,0 +1,387 @@
+package promql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+
+	"github.com/proxylens/proxylens/internal/selfmetrics"
+)
+
+// maxAhead is how far in the future a written sample may be, as in
+// Prometheus.
+const maxAhead = 10 * time.Minute
+
+// WriterOptions are a Writer's collaborators and limits.
+type WriterOptions struct {
+	// MaxRequestBytes bounds a request after decompression. Default 64 MiB.
+	MaxRequestBytes int64
+	// SetMetadata records the metadata of written families (nil: dropped).
+	SetMetadata func(map[string]Metadata) error
+	Metrics     *selfmetrics.Registry
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Writer takes series written from outside into the store: Prometheus
+// remote write 1.0 (POST /api/v1/write) and OTLP metrics (the OTLP
+// receiver's /v1/metrics and MetricsService/Export, and Prometheus' own
+// path POST /api/v1/otlp/v1/metrics).
+//
+// All methods are safe for concurrent use.
+type Writer struct {
+	app  storage.AppendableV2
+	opts WriterOptions
+
+	requests func(api, outcome string) *metrics.Counter
+	samples  func(api string) *metrics.Counter
+}
+
+// NewWriter returns a writer appending to app.
+func NewWriter(app storage.AppendableV2, opts WriterOptions) *Writer {
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	reg := selfmetrics.OrNew(opts.Metrics)
+	w := &Writer{app: app, opts: opts}
+	w.requests = func(api, outcome string) *metrics.Counter {
+		return reg.Counter(fmt.Sprintf(`proxylens_write_requests_total{api=%q,outcome=%q}`, api, outcome),
+			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed).")
+	}
+	w.samples = func(api string) *metrics.Counter {
+		return reg.Counter(fmt.Sprintf(`proxylens_write_samples_total{api=%q}`, api),
+			"Samples and histograms written through remote write and OTLP metrics.")
+	}
+	for _, api := range []string{"remote_write", "otlp"} {
+		for _, o := range []string{"accepted", "partial", "invalid", "failed"} {
+			w.requests(api, o)
+		}
+		w.samples(api)
+	}
+	return w
+}
+
+// Register adds the write endpoints to mux.
+func (w *Writer) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/write", w.ServeRemoteWrite)
+	mux.HandleFunc("POST /api/v1/otlp/v1/metrics", w.serveOTLP)
+}
+
+// errBadData marks a request refused as invalid: 400, not to be retried.
+var errBadData = errors.New("bad data")
+
+// isSampleError reports an append error that the sample causes, as opposed
+// to the store failing.
+func isSampleError(err error) bool {
+	return errors.Is(err, storage.ErrOutOfOrderSample) || errors.Is(err, storage.ErrTooOldSample) ||
+		errors.Is(err, storage.ErrDuplicateSampleForTimestamp) || errors.Is(err, storage.ErrOutOfBounds)
+}
+
+// ServeRemoteWrite handles POST /api/v1/write: a snappy-compressed
+// prometheus.WriteRequest (remote write 1.0). It is all or nothing, as in
+// Prometheus: any invalid series or sample refuses the whole request with
+// 400; success is 204.
+func (w *Writer) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, params, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/x-protobuf" {
+			w.requests("remote_write", "invalid").Inc()
+			http.Error(rw, fmt.Sprintf("unsupported content type %q: remote write sends application/x-protobuf", ct), http.StatusUnsupportedMediaType)
+			return
+		}
+		if p := params["proto"]; p != "" && p != "prometheus.WriteRequest" {
+			w.requests("remote_write", "invalid").Inc()
+			http.Error(rw, fmt.Sprintf("unsupported protobuf message %q: proxylens takes remote write 1.0 (prometheus.WriteRequest)", p), http.StatusUnsupportedMediaType)
+			return
+		}
+	}
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "snappy") {
+		w.requests("remote_write", "invalid").Inc()
+		http.Error(rw, fmt.Sprintf("unsupported content encoding %q: remote write 1.0 is snappy-compressed", enc), http.StatusUnsupportedMediaType)
+		return
+	}
+	n, err := w.remoteWrite(r)
+	switch {
+	case err == nil:
+		w.requests("remote_write", "accepted").Inc()
+		w.samples("remote_write").Add(n)
+		rw.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, errBadData):
+		w.requests("remote_write", "invalid").Inc()
+		w.opts.Logger.Warn("remote write refused", "err", err)
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+	default:
+		w.requests("remote_write", "failed").Inc()
+		w.opts.Logger.Error("remote write failed", "err", err)
+		http.Error(rw, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+// readLimited reads at most MaxRequestBytes of r's body.
+func (w *Writer) readLimited(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, w.opts.MaxRequestBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read body: %w", errBadData, err)
+	}
+	if int64(len(b)) > w.opts.MaxRequestBytes {
+		return nil, fmt.Errorf("%w: the request is larger than %d bytes", errBadData, w.opts.MaxRequestBytes)
+	}
+	return b, nil
+}
+
+func (w *Writer) remoteWrite(r *http.Request) (int, error) {
+	compressed, err := w.readLimited(r)
+	if err != nil {
+		return 0, err
+	}
+	size, err := snappy.DecodedLen(compressed)
+	if err != nil {
+		return 0, fmt.Errorf("%w: snappy: %w", errBadData, err)
+	}
+	if int64(size) > w.opts.MaxRequestBytes {
+		return 0, fmt.Errorf("%w: the request decompresses to %d bytes, more than %d", errBadData, size, w.opts.MaxRequestBytes)
+	}
+	raw, err := snappy.Decode(nil, compressed)
+	if err != nil {
+		return 0, fmt.Errorf("%w: snappy: %w", errBadData, err)
+	}
+	var req prompb.WriteRequest
+	if err := req.Unmarshal(raw); err != nil {
+		return 0, fmt.Errorf("%w: not a prometheus.WriteRequest: %w", errBadData, err)
+	}
+	app := w.app.AppenderV2(r.Context())
+	n, err := w.appendRemoteWrite(app, &req)
+	if err != nil {
+		_ = app.Rollback()
+		return 0, err
+	}
+	if err := app.Commit(); err != nil {
+		return 0, err
+	}
+	w.setMetadata(remoteWriteMetadata(req.Metadata))
+	return n, nil
+}
+
+func (w *Writer) appendRemoteWrite(app storage.AppenderV2, req *prompb.WriteRequest) (int, error) {
+	var b labels.ScratchBuilder
+	n := 0
+	limit := w.opts.Now().Add(maxAhead).UnixMilli()
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		b.Reset()
+		for _, l := range ts.Labels {
+			if l.Value != "" {
+				b.Add(l.Name, l.Value)
+			}
+		}
+		b.Sort()
+		ls := b.Labels()
+		if err := validSeries(ls); err != nil {
+			return 0, fmt.Errorf("%w: series %d: %w", errBadData, i, err)
+		}
+		ref := storage.SeriesRef(0)
+		for _, s := range ts.Samples {
+			if s.Timestamp > limit {
+				return 0, fmt.Errorf("%w: %v for series %s at %d: more than %s in the future", errBadData, storage.ErrOutOfBounds, ls, s.Timestamp, maxAhead)
+			}
+			var err error
+			if ref, err = app.Append(ref, ls, 0, s.Timestamp, s.Value, nil, nil, storage.AOptions{}); err != nil {
+				return 0, appendError(err, ls, s.Timestamp)
+			}
+			n++
+		}
+		for _, h := range ts.Histograms {
+			if h.Timestamp > limit {
+				return 0, fmt.Errorf("%w: %v for series %s at %d: more than %s in the future", errBadData, storage.ErrOutOfBounds, ls, h.Timestamp, maxAhead)
+			}
+			var err error
+			if h.IsFloatHistogram() {
+				fh := h.ToFloatHistogram()
+				if verr := fh.Validate(); verr != nil {
+					return 0, fmt.Errorf("%w: series %s at %d: %w", errBadData, ls, h.Timestamp, verr)
+				}
+				ref, err = app.Append(ref, ls, 0, h.Timestamp, 0, nil, fh, storage.AOptions{})
+			} else {
+				ih := h.ToIntHistogram()
+				if verr := ih.Validate(); verr != nil {
+					return 0, fmt.Errorf("%w: series %s at %d: %w", errBadData, ls, h.Timestamp, verr)
+				}
+				ref, err = app.Append(ref, ls, 0, h.Timestamp, 0, ih, nil, storage.AOptions{})
+			}
+			if err != nil {
+				return 0, appendError(err, ls, h.Timestamp)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// validSeries checks a written series' labels as Prometheus does.
+func validSeries(ls labels.Labels) error {
+	if ls.Get(model.MetricNameLabel) == "" {
+		return fmt.Errorf("no metric name in %s", ls)
+	}
+	if !ls.IsValid(model.UTF8Validation) {
+		return fmt.Errorf("invalid metric name or labels in %s", ls)
+	}
+	if dup, ok := ls.HasDuplicateLabelNames(); ok {
+		return fmt.Errorf("label %q repeated in %s", dup, ls)
+	}
+	return nil
+}
+
+func appendError(err error, ls labels.Labels, t int64) error {
+	if isSampleError(err) {
+		return fmt.Errorf("%w: %w for series %s at %d", errBadData, err, ls, t)
+	}
+	return fmt.Errorf("append to series %s: %w", ls, err)
+}
+
+func remoteWriteMetadata(mds []prompb.MetricMetadata) map[string]Metadata {
+	out := map[string]Metadata{}
+	for _, md := range mds {
+		typ := strings.ToLower(md.Type.String())
+		if md.Type == prompb.MetricMetadata_GAUGEHISTOGRAM {
+			typ = "gaugehistogram"
+		}
+		out[md.MetricFamilyName] = Metadata{Type: typ, Help: md.Help, Unit: md.Unit}
+	}
+	return out
+}
+
+func (w *Writer) setMetadata(mds map[string]Metadata) {
+	if w.opts.SetMetadata == nil || len(mds) == 0 {
+		return
+	}
+	if err := w.opts.SetMetadata(mds); err != nil {
+		w.opts.Logger.Warn("store metric metadata", "err", err)
+	}
+}
+
+// OTLPResult is the outcome of writing OTLP metrics: how many data points
+// were refused and why (OTLP's partial success), the rest being durable.
+type OTLPResult struct {
+	Rejected int64
+	Message  string
+}
+
+// WriteOTLP converts OTLP metrics as Prometheus' OTLP endpoint does and
+// writes them in one synced commit. Data points that cannot be converted
+// (delta temporality, a bad histogram) or appended (too old, a different
+// value at the same time, too far in the future) are refused and counted
+// in the result; the rest are written. An error means nothing was written
+// and the client should retry.
+func (w *Writer) WriteOTLP(ctx context.Context, md pmetric.Metrics) (OTLPResult, error) {
+	conv := convertOTLP(md)
+	app := w.app.AppenderV2(ctx)
+	limit := w.opts.Now().Add(maxAhead).UnixMilli()
+	written := 0
+	for _, s := range conv.samples {
+		var err error
+		if s.t > limit {
+			err = storage.ErrOutOfBounds
+		} else {
+			_, err = app.Append(0, s.ls, 0, s.t, s.f, s.h, nil, storage.AOptions{})
+		}
+		switch {
+		case err == nil:
+			written++
+		case isSampleError(err):
+			conv.reject(1, "%v for series %s at %d", err, s.ls, s.t)
+		default:
+			_ = app.Rollback()
+			w.requests("otlp", "failed").Inc()
+			return OTLPResult{}, fmt.Errorf("append to series %s: %w", s.ls, err)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		w.requests("otlp", "failed").Inc()
+		return OTLPResult{}, err
+	}
+	w.setMetadata(conv.metadata)
+	w.samples("otlp").Add(written)
+	res := OTLPResult{Rejected: conv.rejected}
+	if err := errList(conv.errs); err != nil {
+		res.Message = err.Error()
+	}
+	if res.Rejected > 0 {
+		w.requests("otlp", "partial").Inc()
+	} else {
+		w.requests("otlp", "accepted").Inc()
+	}
+	return res, nil
+}
+
+// serveOTLP handles Prometheus' OTLP path, POST /api/v1/otlp/v1/metrics:
+// protobuf or JSON, as an OTLP/HTTP receiver answers.
+func (w *Writer) serveOTLP(rw http.ResponseWriter, r *http.Request) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct != "application/x-protobuf" && ct != "application/json" {
+		http.Error(rw, "unsupported content type: send application/x-protobuf or application/json", http.StatusUnsupportedMediaType)
+		return
+	}
+	body, err := w.readLimited(r)
+	if err == nil && r.Header.Get("Content-Encoding") != "" {
+		err = fmt.Errorf("%w: unsupported content encoding %q", errBadData, r.Header.Get("Content-Encoding"))
+	}
+	req := pmetricotlp.NewExportRequest()
+	if err == nil {
+		if ct == "application/json" {
+			err = req.UnmarshalJSON(body)
+		} else {
+			err = req.UnmarshalProto(body)
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: not an OTLP ExportMetricsServiceRequest", errBadData)
+		}
+	}
+	if err != nil {
+		w.requests("otlp", "invalid").Inc()
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return
+	}
+	res, err := w.WriteOTLP(r.Context(), req.Metrics())
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	resp := pmetricotlp.NewExportResponse()
+	if res.Rejected > 0 {
+		resp.PartialSuccess().SetRejectedDataPoints(res.Rejected)
+		resp.PartialSuccess().SetErrorMessage(res.Message)
+	}
+	var out []byte
+	if ct == "application/json" {
+		out, err = resp.MarshalJSON()
+	} else {
+		out, err = resp.MarshalProto()
+	}
+	if err != nil {
+		http.Error(rw, "encode response", http.StatusInternalServerError)
+		return
+	}
+	rw.Header().Set("Content-Type", ct)
+	_, _ = rw.Write(out)
+}
