@@ -87,7 +87,7 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	if hints != nil {
 		mint, maxt, limit = max(mint, hints.Start), min(maxt, hints.End), hints.Limit
 	}
-	series := q.s.match(ms)
+	series := q.s.match(mint, maxt, ms)
 	if limit > 0 && len(series) > limit {
 		series = series[:limit]
 	}
@@ -118,10 +118,11 @@ type boundaries struct {
 	start, end, step, rng int64
 }
 
-// match returns the series that every matcher matches, sorted by labels.
+// match returns the series with samples in [mint, maxt] (at the
+// granularity of windows) that every matcher matches, sorted by labels.
 // Matchers that an absent label satisfies (such as foo="" or foo!="bar")
 // only filter; the others pick candidates from the postings.
-func (s *SeriesStore) match(ms []*labels.Matcher) []*memSeries {
+func (s *SeriesStore) match(mint, maxt int64, ms []*labels.Matcher) []*memSeries {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var ids []uint64
@@ -153,6 +154,9 @@ func (s *SeriesStore) match(ms []*labels.Matcher) []*memSeries {
 	}
 	var out []*memSeries
 	add := func(ms *memSeries) {
+		if !ms.overlaps(mint, maxt) {
+			return
+		}
 		for _, f := range filters {
 			if !f.Matches(ms.lset.Get(f.Name)) {
 				return
@@ -222,15 +226,15 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 	var vals []string
 	if len(ms) == 0 {
 		q.s.mu.RLock()
-		for v := range q.s.postings[name] {
-			if v != "" {
+		for v, ids := range q.s.postings[name] {
+			if v != "" && q.s.anyOverlaps(ids, q.mint, q.maxt) {
 				vals = append(vals, v)
 			}
 		}
 		q.s.mu.RUnlock()
 	} else {
 		seen := map[string]bool{}
-		for _, s := range q.s.match(ms) {
+		for _, s := range q.s.match(q.mint, q.maxt, ms) {
 			if v := s.lset.Get(name); v != "" && !seen[v] {
 				seen[v] = true
 				vals = append(vals, v)
@@ -253,13 +257,18 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 	var names []string
 	if len(ms) == 0 {
 		q.s.mu.RLock()
-		for n := range q.s.postings {
-			names = append(names, n)
+		for n, vals := range q.s.postings {
+			for _, ids := range vals {
+				if q.s.anyOverlaps(ids, q.mint, q.maxt) {
+					names = append(names, n)
+					break
+				}
+			}
 		}
 		q.s.mu.RUnlock()
 	} else {
 		seen := map[string]bool{}
-		for _, s := range q.s.match(ms) {
+		for _, s := range q.s.match(q.mint, q.maxt, ms) {
 			s.lset.Range(func(l labels.Label) {
 				if !seen[l.Name] {
 					seen[l.Name] = true
@@ -273,6 +282,20 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 		names = names[:hints.Limit]
 	}
 	return names, nil, nil
+}
+
+// anyOverlaps reports whether any of the series ids has samples in
+// [mint, maxt]; the caller holds mu.
+func (s *SeriesStore) anyOverlaps(ids []uint64, mint, maxt int64) bool {
+	if mint == math.MinInt64 && maxt == math.MaxInt64 {
+		return len(ids) > 0
+	}
+	for _, id := range ids {
+		if s.byID[id].overlaps(mint, maxt) {
+			return true
+		}
+	}
+	return false
 }
 
 type seriesSet struct {

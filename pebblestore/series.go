@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -88,6 +89,22 @@ type memSeries struct {
 	maxT       int64        // newest sample, math.MinInt64 before the first
 	last       sample       // the newest sample
 	headBase   windowBase   // the newest window's base (increment series)
+
+	// The first and newest windows with samples, for time filtering
+	// without commitMu; math.MaxInt64 and math.MinInt64 before any.
+	minW, maxW atomic.Int64
+}
+
+// overlaps reports whether the series has windows in [mint, maxt].
+func (ms *memSeries) overlaps(mint, maxt int64) bool {
+	return ms.minW.Load() <= maxt && (mint == math.MinInt64 || ms.maxW.Load() > mint-windowMs)
+}
+
+func newMemSeries(id uint64, lset labels.Labels, kind SeriesKind) *memSeries {
+	ms := &memSeries{id: id, lset: lset, kind: kind, headWindow: math.MinInt64, maxT: math.MinInt64}
+	ms.minW.Store(math.MaxInt64)
+	ms.maxW.Store(math.MinInt64)
+	return ms
 }
 
 // windowBase is what an increment series keeps per window beside its
@@ -124,8 +141,7 @@ func (d *DB) Series(opts SeriesOptions) (*SeriesStore, error) {
 		if err != nil {
 			return err
 		}
-		ms := &memSeries{id: binary.BigEndian.Uint64(k[1:]), lset: lset, kind: SeriesKind(v[0]),
-			headWindow: math.MinInt64, maxT: math.MinInt64}
+		ms := newMemSeries(binary.BigEndian.Uint64(k[1:]), lset, SeriesKind(v[0]))
 		s.index(ms)
 		s.nextID = max(s.nextID, ms.id+1)
 		return nil
@@ -169,10 +185,15 @@ func (s *SeriesStore) loadHead(ms *memSeries) error {
 		return err
 	}
 	defer it.Close()
+	if !it.First() {
+		return it.Error()
+	}
+	ms.minW.Store(windowFromKey(it.Key()))
 	if !it.Last() {
 		return it.Error()
 	}
 	win := windowFromKey(it.Key())
+	ms.maxW.Store(win)
 	chunks, err := decodeWindow(slices.Clone(it.Value()), nil)
 	if err != nil {
 		return fmt.Errorf("series %d window %d: %w", ms.id, win, err)
@@ -411,7 +432,7 @@ func (a *appender) series(ls labels.Labels, kind SeriesKind) (*memSeries, error)
 	if dup, ok := ls.HasDuplicateLabelNames(); ok {
 		return nil, fmt.Errorf("label name %q repeated", dup)
 	}
-	ms := &memSeries{lset: ls.Copy(), kind: kind, headWindow: math.MinInt64, maxT: math.MinInt64}
+	ms := newMemSeries(0, ls.Copy(), kind)
 	if a.pending == nil {
 		a.pending = map[uint64][]*memSeries{}
 	}
@@ -564,6 +585,7 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		maxT   int64
 		last   sample
 		base   windowBase
+		minW   int64
 	}
 	updates := make([]headUpdate, 0, len(a.order))
 	var buf []byte
@@ -578,7 +600,8 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		}
 		slices.SortStableFunc(samples, func(x, y sample) int { return cmp.Compare(x.t, y.t) })
 		samples = a.s.dedupe(ms.kind, samples)
-		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last, base: ms.headBase}
+		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last, base: ms.headBase,
+			minW: min(ms.minW.Load(), windowOf(samples[0].t))}
 		if ms.kind == KindIncrements {
 			var err error
 			if u.base, err = a.s.writeBases(b, ms, samples); err != nil {
@@ -658,6 +681,8 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		}
 		for _, u := range updates {
 			u.ms.headWindow, u.ms.head, u.ms.maxT, u.ms.last, u.ms.headBase = u.window, u.head, u.maxT, u.last, u.base
+			u.ms.minW.Store(u.minW)
+			u.ms.maxW.Store(u.window)
 		}
 	}, nil
 }

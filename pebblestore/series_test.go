@@ -423,3 +423,62 @@ func TestSeriesErrors(t *testing.T) {
 	require.NoError(t, v1.Commit())
 	require.Len(t, read(t, s, 0, 10, eq("__name__", "v1")), 1)
 }
+
+// TestTimeFiltering: series, label names and label values answer for the
+// series with samples in the querier's range, at the granularity of the
+// two-hour windows, as Prometheus answers at the granularity of blocks.
+func TestTimeFiltering(t *testing.T) {
+	dir := t.TempDir()
+	db, s := openSeries(t, dir)
+	app := s.AppenderV2(context.Background())
+	old := labels.FromStrings("__name__", "m", "job", "old", "only_old", "x")
+	recent := labels.FromStrings("__name__", "m", "job", "recent")
+	for _, x := range []struct {
+		ls labels.Labels
+		t  int64
+	}{{old, h}, {old, 3 * h}, {recent, 100 * h}} {
+		_, err := app.Append(0, x.ls, 0, x.t, 1, nil, nil, storage.AppendV2Options{})
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		return add(labels.FromStrings("__name__", "inc", "job", "late"), 50*h, 1)
+	}))
+	check := func(s *SeriesStore) {
+		for _, tc := range []struct {
+			mint, maxt int64
+			jobs       []string
+			names      []string
+		}{
+			{math.MinInt64, math.MaxInt64, []string{"late", "old", "recent"}, []string{"__name__", "job", "only_old"}},
+			{90 * h, 110 * h, []string{"recent"}, []string{"__name__", "job"}},
+			{0, 2 * h, []string{"old"}, []string{"__name__", "job", "only_old"}},
+			{5 * h, 6 * h, nil, nil},
+			{49 * h, 50 * h, []string{"late"}, []string{"__name__", "job"}},
+		} {
+			q, err := s.Querier(tc.mint, tc.maxt)
+			require.NoError(t, err)
+			vals, _, err := q.LabelValues(context.Background(), "job", nil)
+			require.NoError(t, err)
+			require.Equal(t, tc.jobs, vals, "%d–%d", tc.mint, tc.maxt)
+			vals, _, err = q.LabelValues(context.Background(), "job", nil, labels.MustNewMatcher(labels.MatchRegexp, "job", ".+"))
+			require.NoError(t, err)
+			require.Equal(t, tc.jobs, vals)
+			names, _, err := q.LabelNames(context.Background(), nil)
+			require.NoError(t, err)
+			require.Equal(t, tc.names, names)
+			ss := q.Select(context.Background(), true, &storage.SelectHints{Start: tc.mint, End: tc.maxt, Func: "series"}, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
+			n := 0
+			for ss.Next() {
+				n++
+			}
+			require.Equal(t, len(tc.jobs), n)
+			require.NoError(t, q.Close())
+		}
+	}
+	check(s)
+	require.NoError(t, db.Close())
+	db, s = openSeries(t, dir) // the windows are known again after a restart
+	defer db.Close()
+	check(s)
+}
