@@ -150,6 +150,15 @@ func (d *DB) checkFormat(now time.Time) error {
 	}
 	ver, n := binary.Uvarint(v)
 	_ = closer.Close()
+	if n > 0 && ver == 2 {
+		// Version 3 only adds window summaries, which readers do without
+		// where a window has none: upgrade the stamp.
+		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
+			return fmt.Errorf("upgrade format version: %w", err)
+		}
+		d.log.Info("database format upgraded", "from", ver, "to", FormatVersion)
+		ver = FormatVersion
+	}
 	if n <= 0 || ver != FormatVersion {
 		return fmt.Errorf("database in %s has format version %d; this proxylens reads version %d", d.dir, ver, FormatVersion)
 	}

@@ -87,6 +87,12 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	if hints != nil {
 		mint, maxt, limit = max(mint, hints.Start), min(maxt, hints.End), hints.Limit
 	}
+	if rest, without, grouping, ok := splitPushdown(ms); ok {
+		ms = rest
+		if set := q.sumSelect(ctx, hints, mint, maxt, without, grouping, ms); set != nil {
+			return set
+		}
+	}
 	series := q.s.match(mint, maxt, ms)
 	if limit > 0 && len(series) > limit {
 		series = series[:limit]

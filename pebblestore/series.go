@@ -589,9 +589,18 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 	}
 	updates := make([]headUpdate, 0, len(a.order))
 	var buf []byte
-	set := func(id uint64, w int64, chunks []timedChunk) error {
-		buf = appendWindow(buf[:0], chunks)
-		return b.Set(chunkKey(id, w), buf, nil)
+	// set writes a window; a closed window of an increment series (one
+	// the head has moved past) gets its summary.
+	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
+		var sum summary
+		if closed && ms.kind == KindIncrements && a.s.interval < summaryMs {
+			var err error
+			if sum, err = summarize(chunks); err != nil {
+				return err
+			}
+		}
+		buf = appendWindow(buf[:0], chunks, sum)
+		return b.Set(chunkKey(ms.id, w), buf, nil)
 	}
 	for _, ms := range a.order {
 		samples := a.staged[ms].samples
@@ -628,7 +637,7 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 			if err != nil {
 				return nil, err
 			}
-			if err := set(ms.id, w, merged.chunks); err != nil {
+			if err := set(ms, w, merged.chunks, w != ms.headWindow); err != nil {
 				return nil, err
 			}
 			if w == u.window {
@@ -653,8 +662,19 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 						return nil, err
 					}
 				case w != u.window:
+					if u.head == nil && u.window != math.MinInt64 {
+						// The stored head window closes: read it to
+						// write its summary.
+						stored, err := a.s.readWindowLocked(ms, u.window)
+						if err != nil {
+							return nil, err
+						}
+						if u.head, err = encodeSamples(stored); err != nil {
+							return nil, err
+						}
+					}
 					if u.head != nil {
-						if err := set(ms.id, u.window, u.head.chunks); err != nil {
+						if err := set(ms, u.window, u.head.chunks, true); err != nil {
 							return nil, err
 						}
 					}
@@ -664,7 +684,7 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 					return nil, err
 				}
 			}
-			if err := set(ms.id, u.window, u.head.chunks); err != nil {
+			if err := set(ms, u.window, u.head.chunks, false); err != nil {
 				return nil, err
 			}
 			u.maxT, u.last = samples[len(samples)-1].t, samples[len(samples)-1]

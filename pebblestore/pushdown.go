@@ -1,0 +1,409 @@
+package pebblestore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/util/annotations"
+)
+
+// SumPushdownLabel names the matcher with which a query asks the store to
+// sum, per group, the increment series a selector matches, before the
+// engine applies rate() or increase() to them (see SumPushdownMatcher).
+const SumPushdownLabel = "__proxylens_sum__"
+
+// maxPushdownPoints bounds the points a pushed-down sum holds (groups ×
+// window boundaries); beyond it the store answers series by series.
+const maxPushdownPoints = 20_000_000
+
+// SumPushdownMatcher returns the matcher that asks for the sum by (or
+// without) the grouping labels. The store only honours it where the result
+// is the same: see Select.
+func SumPushdownMatcher(without bool, grouping []string) *labels.Matcher {
+	b, _ := json.Marshal(grouping)
+	prefix := "by"
+	if without {
+		prefix = "without"
+	}
+	return labels.MustNewMatcher(labels.MatchEqual, SumPushdownLabel, prefix+string(b))
+}
+
+// SumPushdown reports that the store honours SumPushdownMatcher.
+func (s *SeriesStore) SumPushdown() bool { return true }
+
+// splitPushdown removes the pushdown matcher from ms and parses it.
+func splitPushdown(ms []*labels.Matcher) (rest []*labels.Matcher, without bool, grouping []string, ok bool) {
+	i := slices.IndexFunc(ms, func(m *labels.Matcher) bool { return m.Name == SumPushdownLabel })
+	if i < 0 {
+		return ms, false, nil, false
+	}
+	rest = append(slices.Clone(ms[:i]), ms[i+1:]...)
+	v := ms[i].Value
+	switch {
+	case strings.HasPrefix(v, "by"):
+		v = v[2:]
+	case strings.HasPrefix(v, "without"):
+		v, without = v[7:], true
+	default:
+		return rest, false, nil, false
+	}
+	if err := json.Unmarshal([]byte(v), &grouping); err != nil {
+		return rest, false, nil, false
+	}
+	return rest, without, grouping, true
+}
+
+// sumSelect answers a selector under rate() or increase() inside a sum
+// with one series per group: the sum of the group's increment series, at
+// the window boundaries only. rate() and increase() of such a sum equal the
+// sum of the series' rates and increases: the counters never reset, and
+// every series has its points at the same times, so the engine's
+// extrapolation is the same for all. It returns nil where that does not
+// hold (a matched series that is not an increment series, series of
+// several names), and the caller answers series by series.
+func (q *querier) sumSelect(ctx context.Context, hints *storage.SelectHints, mint, maxt int64, without bool, grouping []string, ms []*labels.Matcher) storage.SeriesSet {
+	if hints == nil || hints.Range <= 0 || hints.Step < 0 || (hints.Func != "rate" && hints.Func != "increase") {
+		return nil
+	}
+	series := q.s.match(mint, maxt, ms)
+	if len(series) == 0 {
+		return nil
+	}
+	name := series[0].lset.Get(model.MetricNameLabel)
+	for _, s := range series {
+		if s.kind != KindIncrements || s.lset.Get(model.MetricNameLabel) != name {
+			return nil
+		}
+	}
+	bounds := boundaryTimes(hints)
+	first, _ := slices.BinarySearch(bounds, mint)
+	last, found := slices.BinarySearch(bounds, maxt)
+	if found {
+		last++
+	}
+	if bounds = bounds[first:last]; len(bounds) == 0 {
+		return nil
+	}
+	// Group the series by their labels once grouped as the sum will.
+	var b labels.Builder
+	groupOf := make([]int, len(series))
+	var groups []labels.Labels
+	index := map[uint64][]int{}
+	for i, s := range series {
+		b.Reset(s.lset)
+		if without {
+			b.Del(grouping...)
+		} else {
+			b.Keep(append(grouping, model.MetricNameLabel)...)
+		}
+		b.Set(model.MetricNameLabel, name)
+		ls := b.Labels()
+		h := ls.Hash()
+		g := -1
+		for _, j := range index[h] {
+			if labels.Equal(groups[j], ls) {
+				g = j
+				break
+			}
+		}
+		if g < 0 {
+			g = len(groups)
+			groups = append(groups, ls)
+			index[h] = append(index[h], g)
+		}
+		groupOf[i] = g
+	}
+	if len(groups)*len(bounds) > maxPushdownPoints {
+		return nil
+	}
+	sums, present, err := q.sumGroups(ctx, series, groupOf, len(groups), bounds, mint, maxt)
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	set := &pointSeriesSet{i: -1}
+	for g, ls := range groups {
+		if present[g] {
+			set.series = append(set.series, &pointSeries{lset: ls, t: bounds, f: sums[g]})
+		}
+	}
+	slices.SortFunc(set.series, func(a, b *pointSeries) int { return labels.Compare(a.lset, b.lset) })
+	return set
+}
+
+// boundaryTimes lists the window boundary points of hints in order (see
+// boundaries): e−range+1 and e for every evaluated window end e.
+func boundaryTimes(hints *storage.SelectHints) []int64 {
+	var out []int64
+	nextStart, nextEnd := hints.Start, hints.Start+hints.Range-1
+	for {
+		b := min(nextStart, nextEnd)
+		if b > hints.End {
+			return out
+		}
+		out = append(out, b)
+		if hints.Step <= 0 {
+			if nextStart <= b {
+				nextStart = math.MaxInt64
+			}
+			if nextEnd <= b {
+				nextEnd = math.MaxInt64
+			}
+			continue
+		}
+		for nextStart <= b {
+			nextStart += hints.Step
+		}
+		for nextEnd <= b {
+			nextEnd += hints.Step
+		}
+	}
+}
+
+// sumGroups adds up, per group and boundary, the counters of the series,
+// reading the series on as many goroutines as there are CPUs. present
+// reports the groups with at least one series with samples in range.
+func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []int, nGroups int, bounds []int64, mint, maxt int64) ([][]float64, []bool, error) {
+	workers := min(runtime.GOMAXPROCS(0), len(series))
+	type partial struct {
+		sums    [][]float64
+		present []bool
+		err     error
+	}
+	parts := make([]partial, workers)
+	// Each worker reads a run of series in id order, which is key order:
+	// one Pebble iterator moves forward through its part of the key space.
+	order := make([]int, len(series))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(series[a].id, series[b].id) })
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			p := &parts[w]
+			p.sums = make([][]float64, nGroups)
+			p.present = make([]bool, nGroups)
+			r := counterReader{onGrid: onGrid(bounds, math.MaxInt64, summaryMs)}
+			defer r.close()
+			for _, i := range order[w*len(order)/workers : (w+1)*len(order)/workers] {
+				if i%64 == 0 {
+					if err := ctx.Err(); err != nil {
+						p.err = err
+						return
+					}
+				}
+				g := groupOf[i]
+				if p.sums[g] == nil {
+					p.sums[g] = make([]float64, len(bounds))
+				}
+				ok, err := r.add(q, series[i].id, mint, maxt, bounds, p.sums[g])
+				if err != nil {
+					p.err = fmt.Errorf("series %s: %w", series[i].lset, err)
+					return
+				}
+				p.present[g] = p.present[g] || ok
+			}
+		})
+	}
+	wg.Wait()
+	sums, present := parts[0].sums, parts[0].present
+	for _, p := range parts {
+		if p.err != nil {
+			return nil, nil, p.err
+		}
+	}
+	for _, p := range parts[1:] {
+		for g := range nGroups {
+			present[g] = present[g] || p.present[g]
+			switch {
+			case p.sums[g] == nil:
+			case sums[g] == nil:
+				sums[g] = p.sums[g]
+			default:
+				for i, v := range p.sums[g] {
+					sums[g][i] += v
+				}
+			}
+		}
+	}
+	return sums, present, nil
+}
+
+// counterReader reads increment series as counters at given times.
+type counterReader struct {
+	onGrid bool // every bound is on the summaries' grid
+	iter   *pebble.Iterator
+	chunks []timedChunk
+	it     chunkenc.Iterator
+}
+
+func (r *counterReader) close() {
+	if r.iter != nil {
+		_ = r.iter.Close()
+	}
+}
+
+// add adds the counter of series id at each of bounds (the sum of its
+// increments up to and including that time) to acc. It reads the windows
+// from the one holding mint to the one holding the last bound, and reports
+// whether the series has any there (else it adds nothing).
+func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []int64, acc []float64) (bool, error) {
+	last := min(maxt, bounds[len(bounds)-1])
+	lower, upper := chunkPrefix(id), prefixEnd(chunkPrefix(id))
+	if mint > math.MinInt64+windowMs {
+		lower = chunkKey(id, windowOf(mint))
+	}
+	if last < math.MaxInt64-windowMs {
+		upper = chunkKey(id, windowOf(last)+windowMs)
+	}
+	if r.iter == nil {
+		var err error
+		if r.iter, err = q.snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper}); err != nil {
+			return false, err
+		}
+	} else {
+		r.iter.SetBounds(lower, upper)
+	}
+	it := r.iter
+	if !it.First() {
+		return false, it.Error()
+	}
+	wb, err := getBase(q.snap, id, windowFromKey(it.Key()))
+	if err != nil {
+		return false, err
+	}
+	counter, bi := wb.base, 0
+	for valid := true; valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return false, err
+		}
+		r.chunks = r.chunks[:0]
+		sum, err := windowSummary(v)
+		if err != nil {
+			return false, err
+		}
+		if sum.res > 0 && (r.onGrid || onGrid(bounds[bi:], windowFromKey(it.Key())+windowMs, sum.res)) {
+			r.chunks = append(r.chunks, timedChunk{c: sum.c})
+		} else if r.chunks, err = decodeWindow(v, r.chunks); err != nil {
+			return false, err
+		}
+		for _, c := range r.chunks {
+			r.it = c.c.Iterator(r.it)
+			for r.it.Next() == chunkenc.ValFloat {
+				t, f := r.it.At()
+				for bi < len(bounds) && bounds[bi] < t {
+					acc[bi] += counter
+					bi++
+				}
+				if bi == len(bounds) {
+					return true, nil
+				}
+				counter += f
+			}
+			if err := r.it.Err(); err != nil {
+				return false, err
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return false, err
+	}
+	for ; bi < len(bounds); bi++ {
+		acc[bi] += counter
+	}
+	return true, nil
+}
+
+// onGrid reports whether every bound before end lies on a multiple of res
+// or just after one (e − range + 1 for e on the grid): there, a summary of
+// the increments per res gives the same counters as the increments.
+func onGrid(bounds []int64, end, res int64) bool {
+	for _, b := range bounds {
+		if b >= end {
+			break
+		}
+		if m := b % res; m != 0 && m != 1 && m != 1-res {
+			return false
+		}
+	}
+	return true
+}
+
+// pointSeriesSet is a set of series held as points.
+type pointSeriesSet struct {
+	series []*pointSeries
+	i      int
+}
+
+func (s *pointSeriesSet) Next() bool                        { s.i++; return s.i < len(s.series) }
+func (s *pointSeriesSet) At() storage.Series                { return s.series[s.i] }
+func (s *pointSeriesSet) Err() error                        { return nil }
+func (s *pointSeriesSet) Warnings() annotations.Annotations { return nil }
+
+type pointSeries struct {
+	lset labels.Labels
+	t    []int64
+	f    []float64
+}
+
+func (s *pointSeries) Labels() labels.Labels { return s.lset }
+
+func (s *pointSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
+	if pi, ok := it.(*pointIterator); ok {
+		*pi = pointIterator{s: s, i: -1}
+		return pi
+	}
+	return &pointIterator{s: s, i: -1}
+}
+
+type pointIterator struct {
+	s *pointSeries
+	i int
+}
+
+func (p *pointIterator) Next() chunkenc.ValueType {
+	if p.i+1 >= len(p.s.t) {
+		p.i = len(p.s.t)
+		return chunkenc.ValNone
+	}
+	p.i++
+	return chunkenc.ValFloat
+}
+
+func (p *pointIterator) Seek(t int64) chunkenc.ValueType {
+	if p.i < 0 {
+		p.i = 0
+	}
+	j, _ := slices.BinarySearch(p.s.t[p.i:], t)
+	p.i += j
+	if p.i >= len(p.s.t) {
+		return chunkenc.ValNone
+	}
+	return chunkenc.ValFloat
+}
+
+func (p *pointIterator) At() (int64, float64) { return p.s.t[p.i], p.s.f[p.i] }
+func (p *pointIterator) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
+	return p.s.t[p.i], nil
+}
+
+func (p *pointIterator) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
+	return p.s.t[p.i], nil
+}
+func (p *pointIterator) AtT() int64  { return p.s.t[p.i] }
+func (p *pointIterator) AtST() int64 { return 0 }
+func (p *pointIterator) Err() error  { return nil }

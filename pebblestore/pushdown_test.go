@@ -1,0 +1,201 @@
+package pebblestore_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/stretchr/testify/require"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
+)
+
+// TestSumPushdown: sum by/without (rate|increase(…)) answered by the store
+// summing each group first — from raw increments or from the per-minute
+// summaries of closed windows — equals the engine summing series by series,
+// for aligned and unaligned steps, offsets, instant queries, late data and
+// after a restart.
+func TestSumPushdown(t *testing.T) {
+	dir := t.TempDir()
+	open := func() (*pebblestore.DB, *pebblestore.SeriesStore) {
+		db, err := pebblestore.Open(dir, pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: 15 * time.Second}})
+		require.NoError(t, err)
+		_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
+		require.NoError(t, err)
+		return db, db.SeriesStore()
+	}
+	db, s := open()
+	const iv = int64(15000)
+	end := int64(1_800_000_000_000) / 3600000 * 3600000
+	start := end - 12*3600000
+	rnd := rand.New(rand.NewPCG(8, 9))
+	var series []labels.Labels
+	for i := range 12 {
+		series = append(series, labels.FromStrings("__name__", "x_total", "g", fmt.Sprint(i%3), "h", fmt.Sprint(i%2), "i", fmt.Sprint(i)))
+	}
+	type inc struct {
+		s int
+		t int64
+		v float64
+	}
+	var incs []inc
+	for t := start + iv; t <= end; t += iv {
+		for si := range series {
+			if rnd.IntN(3) > 0 {
+				incs = append(incs, inc{si, t, float64(rnd.IntN(5))})
+			}
+		}
+	}
+	// In time order in cuts, as live traffic, with a tenth held back and
+	// sent late, across a restart.
+	var late []inc
+	write := func(batch []inc) {
+		require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+			for _, x := range batch {
+				if err := add(series[x.s], x.t, x.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	}
+	for i := 0; i < len(incs); i += 40 {
+		var batch []inc
+		for _, x := range incs[i:min(i+40, len(incs))] {
+			if rnd.IntN(10) == 0 {
+				late = append(late, x)
+			} else {
+				batch = append(batch, x)
+			}
+		}
+		write(batch)
+		if i == len(incs)/2/40*40 {
+			require.NoError(t, db.Close())
+			db, s = open()
+		}
+	}
+	rnd.Shuffle(len(late), func(i, j int) { late[i], late[j] = late[j], late[i] })
+	write(late)
+	defer db.Close()
+
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{}), EnableAtModifier: true})
+	marker := func(without bool, g ...string) string {
+		m := pebblestore.SumPushdownMatcher(without, g)
+		return fmt.Sprintf("%s=%q", m.Name, m.Value)
+	}
+	run := func(q string, from, to int64, step time.Duration) promql.Matrix {
+		var qry promql.Query
+		var err error
+		if step == 0 {
+			qry, err = engine.NewInstantQuery(context.Background(), s, nil, q, time.UnixMilli(to))
+		} else {
+			qry, err = engine.NewRangeQuery(context.Background(), s, nil, q, time.UnixMilli(from), time.UnixMilli(to), step)
+		}
+		require.NoError(t, err)
+		defer qry.Close()
+		res := qry.Exec(context.Background())
+		require.NoError(t, res.Err, q)
+		var out promql.Matrix
+		switch v := res.Value.(type) {
+		case promql.Matrix:
+			for _, sr := range v {
+				out = append(out, promql.Series{Metric: sr.Metric, Floats: slices.Clone(sr.Floats)})
+			}
+		case promql.Vector:
+			for _, smp := range v {
+				out = append(out, promql.Series{Metric: smp.Metric, Floats: []promql.FPoint{{T: smp.T, F: smp.F}}})
+			}
+		}
+		slices.SortFunc(out, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
+		return out
+	}
+	checked := 0
+	for _, tc := range []struct {
+		pushed, plain string
+	}{
+		{`sum by (g) (rate(x_total{` + marker(false, "g") + `}[5m]))`, `sum by (g) (rate(x_total[5m]) * 1)`},
+		{`sum by (g, h) (increase(x_total{` + marker(false, "g", "h") + `}[1h]))`, `sum by (g, h) (increase(x_total[1h]) * 1)`},
+		{`sum without (i) (rate(x_total{` + marker(true, "i") + `}[10m] offset 1h))`, `sum without (i) (rate(x_total[10m] offset 1h) * 1)`},
+		{`sum(increase(x_total{h="1",` + marker(false) + `}[2h]))`, `sum(increase(x_total{h="1"}[2h]) * 1)`},
+	} {
+		for _, rng := range []struct {
+			from, to int64
+			step     time.Duration
+		}{
+			{start + 3600000, end, time.Minute},                          // on the minute grid: summaries
+			{start + 3600000 + 15000, end - 7000, 45 * time.Second},      // off it: raw increments
+			{start, end + 3600000, 20 * time.Minute},                     // past both ends
+			{0, end - 5*3600000, 0},                                      // instant
+			{end - 3600000*3/2 + 1234, end - 3600000*3/2 + 1234, 0},      // instant, off the grid
+			{start + 2*3600000, start + 4*3600000, 2 * time.Hour / 7200}, // one-second steps
+		} {
+			want := run(tc.plain, rng.from, rng.to, rng.step)
+			got := run(tc.pushed, rng.from, rng.to, rng.step)
+			require.Equal(t, len(want), len(got), "%s %v", tc.pushed, rng)
+			for i := range want {
+				require.Equal(t, want[i].Metric, got[i].Metric)
+				require.Equal(t, len(want[i].Floats), len(got[i].Floats), "%s %s", tc.pushed, want[i].Metric)
+				for j, w := range want[i].Floats {
+					g := got[i].Floats[j]
+					require.Equal(t, w.T, g.T)
+					// The engine extrapolates over the window's first
+					// millisecond for each series or for their sum: the
+					// results differ below 1e-6 of the value.
+					require.InDelta(t, w.F, g.F, 1e-6*math.Max(1, math.Abs(w.F)), "%s %s at %d", tc.pushed, want[i].Metric, w.T)
+					checked++
+				}
+			}
+		}
+	}
+	require.Greater(t, checked, 5000)
+}
+
+// TestSumPushdownDeclines: series that are not increments, or of several
+// names, are answered series by series, with the marker ignored.
+func TestSumPushdownDeclines(t *testing.T) {
+	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
+	require.NoError(t, err)
+	s := db.SeriesStore()
+	app := s.Appender(context.Background())
+	for i := range 20 {
+		_, err := app.Append(0, labels.FromStrings("__name__", "c_total", "g", "a", "i", fmt.Sprint(i%2)), int64(i)*15000, float64(i*(i%7))) // resets
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		return add(labels.FromStrings("__name__", "d_total", "g", "a"), 60000, 5)
+	}))
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	m := pebblestore.SumPushdownMatcher(false, []string{"g"})
+	for _, pair := range [][2]string{
+		{fmt.Sprintf(`sum by (g) (increase(c_total{%s=%q}[5m]))`, m.Name, m.Value), `sum by (g) (increase(c_total[5m]))`},
+		{fmt.Sprintf(`sum by (g) (increase({__name__=~"[cd]_total",%s=%q}[5m]))`, m.Name, m.Value), `sum by (g) (increase({__name__=~"[cd]_total"}[5m]))`},
+	} {
+		var vals [2]float64
+		for k, q := range pair {
+			qry, err := engine.NewInstantQuery(context.Background(), s, nil, q, time.UnixMilli(5*60000))
+			require.NoError(t, err)
+			res := qry.Exec(context.Background())
+			require.NoError(t, res.Err)
+			v, err := res.Vector()
+			require.NoError(t, err)
+			require.Len(t, v, 1, q)
+			vals[k] = v[0].F
+			qry.Close()
+		}
+		require.Equal(t, vals[1], vals[0], pair[0])
+	}
+	var _ storage.Queryable = s
+}
