@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
+
 	"github.com/proxylens/proxylens/internal/traffic"
 	"github.com/proxylens/proxylens/otelanalytics"
 )
@@ -159,5 +161,62 @@ func BenchmarkRecordBytes(b *testing.B) {
 		if err := db.Close(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkAppendFlush: one flush of 100,000 increment series (an increment
+// each, one synced commit), as a cut writes them every flush interval.
+// window-close flushes are the ones that cross a two-hour window, where
+// every series' closed window is summarized.
+func BenchmarkAppendFlush(b *testing.B) {
+	const n = 100_000
+	series := make([]labels.Labels, n)
+	for i := range series {
+		series[i] = labels.FromStrings("__name__", "proxy_requests_total", "application", fmt.Sprintf("app-%d", i%10),
+			"domain", fmt.Sprintf("d%d.example.com", i/10%1000), "source", fmt.Sprintf("source-%02d", i/10000), "status_code", "200")
+	}
+	for _, crossing := range []bool{false, true} {
+		name := "steady"
+		if crossing {
+			name = "window-close"
+		}
+		b.Run(name, func(b *testing.B) {
+			db, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)); err != nil {
+				b.Fatal(err)
+			}
+			s := db.SeriesStore()
+			t := int64(1_800_000_000_000) / windowMs * windowMs
+			flush := func() {
+				if err := s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+					for i, ls := range series {
+						if err := add(ls, t, float64(1+i%5)); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range 240 { // an hour of history in the head windows first
+				t += 15000
+				flush()
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if crossing {
+					t = windowOf(t) + windowMs + 15000
+				} else {
+					t += 15000
+				}
+				flush()
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/flush")
+		})
 	}
 }

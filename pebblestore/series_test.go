@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
@@ -481,4 +482,90 @@ func TestTimeFiltering(t *testing.T) {
 	db, s = openSeries(t, dir) // the windows are known again after a restart
 	defer db.Close()
 	check(s)
+}
+
+func TestMetadata(t *testing.T) {
+	dir := t.TempDir()
+	db, s := openSeries(t, dir)
+	require.Empty(t, s.Metadata())
+	require.NoError(t, s.SetMetadata(map[string]Metadata{
+		"up":                {Type: "gauge", Help: "Up."},
+		"http_requests":     {Type: "counter", Help: "Requests.", Unit: "requests"},
+		"":                  {Type: "gauge"}, // ignored
+		"no_change_written": {},              // empty: nothing to write
+	}))
+	require.NoError(t, s.SetMetadata(map[string]Metadata{"up": {Type: "gauge", Help: "Up."}})) // unchanged
+	require.NoError(t, db.Close())
+	db, s = openSeries(t, dir)
+	defer db.Close()
+	require.Equal(t, map[string]Metadata{
+		"up":            {Type: "gauge", Help: "Up."},
+		"http_requests": {Type: "counter", Help: "Requests.", Unit: "requests"},
+	}, s.Metadata())
+}
+
+// TestConcurrentCreation: two appenders create the same series; the second
+// commit merges into the series the first created, and one of another
+// kind is refused with nothing written.
+func TestConcurrentCreation(t *testing.T) {
+	db, s := openSeries(t, t.TempDir())
+	defer db.Close()
+	ls := labels.FromStrings("__name__", "m")
+	a1, a2 := s.AppenderV2(context.Background()), s.AppenderV2(context.Background())
+	_, err := a1.Append(0, ls, 0, 1000, 1, nil, nil, storage.AppendV2Options{})
+	require.NoError(t, err)
+	_, err = a2.Append(0, ls, 0, 2000, 2, nil, nil, storage.AppendV2Options{})
+	require.NoError(t, err)
+	require.NoError(t, a1.Commit())
+	require.NoError(t, a2.Commit())
+	require.Equal(t, map[string][]point{ls.String(): {{1000, 1}, {2000, 2}}}, read(t, s, math.MinInt64, math.MaxInt64))
+	require.Equal(t, 1, s.NumSeries())
+
+	other := labels.FromStrings("__name__", "n")
+	a3 := s.AppenderV2(context.Background())
+	_, err = a3.Append(0, other, 0, 1000, 1, nil, nil, storage.AppendV2Options{})
+	require.NoError(t, err)
+	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		return add(other, 1000, 5)
+	}))
+	require.ErrorContains(t, a3.Commit(), "another writer created it with samples of another kind")
+	require.Equal(t, []point{{1000, 5}}, read(t, s, math.MinInt64, math.MaxInt64, eq("__name__", "n"))[other.String()])
+
+	// A rolled-back appender leaves no series behind.
+	a4 := s.AppenderV2(context.Background())
+	_, err = a4.Append(0, labels.FromStrings("__name__", "gone"), 0, 1000, 1, nil, nil, storage.AppendV2Options{})
+	require.NoError(t, err)
+	require.NoError(t, a4.Rollback())
+	require.Equal(t, 2, s.NumSeries())
+}
+
+// TestAppenderV1: the storage.Appender adapter stores samples and
+// histograms, and accepts what it does not store.
+func TestAppenderV1(t *testing.T) {
+	db, s := openSeries(t, t.TempDir())
+	defer db.Close()
+	app := s.Appender(context.Background())
+	ls := labels.FromStrings("__name__", "h")
+	ref, err := app.AppendHistogram(0, ls, 1000, &histogram.Histogram{Count: 1, PositiveSpans: []histogram.Span{{Length: 1}}, PositiveBuckets: []int64{1}}, nil)
+	require.NoError(t, err)
+	_, err = app.AppendHistogramSTZeroSample(ref, ls, 1000, 500, nil, nil)
+	require.NoError(t, err)
+	_, err = app.AppendSTZeroSample(ref, ls, 1000, 500)
+	require.NoError(t, err)
+	_, err = app.AppendExemplar(ref, ls, exemplar.Exemplar{})
+	require.NoError(t, err)
+	_, err = app.UpdateMetadata(ref, ls, metadata.Metadata{})
+	require.NoError(t, err)
+	app.SetOptions(nil)
+	require.NoError(t, app.Commit())
+	q, err := s.Querier(0, 2000)
+	require.NoError(t, err)
+	defer q.Close()
+	ss := q.Select(context.Background(), false, nil, eq("__name__", "h"))
+	require.True(t, ss.Next())
+	it := ss.At().Iterator(nil)
+	require.Equal(t, chunkenc.ValHistogram, it.Next())
+	_, h := it.AtHistogram(nil)
+	require.Equal(t, uint64(1), h.Count)
+	require.NoError(t, s.Appender(context.Background()).Rollback())
 }
