@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -343,4 +346,31 @@ func TestOTLPMetricsIngest(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
 	require.JSONEq(t, `{"partialSuccess":{"rejectedDataPoints":"1","errorMessage":"invalid temporality and type combination for metric \"jobs\""}}`, string(b))
+}
+
+// TestRemoteWriteServed: a running proxylens takes remote write on its
+// HTTP address and answers for the series it was sent.
+func TestRemoteWriteServed(t *testing.T) {
+	s := start(t, testConfig(t), Options{})
+	now := time.Now()
+	req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "node_load1"}, {Name: "instance", Value: "n1"}},
+		Samples: []prompb.Sample{{Timestamp: now.Add(-time.Minute).UnixMilli(), Value: 0.5}, {Timestamp: now.UnixMilli(), Value: 0.75}},
+	}}}
+	raw, err := req.Marshal()
+	require.NoError(t, err)
+	r, err := http.NewRequest(http.MethodPost, "http://"+s.HTTPAddr().String()+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw)))
+	require.NoError(t, err)
+	r.Header.Set("Content-Encoding", "snappy")
+	r.Header.Set("Content-Type", "application/x-protobuf")
+	resp, err := http.DefaultClient.Do(r)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+
+	v, _, _, err := queryClient(t, s).Query(context.Background(), `max_over_time(node_load1[5m])`, now)
+	require.NoError(t, err)
+	require.Equal(t, model.SampleValue(0.75), v.(model.Vector)[0].Value)
+	_, metrics, _ := get(t, "http://"+s.HTTPAddr().String()+"/metrics")
+	require.Contains(t, metrics, `proxylens_write_samples_total{api="remote_write"} 2`)
 }
