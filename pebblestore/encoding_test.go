@@ -207,7 +207,7 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	require.Equal(t, "01"+ // one chunk
 		"01"+"d00f"+"80fa01"+ // chunkenc.EncXOR, min time 1000, max time 16000
 		"11"+"0002"+"d00f3ff00000000000009875c25fff", // 17 bytes of Prometheus' XOR chunk: 2 samples, then the samples
-		hex.EncodeToString(appendWindow(nil, chunks, summary{})))
+		hex.EncodeToString(appendWindow(nil, chunks, nil)))
 	// A closed increment window's summary: the increments per minute end.
 	w, err = encodeSamples([]sample{{t: 15000, f: 1}, {t: 30000, f: 2}, {t: 75000, f: 4}})
 	require.NoError(t, err)
@@ -215,7 +215,10 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "01"+ // one chunk
 		"01"+"b0ea01"+"f09309"+"17"+"0003b0ea013ff00000000000009875c25fffc753080080"+ // XOR, 15000 to 75000, 23 bytes
-		"e0d403"+"01"+"12"+"0002c0a9074008000000000000e0d403d616", // summary: 60 s, XOR, 18 bytes: 3 at 60000, 4 at 120000
+		"03"+ // three summaries
+		"e0d403"+"01"+"12"+"0002c0a9074008000000000000e0d403d616"+ // 1 m, XOR, 18 bytes: 3 at 60000, 4 at 120000
+		"e0a712"+"01"+"0d"+"0001c0cf24401c000000000000"+ // 5 m: 7 at 300000
+		"80dddb01"+"01"+"0e"+"000180bab703401c000000000000", // 1 h: 7 at 3600000
 		hex.EncodeToString(appendWindow(nil, w.chunks, sum)))
 	// A sample with a start timestamp switches to XOR2, which stores them.
 	w, err = encodeSamples([]sample{{t: 1000, f: 1}, {st: 500, t: 16000, f: 2}})
@@ -223,5 +226,5 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	require.Equal(t, "02"+ // two chunks
 		"01"+"d00f"+"d00f"+"0c"+"0001d00f3ff0000000000000"+ // XOR, 1000 to 1000: 1 sample
 		"04"+"80fa01"+"80fa01"+"11"+"00018080fa01400000000000000098f201", // XOR2, 16000 to 16000: 1 sample with its start time
-		hex.EncodeToString(appendWindow(nil, w.chunks, summary{})))
+		hex.EncodeToString(appendWindow(nil, w.chunks, nil)))
 }

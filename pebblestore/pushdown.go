@@ -190,13 +190,17 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(series[a].id, series[b].id) })
+	grids := map[int64]bool{}
+	for _, res := range summaryLevels {
+		grids[res] = onGrid(bounds, math.MaxInt64, res)
+	}
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			p := &parts[w]
 			p.sums = make([][]float64, nGroups)
 			p.present = make([]bool, nGroups)
-			r := counterReader{onGrid: onGrid(bounds, math.MaxInt64, summaryMs)}
+			r := counterReader{onGrid: grids}
 			defer r.close()
 			for _, i := range order[w*len(order)/workers : (w+1)*len(order)/workers] {
 				if i%64 == 0 {
@@ -244,9 +248,10 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []
 
 // counterReader reads increment series as counters at given times.
 type counterReader struct {
-	onGrid bool // every bound is on the summaries' grid
+	onGrid map[int64]bool // summary resolutions on whose grid every bound lies
 	iter   *pebble.Iterator
 	chunks []timedChunk
+	sums   []summary
 	it     chunkenc.Iterator
 }
 
@@ -292,14 +297,22 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 			return false, err
 		}
 		r.chunks = r.chunks[:0]
-		sum, err := windowSummary(v)
-		if err != nil {
+		if r.sums, err = windowSummaries(v, r.sums); err != nil {
 			return false, err
 		}
-		if sum.res > 0 && (r.onGrid || onGrid(bounds[bi:], windowFromKey(it.Key())+windowMs, sum.res)) {
-			r.chunks = append(r.chunks, timedChunk{c: sum.c})
-		} else if r.chunks, err = decodeWindow(v, r.chunks); err != nil {
-			return false, err
+		// The coarsest summary on whose grid every boundary in the window
+		// lies, else the raw increments.
+		end := windowFromKey(it.Key()) + windowMs
+		for i := len(r.sums) - 1; i >= 0; i-- {
+			if res := r.sums[i].res; r.onGrid[res] || onGrid(bounds[bi:], end, res) {
+				r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
+				break
+			}
+		}
+		if len(r.chunks) == 0 {
+			if r.chunks, err = decodeWindow(v, r.chunks); err != nil {
+				return false, err
+			}
 		}
 		for _, c := range r.chunks {
 			r.it = c.c.Iterator(r.it)

@@ -133,7 +133,8 @@ func TestSumPushdown(t *testing.T) {
 		}{
 			{start + 3600000, end, time.Minute},                          // on the minute grid: summaries
 			{start + 3600000 + 15000, end - 7000, 45 * time.Second},      // off it: raw increments
-			{start, end + 3600000, 20 * time.Minute},                     // past both ends
+			{start, end + 3600000, 20 * time.Minute},                     // past both ends: 5-minute summaries
+			{start + 3600000, end, time.Hour},                            // hourly summaries
 			{0, end - 5*3600000, 0},                                      // instant
 			{end - 3600000*3/2 + 1234, end - 3600000*3/2 + 1234, 0},      // instant, off the grid
 			{start + 2*3600000, start + 4*3600000, 2 * time.Hour / 7200}, // one-second steps

@@ -590,16 +590,16 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 	updates := make([]headUpdate, 0, len(a.order))
 	var buf []byte
 	// set writes a window; a closed window of an increment series (one
-	// the head has moved past) gets its summary.
+	// the head has moved past) gets its summaries.
 	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
-		var sum summary
-		if closed && ms.kind == KindIncrements && a.s.interval < summaryMs {
+		var sums []summary
+		if closed && ms.kind == KindIncrements && a.s.interval < summaryLevels[0] {
 			var err error
-			if sum, err = summarize(chunks); err != nil {
+			if sums, err = summarize(chunks); err != nil {
 				return err
 			}
 		}
-		buf = appendWindow(buf[:0], chunks, sum)
+		buf = appendWindow(buf[:0], chunks, sums)
 		return b.Set(chunkKey(ms.id, w), buf, nil)
 	}
 	for _, ms := range a.order {
@@ -664,7 +664,7 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 				case w != u.window:
 					if u.head == nil && u.window != math.MinInt64 {
 						// The stored head window closes: read it to
-						// write its summary.
+						// write its summaries.
 						stored, err := a.s.readWindowLocked(ms, u.window)
 						if err != nil {
 							return nil, err

@@ -50,24 +50,26 @@ type timedChunk struct {
 
 // A window value: uvarint count, then per chunk its encoding byte, varint
 // min and max time, uvarint length and bytes; then, for a closed window of
-// an increment series, its summary (see summary).
+// an increment series, its summaries (see summary).
 
-// summaryMs is the resolution of an increment series' window summary.
-const summaryMs = 60_000
+// summaryLevels are the resolutions of an increment series' window
+// summaries, finest first.
+var summaryLevels = [...]int64{60_000, 300_000, 3_600_000}
 
-// summary is a closed increment window's increments summed per minute:
-// points at each minute end m holding the sum of the increments in
-// (m − 1m, m], in one XOR chunk. A read whose window boundaries all fall on
-// minute ends reads it instead of the raw increments: a quarter of the
-// points at the default 15 s flush interval, with the same counter at every
-// boundary.
+// summary is a closed increment window's increments summed per res: points
+// at each multiple m of res holding the sum of the increments in
+// (m − res, m], in one XOR chunk. A read whose window boundaries all fall
+// on multiples of res reads the coarsest such summary instead of the raw
+// increments, with the same counter at every boundary: at the default 15 s
+// flush interval, a quarter of the points at a minute, a twentieth at five
+// minutes, 1/240 at an hour.
 type summary struct {
-	res int64 // ms; 0: none
+	res int64 // ms
 	c   chunkenc.Chunk
 }
 
-// appendWindow encodes a window's chunks and summary (res 0: none).
-func appendWindow(dst []byte, chunks []timedChunk, sum summary) []byte {
+// appendWindow encodes a window's chunks and summaries.
+func appendWindow(dst []byte, chunks []timedChunk, sums []summary) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(chunks)))
 	for _, c := range chunks {
 		b := c.c.Bytes()
@@ -77,53 +79,48 @@ func appendWindow(dst []byte, chunks []timedChunk, sum summary) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(b)))
 		dst = append(dst, b...)
 	}
-	if sum.res > 0 {
-		b := sum.c.Bytes()
-		dst = binary.AppendUvarint(dst, uint64(sum.res))
-		dst = append(dst, byte(sum.c.Encoding()))
-		dst = binary.AppendUvarint(dst, uint64(len(b)))
-		dst = append(dst, b...)
+	if len(sums) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(sums)))
+		for _, sum := range sums {
+			b := sum.c.Bytes()
+			dst = binary.AppendUvarint(dst, uint64(sum.res))
+			dst = append(dst, byte(sum.c.Encoding()))
+			dst = binary.AppendUvarint(dst, uint64(len(b)))
+			dst = append(dst, b...)
+		}
 	}
 	return dst
 }
 
-// decodeWindow decodes a window value's chunks. The chunks alias val.
+// decodeWindow decodes a window value's chunks, which alias val.
 func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
-	chunks, _, err := decodeWindowSummary(val, dst)
-	return chunks, err
-}
-
-// decodeWindowSummary decodes a window value's chunks and summary. Both
-// alias val.
-func decodeWindowSummary(val []byte, dst []timedChunk) ([]timedChunk, summary, error) {
 	rd := reader{b: val}
 	n := rd.uvarint()
 	if n > uint64(len(val)) {
-		return nil, summary{}, fmt.Errorf("window of %d chunks: %w", n, errCorrupt)
+		return nil, fmt.Errorf("window of %d chunks: %w", n, errCorrupt)
 	}
 	for range n {
 		enc := chunkenc.Encoding(rd.byte())
 		minT, maxT := rd.varint(), rd.varint()
 		b := rd.bytes(rd.uvarint())
 		if rd.err != nil {
-			return nil, summary{}, fmt.Errorf("window chunk: %w", rd.err)
+			return nil, fmt.Errorf("window chunk: %w", rd.err)
 		}
 		c, err := chunkenc.FromData(enc, b)
 		if err != nil {
-			return nil, summary{}, fmt.Errorf("window chunk: %w", err)
+			return nil, fmt.Errorf("window chunk: %w", err)
 		}
 		dst = append(dst, timedChunk{c: c, minT: minT, maxT: maxT})
 	}
-	if len(rd.b) == 0 {
-		return dst, summary{}, nil
+	if _, err := readSummaries(&rd, nil); err != nil {
+		return nil, err
 	}
-	sum, err := readSummary(&rd)
-	return dst, sum, err
+	return dst, nil
 }
 
-// windowSummary decodes only a window value's summary (res 0: none), which
-// aliases val.
-func windowSummary(val []byte) (summary, error) {
+// windowSummaries decodes only a window value's summaries, which alias
+// val; nil for a window without.
+func windowSummaries(val []byte, dst []summary) ([]summary, error) {
 	rd := reader{b: val}
 	n := rd.uvarint()
 	for range n {
@@ -133,61 +130,76 @@ func windowSummary(val []byte) (summary, error) {
 		rd.bytes(rd.uvarint())
 	}
 	if rd.err != nil {
-		return summary{}, fmt.Errorf("window: %w", rd.err)
+		return nil, fmt.Errorf("window: %w", rd.err)
 	}
+	return readSummaries(&rd, dst[:0])
+}
+
+// readSummaries reads the summaries at the end of a window value.
+func readSummaries(rd *reader, dst []summary) ([]summary, error) {
 	if len(rd.b) == 0 {
-		return summary{}, nil
+		return dst, nil
 	}
-	return readSummary(&rd)
+	n := rd.uvarint()
+	for range n {
+		sum := summary{res: int64(rd.uvarint())}
+		enc := chunkenc.Encoding(rd.byte())
+		b := rd.bytes(rd.uvarint())
+		if rd.err != nil || sum.res <= 0 {
+			return nil, fmt.Errorf("window summary: %w", errCorrupt)
+		}
+		c, err := chunkenc.FromData(enc, b)
+		if err != nil {
+			return nil, fmt.Errorf("window summary: %w", err)
+		}
+		sum.c = c
+		dst = append(dst, sum)
+	}
+	if rd.err != nil || len(rd.b) != 0 {
+		return nil, fmt.Errorf("window: trailing bytes: %w", errCorrupt)
+	}
+	return dst, nil
 }
 
-// readSummary reads the summary at the end of a window value.
-func readSummary(rd *reader) (summary, error) {
-	sum := summary{res: int64(rd.uvarint())}
-	enc := chunkenc.Encoding(rd.byte())
-	b := rd.bytes(rd.uvarint())
-	if rd.err != nil || sum.res <= 0 || len(rd.b) != 0 {
-		return summary{}, fmt.Errorf("window summary: %w", errCorrupt)
-	}
-	c, err := chunkenc.FromData(enc, b)
-	if err != nil {
-		return summary{}, fmt.Errorf("window summary: %w", err)
-	}
-	sum.c = c
-	return sum, nil
-}
-
-// summarize sums a closed window's increments per minute end.
-func summarize(chunks []timedChunk) (summary, error) {
-	c := chunkenc.NewXORChunk()
-	app, err := c.Appender()
-	if err != nil {
-		return summary{}, err
+// summarize sums a closed window's increments at each summary level.
+func summarize(chunks []timedChunk) ([]summary, error) {
+	sums := make([]summary, len(summaryLevels))
+	apps := make([]chunkenc.Appender, len(summaryLevels))
+	ends := make([]int64, len(summaryLevels))
+	accs := make([]float64, len(summaryLevels))
+	for i, res := range summaryLevels {
+		c := chunkenc.NewXORChunk()
+		app, err := c.Appender()
+		if err != nil {
+			return nil, err
+		}
+		sums[i], apps[i], ends[i] = summary{res: res, c: c}, app, math.MinInt64
 	}
 	var it chunkenc.Iterator
-	var m int64 = math.MinInt64
-	var acc float64
 	for _, tc := range chunks {
 		it = tc.c.Iterator(it)
 		for it.Next() == chunkenc.ValFloat {
 			t, f := it.At()
-			end := ceilDiv(t, summaryMs) * summaryMs
-			if end != m {
-				if m != math.MinInt64 {
-					app.Append(0, m, acc)
+			for i, res := range summaryLevels {
+				if end := ceilDiv(t, res) * res; end != ends[i] {
+					if ends[i] != math.MinInt64 {
+						apps[i].Append(0, ends[i], accs[i])
+					}
+					ends[i], accs[i] = end, 0
 				}
-				m, acc = end, 0
+				accs[i] += f
 			}
-			acc += f
 		}
 		if err := it.Err(); err != nil {
-			return summary{}, err
+			return nil, err
 		}
 	}
-	if m != math.MinInt64 {
-		app.Append(0, m, acc)
+	for i := range summaryLevels {
+		if ends[i] != math.MinInt64 {
+			apps[i].Append(0, ends[i], accs[i])
+		}
 	}
-	return summary{res: summaryMs, c: c}, nil
+	return sums, nil
 }
 
 // ceilDiv returns ⌈a/b⌉ for b > 0.
