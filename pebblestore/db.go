@@ -150,15 +150,6 @@ func (d *DB) checkFormat(now time.Time) error {
 	}
 	ver, n := binary.Uvarint(v)
 	_ = closer.Close()
-	if n > 0 && ver == 2 {
-		// Version 3 only adds window summaries, which readers do without
-		// where a window has none: upgrade the stamp.
-		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
-			return fmt.Errorf("upgrade format version: %w", err)
-		}
-		d.log.Info("database format upgraded", "from", ver, "to", FormatVersion)
-		ver = FormatVersion
-	}
 	if n <= 0 || ver != FormatVersion {
 		return fmt.Errorf("database in %s has format version %d; this proxylens reads version %d", d.dir, ver, FormatVersion)
 	}
@@ -373,25 +364,29 @@ func (d *DB) recordBytes() (uint64, error) {
 	return d.db.EstimateDiskUsage(start, end)
 }
 
-// SeriesBytes flushes and compacts the series store (its index, chunks and
-// window bases) and returns its size on disk, for measurements.
-func (d *DB) SeriesBytes() (uint64, error) {
+// SeriesBytes flushes and compacts the series store and returns its size
+// on disk: samples (the index, chunks and window bases) and the window
+// summaries, for measurements.
+func (d *DB) SeriesBytes() (samples, summaries uint64, err error) {
 	if err := d.db.Flush(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var total uint64
-	for _, p := range []byte{prefixBases, prefixChunks, prefixPostings, prefixSeries} {
+	for _, p := range []byte{prefixBases, prefixChunks, prefixPostings, prefixSeries, prefixSummaries} {
 		start, end := []byte{p}, []byte{p + 1}
 		if err := d.db.Compact(context.Background(), start, end, true); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		n, err := d.db.EstimateDiskUsage(start, end)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		total += n
+		if p == prefixSummaries {
+			summaries += n
+		} else {
+			samples += n
+		}
 	}
-	return total, nil
+	return samples, summaries, nil
 }
 
 // Replayed implements otelanalytics.Store.

@@ -207,24 +207,27 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	require.Equal(t, "01"+ // one chunk
 		"01"+"d00f"+"80fa01"+ // chunkenc.EncXOR, min time 1000, max time 16000
 		"11"+"0002"+"d00f3ff00000000000009875c25fff", // 17 bytes of Prometheus' XOR chunk: 2 samples, then the samples
-		hex.EncodeToString(appendWindow(nil, chunks, nil)))
-	// A closed increment window's summary: the increments per minute end.
+		hex.EncodeToString(appendWindow(nil, chunks)))
+	// A closed increment window's summaries: the increments per minute,
+	// five minutes and hour.
 	w, err = encodeSamples([]sample{{t: 15000, f: 1}, {t: 30000, f: 2}, {t: 75000, f: 4}})
 	require.NoError(t, err)
-	sum, err := summarize(w.chunks)
+	sums, err := summarize(w.chunks)
 	require.NoError(t, err)
-	require.Equal(t, "01"+ // one chunk
-		"01"+"b0ea01"+"f09309"+"17"+"0003b0ea013ff00000000000009875c25fffc753080080"+ // XOR, 15000 to 75000, 23 bytes
-		"03"+ // three summaries
+	require.Equal(t, "75"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(summaryKey(7, 1_764_331_200_000)))
+	require.Equal(t, "03"+ // three summaries
 		"e0d403"+"01"+"12"+"0002c0a9074008000000000000e0d403d616"+ // 1 m, XOR, 18 bytes: 3 at 60000, 4 at 120000
 		"e0a712"+"01"+"0d"+"0001c0cf24401c000000000000"+ // 5 m: 7 at 300000
 		"80dddb01"+"01"+"0e"+"000180bab703401c000000000000", // 1 h: 7 at 3600000
-		hex.EncodeToString(appendWindow(nil, w.chunks, sum)))
+		hex.EncodeToString(appendSummaries(nil, sums)))
+	got, err := decodeSummaries(appendSummaries(nil, sums), nil)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
 	// A sample with a start timestamp switches to XOR2, which stores them.
 	w, err = encodeSamples([]sample{{t: 1000, f: 1}, {st: 500, t: 16000, f: 2}})
 	require.NoError(t, err)
 	require.Equal(t, "02"+ // two chunks
 		"01"+"d00f"+"d00f"+"0c"+"0001d00f3ff0000000000000"+ // XOR, 1000 to 1000: 1 sample
 		"04"+"80fa01"+"80fa01"+"11"+"00018080fa01400000000000000098f201", // XOR2, 16000 to 16000: 1 sample with its start time
-		hex.EncodeToString(appendWindow(nil, w.chunks, nil)))
+		hex.EncodeToString(appendWindow(nil, w.chunks)))
 }

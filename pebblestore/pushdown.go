@@ -248,16 +248,24 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []
 
 // counterReader reads increment series as counters at given times.
 type counterReader struct {
-	onGrid map[int64]bool // summary resolutions on whose grid every bound lies
-	iter   *pebble.Iterator
-	chunks []timedChunk
-	sums   []summary
-	it     chunkenc.Iterator
+	onGrid                  map[int64]bool // summary resolutions on whose grid every bound lies
+	iter, sumIter, baseIter *pebble.Iterator
+	chunks                  []timedChunk
+	sums                    []summary
+	it                      chunkenc.Iterator
+
+	// The series being read.
+	bounds  []int64
+	acc     []float64
+	bi      int     // the next boundary
+	counter float64 // the counter so far
 }
 
 func (r *counterReader) close() {
-	if r.iter != nil {
-		_ = r.iter.Close()
+	for _, it := range []*pebble.Iterator{r.iter, r.sumIter, r.baseIter} {
+		if it != nil {
+			_ = it.Close()
+		}
 	}
 }
 
@@ -267,78 +275,140 @@ func (r *counterReader) close() {
 // whether the series has any there (else it adds nothing).
 func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []int64, acc []float64) (bool, error) {
 	last := min(maxt, bounds[len(bounds)-1])
-	lower, upper := chunkPrefix(id), prefixEnd(chunkPrefix(id))
-	if mint > math.MinInt64+windowMs {
-		lower = chunkKey(id, windowOf(mint))
-	}
-	if last < math.MaxInt64-windowMs {
-		upper = chunkKey(id, windowOf(last)+windowMs)
-	}
-	if r.iter == nil {
-		var err error
-		if r.iter, err = q.snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper}); err != nil {
-			return false, err
-		}
-	} else {
-		r.iter.SetBounds(lower, upper)
-	}
-	it := r.iter
-	if !it.First() {
-		return false, it.Error()
-	}
-	wb, err := getBase(q.snap, id, windowFromKey(it.Key()))
-	if err != nil {
+	first, lastW := windowOf(max(mint, math.MinInt64+windowMs)), windowOf(min(last, math.MaxInt64-windowMs))
+	wb, found, err := r.firstBase(q, id, first, lastW)
+	if err != nil || !found {
 		return false, err
 	}
-	counter, bi := wb.base, 0
-	for valid := true; valid; valid = it.Next() {
-		v, err := it.ValueAndErr()
+	r.counter, r.bi = wb.base, 0
+	r.acc, r.bounds = acc, bounds
+	// Closed windows from their summaries, where the boundaries allow;
+	// every closed window of an increment series has them.
+	raw := first
+	if q.s.summarized() {
+		it, err := r.open(q, &r.sumIter, summaryKey(id, first), summaryKey(id, lastW+windowMs))
 		if err != nil {
 			return false, err
 		}
-		r.chunks = r.chunks[:0]
-		if r.sums, err = windowSummaries(v, r.sums); err != nil {
+		for valid := it.First(); valid; valid = it.Next() {
+			w := windowFromKey(it.Key())
+			v, err := it.ValueAndErr()
+			if err == nil {
+				r.sums, err = decodeSummaries(v, r.sums[:0])
+			}
+			if err != nil {
+				return false, err
+			}
+			r.chunks = r.chunks[:0]
+			for i := len(r.sums) - 1; i >= 0; i-- {
+				if res := r.sums[i].res; r.onGrid[res] || onGrid(bounds[r.bi:], w+windowMs, res) {
+					r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
+					break
+				}
+			}
+			if len(r.chunks) == 0 { // the raw increments of this window
+				v, closer, err := q.snap.Get(chunkKey(id, w))
+				if err != nil {
+					return false, fmt.Errorf("window %d: %w", w, err)
+				}
+				r.chunks, err = decodeWindow(v, r.chunks)
+				if err == nil {
+					err = r.read()
+				}
+				_ = closer.Close()
+				if err != nil {
+					return false, err
+				}
+			} else if err := r.read(); err != nil {
+				return false, err
+			}
+			if r.bi == len(bounds) {
+				return true, nil
+			}
+			raw = w + windowMs
+		}
+		if err := it.Error(); err != nil {
 			return false, err
 		}
-		// The coarsest summary on whose grid every boundary in the window
-		// lies, else the raw increments.
-		end := windowFromKey(it.Key()) + windowMs
-		for i := len(r.sums) - 1; i >= 0; i-- {
-			if res := r.sums[i].res; r.onGrid[res] || onGrid(bounds[bi:], end, res) {
-				r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
-				break
-			}
+	}
+	// The windows without summaries: the newest (or all, where increments
+	// are not finer than a minute).
+	it, err := r.open(q, &r.iter, chunkKey(id, raw), chunkKey(id, lastW+windowMs))
+	if err != nil {
+		return false, err
+	}
+	for valid := it.First(); valid && r.bi < len(bounds); valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err == nil {
+			r.chunks, err = decodeWindow(v, r.chunks[:0])
 		}
-		if len(r.chunks) == 0 {
-			if r.chunks, err = decodeWindow(v, r.chunks); err != nil {
-				return false, err
-			}
+		if err == nil {
+			err = r.read()
 		}
-		for _, c := range r.chunks {
-			r.it = c.c.Iterator(r.it)
-			for r.it.Next() == chunkenc.ValFloat {
-				t, f := r.it.At()
-				for bi < len(bounds) && bounds[bi] < t {
-					acc[bi] += counter
-					bi++
-				}
-				if bi == len(bounds) {
-					return true, nil
-				}
-				counter += f
-			}
-			if err := r.it.Err(); err != nil {
-				return false, err
-			}
+		if err != nil {
+			return false, err
 		}
 	}
 	if err := it.Error(); err != nil {
 		return false, err
 	}
-	for ; bi < len(bounds); bi++ {
-		acc[bi] += counter
+	for ; r.bi < len(bounds); r.bi++ {
+		acc[r.bi] += r.counter
 	}
 	return true, nil
+}
+
+// firstBase returns the base of the series' first window in [first, last]
+// (found false: no window there).
+func (r *counterReader) firstBase(q *querier, id uint64, first, last int64) (windowBase, bool, error) {
+	it, err := r.open(q, &r.baseIter, baseKey(id, first), baseKey(id, last+windowMs))
+	if err != nil {
+		return windowBase{}, false, err
+	}
+	if !it.First() {
+		return windowBase{}, false, it.Error()
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return windowBase{}, false, err
+	}
+	wb, err := decodeBase(v)
+	return wb, err == nil, err
+}
+
+// open returns *it, created or reused, bounded to [lower, upper).
+func (r *counterReader) open(q *querier, it **pebble.Iterator, lower, upper []byte) (*pebble.Iterator, error) {
+	if *it == nil {
+		var err error
+		*it, err = q.snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		return *it, err
+	}
+	(*it).SetBounds(lower, upper)
+	return *it, nil
+}
+
+// read adds r.chunks' increments to the counter, adding the counter to the
+// accumulator at every boundary it passes.
+func (r *counterReader) read() error {
+	bounds, acc := r.bounds, r.acc
+	for _, c := range r.chunks {
+		r.it = c.c.Iterator(r.it)
+		for r.it.Next() == chunkenc.ValFloat {
+			t, f := r.it.At()
+			for r.bi < len(bounds) && bounds[r.bi] < t {
+				acc[r.bi] += r.counter
+				r.bi++
+			}
+			if r.bi == len(bounds) {
+				return nil
+			}
+			r.counter += f
+		}
+		if err := r.it.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // onGrid reports whether every bound before end lies on a multiple of res

@@ -22,10 +22,11 @@ import (
 
 // Key spaces of the series store.
 const (
-	prefixSeries   = 's' // s<id:8>                                   → kind, labels
-	prefixPostings = 'p' // p<len><name><len><value><id:8>            → empty
-	prefixChunks   = 'c' // c<id:8><window start:8, sign bit flipped> → window value
-	prefixBases    = 'b' // b<id:8><window start:8, sign bit flipped> → base, total (increment series)
+	prefixSeries    = 's' // s<id:8>                                   → kind, labels
+	prefixPostings  = 'p' // p<len><name><len><value><id:8>            → empty
+	prefixChunks    = 'c' // c<id:8><window start:8, sign bit flipped> → window value
+	prefixBases     = 'b' // b<id:8><window start:8, sign bit flipped> → base, total (increment series)
+	prefixSummaries = 'u' // u<id:8><window start:8, sign bit flipped> → summaries (closed increment windows)
 )
 
 // SeriesKind says how a series' samples read back.
@@ -306,6 +307,10 @@ func (s *SeriesStore) lookup(lset labels.Labels, h uint64) *memSeries {
 	}
 	return nil
 }
+
+// summarized reports whether closed increment windows get summaries: only
+// where increments are finer than the finest summary.
+func (s *SeriesStore) summarized() bool { return s.interval < summaryLevels[0] }
 
 // StartTime implements storage.Storage: the store has no lower bound.
 func (s *SeriesStore) StartTime() (int64, error) { return math.MinInt64, nil }
@@ -592,14 +597,17 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 	// set writes a window; a closed window of an increment series (one
 	// the head has moved past) gets its summaries.
 	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
-		var sums []summary
-		if closed && ms.kind == KindIncrements && a.s.interval < summaryLevels[0] {
-			var err error
-			if sums, err = summarize(chunks); err != nil {
+		if closed && ms.kind == KindIncrements && a.s.summarized() {
+			sums, err := summarize(chunks)
+			if err != nil {
+				return err
+			}
+			buf = appendSummaries(buf[:0], sums)
+			if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
 				return err
 			}
 		}
-		buf = appendWindow(buf[:0], chunks, sums)
+		buf = appendWindow(buf[:0], chunks)
 		return b.Set(chunkKey(ms.id, w), buf, nil)
 	}
 	for _, ms := range a.order {

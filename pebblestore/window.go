@@ -49,8 +49,7 @@ type timedChunk struct {
 }
 
 // A window value: uvarint count, then per chunk its encoding byte, varint
-// min and max time, uvarint length and bytes; then, for a closed window of
-// an increment series, its summaries (see summary).
+// min and max time, uvarint length and bytes.
 
 // summaryLevels are the resolutions of an increment series' window
 // summaries, finest first.
@@ -62,14 +61,20 @@ var summaryLevels = [...]int64{60_000, 300_000, 3_600_000}
 // on multiples of res reads the coarsest such summary instead of the raw
 // increments, with the same counter at every boundary: at the default 15 s
 // flush interval, a quarter of the points at a minute, a twentieth at five
-// minutes, 1/240 at an hour.
+// minutes, 1/240 at an hour. Summaries have their own key space, so a read
+// of them does not go through the raw chunks' bytes.
 type summary struct {
 	res int64 // ms
 	c   chunkenc.Chunk
 }
 
-// appendWindow encodes a window's chunks and summaries.
-func appendWindow(dst []byte, chunks []timedChunk, sums []summary) []byte {
+func summaryKey(id uint64, window int64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixSummaries}, id)
+	return binary.BigEndian.AppendUint64(k, uint64(window)^(1<<63))
+}
+
+// appendWindow encodes a window's chunks.
+func appendWindow(dst []byte, chunks []timedChunk) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(chunks)))
 	for _, c := range chunks {
 		b := c.c.Bytes()
@@ -78,16 +83,6 @@ func appendWindow(dst []byte, chunks []timedChunk, sums []summary) []byte {
 		dst = binary.AppendVarint(dst, c.maxT)
 		dst = binary.AppendUvarint(dst, uint64(len(b)))
 		dst = append(dst, b...)
-	}
-	if len(sums) > 0 {
-		dst = binary.AppendUvarint(dst, uint64(len(sums)))
-		for _, sum := range sums {
-			b := sum.c.Bytes()
-			dst = binary.AppendUvarint(dst, uint64(sum.res))
-			dst = append(dst, byte(sum.c.Encoding()))
-			dst = binary.AppendUvarint(dst, uint64(len(b)))
-			dst = append(dst, b...)
-		}
 	}
 	return dst
 }
@@ -112,35 +107,33 @@ func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
 		}
 		dst = append(dst, timedChunk{c: c, minT: minT, maxT: maxT})
 	}
-	if _, err := readSummaries(&rd, nil); err != nil {
-		return nil, err
+	if len(rd.b) != 0 {
+		return nil, fmt.Errorf("window: trailing bytes: %w", errCorrupt)
 	}
 	return dst, nil
 }
 
-// windowSummaries decodes only a window value's summaries, which alias
-// val; nil for a window without.
-func windowSummaries(val []byte, dst []summary) ([]summary, error) {
-	rd := reader{b: val}
-	n := rd.uvarint()
-	for range n {
-		rd.byte()
-		rd.varint()
-		rd.varint()
-		rd.bytes(rd.uvarint())
+// appendSummaries encodes a window's summaries: uvarint count, then for
+// each its uvarint resolution, encoding byte, uvarint length and bytes.
+func appendSummaries(dst []byte, sums []summary) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(sums)))
+	for _, sum := range sums {
+		b := sum.c.Bytes()
+		dst = binary.AppendUvarint(dst, uint64(sum.res))
+		dst = append(dst, byte(sum.c.Encoding()))
+		dst = binary.AppendUvarint(dst, uint64(len(b)))
+		dst = append(dst, b...)
 	}
-	if rd.err != nil {
-		return nil, fmt.Errorf("window: %w", rd.err)
-	}
-	return readSummaries(&rd, dst[:0])
+	return dst
 }
 
-// readSummaries reads the summaries at the end of a window value.
-func readSummaries(rd *reader, dst []summary) ([]summary, error) {
-	if len(rd.b) == 0 {
-		return dst, nil
-	}
+// decodeSummaries decodes a summary value; the chunks alias val.
+func decodeSummaries(val []byte, dst []summary) ([]summary, error) {
+	rd := reader{b: val}
 	n := rd.uvarint()
+	if n > uint64(len(val)) {
+		return nil, fmt.Errorf("%d summaries: %w", n, errCorrupt)
+	}
 	for range n {
 		sum := summary{res: int64(rd.uvarint())}
 		enc := chunkenc.Encoding(rd.byte())
@@ -155,8 +148,8 @@ func readSummaries(rd *reader, dst []summary) ([]summary, error) {
 		sum.c = c
 		dst = append(dst, sum)
 	}
-	if rd.err != nil || len(rd.b) != 0 {
-		return nil, fmt.Errorf("window: trailing bytes: %w", errCorrupt)
+	if len(rd.b) != 0 {
+		return nil, fmt.Errorf("summaries: trailing bytes: %w", errCorrupt)
 	}
 	return dst, nil
 }

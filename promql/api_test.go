@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -79,13 +80,19 @@ func fixtureMetadata() map[string][]promql.Metadata {
 
 // startAPI serves an API over a store holding the fixture.
 func startAPI(t testing.TB, cfg promql.Config) (*httptest.Server, *promql.API) {
+	return startAPIWith(t, cfg, nil)
+}
+
+// startAPIWith registers the engine's metrics with reg.
+func startAPIWith(t testing.TB, cfg promql.Config, reg prometheus.Registerer) (*httptest.Server, *promql.API) {
 	t.Helper()
 	s := openStore(t)
 	fillFixture(t, s)
 	a := promql.New(cfg, s, promql.Options{
-		Metadata:  fixtureMetadata,
-		BuildInfo: promql.BuildInfo{Version: "1.2.3", Revision: "abc"},
-		Now:       func() time.Time { return t0.Add(time.Hour) },
+		Metadata:   fixtureMetadata,
+		BuildInfo:  promql.BuildInfo{Version: "1.2.3", Revision: "abc"},
+		Now:        func() time.Time { return t0.Add(time.Hour) },
+		Registerer: reg,
 	})
 	t.Cleanup(func() { require.NoError(t, a.Close()) })
 	mux := http.NewServeMux()
@@ -313,9 +320,13 @@ func TestErrors(t *testing.T) {
 		})
 	}
 
-	// The request's timeout parameter: a query that cannot finish in 1 ns
-	// times out with 503.
-	code, env, _ := do(t, http.MethodGet, srv.URL+"/api/v1/query", url.Values{"query": {"1"}, "timeout": {"0.000001"}})
+}
+
+// TestTimeoutParameter: a query that cannot finish within the request's
+// timeout parameter times out with 503.
+func TestTimeoutParameter(t *testing.T) {
+	srv, _ := startAPI(t, promql.Config{})
+	code, env, _ := do(t, http.MethodGet, srv.URL+"/api/v1/query", url.Values{"query": {deathQuery}, "timeout": {"0.01"}})
 	require.Equal(t, http.StatusServiceUnavailable, code, env.Error)
 	require.Equal(t, "timeout", env.ErrorType)
 }
@@ -529,15 +540,25 @@ func TestAbsurdSubquery(t *testing.T) {
 // TestMaxConcurrent: with one slot, a second query waits in the queue while
 // the first runs, and gives up with 503 when its own timeout passes first.
 func TestMaxConcurrent(t *testing.T) {
-	srv, _ := startAPI(t, promql.Config{MaxConcurrent: 1, Timeout: time.Second})
+	reg := prometheus.NewRegistry()
+	srv, _ := startAPIWith(t, promql.Config{MaxConcurrent: 1, Timeout: time.Second}, reg)
+	running := func() float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "prometheus_engine_queries" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
 	slow := func(wg *sync.WaitGroup) {
-		started := make(chan struct{})
 		wg.Go(func() {
-			close(started)
 			_, _, _ = do(t, http.MethodGet, srv.URL+"/api/v1/query", url.Values{"query": {deathQuery}})
 		})
-		<-started
-		time.Sleep(200 * time.Millisecond) // let the slow query take the slot
+		for running() == 0 { // until the slow query holds the slot
+			time.Sleep(time.Millisecond)
+		}
 	}
 	var wg sync.WaitGroup
 	slow(&wg)

@@ -207,13 +207,14 @@ func BenchmarkDashboardQueries(b *testing.B) {
 func BenchmarkStorage(b *testing.B) {
 	s := benchStore(b)
 	for b.Loop() {
-		bytes, err := benchDB.SeriesBytes()
+		bytes, sumBytes, err := benchDB.SeriesBytes()
 		if err != nil {
 			b.Fatal(err)
 		}
 		series := int64(s.NumSeries())
 		samples := series * int64(benchDays()) * int64(24*time.Hour/benchInterval)
 		b.ReportMetric(float64(bytes)/float64(samples), "bytes/sample")
+		b.ReportMetric(float64(sumBytes)/float64(samples), "summary-bytes/sample")
 		b.ReportMetric(float64(samples)/benchBuild.Seconds(), "samples/s-built")
 		b.ReportMetric(float64(series), "series")
 	}
