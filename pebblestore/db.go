@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -63,6 +64,10 @@ type DB struct {
 	replayed   uint64 // the last segment replayed at Load, if any
 
 	bufs sync.Pool // *[]byte encode buffers
+
+	retentionMu sync.Mutex    // serializes policy changes
+	auditSeq    atomic.Uint64 // makes audit keys unique within a nanosecond
+	cutMu       sync.Mutex    // held by a cut and by a backup's snapshot
 }
 
 // Open opens (creating if needed) the store in dir. Call Load before using it.
@@ -411,6 +416,8 @@ const recordBatchBytes = 4 << 20
 // replayed and written again (the same keys, the same values), or the new
 // one.
 func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
+	d.cutMu.Lock()
+	defer d.cutMu.Unlock()
 	segs, err := listSegments(d.journalDir())
 	if err != nil {
 		return fmt.Errorf("list journal: %w", err)

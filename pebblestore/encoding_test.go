@@ -200,6 +200,10 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	require.Equal(t, "63"+"0000000000000007"+"7fffffffff922300", hex.EncodeToString(chunkKey(7, -windowMs)))
 	require.Equal(t, "62"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(baseKey(7, 1_764_331_200_000-1_764_331_200_000%windowMs)))
 	require.Equal(t, "0000000000002440"+"000000000000f83f", hex.EncodeToString(appendBase(nil, windowBase{base: 10, total: 1.5})))
+	// The daily rollup: a day (d, d+24h] keyed by d; midnight closes a day.
+	require.Equal(t, "79"+"0000000000000007"+"8000019ac7c27000", hex.EncodeToString(dayLevel.key(7, dayOf(1_764_331_200_000))))
+	require.Equal(t, int64(1_764_288_000_000), dayOf(1_764_288_000_000+1))
+	require.Equal(t, int64(1_764_288_000_000-dayMs), dayOf(1_764_288_000_000))
 
 	w, err := encodeSamples([]sample{{t: 1000, f: 1}, {t: 16000, f: 2}})
 	require.NoError(t, err)

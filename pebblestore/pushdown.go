@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -39,6 +40,24 @@ func SumPushdownMatcher(without bool, grouping []string) *labels.Matcher {
 		prefix = "without"
 	}
 	return labels.MustNewMatcher(labels.MatchEqual, SumPushdownLabel, prefix+string(b))
+}
+
+type (
+	rawDataKey      struct{}
+	iteratorOnlyKey struct{} // tests: answer series by series from the raw windows
+)
+
+// WithRawData returns a context under which the store answers queries from
+// raw samples only, never from window summaries or the daily rollup, where
+// raw samples still exist (see the query API's max_source_resolution).
+func WithRawData(ctx context.Context) context.Context {
+	return context.WithValue(ctx, rawDataKey{}, true)
+}
+
+// RawData reports whether ctx asks for raw samples only.
+func RawData(ctx context.Context) bool {
+	raw, _ := ctx.Value(rawDataKey{}).(bool)
+	return raw
 }
 
 // SumPushdown reports that the store honours SumPushdownMatcher.
@@ -88,13 +107,8 @@ func (q *querier) sumSelect(ctx context.Context, hints *storage.SelectHints, min
 			return nil
 		}
 	}
-	bounds := boundaryTimes(hints)
-	first, _ := slices.BinarySearch(bounds, mint)
-	last, found := slices.BinarySearch(bounds, maxt)
-	if found {
-		last++
-	}
-	if bounds = bounds[first:last]; len(bounds) == 0 {
+	bounds := boundsIn(hints, mint, maxt)
+	if len(bounds) == 0 {
 		return nil
 	}
 	// Group the series by their labels once grouped as the sum will.
@@ -140,6 +154,53 @@ func (q *querier) sumSelect(ctx context.Context, hints *storage.SelectHints, min
 		}
 	}
 	slices.SortFunc(set.series, func(a, b *pointSeries) int { return labels.Compare(a.lset, b.lset) })
+	return set
+}
+
+// boundsIn returns the boundary points of hints in [mint, maxt].
+func boundsIn(hints *storage.SelectHints, mint, maxt int64) []int64 {
+	bounds := boundaryTimes(hints)
+	first, _ := slices.BinarySearch(bounds, mint)
+	last, found := slices.BinarySearch(bounds, maxt)
+	if found {
+		last++
+	}
+	return bounds[first:last]
+}
+
+// pointSelect answers a selector under rate(), increase() or delta() that
+// matches increment series only with each series' counter at the window
+// boundaries, read as sumSelect reads them: from the window summaries and
+// the daily rollup where the boundaries allow. The series iterator gives
+// the same points from the raw windows alone. It returns nil where a
+// series is not an increment series, or the points would be too many.
+func (q *querier) pointSelect(ctx context.Context, hints *storage.SelectHints, mint, maxt int64, series []*memSeries) storage.SeriesSet {
+	if hints == nil || hints.Range <= 0 || hints.Step < 0 || !boundedFuncs[hints.Func] || len(series) == 0 || ctx.Value(iteratorOnlyKey{}) != nil {
+		return nil
+	}
+	for _, s := range series {
+		if s.kind != KindIncrements {
+			return nil
+		}
+	}
+	bounds := boundsIn(hints, mint, maxt)
+	if len(bounds) == 0 || len(series)*len(bounds) > maxPushdownPoints {
+		return nil
+	}
+	groupOf := make([]int, len(series))
+	for i := range groupOf {
+		groupOf[i] = i
+	}
+	sums, present, err := q.sumGroups(ctx, series, groupOf, len(series), bounds, mint, maxt)
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	set := &pointSeriesSet{i: -1}
+	for i, ms := range series { // sorted by labels
+		if present[i] {
+			set.series = append(set.series, &pointSeries{lset: ms.lset, t: bounds, f: sums[i]})
+		}
+	}
 	return set
 }
 
@@ -190,17 +251,19 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(series[a].id, series[b].id) })
+	raw := RawData(ctx)
 	grids := map[int64]bool{}
 	for _, res := range summaryLevels {
-		grids[res] = onGrid(bounds, math.MaxInt64, res)
+		grids[res] = onGrid(bounds, math.MaxInt64, res) && !raw
 	}
+	days := onGrid(bounds, math.MaxInt64, dayMs) && !raw
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			p := &parts[w]
 			p.sums = make([][]float64, nGroups)
 			p.present = make([]bool, nGroups)
-			r := counterReader{onGrid: grids}
+			r := counterReader{onGrid: grids, days: days, raw: raw}
 			defer r.close()
 			for _, i := range order[w*len(order)/workers : (w+1)*len(order)/workers] {
 				if i%64 == 0 {
@@ -248,11 +311,13 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []
 
 // counterReader reads increment series as counters at given times.
 type counterReader struct {
-	onGrid                  map[int64]bool // summary resolutions on whose grid every bound lies
-	iter, sumIter, baseIter *pebble.Iterator
-	chunks                  []timedChunk
-	sums                    []summary
-	it                      chunkenc.Iterator
+	onGrid                           map[int64]bool // summary resolutions on whose grid every bound lies
+	days                             bool           // every bound lies on the daily rollup's grid
+	raw                              bool           // raw windows only (WithRawData)
+	iter, sumIter, baseIter, dayIter *pebble.Iterator
+	chunks                           []timedChunk
+	sums                             []summary
+	it                               chunkenc.Iterator
 
 	// The series being read.
 	bounds  []int64
@@ -262,7 +327,7 @@ type counterReader struct {
 }
 
 func (r *counterReader) close() {
-	for _, it := range []*pebble.Iterator{r.iter, r.sumIter, r.baseIter} {
+	for _, it := range []*pebble.Iterator{r.iter, r.sumIter, r.baseIter, r.dayIter} {
 		if it != nil {
 			_ = it.Close()
 		}
@@ -275,6 +340,9 @@ func (r *counterReader) close() {
 // whether the series has any there (else it adds nothing).
 func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []int64, acc []float64) (bool, error) {
 	last := min(maxt, bounds[len(bounds)-1])
+	if r.days {
+		return r.addDays(q, id, mint, last, bounds, acc)
+	}
 	first, lastW := windowOf(max(mint, math.MinInt64+windowMs)), windowOf(min(last, math.MaxInt64-windowMs))
 	wb, found, err := r.firstBase(q, id, first, lastW)
 	if err != nil || !found {
@@ -300,7 +368,7 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 				return false, err
 			}
 			r.chunks = r.chunks[:0]
-			for i := len(r.sums) - 1; i >= 0; i-- {
+			for i := len(r.sums) - 1; i >= 0 && !r.raw; i-- {
 				if res := r.sums[i].res; r.onGrid[res] || onGrid(bounds[r.bi:], w+windowMs, res) {
 					r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
 					break
@@ -308,6 +376,19 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 			}
 			if len(r.chunks) == 0 { // the raw increments of this window
 				v, closer, err := q.snap.Get(chunkKey(id, w))
+				if errors.Is(err, pebble.ErrNotFound) && len(r.sums) > 0 {
+					// Retention removed them: the finest summary left
+					// is the best answer there is.
+					r.chunks = append(r.chunks, timedChunk{c: r.sums[0].c})
+					if err := r.read(); err != nil {
+						return false, err
+					}
+					if r.bi == len(bounds) {
+						return true, nil
+					}
+					raw = w + windowMs
+					continue
+				}
 				if err != nil {
 					return false, fmt.Errorf("window %d: %w", w, err)
 				}
@@ -354,6 +435,44 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 	}
 	for ; r.bi < len(bounds); r.bi++ {
 		acc[r.bi] += r.counter
+	}
+	return true, nil
+}
+
+// addDays is add from the daily rollup, for bounds on its grid: a key per
+// day with increments, (base, total), where the day's increments count at
+// its end.
+func (r *counterReader) addDays(q *querier, id uint64, mint, last int64, bounds []int64, acc []float64) (bool, error) {
+	lower := dayLevel.key(id, dayOf(max(mint, math.MinInt64+dayMs)))
+	upper := dayLevel.key(id, dayOf(min(last, math.MaxInt64-2*dayMs))+dayMs)
+	it, err := r.open(q, &r.dayIter, lower, upper)
+	if err != nil {
+		return false, err
+	}
+	bi, found := 0, false
+	var counter float64
+	for valid := it.First(); valid && bi < len(bounds); valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return false, err
+		}
+		wb, err := decodeBase(v)
+		if err != nil {
+			return false, err
+		}
+		if !found {
+			counter, found = wb.base, true
+		}
+		for end := windowFromKey(it.Key()) + dayMs; bi < len(bounds) && bounds[bi] < end; bi++ {
+			acc[bi] += counter
+		}
+		counter += wb.total
+	}
+	if err := it.Error(); err != nil || !found {
+		return false, err
+	}
+	for ; bi < len(bounds); bi++ {
+		acc[bi] += counter
 	}
 	return true, nil
 }

@@ -92,32 +92,6 @@ func TestSumPushdown(t *testing.T) {
 		m := pebblestore.SumPushdownMatcher(without, g)
 		return fmt.Sprintf("%s=%q", m.Name, m.Value)
 	}
-	run := func(q string, from, to int64, step time.Duration) promql.Matrix {
-		var qry promql.Query
-		var err error
-		if step == 0 {
-			qry, err = engine.NewInstantQuery(context.Background(), s, nil, q, time.UnixMilli(to))
-		} else {
-			qry, err = engine.NewRangeQuery(context.Background(), s, nil, q, time.UnixMilli(from), time.UnixMilli(to), step)
-		}
-		require.NoError(t, err)
-		defer qry.Close()
-		res := qry.Exec(context.Background())
-		require.NoError(t, res.Err, q)
-		var out promql.Matrix
-		switch v := res.Value.(type) {
-		case promql.Matrix:
-			for _, sr := range v {
-				out = append(out, promql.Series{Metric: sr.Metric, Floats: slices.Clone(sr.Floats)})
-			}
-		case promql.Vector:
-			for _, smp := range v {
-				out = append(out, promql.Series{Metric: smp.Metric, Floats: []promql.FPoint{{T: smp.T, F: smp.F}}})
-			}
-		}
-		slices.SortFunc(out, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
-		return out
-	}
 	checked := 0
 	for _, tc := range []struct {
 		pushed, plain string
@@ -139,8 +113,8 @@ func TestSumPushdown(t *testing.T) {
 			{end - 3600000*3/2 + 1234, end - 3600000*3/2 + 1234, 0},      // instant, off the grid
 			{start + 2*3600000, start + 4*3600000, 2 * time.Hour / 7200}, // one-second steps
 		} {
-			want := run(tc.plain, rng.from, rng.to, rng.step)
-			got := run(tc.pushed, rng.from, rng.to, rng.step)
+			want := runQuery(t, engine, s, pebblestore.IteratorOnly(context.Background()), tc.plain, rng.from, rng.to, rng.step)
+			got := runQuery(t, engine, s, context.Background(), tc.pushed, rng.from, rng.to, rng.step)
 			require.Equal(t, len(want), len(got), "%s %v", tc.pushed, rng)
 			for i := range want {
 				require.Equal(t, want[i].Metric, got[i].Metric)
@@ -158,6 +132,55 @@ func TestSumPushdown(t *testing.T) {
 		}
 	}
 	require.Greater(t, checked, 5000)
+}
+
+// runQuery runs an instant (step 0, at to) or range query and returns its
+// series sorted by labels.
+func runQuery(t *testing.T, engine *promql.Engine, s storage.Queryable, ctx context.Context, q string, from, to int64, step time.Duration) promql.Matrix {
+	t.Helper()
+	var qry promql.Query
+	var err error
+	if step == 0 {
+		qry, err = engine.NewInstantQuery(ctx, s, nil, q, time.UnixMilli(to))
+	} else {
+		qry, err = engine.NewRangeQuery(ctx, s, nil, q, time.UnixMilli(from), time.UnixMilli(to), step)
+	}
+	require.NoError(t, err)
+	defer qry.Close()
+	res := qry.Exec(ctx)
+	require.NoError(t, res.Err, q)
+	var out promql.Matrix
+	switch v := res.Value.(type) {
+	case promql.Matrix:
+		for _, sr := range v {
+			out = append(out, promql.Series{Metric: sr.Metric, Floats: slices.Clone(sr.Floats)})
+		}
+	case promql.Vector:
+		for _, smp := range v {
+			out = append(out, promql.Series{Metric: smp.Metric, Floats: []promql.FPoint{{T: smp.T, F: smp.F}}})
+		}
+	}
+	slices.SortFunc(out, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
+	return out
+}
+
+// requireSameResults compares two query results within relative tolerance
+// tol and returns the points compared.
+func requireSameResults(t *testing.T, want, got promql.Matrix, tol float64, msg string) int {
+	t.Helper()
+	require.Equal(t, len(want), len(got), msg)
+	n := 0
+	for i := range want {
+		require.Equal(t, want[i].Metric, got[i].Metric, msg)
+		require.Equal(t, len(want[i].Floats), len(got[i].Floats), "%s %s", msg, want[i].Metric)
+		for j, w := range want[i].Floats {
+			g := got[i].Floats[j]
+			require.Equal(t, w.T, g.T, msg)
+			require.InDelta(t, w.F, g.F, tol*math.Max(1, math.Abs(w.F)), "%s %s at %d", msg, want[i].Metric, w.T)
+			n++
+		}
+	}
+	return n
 }
 
 // TestSumPushdownDeclines: series that are not increments, or of several

@@ -19,6 +19,8 @@ import (
 // Querier implements storage.Queryable. The querier reads a consistent
 // snapshot of the database taken now.
 func (s *SeriesStore) Querier(mint, maxt int64) (storage.Querier, error) {
+	// Nothing older than the retention policy keeps is answered.
+	mint = max(mint, s.floorAll.Load())
 	return &querier{s: s, snap: s.db.db.NewSnapshot(), mint: mint, maxt: maxt}, nil
 }
 
@@ -96,6 +98,9 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	series := q.s.match(mint, maxt, ms)
 	if limit > 0 && len(series) > limit {
 		series = series[:limit]
+	}
+	if set := q.pointSelect(ctx, hints, mint, maxt, series); set != nil {
+		return set
 	}
 	set := &seriesSet{q: q, series: series, mint: mint, maxt: maxt, i: -1}
 	if hints != nil && hints.Range > 0 && hints.Step >= 0 && boundedFuncs[hints.Func] {
@@ -335,6 +340,9 @@ func (s *series) Labels() labels.Labels { return s.ms.lset }
 
 func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
 	it := &seriesIterator{q: s.q, id: s.ms.id, kind: s.ms.kind, mint: s.mint, maxt: s.maxt}
+	if s.ms.kind != KindIncrements {
+		it.mint = max(it.mint, s.q.s.floorRaw.Load())
+	}
 	if s.ms.kind == KindIncrements && s.bounds != nil {
 		b := *s.bounds
 		it.bounds, it.nextStart, it.nextEnd = &b, b.start, b.start+b.rng-1

@@ -27,6 +27,7 @@ const (
 	prefixChunks    = 'c' // c<id:8><window start:8, sign bit flipped> → window value
 	prefixBases     = 'b' // b<id:8><window start:8, sign bit flipped> → base, total (increment series)
 	prefixSummaries = 'u' // u<id:8><window start:8, sign bit flipped> → summaries (closed increment windows)
+	prefixDays      = 'y' // y<id:8><day start:8, sign bit flipped>    → base, total of the day (increment series)
 )
 
 // SeriesKind says how a series' samples read back.
@@ -74,6 +75,10 @@ type SeriesStore struct {
 
 	commitMu sync.Mutex // one commit at a time; guards every memSeries' head
 
+	// The oldest times reads answer (Unix ms), raised by retention: raw
+	// samples of sample series, and everything.
+	floorRaw, floorAll atomic.Int64
+
 	meta metadataStore
 }
 
@@ -90,6 +95,8 @@ type memSeries struct {
 	maxT       int64        // newest sample, math.MinInt64 before the first
 	last       sample       // the newest sample
 	headBase   windowBase   // the newest window's base (increment series)
+	headDay    int64        // the newest day of the daily rollup, math.MinInt64 if none
+	dayBase    windowBase   // its base
 
 	// The first and newest windows with samples, for time filtering
 	// without commitMu; math.MaxInt64 and math.MinInt64 before any.
@@ -102,7 +109,7 @@ func (ms *memSeries) overlaps(mint, maxt int64) bool {
 }
 
 func newMemSeries(id uint64, lset labels.Labels, kind SeriesKind) *memSeries {
-	ms := &memSeries{id: id, lset: lset, kind: kind, headWindow: math.MinInt64, maxT: math.MinInt64}
+	ms := &memSeries{id: id, lset: lset, kind: kind, headWindow: math.MinInt64, headDay: math.MinInt64, maxT: math.MinInt64}
 	ms.minW.Store(math.MaxInt64)
 	ms.maxW.Store(math.MinInt64)
 	return ms
@@ -134,6 +141,8 @@ func (d *DB) Series(opts SeriesOptions) (*SeriesStore, error) {
 		postings: map[string]map[string][]uint64{},
 		nextID:   1,
 	}
+	s.floorRaw.Store(math.MinInt64)
+	s.floorAll.Store(math.MinInt64)
 	if err := d.scan([]byte{prefixSeries}, func(k, v []byte) error {
 		if len(k) != 9 || len(v) < 1 {
 			return fmt.Errorf("series key: %w", errCorrupt)
@@ -178,8 +187,43 @@ func (s *SeriesStore) index(ms *memSeries) {
 	})
 }
 
-// loadHead reads the newest window of a series to resume appending to it.
+// raiseFloor stops reads before raw (samples of sample series) and all
+// (everything): retention is deleting what is older.
+func (s *SeriesStore) raiseFloor(raw, all int64) {
+	for _, f := range []struct {
+		v *atomic.Int64
+		t int64
+	}{{&s.floorRaw, raw}, {&s.floorAll, all}} {
+		for {
+			old := f.v.Load()
+			if f.t <= old || f.v.CompareAndSwap(old, f.t) {
+				break
+			}
+		}
+	}
+}
+
+// loadHead reads the newest window of a series to resume appending to it,
+// and the newest day of an increment series' daily rollup. The rollup
+// holds every increment, also where retention removed the windows.
 func (s *SeriesStore) loadHead(ms *memSeries) error {
+	if ms.kind == KindIncrements {
+		prefix := dayLevel.key(ms.id, 0)[:9]
+		it, err := s.db.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+		if err != nil {
+			return err
+		}
+		if it.First() {
+			ms.minW.Store(windowOf(windowFromKey(it.Key()) + 1))
+			it.Last()
+			ms.headDay = windowFromKey(it.Key())
+			ms.maxW.Store(windowOf(ms.headDay + dayMs))
+			ms.dayBase, err = decodeBase(it.Value())
+		}
+		if err = errors.Join(err, it.Error(), it.Close()); err != nil {
+			return fmt.Errorf("series %d: daily rollup: %w", ms.id, err)
+		}
+	}
 	prefix := chunkPrefix(ms.id)
 	it, err := s.db.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -189,7 +233,7 @@ func (s *SeriesStore) loadHead(ms *memSeries) error {
 	if !it.First() {
 		return it.Error()
 	}
-	ms.minW.Store(windowFromKey(it.Key()))
+	ms.minW.Store(min(ms.minW.Load(), windowFromKey(it.Key())))
 	if !it.Last() {
 		return it.Error()
 	}
@@ -216,10 +260,7 @@ func (s *SeriesStore) loadHead(ms *memSeries) error {
 	return nil
 }
 
-func baseKey(id uint64, window int64) []byte {
-	k := binary.BigEndian.AppendUint64([]byte{prefixBases}, id)
-	return binary.BigEndian.AppendUint64(k, uint64(window)^(1<<63))
-}
+func baseKey(id uint64, window int64) []byte { return windowLevel.key(id, window) }
 
 func appendBase(dst []byte, b windowBase) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(b.base))
@@ -590,9 +631,15 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		maxT   int64
 		last   sample
 		base   windowBase
+		day    int64
+		dayB   windowBase
 		minW   int64
 	}
 	updates := make([]headUpdate, 0, len(a.order))
+	fresh := make(map[*memSeries]struct{}, len(created))
+	for _, ms := range created {
+		fresh[ms] = struct{}{}
+	}
 	var buf []byte
 	// set writes a window; a closed window of an increment series (one
 	// the head has moved past) gets its summaries.
@@ -618,10 +665,14 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		slices.SortStableFunc(samples, func(x, y sample) int { return cmp.Compare(x.t, y.t) })
 		samples = a.s.dedupe(ms.kind, samples)
 		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last, base: ms.headBase,
-			minW: min(ms.minW.Load(), windowOf(samples[0].t))}
+			day: ms.headDay, dayB: ms.dayBase, minW: min(ms.minW.Load(), windowOf(samples[0].t))}
 		if ms.kind == KindIncrements {
+			_, isNew := fresh[ms]
 			var err error
-			if u.base, err = a.s.writeBases(b, ms, samples); err != nil {
+			if _, u.base, err = a.s.writeBases(b, ms.id, isNew, windowLevel, ms.headWindow, ms.headBase, samples); err != nil {
+				return nil, err
+			}
+			if u.day, u.dayB, err = a.s.writeBases(b, ms.id, isNew, dayLevel, ms.headDay, ms.dayBase, samples); err != nil {
 				return nil, err
 			}
 		}
@@ -709,6 +760,7 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		}
 		for _, u := range updates {
 			u.ms.headWindow, u.ms.head, u.ms.maxT, u.ms.last, u.ms.headBase = u.window, u.head, u.maxT, u.last, u.base
+			u.ms.headDay, u.ms.dayBase = u.day, u.dayB
 			u.ms.minW.Store(u.minW)
 			u.ms.maxW.Store(u.window)
 		}
@@ -759,31 +811,63 @@ func (a *appender) writeNewSeries(b *pebble.Batch) ([]*memSeries, error) {
 	return created, nil
 }
 
-// writeBases adds to b the window bases of increment series ms after the
-// increments (sorted, deduplicated) are added, and returns the base of the
-// newest window. The caller holds commitMu.
+// baseLevel is one level of an increment series' running sums: a key per
+// period with increments, holding the sum of every increment before the
+// period and of the period's own. Windows ('b', two hours, [w, w+2h)) let a
+// read start at any window; days ('y', (d, d+24h] in UTC, the daily
+// rollup) let a read at day boundaries skip everything in between.
+type baseLevel struct {
+	prefix byte
+	of     func(t int64) int64 // the period holding an increment at t
+}
+
+var (
+	windowLevel = baseLevel{prefixBases, windowOf}
+	dayLevel    = baseLevel{prefixDays, dayOf}
+)
+
+// dayMs is the period of the daily rollup.
+const dayMs = 24 * 60 * 60 * 1000
+
+// dayOf returns the start d of the day (d, d+24h] holding an increment at
+// t: an increment at midnight closes the day before, as a summary point at
+// a multiple m of its resolution holds the increments in (m − res, m].
+func dayOf(t int64) int64 {
+	return (ceilDiv(t, dayMs) - 1) * dayMs
+}
+
+func (lv baseLevel) key(id uint64, period int64) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{lv.prefix}, id)
+	return binary.BigEndian.AppendUint64(k, uint64(period)^(1<<63))
+}
+
+// writeBases adds to b the bases at level lv of increment series id after
+// the increments (sorted, deduplicated) are added, and returns the newest
+// period and its base. head and headBase are the newest period and its
+// base as committed (head is math.MinInt64 when not known: they are read);
+// isNew says the series has no keys yet. The caller holds commitMu.
 //
-// Increments at or after the newest window, the usual case, touch only the
-// newest window's base and start new ones from it. Late increments also
-// move the base of every later window of the series: that costs a write
-// per later window, once, so that reads never have to sum from the
+// Increments in or after the newest period, the usual case, touch only the
+// newest period's base and start new ones from it. Late increments also
+// move the base of every later period of the series: that costs a write
+// per later period, once, so that reads never have to sum from the
 // series' start.
-func (s *SeriesStore) writeBases(b *pebble.Batch, ms *memSeries, incs []sample) (windowBase, error) {
+func (s *SeriesStore) writeBases(b *pebble.Batch, id uint64, isNew bool, lv baseLevel, head int64, headBase windowBase, incs []sample) (int64, windowBase, error) {
 	type delta struct {
 		w int64
 		d float64
 	}
 	var deltas []delta
 	for _, smp := range incs {
-		w := windowOf(smp.t)
+		w := lv.of(smp.t)
 		if n := len(deltas); n > 0 && deltas[n-1].w == w {
 			deltas[n-1].d += smp.f
 		} else {
 			deltas = append(deltas, delta{w, smp.f})
 		}
 	}
-	// The windows from the first touched one on, with their committed
-	// bases, and the end of the window before them.
+	// The periods from the first touched one on, with their committed
+	// bases, and the end of the period before them.
 	type win struct {
 		w    int64
 		base windowBase
@@ -791,39 +875,47 @@ func (s *SeriesStore) writeBases(b *pebble.Batch, ms *memSeries, incs []sample) 
 	var existing []win
 	var prevEnd float64
 	switch {
-	case ms.headWindow == math.MinInt64: // a new series
-	case deltas[0].w == ms.headWindow:
-		existing, prevEnd = []win{{ms.headWindow, ms.headBase}}, ms.headBase.base
-	case deltas[0].w > ms.headWindow:
-		prevEnd = ms.headBase.end()
+	case isNew:
+	case head != math.MinInt64 && deltas[0].w == head:
+		existing, prevEnd = []win{{head, headBase}}, headBase.base
+	case head != math.MinInt64 && deltas[0].w > head:
+		prevEnd = headBase.end()
 	default:
-		it, err := s.db.db.NewIter(&pebble.IterOptions{LowerBound: baseKey(ms.id, math.MinInt64), UpperBound: prefixEnd(baseKey(ms.id, math.MinInt64)[:9])})
+		prefix := lv.key(id, 0)[:9]
+		it, err := s.db.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 		if err != nil {
-			return windowBase{}, err
+			return 0, windowBase{}, err
 		}
-		if it.SeekLT(baseKey(ms.id, deltas[0].w)) {
+		before := it.SeekLT(lv.key(id, deltas[0].w))
+		if before {
 			wb, err := decodeBase(it.Value())
 			if err != nil {
 				_ = it.Close()
-				return windowBase{}, err
+				return 0, windowBase{}, err
 			}
 			prevEnd = wb.end()
 		}
-		for valid := it.SeekGE(baseKey(ms.id, deltas[0].w)); valid; valid = it.Next() {
+		for valid := it.SeekGE(lv.key(id, deltas[0].w)); valid; valid = it.Next() {
 			wb, err := decodeBase(it.Value())
 			if err != nil {
 				_ = it.Close()
-				return windowBase{}, err
+				return 0, windowBase{}, err
 			}
 			existing = append(existing, win{windowFromKey(it.Key()), wb})
 		}
 		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return windowBase{}, fmt.Errorf("read window bases: %w", err)
+			return 0, windowBase{}, fmt.Errorf("read bases: %w", err)
+		}
+		if !before && len(existing) > 0 {
+			// Retention removed the periods before: the first one left
+			// still counts everything before it.
+			prevEnd = existing[0].base.base
 		}
 	}
-	// Walk both in window order, carrying the running sum.
+	// Walk both in period order, carrying the running sum.
 	var buf []byte
 	running := prevEnd
+	var lastW int64
 	var last windowBase
 	i, j := 0, 0
 	for i < len(existing) || j < len(deltas) {
@@ -845,13 +937,13 @@ func (s *SeriesStore) writeBases(b *pebble.Batch, ms *memSeries, incs []sample) 
 		nb := windowBase{base: running, total: old.total + d}
 		if created || nb != old {
 			buf = appendBase(buf[:0], nb)
-			if err := b.Set(baseKey(ms.id, w), buf, nil); err != nil {
-				return windowBase{}, err
+			if err := b.Set(lv.key(id, w), buf, nil); err != nil {
+				return 0, windowBase{}, err
 			}
 		}
-		running, last = nb.end(), nb
+		running, lastW, last = nb.end(), w, nb
 	}
-	return last, nil
+	return lastW, last, nil
 }
 
 // dedupe folds samples with the same timestamp: increments add up; for
