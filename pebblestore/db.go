@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
 
 	"github.com/proxylens/proxylens/internal/selfmetrics"
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -42,6 +44,10 @@ type Options struct {
 	Now func() time.Time
 	// Series configures the series store.
 	Series SeriesOptions
+	// Costs prices the cuts: proxy_cost_total increments and the
+	// proxy_subscription_cost gauges are written with every cut (nil: no
+	// cost series).
+	Costs *otelanalytics.Costs
 }
 
 // DB is proxylens' store: a Pebble database in <dir>/pebble and the ingest
@@ -56,6 +62,7 @@ type DB struct {
 	j      *journal            // set by Load
 	series *SeriesStore        // set by Load
 	sopts  SeriesOptions
+	costs  *otelanalytics.Costs
 
 	mu         sync.Mutex
 	checkpoint uint64 // last journal segment whose contents are in Pebble
@@ -109,7 +116,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
-	d := &DB{db: pdb, dir: dir, log: log, sopts: opts.Series}
+	d := &DB{db: pdb, dir: dir, log: log, sopts: opts.Series, costs: opts.Costs}
 	d.bufs.New = func() any { b := make([]byte, 0, 64<<10); return &b }
 	if err := d.checkFormat(now()); err != nil {
 		return nil, errors.Join(err, pdb.Close())
@@ -440,6 +447,9 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	if err := c.Increments(d.dict, app.AppendIncrement); err != nil {
 		return fmt.Errorf("cut increments: %w", err)
 	}
+	if err := d.priceCut(c, app); err != nil {
+		return fmt.Errorf("cut costs: %w", err)
+	}
 	wb := d.db.NewBatch()
 	defer wb.Close()
 	d.series.commitMu.Lock()
@@ -482,6 +492,43 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	d.checkpoint = sealed
 	d.mu.Unlock()
 	return removeSegments(d.journalDir(), sealed)
+}
+
+// priceCut adds the cut's costs to app: proxy_cost_total increments by
+// the model valid at each interval, and the subscription gauges at every
+// interval end the cut has increments for (the server also writes them at
+// every flush interval, traffic or not).
+func (d *DB) priceCut(c *otelanalytics.Cut, app *appender) error {
+	if d.costs == nil {
+		return nil
+	}
+	book := d.costs.Book()
+	if book == nil {
+		return nil
+	}
+	if err := c.CostIncrements(d.dict, book, app.AppendIncrement); err != nil {
+		return err
+	}
+	times := map[int64]struct{}{}
+	for f := range c.Families {
+		for _, t := range c.Families[f].IncTimes {
+			times[t/1e6] = struct{}{}
+		}
+	}
+	app.anyAge = true
+	for t := range times {
+		err := book.SubscriptionSamples(t, func(ls labels.Labels, v float64) error {
+			_, err := app.Append(0, ls, 0, t, v, nil, nil, storage.AppendV2Options{})
+			if errors.Is(err, storage.ErrDuplicateSampleForTimestamp) {
+				return nil // a price changed for a time already written: history stays
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // materialize writes the dictionary entries and kept records of journal

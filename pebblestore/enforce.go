@@ -23,6 +23,8 @@ type Enforcement struct {
 	// Summarized counts the raw windows whose summaries (the hourly
 	// rollup) were written before the windows were deleted.
 	Summarized int `json:"summarized"`
+	// Compacted: the key spaces were compacted after the deletions.
+	Compacted bool `json:"compacted"`
 	// The bytes of the database's live tables before and after (files a
 	// compaction made obsolete are deleted in the background, at a pace).
 	BytesBefore uint64 `json:"bytes_before"`
@@ -34,8 +36,9 @@ type Enforcement struct {
 const enforceBatchSeries = 1024
 
 // EnforceRetention deletes what policy p no longer keeps at now, with
-// Pebble range deletions, then compacts the ranges so that the disk space
-// comes back. Under a compliance hold it deletes nothing.
+// Pebble range deletions, then, if compact, compacts the key spaces so
+// that the disk space comes back at once (else Pebble's own compactions
+// reclaim it over time). Under a compliance hold it deletes nothing.
 //
 // Raw windows of an increment series go only once their summaries are
 // written (a window that was still its series' newest gets them here,
@@ -46,7 +49,7 @@ const enforceBatchSeries = 1024
 // before the cut-offs (see the series store's floor). Every step is a
 // batch of whole deletions: a crash between steps leaves a store that
 // only has more than the policy keeps, and the next run goes on.
-func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.Time) (Enforcement, error) {
+func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.Time, compact bool) (Enforcement, error) {
 	if err := p.Validate(); err != nil {
 		return Enforcement{}, err
 	}
@@ -105,6 +108,10 @@ func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.T
 		}
 		e.Summarized += n
 	}
+	if !compact {
+		e.BytesAfter = d.db.Metrics().Table.Local.LiveSize
+		return e, nil
+	}
 	for _, prefix := range []byte{prefixRecord, prefixAudit, prefixChunks, prefixSummaries, prefixBases, prefixDays} {
 		if err := d.db.Compact(ctx, []byte{prefix}, []byte{prefix + 1}, false); err != nil {
 			return e, fmt.Errorf("enforce retention: compact: %w", err)
@@ -113,7 +120,7 @@ func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.T
 	if err := d.db.Flush(); err != nil {
 		return e, err
 	}
-	e.BytesAfter = d.db.Metrics().Table.Local.LiveSize
+	e.Compacted, e.BytesAfter = true, d.db.Metrics().Table.Local.LiveSize
 	return e, nil
 }
 
@@ -223,4 +230,95 @@ func (d *DB) enforceSeries(run []*memSeries, e *Enforcement) (int, error) {
 		ms.minW.Store(max(ms.minW.Load(), windowOf(day)))
 	}
 	return summarized, b.Commit(pebble.Sync)
+}
+
+// RollupResult is what Rollup did.
+type RollupResult struct {
+	Series     int `json:"series"`     // increment series with windows in the range
+	Windows    int `json:"windows"`    // closed windows read
+	Summarized int `json:"summarized"` // of them, summarized now
+}
+
+// Rollup writes the summaries of every closed window of an increment
+// series in [from, to] that has raw increments but no summaries, as the
+// window's close would have: a window that was its series' newest when
+// the series fell silent, or one retention is about to reach. The daily
+// rollup needs no run: it is written with every increment.
+func (s *SeriesStore) Rollup(ctx context.Context, from, to int64) (RollupResult, error) {
+	var res RollupResult
+	if !s.summarized() {
+		return res, nil // the raw windows are the finest data: nothing to summarize
+	}
+	s.mu.RLock()
+	var all []*memSeries
+	for _, ms := range s.byID {
+		if ms.kind == KindIncrements && ms.overlaps(from, to) {
+			all = append(all, ms)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(all, func(a, b *memSeries) int { return int(min(max(int64(a.id)-int64(b.id), -1), 1)) })
+	res.Series = len(all)
+	for i := 0; i < len(all); i += enforceBatchSeries {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := s.rollupRun(all[i:min(i+enforceBatchSeries, len(all))], windowOf(from), windowOf(to), &res); err != nil {
+			return res, fmt.Errorf("rollup: %w", err)
+		}
+	}
+	return res, nil
+}
+
+func (s *SeriesStore) rollupRun(run []*memSeries, fromW, toW int64, res *RollupResult) error {
+	db := s.db.db
+	b := db.NewBatch()
+	defer b.Close()
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	it, err := db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var buf []byte
+	for _, ms := range run {
+		upper := toW
+		if ms.headWindow != math.MinInt64 {
+			upper = min(upper, ms.headWindow-windowMs) // the newest window is open
+		}
+		it.SetBounds(chunkKey(ms.id, fromW), chunkKey(ms.id, upper+windowMs))
+		for valid := it.First(); valid; valid = it.Next() {
+			w := windowFromKey(it.Key())
+			if w == ms.headWindow {
+				continue // still open: summarized when it closes
+			}
+			res.Windows++
+			_, closer, err := db.Get(summaryKey(ms.id, w))
+			if err == nil {
+				_ = closer.Close()
+				continue
+			}
+			if err != pebble.ErrNotFound {
+				return err
+			}
+			chunks, err := decodeWindow(it.Value(), nil)
+			if err != nil {
+				return fmt.Errorf("series %d window %d: %w", ms.id, w, err)
+			}
+			sums, err := summarize(chunks)
+			if err != nil {
+				return err
+			}
+			buf = appendSummaries(buf[:0], sums)
+			if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
+				return err
+			}
+			res.Summarized++
+		}
+		if err := it.Error(); err != nil {
+			return err
+		}
+	}
+	return b.Commit(pebble.Sync)
 }

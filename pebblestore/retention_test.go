@@ -120,14 +120,14 @@ func TestRetentionEnforcement(t *testing.T) {
 	policy := pebblestore.DefaultRetention()
 	hold := now.Add(time.Hour)
 	policy.ImmutableUntil = &hold
-	e, err := st.db.EnforceRetention(context.Background(), policy, now)
+	e, err := st.db.EnforceRetention(context.Background(), policy, now, true)
 	require.NoError(t, err)
 	require.True(t, e.Held)
 	require.NotZero(t, st.countRecords(t, start, now.Add(-8*day)))
 	require.Len(t, gauges()[0].Floats, 40*24)
 
 	policy.ImmutableUntil = nil
-	e, err = st.db.EnforceRetention(context.Background(), policy, now)
+	e, err = st.db.EnforceRetention(context.Background(), policy, now, true)
 	require.NoError(t, err)
 	require.False(t, e.Held)
 	t.Logf("enforcement: %+v", e)
@@ -148,13 +148,13 @@ func TestRetentionEnforcement(t *testing.T) {
 	requireSameResults(t, recentBefore, fine(now.Add(-6*day), now.Add(-5*day)), 1e-9, "raw")
 
 	// Twice is the same as once, and a restart changes nothing.
-	_, err = st.db.EnforceRetention(context.Background(), policy, now)
+	_, err = st.db.EnforceRetention(context.Background(), policy, now, true)
 	require.NoError(t, err)
 	require.NoError(t, st.db.Close())
 	st = openStore(t, dir)
 	defer func() { require.NoError(t, st.db.Close()) }()
 	s = st.db.SeriesStore()
-	_, err = st.db.EnforceRetention(context.Background(), policy, now)
+	_, err = st.db.EnforceRetention(context.Background(), policy, now, true)
 	require.NoError(t, err)
 	requireSameResults(t, dailyBefore, daily(), 1e-9, "daily after restart")
 	requireSameResults(t, hourlyBefore, hourly(now.Add(-29*day)), 1e-9, "hourly after restart")

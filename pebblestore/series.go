@@ -403,6 +403,7 @@ type appender struct {
 	pending map[uint64][]*memSeries // new series by label hash, id 0 until written
 	touched []*memSeries            // series whose head writer write appended to
 	done    bool
+	anyAge  bool // accept samples of any age (the store's own gauges, written per cut interval)
 }
 
 // staging is what an appender holds for one series.
@@ -507,7 +508,7 @@ func (a *appender) add(ms *memSeries, smp sample) error {
 		st.samples = append(st.samples, smp)
 		return nil
 	}
-	if st.committedMaxT != math.MinInt64 && smp.t < st.committedMaxT-a.s.ooo {
+	if !a.anyAge && st.committedMaxT != math.MinInt64 && smp.t < st.committedMaxT-a.s.ooo {
 		return storage.ErrTooOldSample
 	}
 	// At or before the newest sample: compare with what this appender

@@ -392,8 +392,22 @@ func parseLimit(r *http.Request) (int, *apiError) {
 
 // queryContext applies the request's timeout parameter, which can only
 // shorten the configured one (the engine enforces that).
+//
+// It also applies max_source_resolution (the parameter Thanos' querier
+// reads): raw (or 0s) answers from raw samples only, never from the
+// window summaries or the daily rollup, where raw samples still exist;
+// auto, or empty, lets the store pick the coarsest data that answers
+// exactly; 5m and 1h are accepted as auto, the store's choice being at
+// least as exact.
 func (a *API) queryContext(r *http.Request) (context.Context, context.CancelFunc, *apiError) {
 	ctx := r.Context()
+	switch v := r.Form.Get("max_source_resolution"); v {
+	case "", "auto", "5m", "1h":
+	case "raw", "0s", "0":
+		ctx = pebblestore.WithRawData(ctx)
+	default:
+		return nil, nil, badData("invalid parameter %q: %q is not raw, 0s, 5m, 1h or auto", "max_source_resolution", v)
+	}
 	if v := r.Form.Get("timeout"); v != "" {
 		d, err := parseDuration(v)
 		if err != nil {

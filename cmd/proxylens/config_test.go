@@ -91,6 +91,7 @@ var configSettingCases = []struct {
 	{"http-addr", "http_addr", "localhost:19464", func(c server.Config) string { return c.HTTPAddr }},
 	{"flush-interval", "flush_interval", "1m0s", func(c server.Config) string { return c.FlushInterval.String() }},
 	{"otlp-metrics-endpoint", "otlp_metrics_endpoint", "http://collector:4318/v1/metrics", func(c server.Config) string { return c.OTLPMetricsEndpoint }},
+	{"admin-token-file", "admin_token_file", "testdata/admin.token", func(c server.Config) string { return c.AdminTokenFile }},
 	{"log-level", "log_level", "debug", func(c server.Config) string { return c.LogLevel }},
 	{"log-format", "log_format", "json", func(c server.Config) string { return c.LogFormat }},
 }

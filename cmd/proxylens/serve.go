@@ -59,6 +59,8 @@ var settings = []setting{
 	},
 	strSetting("otlp-metrics-endpoint", "also push the aggregates over OTLP to this collector: http(s)://host:port or grpc://host:port (empty: no push)",
 		func(c *server.Config) *string { return &c.OTLPMetricsEndpoint }),
+	strSetting("admin-token-file", "file holding the bootstrap admin bearer token; without it the admin API is disabled",
+		func(c *server.Config) *string { return &c.AdminTokenFile }),
 	strSetting("log-level", "debug, info, warn or error", func(c *server.Config) *string { return &c.LogLevel }),
 	strSetting("log-format", "text or json", func(c *server.Config) *string { return &c.LogFormat }),
 }

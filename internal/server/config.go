@@ -46,6 +46,9 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json. Default text.
 	LogFormat string `yaml:"log_format"`
+	// AdminTokenFile holds the bootstrap admin bearer token; without it
+	// the admin API (/api/v1/admin/…) is disabled (404).
+	AdminTokenFile string `yaml:"admin_token_file"`
 
 	Receiver    ReceiverConfig                  `yaml:"receiver"`
 	Mapping     otelanalytics.MappingConfig     `yaml:"mapping"`
@@ -53,6 +56,13 @@ type Config struct {
 	Aggregation otelanalytics.AggregationConfig `yaml:"aggregation"`
 	Storage     StorageConfig                   `yaml:"storage"`
 	Query       promql.Config                   `yaml:"query"`
+	// Retention, when present, is applied at every start as a PUT of the
+	// admin API would be (the compliance hold included); without it the
+	// policy stored in the database (the defaults at first) is used.
+	Retention *pebblestore.RetentionPolicy `yaml:"retention"`
+	// Costs, when present, are the cost models at every start (replacing
+	// those the admin API stored); without it the stored ones are used.
+	Costs []otelanalytics.CostModel `yaml:"costs"`
 }
 
 // ReceiverConfig is the receiver section of the config file.
@@ -79,6 +89,9 @@ type StorageConfig struct {
 	// CacheSize is the size in bytes of the block cache that serves
 	// queries. Default 268435456 (256 MiB).
 	CacheSize int64 `yaml:"cache_size"`
+	// RetentionInterval is how often the retention policy is enforced
+	// (also at start and when the policy changes). Default 1h.
+	RetentionInterval time.Duration `yaml:"retention_interval"`
 }
 
 // DefaultConfig returns the embedded defaults: everything on loopback,
@@ -102,7 +115,7 @@ func DefaultConfig() Config {
 		Mapping:     otelanalytics.DefaultMappingConfig(),
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
-		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize},
+		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour},
 		Query:       promql.DefaultConfig(),
 	}
 }
@@ -299,6 +312,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.CacheSize < 1<<20 {
 		add("storage.cache_size: must be at least 1048576 (1 MiB), got %d", c.Storage.CacheSize)
+	}
+	if c.Storage.RetentionInterval < time.Minute {
+		add("storage.retention_interval: must be at least 1m, got %q", c.Storage.RetentionInterval.String())
+	}
+	if c.Retention != nil {
+		if err := c.Retention.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Costs != nil {
+		if err := otelanalytics.ValidateCostModels(c.Costs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.AdminTokenFile != "" {
+		if _, err := readAdminToken(c.AdminTokenFile); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Storage.OutOfOrderWindow < 0 {
 		add("storage.out_of_order_window: must not be negative, got %q", c.Storage.OutOfOrderWindow.String())

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
 
@@ -78,6 +79,7 @@ func TestGoodConfig(t *testing.T) {
 		OTLPMetricsEndpoint: "https://collector.example.com:4318/otlp/v1/metrics",
 		LogLevel:            "debug",
 		LogFormat:           "json",
+		AdminTokenFile:      "testdata/admin.token",
 		Receiver: ReceiverConfig{
 			MaxRequestBytes:    16 << 20,
 			MaxInflightBytes:   128 << 20,
@@ -90,7 +92,15 @@ func TestGoodConfig(t *testing.T) {
 		},
 		Sampling:    otelanalytics.SamplingConfig{LowPerMinute: 5000, HighPerMinute: 50000, Floor: 0.25},
 		Aggregation: otelanalytics.AggregationConfig{MaxSeriesPerFamily: 50000, MaxDomains: 2000, MaxPendingIncrements: 500000},
-		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute, CacheSize: 64 << 20},
+		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute, CacheSize: 64 << 20, RetentionInterval: 30 * time.Minute},
+		Retention: &pebblestore.RetentionPolicy{
+			RawRecordsDays: 14, RawSeriesDays: 7, HourlyDays: 60, DailyDays: 730, BackupDays: 30, ExportDays: 90, AuditDays: 730,
+			ImmutableUntil: new(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)),
+		},
+		Costs: []otelanalytics.CostModel{{
+			Source: "brightdata", Model: "hybrid", Currency: "EUR", From: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+			PerRequest: new(0.001), PerGB: new(3.5), Subscription: new(500.0), Period: "month",
+		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
 			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute},
 	}, cfg)
@@ -128,7 +138,7 @@ func leafFields(got, def reflect.Value, prefix string) []leafField {
 var badConfigs = map[string][]string{
 	// YAML that does not decode into Config.
 	"unknown_key.bad.yaml": {
-		"line 2: retention: unknown key",
+		"line 2: retention_days: unknown key",
 	},
 	"unknown_nested_key.bad.yaml": {
 		"line 3: sampling.flor: unknown key",
@@ -204,7 +214,14 @@ var badConfigs = map[string][]string{
 	// storage
 	"storage_dictionary_size.bad.yaml":     {"storage.dictionary_size: must be at least 1024, got 10"},
 	"storage_out_of_order_window.bad.yaml": {`storage.out_of_order_window: must not be negative, got "-5m0s"`},
-	"storage_cache_size.bad.yaml":          {"storage.cache_size: must be at least 1048576 (1 MiB), got 1000"},
+	"costs_retention.bad.yaml": {
+		`storage.retention_interval: must be at least 1m, got "10s"`,
+		"retention.hourly_days: must be at least raw_series_days (7), got 3",
+		"retention.hourly_days: must be at least raw_records_days (7), got 3",
+		`costs[0].currency: "usdx" is not an ISO 4217 currency code`,
+		`costs[0].per_gb: not used by model "per_request"`,
+	},
+	"storage_cache_size.bad.yaml": {"storage.cache_size: must be at least 1048576 (1 MiB), got 1000"},
 	"query_limits.bad.yaml": {
 		`query.timeout: must not be negative, got "-1s"`,
 		"query.max_samples: must not be negative, got -5",

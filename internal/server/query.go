@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"math"
 	"runtime/debug"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -167,6 +169,21 @@ func (s *Server) appendSelfMetrics(ctx context.Context, now time.Time) error {
 				_ = app.Rollback()
 				return err
 			}
+		}
+	}
+	// The subscriptions' prices, so that PromQL can amortise them over
+	// any range where proxylens ran, traffic or not.
+	if book := s.costs.Book(); book != nil {
+		err := book.SubscriptionSamples(ts, func(ls labels.Labels, v float64) error {
+			_, err := app.Append(0, ls, ts, v)
+			if errors.Is(err, storage.ErrDuplicateSampleForTimestamp) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			_ = app.Rollback()
+			return err
 		}
 	}
 	return app.Commit()

@@ -71,6 +71,12 @@ type Server struct {
 	httpSrv  *http.Server
 	httpLn   net.Listener
 
+	costs         otelanalytics.Costs
+	enforceMu     sync.Mutex
+	retentionKick chan struct{}
+	stopBg        context.CancelFunc
+	bgDone        sync.WaitGroup
+
 	ready    atomic.Bool
 	mu       sync.Mutex
 	started  bool
@@ -112,6 +118,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
 		CacheSize: s.cfg.Storage.CacheSize,
+		Costs:     &s.costs,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
@@ -167,6 +174,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		defer close(s.selfDone)
 		s.recordSelfMetrics(selfCtx)
 	}()
+	if err := s.applyConfigRetention(); err != nil {
+		return err
+	}
+	if err := s.loadCosts(); err != nil {
+		return err
+	}
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	s.stopBg, s.retentionKick = stopBg, make(chan struct{}, 1)
+	s.bgDone.Go(func() { s.retentionLoop(bgCtx, s.cfg.Storage.RetentionInterval) })
 	if err := s.startHTTP(ctx); err != nil {
 		return err
 	}
@@ -237,6 +253,15 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	}))
 	s.api.Register(mux)
 	s.writer.Register(mux)
+	if s.cfg.AdminTokenFile != "" {
+		token, err := readAdminToken(s.cfg.AdminTokenFile)
+		if err != nil {
+			return err
+		}
+		mux.Handle("/api/v1/admin/", s.newAdminHandler(token))
+	} else {
+		mux.Handle("/api/v1/admin/", http.NotFoundHandler()) // disabled without an admin credential
+	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
@@ -288,6 +313,10 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if s.stopSelf != nil {
 		s.stopSelf()
 		<-s.selfDone
+	}
+	if s.stopBg != nil {
+		s.stopBg()
+		s.bgDone.Wait()
 	}
 	if s.meters != nil {
 		if err := s.meters.Shutdown(ctx); err != nil {
