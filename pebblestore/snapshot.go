@@ -11,7 +11,8 @@ import (
 )
 
 // Snapshot writes a consistent copy of the data directory into dir, which
-// must not exist: a Pebble checkpoint in dir/pebble and, in dir/journal,
+// may exist but must not hold pebble/ or journal/: a Pebble checkpoint in
+// dir/pebble and, in dir/journal,
 // the journal segments whose batches the checkpoint does not hold yet.
 // Every batch acknowledged before the call is in the copy; ingest goes on
 // meanwhile (only cuts wait). Opening the copy replays those segments, as

@@ -4,6 +4,8 @@
 //	proxylens [serve] [flags]   run the server (the default)
 //	proxylens demo [flags]      send realistic proxy traffic over OTLP
 //	proxylens loadgen [flags]   load-test an OTLP/gRPC endpoint
+//	proxylens backup --to DIR   take a backup
+//	proxylens restore --from BACKUP --data-dir DIR
 //
 // Run a command with -h for its flags.
 package main
@@ -46,6 +48,9 @@ Usage:
   proxylens [serve] [flags]   run the server (the default command)
   proxylens demo [flags]      send realistic proxy traffic over OTLP
   proxylens loadgen [flags]   load-test an OTLP/gRPC endpoint
+  proxylens backup --to DIR   take a backup (of a running server, or --data-dir)
+  proxylens restore --from BACKUP --data-dir DIR
+                              restore a backup into a new data directory
   proxylens version           print the version
 
 Run "proxylens COMMAND -h" for the flags of a command.
@@ -63,6 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return demo(ctx, args, stdout, stderr)
 	case "loadgen":
 		return loadgen(ctx, args, stdout, stderr)
+	case "backup":
+		return backupCmd(ctx, args, stdout, stderr)
+	case "restore":
+		return restoreCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "proxylens", version())
 		return nil

@@ -53,6 +53,8 @@ func (s *Server) newAdminHandler(token [sha256.Size]byte) *adminHandler {
 	h.mux.HandleFunc("GET /api/v1/admin/costs", h.getCosts)
 	h.mux.HandleFunc("PUT /api/v1/admin/costs", h.putCosts)
 	h.mux.HandleFunc("POST /api/v1/admin/rollup", h.rollup)
+	h.mux.HandleFunc("POST /api/v1/admin/backup", h.postBackup)
+	h.mux.HandleFunc("GET /api/v1/admin/backups", h.listBackups)
 	h.mux.HandleFunc("POST /api/v1/admin/retention/enforce", h.enforce)
 	return h
 }

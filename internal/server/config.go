@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/proxylens/proxylens/internal/backup"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -63,6 +64,8 @@ type Config struct {
 	// Costs, when present, are the cost models at every start (replacing
 	// those the admin API stored); without it the stored ones are used.
 	Costs []otelanalytics.CostModel `yaml:"costs"`
+	// Backup configures scheduled backups and their uploads.
+	Backup backup.Config `yaml:"backup"`
 }
 
 // ReceiverConfig is the receiver section of the config file.
@@ -117,6 +120,7 @@ func DefaultConfig() Config {
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
 		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour},
 		Query:       promql.DefaultConfig(),
+		Backup:      backup.DefaultConfig(),
 	}
 }
 
@@ -320,6 +324,12 @@ func (c *Config) Validate() error {
 		if err := c.Retention.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.Backup.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := backup.CheckDirs(c.Backup.Dir, c.DataDir); err != nil && strings.TrimSpace(c.DataDir) != "" {
+		errs = append(errs, err)
 	}
 	if c.Costs != nil {
 		if err := otelanalytics.ValidateCostModels(c.Costs); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/proxylens/proxylens/internal/backup"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -100,6 +101,9 @@ func TestGoodConfig(t *testing.T) {
 		Costs: []otelanalytics.CostModel{{
 			Source: "brightdata", Model: "hybrid", Currency: "EUR", From: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 			PerRequest: new(0.001), PerGB: new(3.5), Subscription: new(500.0), Period: "month",
+		}},
+		Backup: backup.Config{Dir: "/var/backups/proxylens", Interval: 12 * time.Hour, Archive: true, Upload: []backup.UploadCommand{
+			{Name: "git-lfs", Command: []string{"/usr/local/bin/push-backup", "--remote", "origin"}, Timeout: 5 * time.Minute},
 		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
 			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute},

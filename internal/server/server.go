@@ -72,6 +72,7 @@ type Server struct {
 	httpLn   net.Listener
 
 	costs         otelanalytics.Costs
+	backupMu      sync.Mutex
 	enforceMu     sync.Mutex
 	retentionKick chan struct{}
 	stopBg        context.CancelFunc
@@ -144,6 +145,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.pipeline.Start(ctx); err != nil {
 		return err
 	}
+	if s.store.Replayed() {
+		// Batches replayed from the journal go to the series at once, so
+		// that queries answer for them from the start (after a crash, or
+		// from a restored backup).
+		if err := s.pipeline.Flush(); err != nil {
+			return fmt.Errorf("write the replayed batches: %w", err)
+		}
+	}
 
 	s.promReg = prometheus.NewRegistry()
 	s.promReg.MustRegister(
@@ -183,6 +192,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	s.stopBg, s.retentionKick = stopBg, make(chan struct{}, 1)
 	s.bgDone.Go(func() { s.retentionLoop(bgCtx, s.cfg.Storage.RetentionInterval) })
+	if s.cfg.Backup.Interval > 0 {
+		s.bgDone.Go(func() { s.backupLoop(bgCtx) })
+	}
 	if err := s.startHTTP(ctx); err != nil {
 		return err
 	}

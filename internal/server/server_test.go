@@ -66,6 +66,7 @@ func testConfig(t *testing.T) Config {
 	cfg.DataDir = t.TempDir()
 	cfg.OTLPGRPCAddr, cfg.OTLPHTTPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.FlushInterval = time.Hour // tests cut explicitly
+	cfg.Backup.Dir, cfg.Backup.Interval = filepath.Join(t.TempDir(), "backups"), 0
 	return cfg
 }
 
