@@ -297,6 +297,7 @@ func TestErrors(t *testing.T) {
 		{"empty query", "GET", "/api/v1/query", url.Values{}, 400, "bad_data", `invalid parameter "query"`},
 		{"bad time", "GET", "/api/v1/query", url.Values{"query": {"1"}, "time": {"yesterday"}}, 400, "bad_data", `invalid parameter "time": cannot parse "yesterday" to a valid timestamp`},
 		{"bad timeout", "GET", "/api/v1/query", url.Values{"query": {"1"}, "timeout": {"soon"}}, 400, "bad_data", `invalid parameter "timeout"`},
+		{"bad max_source_resolution", "GET", "/api/v1/query", url.Values{"query": {"1"}, "max_source_resolution": {"2h"}}, 400, "bad_data", `invalid parameter "max_source_resolution": "2h" is not raw, 0s, 5m, 1h or auto`},
 		{"bad limit", "GET", "/api/v1/query", url.Values{"query": {"1"}, "limit": {"-1"}}, 400, "bad_data", `limit`},
 		{"no start", "GET", "/api/v1/query_range", url.Values{"query": {"1"}, "end": {"10"}, "step": {"1"}}, 400, "bad_data", `invalid parameter "start"`},
 		{"end before start", "GET", "/api/v1/query_range", url.Values{"query": {"1"}, "start": {"10"}, "end": {"5"}, "step": {"1"}}, 400, "bad_data", "end timestamp must not be before start time"},

@@ -50,6 +50,9 @@ func (s *Server) metadata() map[string][]promql.Metadata {
 		typ, unit := f.Metadata()
 		out[f.Name()] = []promql.Metadata{{Type: typ, Help: f.Help(), Unit: unit}}
 	}
+	out[otelanalytics.CostMetric] = []promql.Metadata{{Type: "counter", Help: "Usage cost of proxied requests, in the cost model's currency, by event time."}}
+	out[otelanalytics.SubscriptionCostMetric] = []promql.Metadata{{Type: "gauge", Help: "Price of a source's subscription per billing period."}}
+	out[otelanalytics.SubscriptionPeriodMetric] = []promql.Metadata{{Type: "gauge", Help: "Length of a source's subscription billing period.", Unit: "seconds"}}
 	mfs, err := s.self.Gather()
 	if err != nil {
 		s.log.Warn("gather self-metrics for metadata", "err", err)

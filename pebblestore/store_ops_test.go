@@ -1,0 +1,138 @@
+package pebblestore_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/stretchr/testify/require"
+
+	"github.com/proxylens/proxylens/internal/traffic"
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
+)
+
+// TestCostsSnapshotAndAudit: cuts are priced with the cost models in force
+// (cost counters and subscription gauges), the models and the audit log
+// are stored, and a snapshot taken between cuts, with batches only in the
+// journal, opens as a store holding all of it.
+func TestCostsSnapshotAndAudit(t *testing.T) {
+	dir := t.TempDir()
+	var costs otelanalytics.Costs
+	models := []otelanalytics.CostModel{{
+		Source: "brightdata", Model: "hybrid", Currency: "USD", From: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		PerRequest: new(0.01), PerGB: new(2.0), Subscription: new(100.0), Period: "month",
+	}}
+	book, err := otelanalytics.NewCostBook(models)
+	require.NoError(t, err)
+	costs.Set(book)
+	db, err := pebblestore.Open(dir, pebblestore.Options{Costs: &costs})
+	require.NoError(t, err)
+	st := &store{db: db, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)}
+	st.seq, err = db.Load(st.dict, st.agg)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, st.db.Close()) }()
+
+	now := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	g := traffic.NewGenerator(traffic.NewModel(5), 3)
+	var recs []otelanalytics.Record
+	wantUSD := 0.0
+	for i := range 400 {
+		req := g.Next(now.Add(-time.Duration(i) * 7 * time.Second))
+		r := req.Record()
+		r.Source = "brightdata"
+		recs = append(recs, r)
+		wantUSD += 0.01 + float64(r.BytesSent+r.BytesReceived)/1e9*2
+	}
+	st.ingest(t, recs)
+
+	stored, err := db.CostModels()
+	require.NoError(t, err)
+	require.Empty(t, stored)
+	require.NoError(t, db.SetCostModels(book.Models(), now, "admin", "127.0.0.1"))
+	stored, err = db.CostModels()
+	require.NoError(t, err)
+	require.Equal(t, book.Models(), stored)
+
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	cost := func(s *pebblestore.SeriesStore) float64 {
+		m := runQuery(t, engine, s, context.Background(), `sum(increase(proxy_cost_total[2h]))`, 0, now.Add(time.Hour).UnixMilli(), 0)
+		require.Len(t, m, 1)
+		return m[0].Floats[0].F
+	}
+	require.InEpsilon(t, wantUSD, cost(db.SeriesStore()), 1e-6)
+	sub := runQuery(t, engine, db.SeriesStore(), context.Background(), `proxy_subscription_cost`, 0, now.UnixMilli(), 0)
+	require.Len(t, sub, 1)
+	require.Equal(t, 100.0, sub[0].Floats[0].F)
+
+	// A batch acknowledged but not cut, then a snapshot.
+	refs := make([]otelanalytics.Refs, 1)
+	lateReq := g.Next(now.Add(-time.Minute))
+	late := []otelanalytics.Record{lateReq.Record()}
+	late[0].Source = "brightdata"
+	pending := st.dict.Intern(late, refs, nil)
+	require.NoError(t, db.CommitBatch(&otelanalytics.Batch{Seq: st.seq, Records: late, Refs: refs, Kept: []bool{true}, Probability: 1, Dict: pending}))
+	copyDir := filepath.Join(t.TempDir(), "copy")
+	require.NoError(t, db.Snapshot(context.Background(), copyDir))
+
+	cp, err := pebblestore.Open(copyDir, pebblestore.Options{Costs: &costs})
+	require.NoError(t, err)
+	defer cp.Close()
+	cst := &store{db: cp, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)}
+	_, err = cp.Load(cst.dict, cst.agg)
+	require.NoError(t, err)
+	require.True(t, cp.Replayed())
+	sealed, err := cp.Seal() // the replayed batch goes to the records and series at the next cut
+	require.NoError(t, err)
+	require.NoError(t, cp.WriteCut(cst.agg.Cut(), sealed))
+	require.Equal(t, 401, cst.countRecords(t, now.Add(-time.Hour), now.Add(time.Hour)))
+	models2, err := cp.CostModels()
+	require.NoError(t, err)
+	require.Len(t, models2, 1)
+	entries, err := cp.AuditEntries(now.Add(-time.Hour), now.Add(time.Hour))
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.Equal(t, "costs.update", entries[0].Action)
+	require.Equal(t, "127.0.0.1", entries[0].ClientIP)
+	wantUSD += 0.01 + float64(late[0].BytesSent+late[0].BytesReceived)/1e9*2
+	require.InEpsilon(t, wantUSD, cost(cp.SeriesStore()), 1e-6)
+}
+
+// TestRetentionWithoutSummaries: at a flush interval of a minute or more
+// the windows have no summaries, and the raw windows stay until the hourly
+// cut-off, as they are the finest data there is.
+func TestRetentionWithoutSummaries(t *testing.T) {
+	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: time.Minute}})
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Minute, nil))
+	require.NoError(t, err)
+	s := db.SeriesStore()
+	now := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	ls := labels.FromStrings("__name__", "x_total")
+	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		for ts := now.Add(-20 * 24 * time.Hour); ts.Before(now); ts = ts.Add(time.Hour) {
+			if err := add(ls, ts.UnixMilli(), 1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	res, err := s.Rollup(context.Background(), 0, now.UnixMilli())
+	require.NoError(t, err)
+	require.Zero(t, res.Summarized)
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	q := func() float64 {
+		m := runQuery(t, engine, s, context.Background(), `increase(x_total[10d])`, 0, now.UnixMilli(), 0)
+		require.Len(t, m, 1)
+		return m[0].Floats[0].F
+	}
+	before := q()
+	_, err = db.EnforceRetention(context.Background(), pebblestore.DefaultRetention(), now, false)
+	require.NoError(t, err)
+	require.InDelta(t, before, q(), 1e-6, "10 days of raw windows kept: the hourly cut-off is 30 days")
+}
