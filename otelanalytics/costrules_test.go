@@ -27,6 +27,7 @@ import (
 
 	"github.com/proxylens/proxylens/internal/traffic"
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
 )
 
 // costQuery is one query of docs/analytics.md, stored once here: the tests
@@ -904,5 +905,45 @@ func TestCostFiguresGenerated(t *testing.T) {
 			// between its window's open start and its first point.
 			requireFigures(t, q.name+" against "+figureName(q), raw, results[q.name], 1e-6)
 		}
+	}
+
+	// The same history in proxylens' own store, as increments, read as
+	// the store reads them (window boundaries, the daily rollup): every
+	// figure equals the bill there too.
+	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: time.Hour}})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, db.Close()) }()
+	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Hour, nil))
+	require.NoError(t, err)
+	ps := db.SeriesStore()
+	require.NoError(t, ps.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		for _, s := range counters {
+			for tMs, v := range s.incs {
+				if err := add(s.ls, tMs, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}))
+	papp := ps.Appender(context.Background())
+	for h := 0; h <= 30*24; h++ {
+		tMs := start.Add(time.Duration(h) * time.Hour).UnixMilli()
+		require.NoError(t, book.SubscriptionSamples(tMs, func(ls labels.Labels, v float64) error {
+			_, err := papp.Append(0, ls, tMs, v)
+			return err
+		}))
+	}
+	require.NoError(t, papp.Commit())
+	evalRules(t, ng, ps, start.Add(time.Hour), end)
+	for _, q := range costQueries {
+		t.Run("pebblestore/"+q.name, func(t *testing.T) {
+			got := evalFigure(t, ng, ps, q, end)
+			if figureName(q) == "tier p95 latency" {
+				requireFigures(t, q.name, results[q.name], got, 1e-6)
+				return
+			}
+			requireFigures(t, q.name, want[figureName(q)], got, 1e-6)
+		})
 	}
 }
