@@ -377,13 +377,13 @@ func (d *DB) recordBytes() (uint64, error) {
 }
 
 // SeriesBytes flushes and compacts the series store and returns its size
-// on disk: samples (the index, chunks and window bases) and the window
-// summaries, for measurements.
+// on disk: samples (the index, chunks and window bases) and rollups (the
+// window summaries and the daily rollup), for measurements.
 func (d *DB) SeriesBytes() (samples, summaries uint64, err error) {
 	if err := d.db.Flush(); err != nil {
 		return 0, 0, err
 	}
-	for _, p := range []byte{prefixBases, prefixChunks, prefixPostings, prefixSeries, prefixSummaries} {
+	for _, p := range []byte{prefixBases, prefixChunks, prefixPostings, prefixSeries, prefixSummaries, prefixDays} {
 		start, end := []byte{p}, []byte{p + 1}
 		if err := d.db.Compact(context.Background(), start, end, true); err != nil {
 			return 0, 0, err
@@ -392,7 +392,7 @@ func (d *DB) SeriesBytes() (samples, summaries uint64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		if p == prefixSummaries {
+		if p == prefixSummaries || p == prefixDays {
 			summaries += n
 		} else {
 			samples += n
