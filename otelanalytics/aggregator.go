@@ -22,6 +22,7 @@ const (
 	FamilyDuration               // proxy_request_duration_seconds
 	FamilyTransfer               // proxy_transfer_bytes_total
 	FamilyEndpoint               // proxy_endpoint_requests_total
+	FamilyAdjusted               // proxy_sample_adjusted_requests_total
 	NumFamilies
 )
 
@@ -50,6 +51,7 @@ var familyInfo = [NumFamilies]struct {
 	FamilyDuration: {"proxy_request_duration_seconds", durationBuckets + 1},
 	FamilyTransfer: {"proxy_transfer_bytes_total", 2},
 	FamilyEndpoint: {"proxy_endpoint_requests_total", 1},
+	FamilyAdjusted: {"proxy_sample_adjusted_requests_total", 1},
 }
 
 // Name returns the metric family name.
@@ -87,6 +89,8 @@ func keyFor(f Family, r *Record, ref *Refs) SeriesKey {
 		return SeriesKey{Source: ref[RefSource], Tier: ref[RefTier], Application: ref[RefApplication], Success: r.Success}
 	case FamilyTransfer:
 		return SeriesKey{Source: ref[RefSource], Application: ref[RefApplication]}
+	case FamilyAdjusted:
+		return SeriesKey{Source: ref[RefSource]}
 	default:
 		return SeriesKey{Source: ref[RefSource], Proxy: ref[RefProxy], Success: r.Success}
 	}
@@ -297,6 +301,15 @@ func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 		tot, inc = a.touch(FamilyEndpoint, ei, t)
 		tot[0] += w
 		inc[0] += w
+
+		// Requests that stand for others (an upstream sampler's adjusted
+		// count): the counts of their intervals are estimates.
+		if w != 1 {
+			ai := a.series(FamilyAdjusted, keyFor(FamilyAdjusted, r, ref), false)
+			tot, inc = a.touch(FamilyAdjusted, ai, t)
+			tot[0] += w
+			inc[0] += w
+		}
 	}
 	if a.pending >= a.maxPending && before < a.maxPending {
 		select {

@@ -260,3 +260,32 @@ func TestConcurrentApplyAndCut(t *testing.T) {
 	require.Equal(t, 800.0, incs)
 	require.Equal(t, 800.0, familyTotal(a, FamilyRequests, 0))
 }
+
+// TestSampleAdjustedRequests: requests that carry an upstream adjusted
+// count (a weight other than 1) are also counted, weighted, per source in
+// proxy_sample_adjusted_requests_total, by event time; requests of weight 1
+// are not, so a source without upstream sampling has no such series.
+func TestSampleAdjustedRequests(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	applyOne(a, d,
+		reqRecord(base+1, "brightdata", "a.example", true, 0.1, 4),
+		reqRecord(base+2, "brightdata", "b.example", false, 0.1, 2.5),
+		reqRecord(base+3, "spys-one", "a.example", true, 0.1, 1),
+		reqRecord(base+int64(res)+1, "brightdata", "a.example", true, 0.1, 1),
+	)
+	keys, vals := a.Snapshot(FamilyAdjusted)
+	require.Len(t, keys, 1)
+	require.Equal(t, []string{"brightdata"}, FamilyAdjusted.LabelValues(keys[0], d))
+	require.Equal(t, []float64{6.5}, vals)
+	require.Equal(t, 4+2.5+1+1, familyTotal(a, FamilyRequests, 0), "the requests family counts every request")
+	c := a.Cut()
+	fc := c.Families[FamilyAdjusted]
+	require.Equal(t, []int64{base + int64(res)}, fc.IncTimes)
+	require.Equal(t, []float64{6.5}, fc.IncValues)
+	require.Equal(t, "proxy_sample_adjusted_requests_total", FamilyAdjusted.Name())
+	require.Equal(t, []string{"source"}, FamilyAdjusted.Labels())
+	typ, unit := FamilyAdjusted.Metadata()
+	require.Equal(t, "counter", typ)
+	require.Empty(t, unit)
+}

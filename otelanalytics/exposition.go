@@ -20,6 +20,7 @@ var familyLabels = [NumFamilies][]string{
 	FamilyDuration: {"source", "tier", "application", "outcome"},
 	FamilyTransfer: {"source", "application"},
 	FamilyEndpoint: {"source", "proxy", "outcome"},
+	FamilyAdjusted: {"source"},
 }
 
 var familyHelp = [NumFamilies]string{
@@ -27,6 +28,7 @@ var familyHelp = [NumFamilies]string{
 	FamilyDuration: "Duration of proxied requests in seconds, by source, tier, application and outcome.",
 	FamilyTransfer: "Bytes sent and received through proxies, by source, application and direction.",
 	FamilyEndpoint: "Proxied requests by source, individual proxy (host:port) and outcome.",
+	FamilyAdjusted: "Proxied requests counted with an upstream sampler's adjusted count (a weight other than 1), by source: where they are, counts are estimates.",
 }
 
 var familyUnit = [NumFamilies]string{
@@ -34,6 +36,7 @@ var familyUnit = [NumFamilies]string{
 	FamilyDuration: "s",
 	FamilyTransfer: "By",
 	FamilyEndpoint: "{request}",
+	FamilyAdjusted: "{request}",
 }
 
 // Labels returns the label names of family f, in the order LabelValues
@@ -78,6 +81,8 @@ func (f Family) LabelValues(k SeriesKey, d *Dict) []string {
 		return []string{s[RefSource], s[RefTier], s[RefApplication], outcome}
 	case FamilyTransfer:
 		return []string{s[RefSource], s[RefApplication]}
+	case FamilyAdjusted:
+		return []string{s[RefSource]}
 	default:
 		return []string{s[RefSource], s[RefProxy], outcome}
 	}
