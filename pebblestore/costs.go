@@ -43,8 +43,5 @@ func (d *DB) SetCostModels(models []otelanalytics.CostModel, now time.Time, user
 		return err
 	}
 	entry := AuditEntry{Time: now, User: user, Action: "costs.update", Resource: "costs", ClientIP: clientIP, Success: true, Detail: string(v)}
-	if err := d.auditTo(b, entry); err != nil {
-		return err
-	}
-	return b.Commit(pebble.Sync)
+	return d.commitAudited(b, entry)
 }

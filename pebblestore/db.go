@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -72,9 +71,10 @@ type DB struct {
 
 	bufs sync.Pool // *[]byte encode buffers
 
-	retentionMu sync.Mutex    // serializes policy changes
-	auditSeq    atomic.Uint64 // makes audit keys unique within a nanosecond
-	cutMu       sync.Mutex    // held by a cut and by a backup's snapshot
+	retentionMu sync.Mutex // serializes policy changes
+	cutMu       sync.Mutex // held by a cut and by a backup's snapshot
+	auditMu     sync.Mutex // orders audit entries; guards audit
+	audit       auditState
 }
 
 // Open opens (creating if needed) the store in dir. Call Load before using it.
@@ -120,6 +120,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	d.bufs.New = func() any { b := make([]byte, 0, 64<<10); return &b }
 	if err := d.checkFormat(now()); err != nil {
 		return nil, errors.Join(err, pdb.Close())
+	}
+	if err := d.loadAudit(); err != nil {
+		return nil, errors.Join(fmt.Errorf("load audit log: %w", err), pdb.Close())
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
 	reg.Gauge("proxylens_storage_bytes", "Disk space used by the Pebble database (the journal not included).", func() float64 {

@@ -84,10 +84,13 @@ func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.T
 	if err := b.DeleteRange([]byte{prefixRecord}, recEnd, nil); err != nil {
 		return e, err
 	}
-	if err := b.DeleteRange([]byte{prefixAudit}, auditKey(time.UnixMilli(e.AuditBefore), 0), nil); err != nil {
-		return e, err
+	d.auditMu.Lock()
+	err := d.auditRetention(b, time.UnixMilli(e.AuditBefore))
+	if err == nil {
+		err = b.Commit(pebble.Sync)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	d.auditMu.Unlock()
+	if err != nil {
 		return e, fmt.Errorf("enforce retention: %w", err)
 	}
 

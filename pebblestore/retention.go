@@ -151,8 +151,5 @@ func (d *DB) SetRetention(p RetentionPolicy, now time.Time, user string) error {
 	if err := b.Set(keyRetention, v, nil); err != nil {
 		return err
 	}
-	if err := d.auditTo(b, entry); err != nil {
-		return err
-	}
-	return b.Commit(pebble.Sync)
+	return d.commitAudited(b, entry)
 }

@@ -242,7 +242,7 @@ func TestRetentionPolicyRules(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, p, got)
 	// Every change and every refusal is in the audit log.
-	entries, err := st.db.AuditEntries(now.Add(-time.Hour), hold.Add(3*time.Hour))
+	entries, err := st.db.AuditEntries(pebblestore.AuditFilter{From: now.Add(-time.Hour), To: hold.Add(3 * time.Hour)})
 	require.NoError(t, err)
 	require.Len(t, entries, 6)
 	require.Equal(t, "mallory", entries[1].User)

@@ -93,7 +93,7 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	models2, err := cp.CostModels()
 	require.NoError(t, err)
 	require.Len(t, models2, 1)
-	entries, err := cp.AuditEntries(now.Add(-time.Hour), now.Add(time.Hour))
+	entries, err := cp.AuditEntries(pebblestore.AuditFilter{From: now.Add(-time.Hour), To: now.Add(time.Hour)})
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 	require.Equal(t, "costs.update", entries[0].Action)

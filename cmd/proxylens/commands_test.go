@@ -128,6 +128,9 @@ func TestCommandFlagErrors(t *testing.T) {
 		{"backup", "--to"},
 		{"restore", "--from", "x"},
 		{"restore", "--data-dir", "x", "extra"},
+		{"audit"},
+		{"audit", "check"},
+		{"audit", "verify", "--nope"},
 	} {
 		var stderr bytes.Buffer
 		err := run(t.Context(), args, io.Discard, &stderr)
@@ -174,4 +177,20 @@ func TestBackupRestoreCommands(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, want)
 	require.Equal(t, want, db.SeriesStore().NumSeries())
+}
+
+// TestAuditVerifyCommand: proxylens audit verify checks the chain through a
+// running server and in a stopped data directory.
+func TestAuditVerifyCommand(t *testing.T) {
+	s := startServer(t)
+	require.NoError(t, s.Store().Audit(pebblestore.AuditEntry{Time: time.Now(), User: "admin", Action: "query", Success: true}))
+	var out bytes.Buffer
+	url := "http://" + s.HTTPAddr().String()
+	require.NoError(t, run(t.Context(), []string{"audit", "verify", "--server", url, "--admin-token-file", "testdata/admin.token"}, &out, io.Discard))
+	require.Equal(t, "ok: 1 entries, every link and hash checks\n", out.String())
+	dataDir := s.Store().Dir()
+	require.NoError(t, s.Shutdown(context.Background()))
+	out.Reset()
+	require.NoError(t, run(t.Context(), []string{"audit", "verify", "--data-dir", dataDir}, &out, io.Discard))
+	require.Contains(t, out.String(), "ok: 1 entries")
 }

@@ -51,6 +51,7 @@ Usage:
   proxylens backup --to DIR   take a backup (of a running server, or --data-dir)
   proxylens restore --from BACKUP --data-dir DIR
                               restore a backup into a new data directory
+  proxylens audit verify      check the audit log's hash chain
   proxylens version           print the version
 
 Run "proxylens COMMAND -h" for the flags of a command.
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return backupCmd(ctx, args, stdout, stderr)
 	case "restore":
 		return restoreCmd(ctx, args, stdout, stderr)
+	case "audit":
+		return auditCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "proxylens", version())
 		return nil

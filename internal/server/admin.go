@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,6 +56,8 @@ func (s *Server) newAdminHandler(token [sha256.Size]byte) *adminHandler {
 	h.mux.HandleFunc("POST /api/v1/admin/rollup", h.rollup)
 	h.mux.HandleFunc("POST /api/v1/admin/backup", h.postBackup)
 	h.mux.HandleFunc("GET /api/v1/admin/backups", h.listBackups)
+	h.mux.HandleFunc("GET /api/v1/admin/audit/verify", h.verifyAudit)
+	h.mux.HandleFunc("GET /api/v1/audit", h.getAudit)
 	h.mux.HandleFunc("POST /api/v1/admin/retention/enforce", h.enforce)
 	return h
 }
@@ -355,4 +358,75 @@ func (h *adminHandler) putCosts(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = h.s.store.Audit(pebblestore.AuditEntry{Time: h.s.opts.Now(), User: adminUser(r), Action: "costs.update", Resource: "costs", ClientIP: clientIP(r), Error: err.Error()})
 	writeAdminError(w, http.StatusBadRequest, "bad_data", err)
+}
+
+// getAudit lists audit entries: start and end (RFC 3339 or Unix), user[]
+// and action[] filters, limit (the newest; default 1000, at most 10000).
+func (h *adminHandler) getAudit(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeAdminError(w, http.StatusBadRequest, "bad_data", err)
+		return
+	}
+	f := pebblestore.AuditFilter{Users: r.Form["user"], Actions: r.Form["action"], Limit: 1000}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"start", &f.From}, {"end", &f.To}} {
+		if v := r.Form.Get(p.name); v != "" {
+			t, err := parseAuditTime(v)
+			if err != nil {
+				writeAdminError(w, http.StatusBadRequest, "bad_data", fmt.Errorf("invalid parameter %q: %w", p.name, err))
+				return
+			}
+			*p.dst = t
+		}
+	}
+	if v := r.Form.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeAdminError(w, http.StatusBadRequest, "bad_data", fmt.Errorf("invalid parameter \"limit\": %q is not a number from 1 to 10000", v))
+			return
+		}
+		f.Limit = n
+	}
+	entries, err := h.s.store.AuditEntries(f)
+	if err != nil {
+		writeAdminError(w, http.StatusInternalServerError, "internal", err)
+		return
+	}
+	if entries == nil {
+		entries = []pebblestore.AuditEntry{}
+	}
+	writeAdminJSON(w, entries)
+}
+
+func parseAuditTime(v string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		return time.Unix(0, int64(f*1e9)).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time or Unix seconds", v)
+}
+
+// AuditVerification is what checking the audit log's chain found.
+type AuditVerification struct {
+	Entries int    `json:"entries"` // entries checked (up to the break)
+	Valid   bool   `json:"valid"`
+	Break   string `json:"break,omitempty"`
+}
+
+// verifyAudit checks the audit log's hash chain.
+func (h *adminHandler) verifyAudit(w http.ResponseWriter, _ *http.Request) {
+	n, err := h.s.store.VerifyAudit()
+	var ab *pebblestore.AuditBreak
+	switch {
+	case errors.As(err, &ab):
+		writeAdminJSON(w, AuditVerification{Entries: n, Break: ab.Error()})
+	case err != nil:
+		writeAdminError(w, http.StatusInternalServerError, "internal", err)
+	default:
+		writeAdminJSON(w, AuditVerification{Entries: n, Valid: true})
+	}
 }

@@ -122,7 +122,7 @@ func TestAdminAuthAndRetention(t *testing.T) {
 	require.Contains(t, msg, "start and end")
 
 	// Every change and refusal is audited.
-	entries, err := s.Store().AuditEntries(now.Add(-time.Hour), now.Add(time.Hour))
+	entries, err := s.Store().AuditEntries(pebblestore.AuditFilter{From: now.Add(-time.Hour), To: now.Add(time.Hour)})
 	require.NoError(t, err)
 	var actions []string
 	for _, en := range entries {
@@ -132,6 +132,27 @@ func TestAdminAuthAndRetention(t *testing.T) {
 		"retention.update:refused", "retention.update:ok", "retention.update:refused", "retention.update:refused",
 		"sampling.update:ok", "sampling.update:refused", "rollup.run:ok",
 	}, actions)
+
+	// The audit API, with filters, and the chain's verification.
+	var listed []pebblestore.AuditEntry
+	code, msg = call(t, s, http.MethodGet, "/api/v1/audit?action=sampling.update&limit=1", testAdminToken, "", &listed)
+	require.Equal(t, http.StatusOK, code, msg)
+	require.Len(t, listed, 1)
+	require.Equal(t, "sampling.update", listed[0].Action)
+	require.False(t, listed[0].Success)
+	require.Equal(t, "127.0.0.1", listed[0].ClientIP)
+	code, _ = call(t, s, http.MethodGet, "/api/v1/audit?start=2026-11-29T13:00:00Z", testAdminToken, "", &listed)
+	require.Equal(t, http.StatusOK, code)
+	require.Empty(t, listed)
+	code, msg = call(t, s, http.MethodGet, "/api/v1/audit?limit=0", testAdminToken, "", nil)
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, msg, `invalid parameter "limit"`)
+	code, _ = call(t, s, http.MethodGet, "/api/v1/audit", "", "", nil)
+	require.Equal(t, http.StatusUnauthorized, code)
+	var v AuditVerification
+	code, _ = call(t, s, http.MethodGet, "/api/v1/admin/audit/verify", testAdminToken, "", &v)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, AuditVerification{Entries: 7, Valid: true}, v)
 }
 
 // TestCostsEndToEnd: cost models set through the admin API price the

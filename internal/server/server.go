@@ -270,9 +270,12 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		mux.Handle("/api/v1/admin/", s.newAdminHandler(token))
+		admin := s.newAdminHandler(token)
+		mux.Handle("/api/v1/admin/", admin)
+		mux.Handle("/api/v1/audit", admin)
 	} else {
 		mux.Handle("/api/v1/admin/", http.NotFoundHandler()) // disabled without an admin credential
+		mux.Handle("/api/v1/audit", http.NotFoundHandler())
 	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
+)
+
+// errAuditBroken is a verification that found a break: exit status 1.
+var errAuditBroken = errors.New("the audit log's chain is broken")
+
+// auditCmd runs `proxylens audit verify`: it checks the audit log's hash
+// chain, of a stopped data directory (--data-dir) or of a running server
+// through its admin API.
+func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "verify" {
+		fmt.Fprintln(stderr, "Usage: proxylens audit verify [--data-dir DIR | --server URL --admin-token-file FILE]")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("proxylens audit verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "", "check this stopped data directory")
+	serverURL := fs.String("server", envOr("PROXYLENS_SERVER", "http://127.0.0.1:9464"), "else ask this running proxylens (env PROXYLENS_SERVER)")
+	tokenFile := fs.String("admin-token-file", os.Getenv("PROXYLENS_ADMIN_TOKEN_FILE"), "file holding the admin bearer token (env PROXYLENS_ADMIN_TOKEN_FILE)")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	var entries int
+	var broken string
+	if *dataDir != "" {
+		db, err := pebblestore.Open(*dataDir, pebblestore.Options{})
+		if err != nil {
+			return fmt.Errorf("%w (is proxylens running? then leave out --data-dir to ask it)", err)
+		}
+		defer db.Close()
+		if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)); err != nil {
+			return err
+		}
+		n, err := db.VerifyAudit()
+		var ab *pebblestore.AuditBreak
+		switch {
+		case errors.As(err, &ab):
+			entries, broken = n, ab.Error()
+		case err != nil:
+			return err
+		default:
+			entries = n
+		}
+	} else {
+		if *tokenFile == "" {
+			return errors.New("--admin-token-file is required to ask a server (or give --data-dir for a stopped one)")
+		}
+		tok, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(*serverURL, "/")+"/api/v1/admin/audit/verify", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var env struct {
+			Status string `json:"status"`
+			Data   struct {
+				Entries int    `json:"entries"`
+				Break   string `json:"break"`
+			} `json:"data"`
+			Error string `json:"error"`
+		}
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&env); err != nil || env.Status != "success" {
+			return fmt.Errorf("ask %s to verify the audit log: %s %s", *serverURL, resp.Status, env.Error)
+		}
+		entries, broken = env.Data.Entries, env.Data.Break
+	}
+	if broken != "" {
+		fmt.Fprintf(stdout, "BROKEN after %d good entries: %s\n", entries, broken)
+		return errAuditBroken
+	}
+	fmt.Fprintf(stdout, "ok: %d entries, every link and hash checks\n", entries)
+	return nil
+}
