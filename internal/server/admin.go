@@ -41,11 +41,11 @@ func readAdminToken(path string) ([sha256.Size]byte, error) {
 // configured, 401 without the bearer token, and the admin endpoints.
 type adminHandler struct {
 	s     *Server
-	token [sha256.Size]byte
+	token *[sha256.Size]byte // the bootstrap admin token, if any
 	mux   *http.ServeMux
 }
 
-func (s *Server) newAdminHandler(token [sha256.Size]byte) *adminHandler {
+func (s *Server) newAdminHandler(token *[sha256.Size]byte) *adminHandler {
 	h := &adminHandler{s: s, token: token, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /api/v1/admin/retention", h.getRetention)
 	h.mux.HandleFunc("PUT /api/v1/admin/retention", h.putRetention)
@@ -63,10 +63,16 @@ func (s *Server) newAdminHandler(token [sha256.Size]byte) *adminHandler {
 }
 
 func (h *adminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := identityOf(r); ok {
+		// Users are configured: the authenticator checked the credential
+		// and the role (the audit log lets every user see their own).
+		h.mux.ServeHTTP(w, r)
+		return
+	}
 	auth := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	if !ok || subtle.ConstantTimeCompare(sum[:], h.token[:]) != 1 {
+	if !ok || h.token == nil || subtle.ConstantTimeCompare(sum[:], h.token[:]) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="proxylens admin"`)
 		writeAdminError(w, http.StatusUnauthorized, "unauthorized", errors.New("an admin bearer token is required (Authorization: Bearer …)"))
 		return
@@ -74,8 +80,14 @@ func (h *adminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// adminUser names the caller in the audit log.
-func adminUser(*http.Request) string { return "admin" }
+// adminUser names the caller in the audit log: the user or token name, or
+// "admin" for the bootstrap admin token.
+func adminUser(r *http.Request) string {
+	if id, ok := identityOf(r); ok {
+		return id.name
+	}
+	return "admin"
+}
 
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -368,6 +380,9 @@ func (h *adminHandler) getAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := pebblestore.AuditFilter{Users: r.Form["user"], Actions: r.Form["action"], Limit: 1000}
+	if id, ok := identityOf(r); ok && id.role != RoleAdmin {
+		f.Users = []string{id.name} // a user sees their own entries; an admin everyone's
+	}
 	for _, p := range []struct {
 		name string
 		dst  *time.Time

@@ -66,6 +66,8 @@ type Config struct {
 	Costs []otelanalytics.CostModel `yaml:"costs"`
 	// Backup configures scheduled backups and their uploads.
 	Backup backup.Config `yaml:"backup"`
+	// Auth lists the users and tokens of the HTTP endpoints.
+	Auth AuthConfig `yaml:"auth"`
 }
 
 // ReceiverConfig is the receiver section of the config file.
@@ -329,6 +331,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := backup.CheckDirs(c.Backup.Dir, c.DataDir); err != nil && strings.TrimSpace(c.DataDir) != "" {
+		errs = append(errs, err)
+	}
+	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Costs != nil {

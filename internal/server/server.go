@@ -9,6 +9,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -265,17 +266,27 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	}))
 	s.api.Register(mux)
 	s.writer.Register(mux)
+	var token *[sha256.Size]byte
 	if s.cfg.AdminTokenFile != "" {
-		token, err := readAdminToken(s.cfg.AdminTokenFile)
+		t, err := readAdminToken(s.cfg.AdminTokenFile)
 		if err != nil {
 			return err
 		}
+		token = &t
+	}
+	if token != nil || s.cfg.Auth.hasAdmin() {
 		admin := s.newAdminHandler(token)
 		mux.Handle("/api/v1/admin/", admin)
 		mux.Handle("/api/v1/audit", admin)
 	} else {
 		mux.Handle("/api/v1/admin/", http.NotFoundHandler()) // disabled without an admin credential
 		mux.Handle("/api/v1/audit", http.NotFoundHandler())
+	}
+	var handler http.Handler = mux
+	if s.cfg.Auth.Enabled() {
+		handler = newAuthenticator(s.cfg.Auth, token).wrap(mux)
+	} else if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
+		s.log.Warn("the HTTP listener is not on loopback and no users are configured: anyone who reaches it can query", "addr", ln.Addr().String())
 	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -291,7 +302,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		_, _ = w.Write([]byte("proxylens is ready.\n"))
 	})
 	s.httpSrv = &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// The roles, each allowed what the one before is and more.
+const (
+	RoleViewer  = "viewer"  // queries and dashboards
+	RoleAnalyst = "analyst" // also exports
+	RoleAdmin   = "admin"   // also retention, sampling, costs, backups, everyone's audit log
+)
+
+var roleRank = map[string]int{RoleViewer: 1, RoleAnalyst: 2, RoleAdmin: 3}
+
+// AuthConfig is the auth section of the config file: who may use the HTTP
+// endpoints. With no users and no tokens, read endpoints are open and the
+// admin API needs the bootstrap admin token (admin_token_file).
+type AuthConfig struct {
+	Users  []AuthUser  `yaml:"users"`
+	Tokens []AuthToken `yaml:"tokens"`
+}
+
+// AuthUser signs in with HTTP basic auth.
+type AuthUser struct {
+	Name string `yaml:"name"`
+	Role string `yaml:"role"`
+	// PasswordHash is the bcrypt hash of the password (htpasswd -nBC 10
+	// NAME, or any bcrypt tool), as Prometheus' web config takes them.
+	PasswordHash string `yaml:"password_hash"`
+}
+
+// AuthToken signs in with Authorization: Bearer TOKEN.
+type AuthToken struct {
+	Name string `yaml:"name"`
+	Role string `yaml:"role"`
+	// TokenSHA256 is the hex SHA-256 of the token (sha256sum), so the file
+	// holds no usable secret.
+	TokenSHA256 string `yaml:"token_sha256"`
+}
+
+// hasAdmin reports whether a user or token has the admin role.
+func (c AuthConfig) hasAdmin() bool {
+	for _, u := range c.Users {
+		if u.Role == RoleAdmin {
+			return true
+		}
+	}
+	for _, tk := range c.Tokens {
+		if tk.Role == RoleAdmin {
+			return true
+		}
+	}
+	return false
+}
+
+// Enabled reports whether any user or token is configured.
+func (c AuthConfig) Enabled() bool { return len(c.Users)+len(c.Tokens) > 0 }
+
+// Validate reports every problem at once, each naming the field.
+func (c AuthConfig) Validate() error {
+	var errs []error
+	names := map[string]string{}
+	check := func(path, name, role string) {
+		if strings.TrimSpace(name) == "" || strings.ContainsAny(name, ":\n") {
+			errs = append(errs, fmt.Errorf("%s.name: must be a non-empty name without ':', got %q", path, name))
+		} else if prev, dup := names[name]; dup {
+			errs = append(errs, fmt.Errorf("%s.name: %q is already %s", path, name, prev))
+		} else {
+			names[name] = path
+		}
+		if roleRank[role] == 0 {
+			errs = append(errs, fmt.Errorf("%s.role: must be viewer, analyst or admin, got %q", path, role))
+		}
+	}
+	for i, u := range c.Users {
+		path := fmt.Sprintf("auth.users[%d]", i)
+		check(path, u.Name, u.Role)
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			errs = append(errs, fmt.Errorf("%s.password_hash: not a bcrypt hash (%v)", path, err))
+		}
+	}
+	for i, tk := range c.Tokens {
+		path := fmt.Sprintf("auth.tokens[%d]", i)
+		check(path, tk.Name, tk.Role)
+		if b, err := hex.DecodeString(tk.TokenSHA256); err != nil || len(b) != sha256.Size {
+			errs = append(errs, fmt.Errorf("%s.token_sha256: must be 64 hex digits (the SHA-256 of the token), got %d characters", path, len(tk.TokenSHA256)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// identity is who a request is from.
+type identity struct {
+	name, role string
+}
+
+type identityKey struct{}
+
+func identityOf(r *http.Request) (identity, bool) {
+	id, ok := r.Context().Value(identityKey{}).(identity)
+	return id, ok
+}
+
+// authenticator checks the credentials of every HTTP request but the
+// health endpoints, and the role each path needs.
+type authenticator struct {
+	users  map[string]AuthUser
+	tokens []AuthToken // hashes decoded once
+	hashes [][sha256.Size]byte
+	admin  *[sha256.Size]byte // the bootstrap admin token, if any
+	dummy  []byte             // a bcrypt hash for unknown users: the same work as a wrong password
+
+	mu     sync.Mutex
+	passed map[[sha256.Size]byte]struct{} // user:password pairs bcrypt accepted, bounded
+}
+
+// maxPassed bounds the remembered accepted passwords (bcrypt costs tens of
+// milliseconds; Grafana sends the credentials with every query).
+const maxPassed = 1024
+
+func newAuthenticator(c AuthConfig, admin *[sha256.Size]byte) *authenticator {
+	a := &authenticator{users: map[string]AuthUser{}, admin: admin, passed: map[[sha256.Size]byte]struct{}{}}
+	for _, u := range c.Users {
+		a.users[u.Name] = u
+	}
+	for _, tk := range c.Tokens {
+		var h [sha256.Size]byte
+		b, _ := hex.DecodeString(tk.TokenSHA256)
+		copy(h[:], b)
+		a.tokens, a.hashes = append(a.tokens, tk), append(a.hashes, h)
+	}
+	cost := bcrypt.DefaultCost
+	for _, u := range c.Users {
+		if n, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil {
+			cost = n
+			break
+		}
+	}
+	a.dummy, _ = bcrypt.GenerateFromPassword([]byte("proxylens-no-such-user"), cost)
+	return a
+}
+
+// identify returns the request's identity, or false for no or wrong
+// credentials.
+func (a *authenticator) identify(r *http.Request) (identity, bool) {
+	if name, pass, ok := r.BasicAuth(); ok {
+		u, known := a.users[name]
+		key := sha256.Sum256([]byte(name + ":" + pass + ":" + u.PasswordHash))
+		a.mu.Lock()
+		_, cached := a.passed[key]
+		a.mu.Unlock()
+		if known && cached {
+			return identity{name, u.Role}, true
+		}
+		hash := a.dummy
+		if known {
+			hash = []byte(u.PasswordHash)
+		}
+		if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil || !known {
+			return identity{}, false
+		}
+		a.mu.Lock()
+		if len(a.passed) >= maxPassed {
+			clear(a.passed)
+		}
+		a.passed[key] = struct{}{}
+		a.mu.Unlock()
+		return identity{name, u.Role}, true
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return identity{}, false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	found := -1
+	for i := range a.hashes { // every hash compared: the time does not say which matched
+		if subtle.ConstantTimeCompare(sum[:], a.hashes[i][:]) == 1 {
+			found = i
+		}
+	}
+	if found >= 0 {
+		return identity{a.tokens[found].Name, a.tokens[found].Role}, true
+	}
+	if a.admin != nil && subtle.ConstantTimeCompare(sum[:], a.admin[:]) == 1 {
+		return identity{"admin", RoleAdmin}, true
+	}
+	return identity{}, false
+}
+
+// requiredRole is the role a path needs.
+func requiredRole(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/api/v1/admin/"):
+		return RoleAdmin
+	case strings.HasPrefix(path, "/api/v1/exports"):
+		return RoleAnalyst
+	}
+	return RoleViewer
+}
+
+// wrap requires a credential on every path but /-/healthy and /-/ready:
+// 401 with WWW-Authenticate for none or a wrong one, 403 for a role that
+// may not.
+func (a *authenticator) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/-/healthy" || r.URL.Path == "/-/ready" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		id, ok := a.identify(r)
+		if !ok {
+			w.Header().Add("WWW-Authenticate", `Basic realm="proxylens"`)
+			w.Header().Add("WWW-Authenticate", `Bearer realm="proxylens"`)
+			writeAdminError(w, http.StatusUnauthorized, "unauthorized", errors.New("a user name and password (basic auth) or a bearer token is required"))
+			return
+		}
+		if need := requiredRole(r.URL.Path); roleRank[id.role] < roleRank[need] {
+			writeAdminError(w, http.StatusForbidden, "forbidden", fmt.Errorf("%s (%s) may not use %s: it needs the %s role", id.name, id.role, r.URL.Path, need))
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+	})
+}

@@ -1,0 +1,129 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/proxylens/proxylens/pebblestore"
+)
+
+func bcryptHash(t *testing.T, pass string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+	require.NoError(t, err)
+	return string(h)
+}
+
+// TestUsersAndRoles: with users configured every endpoint but the health
+// ones needs a credential (basic auth or a bearer token): 401 with
+// WWW-Authenticate without one or with a wrong one, 403 for a role that
+// may not, and the role's endpoints otherwise; each user sees their own
+// audit entries, an admin everyone's.
+func TestUsersAndRoles(t *testing.T) {
+	cfg := adminConfig(t)
+	const viewerToken = "viewer-token-0123456789"
+	sum := sha256.Sum256([]byte(viewerToken))
+	cfg.Auth = AuthConfig{
+		Users: []AuthUser{
+			{Name: "vera", Role: RoleViewer, PasswordHash: bcryptHash(t, "vera-pass")},
+			{Name: "ann", Role: RoleAnalyst, PasswordHash: bcryptHash(t, "ann-pass")},
+			{Name: "root", Role: RoleAdmin, PasswordHash: bcryptHash(t, "root-pass")},
+		},
+		Tokens: []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: hex.EncodeToString(sum[:])}},
+	}
+	require.NoError(t, cfg.Validate())
+	s := start(t, cfg, Options{})
+	base := "http://" + s.HTTPAddr().String()
+	do := func(method, path, user, pass, bearer string) (int, http.Header) {
+		req, err := http.NewRequestWithContext(t.Context(), method, base+path, strings.NewReader(""))
+		require.NoError(t, err)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
+	}
+	for _, p := range []string{"/-/healthy", "/-/ready"} {
+		code, _ := do("GET", p, "", "", "")
+		require.Equal(t, http.StatusOK, code, p)
+	}
+	for _, c := range []struct{ user, pass, bearer string }{
+		{"", "", ""}, {"vera", "wrong", ""}, {"nobody", "vera-pass", ""}, {"", "", "not-a-token-0123456789"},
+	} {
+		code, h := do("GET", "/api/v1/query?query=1", c.user, c.pass, c.bearer)
+		require.Equal(t, http.StatusUnauthorized, code, "%+v", c)
+		require.Equal(t, []string{`Basic realm="proxylens"`, `Bearer realm="proxylens"`}, h.Values("WWW-Authenticate"))
+	}
+	for _, c := range []struct {
+		method, path, user, pass, bearer string
+		want                             int
+	}{
+		{"GET", "/api/v1/query?query=1", "vera", "vera-pass", "", 200},
+		{"GET", "/api/v1/query?query=1", "vera", "vera-pass", "", 200}, // remembered: no second bcrypt
+		{"GET", "/api/v1/labels", "", "", viewerToken, 200},
+		{"GET", "/metrics", "", "", viewerToken, 200},
+		{"GET", "/api/v1/admin/retention", "vera", "vera-pass", "", 403},
+		{"GET", "/api/v1/admin/retention", "ann", "ann-pass", "", 403},
+		{"GET", "/api/v1/exports/x", "vera", "vera-pass", "", 403},
+		{"GET", "/api/v1/admin/retention", "root", "root-pass", "", 200},
+		{"GET", "/api/v1/admin/retention", "", "", testAdminToken, 200}, // the bootstrap admin
+		{"DELETE", "/api/v1/admin/retention", "root", "root-pass", "", 405},
+		{"PUT", "/api/v1/admin/sampling", "root", "root-pass", "", 400}, // empty body
+	} {
+		code, _ := do(c.method, c.path, c.user, c.pass, c.bearer)
+		require.Equal(t, c.want, code, "%+v", c)
+	}
+
+	// Audit: vera sees her own entries only, root everyone's.
+	require.NoError(t, s.Store().Audit(pebblestore.AuditEntry{User: "vera", Action: "query", Success: true}))
+	require.NoError(t, s.Store().Audit(pebblestore.AuditEntry{User: "ann", Action: "export", Success: true}))
+	auditAs := func(user, pass string) []string {
+		req, err := http.NewRequestWithContext(t.Context(), "GET", base+"/api/v1/audit", nil)
+		require.NoError(t, err)
+		req.SetBasicAuth(user, pass)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var env struct {
+			Data []pebblestore.AuditEntry `json:"data"`
+		}
+		require.NoError(t, decodeJSON(resp, &env))
+		var users []string
+		for _, e := range env.Data {
+			users = append(users, e.User)
+		}
+		return users
+	}
+	require.Equal(t, []string{"vera"}, auditAs("vera", "vera-pass"))
+	require.Contains(t, auditAs("root", "root-pass"), "ann")
+}
+
+func TestAuthConfigValidate(t *testing.T) {
+	c := AuthConfig{
+		Users:  []AuthUser{{Name: "a", Role: "boss", PasswordHash: "plain"}, {Name: "a", Role: RoleViewer, PasswordHash: bcryptHash(t, "x")}},
+		Tokens: []AuthToken{{Name: "", Role: RoleAdmin, TokenSHA256: "abc"}},
+	}
+	require.EqualError(t, c.Validate(), strings.Join([]string{
+		`auth.users[0].role: must be viewer, analyst or admin, got "boss"`,
+		`auth.users[0].password_hash: not a bcrypt hash (crypto/bcrypt: hashedSecret too short to be a bcrypted password)`,
+		`auth.users[1].name: "a" is already auth.users[0]`,
+		`auth.tokens[0].name: must be a non-empty name without ':', got ""`,
+		`auth.tokens[0].token_sha256: must be 64 hex digits (the SHA-256 of the token), got 3 characters`,
+	}, "\n"))
+}
+
+func decodeJSON(resp *http.Response, v any) error {
+	return json.NewDecoder(resp.Body).Decode(v)
+}
