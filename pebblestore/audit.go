@@ -118,13 +118,23 @@ type auditAnchor struct {
 func (d *DB) Audit(e AuditEntry) error {
 	b := d.db.NewBatch()
 	defer b.Close()
-	return d.commitAudited(b, e)
+	return d.commitAudited(b, e, pebble.Sync)
+}
+
+// AuditRead appends the entry of a read (a query, a lookup) without
+// waiting for the disk: the next synced write, or the memtable's flush,
+// makes it durable; a crash may lose the newest such entries, never
+// break the chain (entry and head are one batch).
+func (d *DB) AuditRead(e AuditEntry) error {
+	b := d.db.NewBatch()
+	defer b.Close()
+	return d.commitAudited(b, e, pebble.NoSync)
 }
 
 // commitAudited appends e to the audit log in batch b and commits b: the
 // change an entry records and the entry are written together, and
 // entries are chained in the order they are committed.
-func (d *DB) commitAudited(b *pebble.Batch, e AuditEntry) error {
+func (d *DB) commitAudited(b *pebble.Batch, e AuditEntry, opts *pebble.WriteOptions) error {
 	d.auditMu.Lock()
 	defer d.auditMu.Unlock()
 	e.Time = e.Time.UTC()
@@ -144,7 +154,7 @@ func (d *DB) commitAudited(b *pebble.Batch, e AuditEntry) error {
 	if err := b.Set(keyAuditHead, []byte(e.Hash), nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(opts); err != nil {
 		return err
 	}
 	d.audit = auditState{seq: e.Seq, hash: e.Hash, keyT: keyT}

@@ -43,5 +43,5 @@ func (d *DB) SetCostModels(models []otelanalytics.CostModel, now time.Time, user
 		return err
 	}
 	entry := AuditEntry{Time: now, User: user, Action: "costs.update", Resource: "costs", ClientIP: clientIP, Success: true, Detail: string(v)}
-	return d.commitAudited(b, entry)
+	return d.commitAudited(b, entry, pebble.Sync)
 }

@@ -151,5 +151,5 @@ func (d *DB) SetRetention(p RetentionPolicy, now time.Time, user string) error {
 	if err := b.Set(keyRetention, v, nil); err != nil {
 		return err
 	}
-	return d.commitAudited(b, entry)
+	return d.commitAudited(b, entry, pebble.Sync)
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -134,6 +135,7 @@ type API struct {
 	build     BuildInfo
 	log       *slog.Logger
 	now       func() time.Time
+	audit     func(*http.Request, Access)
 }
 
 // Options are an API's collaborators. Metadata and Logger may be nil.
@@ -143,6 +145,19 @@ type Options struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // the engine's own metrics
 	Now        func() time.Time
+	// Audit, if set, is told of every query and series, label and
+	// metadata lookup once it is answered.
+	Audit func(r *http.Request, a Access)
+}
+
+// Access is one answered data request, for the audit log.
+type Access struct {
+	Action     string // query, query_range, series, labels, label_values, metadata, query_exemplars
+	Query      string // the query, the match[] selectors or the label name
+	Start, End string // the time range asked for, as given
+	Results    int    // series, samples or names answered
+	Took       time.Duration
+	Err        string // empty on success
 }
 
 // New returns an API over q with the limits of cfg.
@@ -174,7 +189,7 @@ func New(cfg Config, q storage.Queryable, opts Options) *API {
 		Parser:                   p,
 	})
 	return &API{cfg: cfg, queryable: q, engine: engine, parser: p, metadata: opts.Metadata,
-		build: opts.BuildInfo, log: log, now: now}
+		build: opts.BuildInfo, log: log, now: now, audit: opts.Audit}
 }
 
 // Close stops the engine.
@@ -183,15 +198,15 @@ func (a *API) Close() error { return a.engine.Close() }
 // Register adds the API's handlers to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	for _, m := range []string{http.MethodGet, http.MethodPost} {
-		mux.HandleFunc(m+" /api/v1/query", a.wrap(a.query))
-		mux.HandleFunc(m+" /api/v1/query_range", a.wrap(a.queryRange))
-		mux.HandleFunc(m+" /api/v1/series", a.wrap(a.series))
-		mux.HandleFunc(m+" /api/v1/labels", a.wrap(a.labelNames))
-		mux.HandleFunc(m+" /api/v1/query_exemplars", a.wrap(a.exemplars))
+		mux.HandleFunc(m+" /api/v1/query", a.audited("query", a.wrap(a.query)))
+		mux.HandleFunc(m+" /api/v1/query_range", a.audited("query_range", a.wrap(a.queryRange)))
+		mux.HandleFunc(m+" /api/v1/series", a.audited("series", a.wrap(a.series)))
+		mux.HandleFunc(m+" /api/v1/labels", a.audited("labels", a.wrap(a.labelNames)))
+		mux.HandleFunc(m+" /api/v1/query_exemplars", a.audited("query_exemplars", a.wrap(a.exemplars)))
 		mux.HandleFunc(m+" /api/v1/format_query", a.wrap(a.formatQuery))
 	}
-	mux.HandleFunc("GET /api/v1/label/{name}/values", a.wrap(a.labelValues))
-	mux.HandleFunc("GET /api/v1/metadata", a.wrap(a.metadataHandler))
+	mux.HandleFunc("GET /api/v1/label/{name}/values", a.audited("label_values", a.wrap(a.labelValues)))
+	mux.HandleFunc("GET /api/v1/metadata", a.audited("metadata", a.wrap(a.metadataHandler)))
 	mux.HandleFunc("GET /api/v1/status/buildinfo", a.wrap(a.buildInfo))
 	// Grafana asks for rules and alerts when it starts; there are none.
 	mux.HandleFunc("GET /api/v1/rules", a.wrap(func(*http.Request) result {
@@ -263,8 +278,65 @@ func (a *API) wrap(f func(*http.Request) result) http.HandlerFunc {
 		if res.finalize != nil {
 			defer res.finalize()
 		}
+		if acc, ok := r.Context().Value(accessKey{}).(*Access); ok {
+			acc.Results = resultCount(res.data)
+			if res.err != nil {
+				acc.Err = res.err.Error()
+			}
+		}
 		a.write(w, r, res)
 	}
+}
+
+type accessKey struct{}
+
+// audited reports each answered request to Options.Audit.
+func (a *API) audited(action string, h http.HandlerFunc) http.HandlerFunc {
+	if a.audit == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		_ = r.ParseForm() // here, so that r.Form is read below; wrap reports errors
+		acc := &Access{Action: action}
+		h(w, r.WithContext(context.WithValue(r.Context(), accessKey{}, acc)))
+		acc.Took = time.Since(start)
+		acc.Start, acc.End = r.Form.Get("start"), r.Form.Get("end")
+		switch {
+		case r.Form.Has("query"):
+			acc.Query = r.Form.Get("query")
+		case len(r.Form["match[]"]) > 0:
+			acc.Query = strings.Join(r.Form["match[]"], " ")
+		case r.PathValue("name") != "":
+			acc.Query = r.PathValue("name")
+		}
+		if t := r.Form.Get("time"); t != "" && acc.Start == "" {
+			acc.Start, acc.End = t, t
+		}
+		a.audit(r, *acc)
+	}
+}
+
+// resultCount is how many series, samples or names data holds.
+func resultCount(data any) int {
+	switch d := data.(type) {
+	case queryData:
+		switch v := d.Result.(type) {
+		case promql.Matrix:
+			return len(v)
+		case promql.Vector:
+			return len(v)
+		case nil:
+			return 0
+		}
+		return 1
+	case nil:
+		return 0
+	}
+	if v := reflect.ValueOf(data); v.Kind() == reflect.Slice || v.Kind() == reflect.Map {
+		return v.Len()
+	}
+	return 1
 }
 
 func (a *API) write(w http.ResponseWriter, _ *http.Request, res result) {

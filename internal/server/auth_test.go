@@ -86,7 +86,7 @@ func TestUsersAndRoles(t *testing.T) {
 	}
 
 	// Audit: vera sees her own entries only, root everyone's.
-	require.NoError(t, s.Store().Audit(pebblestore.AuditEntry{User: "vera", Action: "query", Success: true}))
+	require.NoError(t, s.Store().Audit(pebblestore.AuditEntry{User: "vera", Action: "export", Success: true}))
 	require.NoError(t, s.Store().Audit(pebblestore.AuditEntry{User: "ann", Action: "export", Success: true}))
 	auditAs := func(user, pass string) []string {
 		req, err := http.NewRequestWithContext(t.Context(), "GET", base+"/api/v1/audit", nil)
@@ -106,8 +106,30 @@ func TestUsersAndRoles(t *testing.T) {
 		}
 		return users
 	}
-	require.Equal(t, []string{"vera"}, auditAs("vera", "vera-pass"))
-	require.Contains(t, auditAs("root", "root-pass"), "ann")
+	vera := auditAs("vera", "vera-pass")
+	require.Len(t, vera, 3, "her two queries and the entry above")
+	for _, u := range vera {
+		require.Equal(t, "vera", u)
+	}
+	all := auditAs("root", "root-pass")
+	require.Contains(t, all, "ann")
+	require.Contains(t, all, "grafana", "the token's lookups")
+
+	// Every query and lookup is audited: who, what, the range, how many
+	// results, how long, from where.
+	entries, err := s.Store().AuditEntries(pebblestore.AuditFilter{Users: []string{"vera"}, Actions: []string{"query"}})
+	require.NoError(t, err)
+	require.Len(t, entries, 2)
+	e := entries[0]
+	require.Equal(t, "1", e.Resource)
+	require.EqualValues(t, 1, e.Results)
+	require.True(t, e.Success)
+	require.Equal(t, "127.0.0.1", e.ClientIP)
+	require.Equal(t, "Go-http-client/1.1", e.UserAgent)
+	require.Positive(t, e.Duration)
+	n, err := s.Store().VerifyAudit()
+	require.NoError(t, err)
+	require.Equal(t, 5, n, "vera's two queries, the token's lookup, the two entries above")
 }
 
 func TestAuthConfigValidate(t *testing.T) {

@@ -170,6 +170,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Logger:     s.log,
 		Registerer: s.promReg,
 		Now:        s.opts.Now,
+		Audit:      s.auditAccess,
 	})
 	s.writer = promql.NewWriter(s.store.SeriesStore(), promql.WriterOptions{
 		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
