@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // gzip-compressed OTLP/gRPC requests
@@ -115,11 +116,15 @@ var traceServiceDesc = grpc.ServiceDesc{
 }
 
 func (r *Receiver) newGRPCServer() *grpc.Server {
-	srv := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(grpcproto.Name)}),
 		grpc.MaxRecvMsgSize(int(r.cfg.MaxRequestBytes)),
 		experimental.BufferPool(requestBuffers),
-	)
+	}
+	if r.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(r.cfg.TLS)))
+	}
+	srv := grpc.NewServer(opts...)
 	desc := traceServiceDesc
 	desc.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: r.grpcExport}}
 	srv.RegisterService(&desc, r)

@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,8 @@ type Config struct {
 	MaxInflightBytes int64
 	// RetryAfter is the delay suggested to throttled clients. Default 1s.
 	RetryAfter time.Duration
+	// TLS, when set, serves both listeners over TLS with it.
+	TLS *tls.Config
 }
 
 // DefaultConfig returns the receiver's defaults, on the loopback interface.
@@ -203,6 +206,11 @@ func (r *Receiver) Start(ctx context.Context) error {
 				r.grpcSrv.Stop()
 			}
 			return fmt.Errorf("listen for OTLP/HTTP on %s: %w", r.cfg.HTTPAddr, err)
+		}
+		if r.cfg.TLS != nil {
+			c := r.cfg.TLS.Clone()
+			c.NextProtos = []string{"http/1.1"}
+			ln = tls.NewListener(ln, c)
 		}
 		r.httpSrv = newHTTPServer(r, ln)
 		r.log.Info("OTLP/HTTP receiver listening", "addr", ln.Addr().String())

@@ -68,6 +68,8 @@ type Config struct {
 	Backup backup.Config `yaml:"backup"`
 	// Auth lists the users and tokens of the HTTP endpoints.
 	Auth AuthConfig `yaml:"auth"`
+	// TLS, when set, serves every listener over TLS (1.2 or later).
+	TLS TLSConfig `yaml:"tls"`
 }
 
 // ReceiverConfig is the receiver section of the config file.
@@ -335,6 +337,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.TLS.Enabled() {
+		if _, err := c.TLS.Load(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Costs != nil {
 		if err := otelanalytics.ValidateCostModels(c.Costs); err != nil {

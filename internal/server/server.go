@@ -10,6 +10,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,7 @@ type Server struct {
 	httpLn   net.Listener
 
 	costs         otelanalytics.Costs
+	tls           *tls.Config
 	backupMu      sync.Mutex
 	enforceMu     sync.Mutex
 	retentionKick chan struct{}
@@ -115,6 +117,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}()
 
+	if s.cfg.TLS.Enabled() {
+		if s.tls, err = s.cfg.TLS.Load(); err != nil {
+			return err
+		}
+	}
 	s.self = selfmetrics.New()
 	s.self.Gauge("proxylens_build_info{version=\""+Version+"\"}", "proxylens build information.", func() float64 { return 1 })
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
@@ -207,6 +214,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxRequestBytes:  s.cfg.Receiver.MaxRequestBytes,
 		MaxInflightBytes: s.cfg.Receiver.MaxInflightBytes,
 		RetryAfter:       s.cfg.Receiver.RetryAfter,
+		TLS:              s.tls,
 	}, otelanalytics.NewMapper(s.cfg.Mapping, s.opts.Now), s.pipeline, s.self, s.log)
 	if err != nil {
 		return err
@@ -257,6 +265,11 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", s.cfg.HTTPAddr, err)
+	}
+	if s.tls != nil {
+		c := s.tls.Clone()
+		c.NextProtos = []string{"http/1.1"}
+		ln = tls.NewListener(ln, c)
 	}
 	s.httpLn = ln
 	mux := http.NewServeMux()
