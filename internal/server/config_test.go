@@ -102,6 +102,7 @@ func TestGoodConfig(t *testing.T) {
 			Source: "brightdata", Model: "hybrid", Currency: "EUR", From: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 			PerRequest: new(0.001), PerGB: new(3.5), Subscription: new(500.0), Period: "month",
 		}},
+		TLS: TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
 		Auth: AuthConfig{
 			Users:  []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
 			Tokens: []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
