@@ -463,4 +463,10 @@ func (s *Server) auditAccess(r *http.Request, a promql.Access) {
 	if err := s.store.AuditRead(e); err != nil {
 		s.log.Warn("audit a query", "err", err)
 	}
+	s.self.Histogram(`proxylens_query_duration_seconds{action="`+a.Action+`"}`,
+		"Time to answer a query or lookup of the query API, by action (query, query_range, series, labels, label_values, metadata, query_exemplars).",
+		queryBuckets).Update(a.Took.Seconds())
 }
+
+// queryBuckets are the bounds of proxylens_query_duration_seconds.
+var queryBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}

@@ -1,0 +1,361 @@
+package dashboards
+
+import (
+	"strings"
+)
+
+// all returns the dashboards, in the order of the README.
+func all() []dashboard {
+	return []dashboard{usage(), sources(), cost(), health()}
+}
+
+// sel writes a selector: the metric and its matchers.
+func sel(metric string, matchers ...string) string {
+	return metric + "{" + strings.Join(matchers, ", ") + "}"
+}
+
+// The matchers of the template variables. The labelled series have no
+// otel_metric_overflow label, so the last matcher keeps them and leaves
+// out the overflow series (docs/metrics.md#overflow-series), which "All"
+// (.*, matching an empty source) would otherwise take in.
+const (
+	mSource      = `source=~"$source"`
+	mApplication = `application=~"$application"`
+	mNoOverflow  = `otel_metric_overflow!="true"`
+	mSuccess     = `outcome="success"`
+	mFailure     = `outcome="failure"`
+)
+
+// requests selects proxy_requests_total under the variables, plus extra
+// matchers.
+func requests(extra ...string) string {
+	return sel("proxy_requests_total", append([]string{mSource, mApplication, mNoOverflow}, extra...)...)
+}
+
+// successRate is the success ratio (0 to 1) of the selected requests over
+// window, grouped by by (empty: one figure).
+func successRate(by, window string, extra ...string) string {
+	return agg("sum", by, "rate("+requests(append([]string{mSuccess}, extra...)...)+"["+window+"])") +
+		"\n/\n" + agg("sum", by, "rate("+requests(extra...)+"["+window+"])")
+}
+
+// agg writes op by (by) (expr), or op (expr) when by is empty.
+func agg(op, by, expr string) string {
+	if by == "" {
+		return op + " (" + expr + ")"
+	}
+	return op + " by (" + by + ") (" + expr + ")"
+}
+
+func usage() dashboard {
+	total := "sum(increase(" + requests() + "[$__range]))"
+	prevTotal := "sum(increase(" + requests() + "[$__range] offset $__range))"
+	succ := "sum(increase(" + requests(mSuccess) + "[$__range]))"
+	prevSucc := "sum(increase(" + requests(mSuccess) + "[$__range] offset $__range))"
+	bytes := sel("proxy_transfer_bytes_total", mSource, mApplication, mNoOverflow)
+	byRange := func(by string) []target {
+		return []target{
+			{expr: agg("sum", by, "increase("+requests()+"[$__range])"), legend: "Requests", instant: true, unit: "short"},
+			{expr: agg("sum", by, "increase("+requests(mSuccess)+"[$__range])") + "\n/\n" + agg("sum", by, "increase("+requests()+"[$__range])"), legend: "Success rate", instant: true, unit: "percentunit"},
+			{expr: agg("sum", by, "increase("+requests()+"[$__range] offset $__range)"), legend: "Requests, previous period", instant: true, unit: "short"},
+			{expr: "100 * (\n  " + agg("sum", by, "increase("+requests()+"[$__range])") + "\n/\n  " + agg("sum", by, "increase("+requests()+"[$__range] offset $__range)") + "\n- 1)", legend: "Change", instant: true, unit: "percent"},
+		}
+	}
+	return dashboard{
+		file: "proxy-usage.json", uid: "proxylens-usage", title: "Proxy usage",
+		desc:      "Requests and success rate by source, application and domain, compared with the previous period of the same length.",
+		variables: []string{"source", "application"},
+		timeFrom:  "now-7d",
+		panels: []panel{
+			{kind: "row", title: "This period against the previous one"},
+			{kind: "stat", title: "Requests", unit: "short", w: 4, h: 4,
+				desc:    "Requests that ended in the time range, weighted by upstream sampling.",
+				targets: []target{{expr: total, legend: "Requests", instant: true}}},
+			{kind: "stat", title: "Requests vs previous period", unit: "percent", w: 4, h: 4,
+				desc:    "Change in requests against the previous period of the same length, in %.",
+				targets: []target{{expr: "100 * (\n  " + total + "\n/\n  " + prevTotal + "\n- 1)", legend: "Change", instant: true}}},
+			{kind: "stat", title: "Success rate", unit: "percentunit", w: 4, h: 4, min: f(0), max: f(1),
+				desc:    "Share of the requests of the time range whose outcome is success.",
+				targets: []target{{expr: succ + "\n/\n" + total, legend: "Success rate", instant: true}}},
+			{kind: "stat", title: "Success rate vs previous period", unit: "percentunit", w: 4, h: 4,
+				desc:    "Success rate minus the success rate of the previous period (percentage points).",
+				targets: []target{{expr: "(" + succ + " / " + total + ")\n-\n(" + prevSucc + " / " + prevTotal + ")", legend: "Change", instant: true}}},
+			{kind: "stat", title: "Bytes transferred", unit: "decbytes", w: 4, h: 4,
+				desc:    "Bytes sent plus received through the proxies in the time range.",
+				targets: []target{{expr: "sum(increase(" + bytes + "[$__range]))", legend: "Bytes", instant: true}}},
+			{kind: "stat", title: "Active sources", unit: "short", w: 4, h: 4,
+				desc:    "Sources that carried at least one request in the time range.",
+				targets: []target{{expr: "count(sum by (source) (increase(" + requests() + "[$__range])) > 0)", legend: "Sources", instant: true}}},
+			{kind: "timeseries", title: "Requests per second, this period and the previous one", unit: "reqps", w: 24, h: 8,
+				desc: "The dashed comparison is the same curve shifted by the length of the time range.",
+				targets: []target{
+					{expr: "sum(rate(" + requests() + "[$__rate_interval]))", legend: "this period"},
+					{expr: "sum(rate(" + requests() + "[$__rate_interval] offset $__range))", legend: "previous period"},
+				}},
+			{kind: "row", title: "By source"},
+			{kind: "timeseries", title: "Requests per second by source", unit: "reqps", w: 12, h: 9, stack: true,
+				targets: []target{{expr: "sum by (source) (rate(" + requests() + "[$__rate_interval]))", legend: "{{source}}"}}},
+			{kind: "timeseries", title: "Success rate by source", unit: "percentunit", w: 12, h: 9, min: f(0), max: f(1),
+				targets: []target{{expr: successRate("source", "$__rate_interval"), legend: "{{source}}"}}},
+			{kind: "table", title: "Sources over the time range", w: 24, h: 9,
+				desc:    "Requests and success rate per source, and the change in requests against the previous period.",
+				targets: byRange("source")},
+			{kind: "row", title: "By application"},
+			{kind: "timeseries", title: "Requests per second by application", unit: "reqps", w: 12, h: 9, stack: true,
+				targets: []target{{expr: "sum by (application) (rate(" + requests() + "[$__rate_interval]))", legend: "{{application}}"}}},
+			{kind: "timeseries", title: "Transfer by application", unit: "Bps", w: 12, h: 9, stack: true,
+				desc:    "Bytes per second sent plus received, by application.",
+				targets: []target{{expr: "sum by (application) (rate(" + bytes + "[$__rate_interval]))", legend: "{{application}}"}}},
+			{kind: "table", title: "Applications over the time range", w: 24, h: 9,
+				targets: byRange("application")},
+			{kind: "row", title: "By domain"},
+			{kind: "bargauge", title: "Top 15 domains", unit: "short", w: 12, h: 10,
+				desc:    "Target domains with the most requests in the time range.",
+				targets: []target{{expr: "topk(15, sum by (domain) (increase(" + requests(`domain!=""`) + "[$__range])))", legend: "{{domain}}", instant: true}}},
+			{kind: "bargauge", title: "Top 15 domains by failures", unit: "short", w: 12, h: 10,
+				targets: []target{{expr: "topk(15, sum by (domain) (increase(" + requests(`domain!=""`, mFailure) + "[$__range])))", legend: "{{domain}}", instant: true}}},
+		},
+	}
+}
+
+// drop is a source's success rate over the past 7 days minus the one over
+// the last hour: positive when the source does worse than usual. The
+// alert ProxySourceDegrading uses the same expression.
+func drop() string {
+	return "(\n" + successRate("source", "7d") + "\n)\n-\n(\n" + successRate("source", "1h") + "\n)"
+}
+
+func latency(q, by, window string) string {
+	b := "le"
+	if by != "" {
+		b = by + ", le"
+	}
+	return "histogram_quantile(" + q + ", sum by (" + b + ") (rate(" +
+		sel("proxy_request_duration_seconds_bucket", mSource, mApplication, mNoOverflow) + "[" + window + "])))"
+}
+
+func sources() dashboard {
+	return dashboard{
+		file: "source-performance.json", uid: "proxylens-sources", title: "Source performance",
+		desc:      "Success rate, latency and errors per proxy source, and which sources are degrading against their own past week.",
+		variables: []string{"source", "application"},
+		timeFrom:  "now-24h",
+		panels: []panel{
+			{kind: "row", title: "Success rate"},
+			{kind: "timeseries", title: "Success rate by source", unit: "percentunit", w: 16, h: 9, min: f(0), max: f(1),
+				targets: []target{{expr: successRate("source", "$__rate_interval"), legend: "{{source}}"}}},
+			{kind: "bargauge", title: "Success rate over the time range", unit: "percentunit", w: 8, h: 9, min: f(0), max: f(1),
+				targets: []target{{expr: "sort(\n" + strings.ReplaceAll(successRate("source", "$__range"), "rate(", "increase(") + "\n)", legend: "{{source}}", instant: true}}},
+			{kind: "row", title: "Latency"},
+			{kind: "timeseries", title: "Latency p50, p95, p99", unit: "s", w: 12, h: 9,
+				desc: "Across the selected sources and applications, from the duration histogram. Requests slower than 60 s count as 60 s.",
+				targets: []target{
+					{expr: latency("0.5", "", "$__rate_interval"), legend: "p50"},
+					{expr: latency("0.95", "", "$__rate_interval"), legend: "p95"},
+					{expr: latency("0.99", "", "$__rate_interval"), legend: "p99"},
+				}},
+			{kind: "timeseries", title: "p95 latency by source", unit: "s", w: 12, h: 9,
+				targets: []target{{expr: latency("0.95", "source", "$__rate_interval"), legend: "{{source}}"}}},
+			{kind: "table", title: "Latency by source over the time range", unit: "s", w: 24, h: 9,
+				targets: []target{
+					{expr: strings.Replace(latency("0.5", "source", "$__range"), "rate(", "increase(", 1), legend: "p50", instant: true},
+					{expr: strings.Replace(latency("0.95", "source", "$__range"), "rate(", "increase(", 1), legend: "p95", instant: true},
+					{expr: strings.Replace(latency("0.99", "source", "$__range"), "rate(", "increase(", 1), legend: "p99", instant: true},
+				}},
+			{kind: "row", title: "Errors"},
+			{kind: "timeseries", title: "Failures per second by error type", unit: "reqps", w: 12, h: 9, stack: true,
+				desc:    "error_type is the span's error.type, else the HTTP status code when it is 400 or more, else _OTHER.",
+				targets: []target{{expr: "sum by (error_type) (rate(" + requests(mFailure) + "[$__rate_interval]))", legend: "{{error_type}}"}}},
+			{kind: "timeseries", title: "HTTP error responses per second by status", unit: "reqps", w: 12, h: 9, stack: true,
+				desc:    "Requests answered with a 4xx or 5xx status, whatever their outcome.",
+				targets: []target{{expr: "sum by (status_code) (rate(" + requests(`status_code=~"[45].."`) + "[$__rate_interval]))", legend: "{{status_code}}"}}},
+			{kind: "table", title: "Failures by source and error type over the time range", unit: "short", w: 24, h: 9,
+				targets: []target{{expr: "sort_desc(sum by (source, error_type) (increase(" + requests(mFailure) + "[$__range])))", legend: "Failures", instant: true}}},
+			{kind: "row", title: "Degrading sources"},
+			{kind: "timeseries", title: "Success-rate drop against the past 7 days", unit: "percentunit", w: 24, h: 9, thresholds: []float64{0.05},
+				desc: "Success rate over the past 7 days minus the success rate over the last hour, per source, in percentage points. " +
+					"A source is degrading above the dashed line (5 points), the threshold of the ProxySourceDegrading alert; the curve shows since when.",
+				targets: []target{{expr: drop(), legend: "{{source}}"}}},
+			{kind: "table", title: "Degrading sources", w: 24, h: 10, unit: "percentunit", thresholds: []float64{0.05},
+				desc: "Sources sorted by success-rate drop. Degraded for: time since the drop was last at or below 5 points, " +
+					"looking back over the time range at a 15-minute resolution: 0 for a healthy source, empty for one degraded over the whole range.",
+				targets: []target{
+					{expr: "sort_desc(\n" + drop() + "\n)", legend: "Drop", instant: true},
+					{expr: successRate("source", "1h"), legend: "Success rate, last hour", instant: true},
+					{expr: successRate("source", "7d"), legend: "Success rate, 7 days", instant: true},
+					{expr: "time() - max_over_time(timestamp(\n(\n" + drop() + "\n) <= 0.05\n)[$__range:15m])", legend: "Degraded for", instant: true, unit: "s"},
+				}},
+		},
+	}
+}
+
+// spend is the usage cost plus the amortised subscriptions over window
+// (seconds: its length in seconds), as in docs/analytics.md; cost keeps
+// the application matcher, subscriptions (which have no application)
+// only the source one.
+func spend(window, seconds, offset string) string {
+	return "increase(" + sel("proxy_cost_total", mSource, mApplication) + "[" + window + "]" + offset + ")\n  or\n" +
+		"avg_over_time(" + sel("proxy_subscription_cost", mSource) + "[" + window + "]" + offset + ") / avg_over_time(" +
+		sel("proxy_subscription_period_seconds", mSource) + "[" + window + "]" + offset + ") * " + seconds
+}
+
+// pricedRequests counts the requests (with extra matchers) of the sources
+// priced in each currency.
+func pricedRequests(by string, extra ...string) string {
+	inner := "source"
+	if strings.HasPrefix(by, "tier") {
+		inner = "source, tier"
+	}
+	return agg("sum", by, "\n  sum by ("+inner+") (increase("+requests(extra...)+"[$__range]))\n* on (source) group_left (currency)\n  group by (source, currency) (increase("+
+		sel("proxy_cost_total", mSource)+"[$__range]) or avg_over_time("+sel("proxy_subscription_cost", mSource)+"[$__range]))\n")
+}
+
+// tierValue is docs/analytics.md's value of one tier: success rate over
+// cost per success, per currency.
+func tierValue(tier string) string {
+	t := `tier="` + tier + `"`
+	return "(\n  sum by (tier) (increase(" + requests(t, mSuccess) + "[$__range]))\n/ sum by (tier) (increase(" + requests(t) + "[$__range]))\n" +
+		"/ on (tier) group_right ()\n(\n" + tierCostPerSuccess(t) + "\n)\n)"
+}
+
+// tierCostPerSuccess is the cost per successful request by tier and
+// currency, the spend of each source shared out to its tiers by requests.
+func tierCostPerSuccess(tier string) string {
+	return "sum by (tier, currency) (\n  sum by (source, currency) (" + spend("$__range", "$__range_s", "") + ")\n" +
+		"* on (source) group_right (currency)\n  (\n    sum by (source, tier) (increase(" + requests(tier) + "[$__range]))\n  / on (source) group_left\n" +
+		"    sum by (source) (increase(" + requests() + "[$__range]))\n  )\n)\n/\n" + pricedRequests("tier, currency", tier, mSuccess)
+}
+
+func cost() dashboard {
+	spendRange := spend("$__range", "$__range_s", "")
+	shares := "(\n  sum by (source, application) (increase(" + requests() + "[$__range]))\n/ on (source) group_left\n  sum by (source) (increase(" + requests() + "[$__range]))\n)"
+	byApp := "sort_desc(sum by (application, currency) (\n  increase(" + sel("proxy_cost_total", mSource, mApplication) + "[$__range])\nor\n  (avg_over_time(" +
+		sel("proxy_subscription_cost", mSource) + "[$__range]) / avg_over_time(" + sel("proxy_subscription_period_seconds", mSource) + "[$__range]) * $__range_s)\n" +
+		"* on (source) group_right (currency, period)\n" + shares + "\n))"
+	tiers := `tier=~"free|premium"`
+	return dashboard{
+		file: "cost-roi.json", uid: "proxylens-cost", title: "Cost and ROI",
+		desc: "Spend (usage plus amortised subscriptions), cost per request and per success, by source and application, and premium against free. " +
+			"Needs cost models (docs/analytics.md). Amounts are per currency and never added across currencies.",
+		variables: []string{"source", "application"},
+		timeFrom:  "now-30d",
+		panels: []panel{
+			{kind: "row", title: "Spend"},
+			{kind: "stat", title: "Spend", unit: "none", w: 6, h: 5,
+				desc:    "Usage cost plus subscriptions amortised over the time range, per currency. The application filter applies to usage cost only.",
+				targets: []target{{expr: "sum by (currency) (\n" + spendRange + "\n)", legend: "{{currency}}", instant: true}}},
+			{kind: "stat", title: "Spend vs previous period", unit: "percent", w: 6, h: 5,
+				desc: "Change in spend against the previous period of the same length, in %.",
+				targets: []target{{expr: "100 * (\n  sum by (currency) (\n" + spendRange + "\n)\n/\n  sum by (currency) (\n" +
+					spend("$__range", "$__range_s", " offset $__range") + "\n)\n- 1)", legend: "{{currency}}", instant: true}}},
+			{kind: "stat", title: "Cost per request", unit: "none", w: 6, h: 5,
+				desc:    "Spend divided by the requests of the sources priced in that currency.",
+				targets: []target{{expr: "sum by (currency) (\n" + spendRange + "\n)\n/\n" + pricedRequests("currency"), legend: "{{currency}}", instant: true}}},
+			{kind: "stat", title: "Cost per successful request", unit: "none", w: 6, h: 5,
+				targets: []target{{expr: "sum by (currency) (\n" + spendRange + "\n)\n/\n" + pricedRequests("currency", mSuccess), legend: "{{currency}}", instant: true}}},
+			{kind: "timeseries", title: "Spend per day", unit: "none", w: 24, h: 8, interval: "1d",
+				desc:    "Each point is the spend of the day (the panel's interval) that ends there, per currency: not stacked, currencies do not add up.",
+				targets: []target{{expr: "sum by (currency) (\n" + spend("$__interval", "$__interval_ms / 1000", "") + "\n)", legend: "{{currency}}"}}},
+			{kind: "row", title: "By source and application"},
+			{kind: "bargauge", title: "Spend by source", unit: "none", w: 12, h: 10,
+				targets: []target{{expr: "sort_desc(sum by (source, currency) (\n" + spendRange + "\n))", legend: "{{source}} ({{currency}})", instant: true}}},
+			{kind: "bargauge", title: "Spend by application", unit: "none", w: 12, h: 10,
+				desc:    "Usage cost per application, plus each subscription shared out in proportion to the application's requests to that source.",
+				targets: []target{{expr: byApp, legend: "{{application}} ({{currency}})", instant: true}}},
+			{kind: "table", title: "Cost per source over the time range", w: 24, h: 10,
+				targets: []target{
+					{expr: "sum by (source, currency) (\n" + spendRange + "\n)", legend: "Spend", instant: true},
+					{expr: "sum by (source, currency) (\n" + spendRange + "\n)\n/ on (source) group_left\nsum by (source) (increase(" + requests() + "[$__range]))", legend: "Cost per request", instant: true},
+					{expr: "sum by (source, currency) (\n" + spendRange + "\n)\n/ on (source) group_left\nsum by (source) (increase(" + requests(mSuccess) + "[$__range]))", legend: "Cost per success", instant: true},
+				}},
+			{kind: "row", title: "Premium vs free"},
+			{kind: "bargauge", title: "Success rate by tier", unit: "percentunit", w: 6, h: 8, min: f(0), max: f(1),
+				targets: []target{{expr: strings.ReplaceAll(successRate("tier", "$__range", tiers), "rate(", "increase("), legend: "{{tier}}", instant: true}}},
+			{kind: "bargauge", title: "Latency by tier", unit: "s", w: 6, h: 8,
+				targets: []target{
+					{expr: "sum by (tier) (increase(" + sel("proxy_request_duration_seconds_sum", mSource, mApplication, tiers) + "[$__range]))\n/\nsum by (tier) (increase(" +
+						sel("proxy_request_duration_seconds_count", mSource, mApplication, tiers) + "[$__range]))", legend: "{{tier}} mean", instant: true},
+					{expr: "histogram_quantile(0.95, sum by (tier, le) (increase(" + sel("proxy_request_duration_seconds_bucket", mSource, mApplication, tiers) + "[$__range])))", legend: "{{tier}} p95", instant: true},
+				}},
+			{kind: "bargauge", title: "Cost per successful request by tier", unit: "none", w: 6, h: 8,
+				targets: []target{{expr: tierCostPerSuccess(tiers), legend: "{{tier}} ({{currency}})", instant: true}}},
+			{kind: "stat", title: "Value ratio, premium over free", unit: "none", w: 6, h: 8,
+				desc: "Each tier's success rate divided by its cost per success; the ratio of premium's to free's, per currency. " +
+					"Above 1, premium gives more success for the money. 0 when free proxies cost nothing; no value without a priced source of each tier in the same currency.",
+				targets: []target{{expr: tierValue("premium") + "\n/ ignoring (tier)\n" + tierValue("free"), legend: "{{currency}}", instant: true}}},
+		},
+	}
+}
+
+func health() dashboard {
+	q := func(expr, legend string) target { return target{expr: expr, legend: legend} }
+	return dashboard{
+		file: "proxylens-health.json", uid: "proxylens-health", title: "proxylens health",
+		desc:     "proxylens' own metrics, stored in its series store every flush interval: ingest, refusals, sampling, storage and queries.",
+		timeFrom: "now-24h",
+		panels: []panel{
+			{kind: "row", title: "Ingest"},
+			{kind: "timeseries", title: "Ingest rate", unit: "short", w: 12, h: 8,
+				desc: "Spans per second received over OTLP, by transport, and records admitted into the pipeline.",
+				targets: []target{
+					q("sum by (transport) (rate(proxylens_spans_received_total[$__rate_interval]))", "spans {{transport}}"),
+					q("sum(rate(proxylens_records_received_total[$__rate_interval]))", "records admitted"),
+				}},
+			{kind: "timeseries", title: "OTLP export requests by outcome", unit: "reqps", w: 12, h: 8, stack: true,
+				targets: []target{q("sum by (transport, outcome) (rate(proxylens_otlp_requests_total[$__rate_interval]))", "{{transport}} {{outcome}}")}},
+			{kind: "timeseries", title: "Refusals", unit: "short", w: 12, h: 8, thresholds: []float64{0},
+				desc: "Spans refused per second by reason (the client retries overloaded and unavailable ones), and records refused by the pipeline.",
+				targets: []target{
+					q("sum by (reason) (rate(proxylens_spans_refused_total[$__rate_interval]))", "spans {{reason}}"),
+					q("sum(rate(proxylens_records_refused_total[$__rate_interval]))", "records refused"),
+				}},
+			{kind: "timeseries", title: "Export latency", unit: "s", w: 12, h: 8,
+				desc: "Time to handle one OTLP export request, durable commit included.",
+				targets: []target{
+					q("histogram_quantile(0.5, sum by (le) (rate(proxylens_otlp_request_duration_seconds_bucket[$__rate_interval])))", "p50"),
+					q("histogram_quantile(0.99, sum by (le) (rate(proxylens_otlp_request_duration_seconds_bucket[$__rate_interval])))", "p99"),
+				}},
+			{kind: "timeseries", title: "Sampling probability", unit: "percentunit", w: 12, h: 8, min: f(0), max: f(1),
+				desc:    "Keep probability of the stored records (the proxy_* counters count every span whatever it is).",
+				targets: []target{q("proxylens_sampling_probability", "keep probability")}},
+			{kind: "timeseries", title: "Measured span rate (drives the sampler)", unit: "short", w: 12, h: 8,
+				targets: []target{q("proxylens_ingest_rate_per_minute", "spans per minute")}},
+			{kind: "row", title: "Storage"},
+			{kind: "timeseries", title: "Storage size", unit: "bytes", w: 12, h: 8,
+				targets: []target{
+					q("proxylens_storage_bytes", "database"),
+					q("proxylens_journal_bytes", "journal segment"),
+				}},
+			{kind: "timeseries", title: "Flushes and failures", unit: "short", w: 12, h: 8,
+				desc: "Aggregate cuts written per second, cuts that failed and ingest batches whose durable commit failed.",
+				targets: []target{
+					q("sum(rate(proxylens_flushes_total[$__rate_interval]))", "flushes"),
+					q("sum(rate(proxylens_flush_failures_total[$__rate_interval]))", "flush failures"),
+					q("sum(rate(proxylens_batch_commit_failures_total[$__rate_interval]))", "commit failures"),
+				}},
+			{kind: "timeseries", title: "Commit and flush latency p99", unit: "s", w: 12, h: 8,
+				targets: []target{
+					q("histogram_quantile(0.99, sum by (le) (rate(proxylens_batch_commit_duration_seconds_bucket[$__rate_interval])))", "batch commit"),
+					q("histogram_quantile(0.99, sum by (le) (rate(proxylens_flush_duration_seconds_bucket[$__rate_interval])))", "flush"),
+				}},
+			{kind: "timeseries", title: "Series per family", unit: "short", w: 12, h: 8,
+				desc: "Compare with aggregation.max_series_per_family; overflow means a cardinality limit was reached.",
+				targets: []target{
+					q("sum by (family) (proxylens_series)", "{{family}}"),
+					q("sum by (family) (rate(proxylens_series_overflow_total[$__rate_interval]))", "overflow/s {{family}}"),
+				}},
+			{kind: "row", title: "Queries and writes"},
+			{kind: "timeseries", title: "Query latency", unit: "s", w: 12, h: 8,
+				desc: "99th and 50th percentile time to answer the query API's queries and lookups, by action.",
+				targets: []target{
+					q("histogram_quantile(0.99, sum by (action, le) (rate(proxylens_query_duration_seconds_bucket[$__rate_interval])))", "p99 {{action}}"),
+					q("histogram_quantile(0.5, sum by (action, le) (rate(proxylens_query_duration_seconds_bucket[$__rate_interval])))", "p50 {{action}}"),
+				}},
+			{kind: "timeseries", title: "Pending increments and in-flight work", unit: "short", w: 12, h: 8,
+				targets: []target{
+					q("proxylens_pending_increments", "pending increments"),
+					q("proxylens_inflight_records", "in-flight records"),
+				}},
+		},
+	}
+}
