@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -131,6 +132,8 @@ func TestCommandFlagErrors(t *testing.T) {
 		{"audit"},
 		{"audit", "check"},
 		{"audit", "verify", "--nope"},
+		{"export"},
+		{"export", "--out", "x", "extra"},
 	} {
 		var stderr bytes.Buffer
 		err := run(t.Context(), args, io.Discard, &stderr)
@@ -193,4 +196,27 @@ func TestAuditVerifyCommand(t *testing.T) {
 	out.Reset()
 	require.NoError(t, run(t.Context(), []string{"audit", "verify", "--data-dir", dataDir}, &out, io.Discard))
 	require.Contains(t, out.String(), "ok: 1 entries")
+}
+
+// TestExportCommand: proxylens export asks the server for a job, follows
+// it and writes the file.
+func TestExportCommand(t *testing.T) {
+	s := startServer(t)
+	require.NoError(t, run(t.Context(), []string{"demo", "--endpoint", s.OTLPGRPCAddr().String(),
+		"--backfill", "1d", "--spans", "500", "--rate", "0"}, io.Discard, io.Discard))
+	require.NoError(t, s.Pipeline().Flush())
+	url := "http://" + s.HTTPAddr().String()
+	out := t.TempDir() + "/records.csv"
+	var stdout bytes.Buffer
+	require.NoError(t, run(t.Context(), []string{"export", "--range", "7d", "--format", "csv", "--out", out,
+		"--server", url, "--token-file", "testdata/admin.token"}, &stdout, io.Discard))
+	require.Contains(t, stdout.String(), "written to "+out)
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Equal(t, 501, strings.Count(string(b), "\n"), "a header and 500 records")
+
+	err = run(t.Context(), []string{"export", "--format", "pdf", "--out", out, "--server", url, "--token-file", "testdata/admin.token"}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "the export was refused")
+	err = run(t.Context(), []string{"export", "--out", out, "--server", url}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "401")
 }

@@ -52,6 +52,8 @@ Usage:
   proxylens restore --from BACKUP --data-dir DIR
                               restore a backup into a new data directory
   proxylens audit verify      check the audit log's hash chain
+  proxylens export --range 7d --format csv --out FILE
+                              export records or hourly/daily summaries
   proxylens version           print the version
 
 Run "proxylens COMMAND -h" for the flags of a command.
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return restoreCmd(ctx, args, stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args, stdout, stderr)
+	case "export":
+		return exportCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "proxylens", version())
 		return nil

@@ -64,21 +64,27 @@ func (s *Server) newAdminHandler(token *[sha256.Size]byte) *adminHandler {
 }
 
 func (h *adminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, ok := identityOf(r); ok {
-		// Users are configured: the authenticator checked the credential
-		// and the role (the audit log lets every user see their own).
-		h.mux.ServeHTTP(w, r)
-		return
-	}
-	auth := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	if !ok || h.token == nil || subtle.ConstantTimeCompare(sum[:], h.token[:]) != 1 {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="proxylens admin"`)
-		writeAdminError(w, http.StatusUnauthorized, "unauthorized", errors.New("an admin bearer token is required (Authorization: Bearer …)"))
-		return
-	}
-	h.mux.ServeHTTP(w, r)
+	h.s.requireAdmin(h.token, h.mux).ServeHTTP(w, r)
+}
+
+// requireAdmin lets a request through when the authenticator identified
+// it (users are configured: it checked the credential and the role), or
+// when it carries the bootstrap admin token; else 401.
+func (s *Server) requireAdmin(token *[sha256.Size]byte, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := identityOf(r); ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if !ok || token == nil || subtle.ConstantTimeCompare(sum[:], token[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="proxylens admin"`)
+			writeAdminError(w, http.StatusUnauthorized, "unauthorized", errors.New("an admin bearer token is required (Authorization: Bearer …)"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // adminUser names the caller in the audit log: the user or token name, or
@@ -282,6 +288,11 @@ func (s *Server) retentionLoop(ctx context.Context, every time.Duration) {
 		}
 		if err == nil && e.Compacted {
 			compacted = time.Now()
+		}
+		if s.exports != nil {
+			if p, err := s.store.Retention(); err == nil {
+				s.exports.expire(time.Duration(p.ExportDays) * 24 * time.Hour)
+			}
 		}
 		select {
 		case <-ctx.Done():

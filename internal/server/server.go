@@ -76,6 +76,7 @@ type Server struct {
 	costs         otelanalytics.Costs
 	tls           *tls.Config
 	backupMu      sync.Mutex
+	exports       *exporter
 	enforceMu     sync.Mutex
 	retentionKick chan struct{}
 	stopBg        context.CancelFunc
@@ -195,6 +196,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.applyConfigRetention(); err != nil {
 		return err
 	}
+	if s.cfg.AdminTokenFile != "" || s.cfg.Auth.Enabled() {
+		// Exports need a credential: the bootstrap admin token or users.
+		if err := s.startExporter(); err != nil {
+			return err
+		}
+	}
 	if err := s.loadCosts(); err != nil {
 		return err
 	}
@@ -296,6 +303,14 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		mux.Handle("/api/v1/admin/", http.NotFoundHandler()) // disabled without an admin credential
 		mux.Handle("/api/v1/audit", http.NotFoundHandler())
 	}
+	if s.exports != nil {
+		exports := s.requireAdmin(token, s.exportsHandler())
+		mux.Handle("/api/v1/exports", exports)
+		mux.Handle("/api/v1/exports/", exports)
+	} else {
+		mux.Handle("/api/v1/exports", http.NotFoundHandler()) // disabled without a credential
+		mux.Handle("/api/v1/exports/", http.NotFoundHandler())
+	}
 	var handler http.Handler = mux
 	if s.cfg.Auth.Enabled() {
 		handler = newAuthenticator(s.cfg.Auth, token).wrap(mux)
@@ -367,6 +382,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 		if err := s.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop HTTP server: %w", err))
 		}
+	}
+	if s.exports != nil {
+		s.exports.close()
 	}
 	if s.api != nil {
 		if err := s.api.Close(); err != nil {

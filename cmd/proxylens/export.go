@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/proxylens/proxylens/internal/backup"
+)
+
+// exportCmd asks a running server for an export, follows its progress and
+// downloads the file.
+func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("proxylens export", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rng := fs.String("range", "24h", `time range: 24h, 7d, 30d, or START,END in RFC 3339`)
+	format := fs.String("format", "csv", "csv, json (NDJSON) or xlsx")
+	dataset := fs.String("dataset", "records", "records, hourly or daily")
+	fields := fs.String("fields", "", "comma-separated fields (default: all)")
+	source := fs.String("source", "", "only these sources (comma-separated)")
+	out := fs.String("out", "", "the file to write (required; - for standard output)")
+	serverURL := fs.String("server", envOr("PROXYLENS_SERVER", "http://127.0.0.1:9464"), "the running proxylens (env PROXYLENS_SERVER)")
+	tokenFile := fs.String("token-file", os.Getenv("PROXYLENS_TOKEN_FILE"), "file holding a bearer token of an analyst or admin, or the admin token (env PROXYLENS_TOKEN_FILE)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: proxylens export --range 7d --format csv --out FILE [flags]\n\nExport data from a running proxylens. Flags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if *out == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "proxylens export: --out is required")
+		return errUsage
+	}
+	req := map[string]any{"format": *format, "dataset": *dataset}
+	if start, end, ok := strings.Cut(*rng, ","); ok {
+		req["range"] = map[string]string{"start": start, "end": end}
+	} else {
+		req["range"] = *rng
+	}
+	if *fields != "" {
+		req["fields"] = strings.Split(*fields, ",")
+	}
+	if *source != "" {
+		req["filters"] = map[string]any{"source": strings.Split(*source, ",")}
+	}
+	token := ""
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	base := strings.TrimSuffix(*serverURL, "/") + "/api/v1/exports"
+	call := func(method, url string, body []byte) (*http.Response, error) {
+		r, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		r.Header.Set("Content-Type", "application/json")
+		return http.DefaultClient.Do(r)
+	}
+	type envelope struct {
+		Status string          `json:"status"`
+		Data   json.RawMessage `json:"data"`
+		Error  string          `json:"error"`
+	}
+	decode := func(resp *http.Response, v any) error {
+		defer resp.Body.Close()
+		var env envelope
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&env); err != nil {
+			return fmt.Errorf("%s: %s", resp.Request.URL.Path, resp.Status)
+		}
+		if env.Status != "success" {
+			return fmt.Errorf("%s: %s", resp.Status, env.Error)
+		}
+		return json.Unmarshal(env.Data, v)
+	}
+	body, _ := json.Marshal(req)
+	resp, err := call(http.MethodPost, base, body)
+	if err != nil {
+		return fmt.Errorf("ask %s for an export: %w", *serverURL, err)
+	}
+	var created struct {
+		ID string `json:"id"`
+	}
+	if err := decode(resp, &created); err != nil {
+		return fmt.Errorf("the export was refused: %w", err)
+	}
+	bar := backup.ProgressBar(stderr)
+	for {
+		resp, err := call(http.MethodGet, base+"/"+created.ID, nil)
+		if err != nil {
+			return err
+		}
+		var job struct {
+			Status   string  `json:"status"`
+			Progress float64 `json:"progress"`
+			Rows     int64   `json:"rows"`
+			Error    string  `json:"error"`
+		}
+		if err := decode(resp, &job); err != nil {
+			return err
+		}
+		bar(int64(job.Progress*1000), 1000)
+		if job.Status == "failed" {
+			return fmt.Errorf("export %s failed: %s", created.ID, job.Error)
+		}
+		if job.Status == "completed" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	resp, err = call(http.MethodGet, base+"/"+created.ID+"/download", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("download export %s: %s", created.ID, resp.Status)
+	}
+	var w io.Writer = stdout
+	if *out != "-" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return err
+	}
+	if *out != "-" {
+		fmt.Fprintf(stdout, "export %s: %d bytes written to %s\n", created.ID, n, *out)
+	}
+	return nil
+}

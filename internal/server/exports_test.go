@@ -1,0 +1,140 @@
+package server
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+// exportAndDownload creates an export job, waits for it and downloads it.
+func exportAndDownload(t *testing.T, s *Server, body string) ([]byte, ExportJob) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+s.HTTPAddr().String()+"/api/v1/exports", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	var created struct {
+		ID string `json:"id"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&created))
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.NotEmpty(t, created.ID)
+	var job ExportJob
+	require.Eventually(t, func() bool {
+		code, _ := call(t, s, http.MethodGet, "/api/v1/exports/"+created.ID, testAdminToken, "", &job)
+		require.Equal(t, http.StatusOK, code)
+		return job.Status == ExportCompleted || job.Status == ExportFailed
+	}, 30*time.Second, 20*time.Millisecond)
+	require.Equal(t, ExportCompleted, job.Status, job.Error)
+	require.Equal(t, 1.0, job.Progress)
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/exports/"+created.ID+"/download", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.EqualValues(t, job.Size, len(b))
+	return b, job
+}
+
+// TestExports: jobs answer at once with an id, run in the background, and
+// give files a spreadsheet or a BI tool reads: the sampled records with
+// their weights, field selection and filters, and the hourly summaries
+// from the rollups; bad requests name the field; every export and
+// download is audited.
+func TestExports(t *testing.T) {
+	s := start(t, adminConfig(t), Options{})
+	now := time.Now().UTC().Truncate(time.Hour)
+	var stubs []tracetest.SpanStub
+	for i := range 100 {
+		stubs = append(stubs, proxySpan(i, now.Add(-time.Duration(i+1)*time.Minute)))
+	}
+	exportGRPC(t, s, stubs...)
+	require.NoError(t, s.Pipeline().Flush())
+
+	b, job := exportAndDownload(t, s, `{"range": "24h", "format": "csv", "dataset": "records"}`)
+	rows, err := csv.NewReader(strings.NewReader(string(b))).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 101)
+	require.EqualValues(t, 100, job.Rows)
+	require.Equal(t, []string{"time", "duration_seconds", "source", "tier", "proxy", "application", "domain", "method",
+		"status_code", "success", "error_type", "bytes_sent", "bytes_received", "weight", "trace_id", "span_id"}, rows[0])
+	last := rows[len(rows)-1]
+	tm, err := time.Parse(time.RFC3339Nano, last[0])
+	require.NoError(t, err)
+	require.Equal(t, now.Add(-time.Minute), tm)
+	require.Equal(t, "0.15", last[1])
+	require.Equal(t, "1", last[13], "weight")
+
+	b, _ = exportAndDownload(t, s, `{"range": {"start": "`+now.Add(-3*time.Hour).Format(time.RFC3339)+`", "end": "`+now.Format(time.RFC3339)+`"},
+		"format": "json", "dataset": "records", "fields": ["time", "source", "success"], "filters": {"source": ["brightdata"], "min_latency_seconds": 0.1}}`)
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	n := 0
+	for sc.Scan() {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
+		require.Len(t, m, 3)
+		require.Equal(t, "brightdata", m["source"])
+		require.Equal(t, true, m["success"])
+		n++
+	}
+	require.Equal(t, 50, n)
+
+	b, _ = exportAndDownload(t, s, `{"range": "24h", "format": "csv", "dataset": "hourly"}`)
+	rows, err = csv.NewReader(strings.NewReader(string(b))).ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, "period_start", rows[0][0])
+	total := 0.0
+	require.Len(t, rows, 1+2*2, "two sources, two hours")
+	for _, r := range rows[1:] {
+		v, err := strconv.ParseFloat(r[3], 64)
+		require.NoError(t, err)
+		total += v
+		require.Equal(t, "1", r[11], "distinct domains")
+		require.Equal(t, "false", r[12], "sample adjusted")
+	}
+	require.InEpsilon(t, 100, total, 1e-6)
+
+	for _, c := range []struct{ body, msg string }{
+		{`{"range": "24h", "format": "pdf", "dataset": "records"}`, "format: "},
+		{`{"range": "1y", "format": "csv", "dataset": "records"}`, `range: "1y" is not 24h, 7d, 30d`},
+		{`{"range": "24h", "format": "csv", "dataset": "weekly"}`, `dataset: "weekly" is not records, hourly or daily`},
+		{`{"range": "24h", "format": "csv", "dataset": "records", "fields": ["time", "password"]}`, `fields[1]: "password" is not a field of records`},
+		{`{"range": "24h", "format": "csv", "dataset": "records", "filter": {}}`, `unknown field "filter"`},
+	} {
+		code, msg := call(t, s, http.MethodPost, "/api/v1/exports", testAdminToken, c.body, nil)
+		require.Equal(t, http.StatusBadRequest, code, c.body)
+		require.Contains(t, msg, c.msg)
+	}
+	code, _ := call(t, s, http.MethodPost, "/api/v1/exports", "", `{}`, nil)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = call(t, s, http.MethodGet, "/api/v1/exports/nope", testAdminToken, "", nil)
+	require.Equal(t, http.StatusNotFound, code)
+
+	var listed []struct {
+		Action string `json:"action"`
+	}
+	code, _ = call(t, s, http.MethodGet, "/api/v1/audit?action=export&action=export.download", testAdminToken, "", &listed)
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, listed, 6, "three exports, three downloads")
+}
+
+func TestExportsDisabledWithoutCredential(t *testing.T) {
+	s := start(t, testConfig(t), Options{})
+	code, _ := call(t, s, http.MethodPost, "/api/v1/exports", "", `{}`, nil)
+	require.Equal(t, http.StatusNotFound, code)
+}
