@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // gzip-compressed OTLP/gRPC requests
 	grpcproto "google.golang.org/grpc/encoding/proto"
@@ -136,7 +137,27 @@ func (r *Receiver) newGRPCServer() *grpc.Server {
 	return srv
 }
 
+// grpcAuthorize applies Config.Authorize to a call's authorization
+// metadata.
+func (r *Receiver) grpcAuthorize(ctx context.Context) error {
+	if r.cfg.Authorize == nil {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	var auth string
+	if v := md.Get("authorization"); len(v) > 0 {
+		auth = v[0]
+	}
+	if !r.cfg.Authorize(auth) {
+		return status.Error(codes.Unauthenticated, "an ingest token is required (authorization: Bearer …)")
+	}
+	return nil
+}
+
 func (r *Receiver) grpcExport(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	if err := r.grpcAuthorize(ctx); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	var msg rawMessage
 	if err := dec(&msg); err != nil {

@@ -41,8 +41,19 @@ func newHTTPServer(r *Receiver, ln net.Listener) *httpServer {
 	if r.metrics != nil {
 		mux.HandleFunc("/v1/metrics", r.ServeMetrics)
 	}
+	var h http.Handler = mux
+	if auth := r.cfg.Authorize; auth != nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if !auth(req.Header.Get("Authorization")) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="proxylens OTLP"`)
+				http.Error(w, "an ingest token is required (Authorization: Bearer …)", http.StatusUnauthorized)
+				return
+			}
+			mux.ServeHTTP(w, req)
+		})
+	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),

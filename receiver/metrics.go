@@ -43,6 +43,9 @@ func (r *Receiver) exportMetrics(ctx context.Context, body []byte) (exportResult
 }
 
 func (r *Receiver) grpcExportMetrics(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	if err := r.grpcAuthorize(ctx); err != nil {
+		return nil, err
+	}
 	var msg rawMessage
 	if err := dec(&msg); err != nil {
 		return nil, err

@@ -44,6 +44,10 @@ type Config struct {
 	RetryAfter time.Duration
 	// TLS, when set, serves both listeners over TLS with it.
 	TLS *tls.Config
+	// Authorize, when set, is asked about every request's Authorization
+	// header (gRPC: the authorization metadata); a request it refuses
+	// gets 401 / Unauthenticated.
+	Authorize func(authorization string) bool
 }
 
 // DefaultConfig returns the receiver's defaults, on the loopback interface.

@@ -30,6 +30,10 @@ var roleRank = map[string]int{RoleViewer: 1, RoleAnalyst: 2, RoleAdmin: 3}
 type AuthConfig struct {
 	Users  []AuthUser  `yaml:"users"`
 	Tokens []AuthToken `yaml:"tokens"`
+	// OTLPRequireToken makes OTLP ingest (traces and metrics, gRPC and
+	// HTTP) require one of the tokens (any role) or the bootstrap admin
+	// token as Authorization: Bearer.
+	OTLPRequireToken bool `yaml:"otlp_require_token"`
 }
 
 // AuthUser signs in with HTTP basic auth.
@@ -197,6 +201,17 @@ func (a *authenticator) identify(r *http.Request) (identity, bool) {
 		return identity{"admin", RoleAdmin}, true
 	}
 	return identity{}, false
+}
+
+// ingestAllowed reports whether an OTLP request's Authorization header
+// holds a configured token.
+func (a *authenticator) ingestAllowed(authorization string) bool {
+	r := http.Request{Header: http.Header{"Authorization": {authorization}}}
+	if _, _, basic := r.BasicAuth(); basic {
+		return false // tokens only: bcrypt per export request would cost too much
+	}
+	_, ok := a.identify(&r)
+	return ok
 }
 
 // requiredRole is the role a path needs.

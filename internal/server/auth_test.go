@@ -1,16 +1,22 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 )
 
@@ -148,4 +154,48 @@ func TestAuthConfigValidate(t *testing.T) {
 
 func decodeJSON(resp *http.Response, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestOTLPIngestToken: with auth.otlp_require_token, OTLP exports over
+// gRPC and HTTP need one of the tokens; without it they are refused
+// (Unauthenticated, 401) and nothing is counted.
+func TestOTLPIngestToken(t *testing.T) {
+	cfg := testConfig(t)
+	const ingest = "ingest-token-0123456789"
+	sum := sha256.Sum256([]byte(ingest))
+	cfg.Auth = AuthConfig{Tokens: []AuthToken{{Name: "proxies", Role: RoleViewer, TokenSHA256: hex.EncodeToString(sum[:])}}, OTLPRequireToken: true}
+	require.NoError(t, cfg.Validate())
+	s := start(t, cfg, Options{})
+	spans := tracetest.SpanStubs{proxySpan(1, time.Now())}.Snapshots()
+	for _, headers := range []map[string]string{nil, {"authorization": "Bearer wrong-token-000000"}} {
+		g, err := otlptracegrpc.New(t.Context(), otlptracegrpc.WithEndpoint(s.OTLPGRPCAddr().String()), otlptracegrpc.WithInsecure(),
+			otlptracegrpc.WithHeaders(headers), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
+		require.NoError(t, err)
+		err = g.ExportSpans(t.Context(), spans)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "Unauthenticated")
+		require.NoError(t, g.Shutdown(context.Background()))
+		h, err := otlptracehttp.New(t.Context(), otlptracehttp.WithEndpoint(s.OTLPHTTPAddr().String()), otlptracehttp.WithInsecure(),
+			otlptracehttp.WithHeaders(headers), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
+		require.NoError(t, err)
+		err = h.ExportSpans(t.Context(), spans)
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "401")
+		require.NoError(t, h.Shutdown(context.Background()))
+	}
+	ok := map[string]string{"authorization": "Bearer " + ingest}
+	g, err := otlptracegrpc.New(t.Context(), otlptracegrpc.WithEndpoint(s.OTLPGRPCAddr().String()), otlptracegrpc.WithInsecure(), otlptracegrpc.WithHeaders(ok))
+	require.NoError(t, err)
+	require.NoError(t, g.ExportSpans(t.Context(), spans))
+	require.NoError(t, g.Shutdown(context.Background()))
+	h, err := otlptracehttp.New(t.Context(), otlptracehttp.WithEndpoint(s.OTLPHTTPAddr().String()), otlptracehttp.WithInsecure(), otlptracehttp.WithHeaders(ok))
+	require.NoError(t, err)
+	require.NoError(t, h.ExportSpans(t.Context(), spans))
+	require.NoError(t, h.Shutdown(context.Background()))
+	_, vals := s.agg.Snapshot(otelanalytics.FamilyRequests)
+	total := 0.0
+	for _, v := range vals {
+		total += v
+	}
+	require.Equal(t, 2.0, total, "the two accepted spans, and only them")
 }

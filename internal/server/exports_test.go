@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/xuri/excelize/v2"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -109,6 +111,19 @@ func TestExports(t *testing.T) {
 	}
 	require.InEpsilon(t, 100, total, 1e-6)
 
+	b, job = exportAndDownload(t, s, `{"range": "24h", "format": "xlsx", "dataset": "records", "fields": ["time", "source", "duration_seconds", "success"]}`)
+	require.EqualValues(t, 100, job.Rows)
+	book, err := excelize.OpenReader(bytes.NewReader(b))
+	require.NoError(t, err)
+	xrows, err := book.GetRows("data")
+	require.NoError(t, err)
+	require.Len(t, xrows, 101)
+	require.Equal(t, []string{"time", "source", "duration_seconds", "success"}, xrows[0])
+	typ, err := book.GetCellType("data", "C2")
+	require.NoError(t, err)
+	require.NotEqual(t, excelize.CellTypeInlineString, typ, "numbers are numbers")
+	require.NoError(t, book.Close())
+
 	for _, c := range []struct{ body, msg string }{
 		{`{"range": "24h", "format": "pdf", "dataset": "records"}`, "format: "},
 		{`{"range": "1y", "format": "csv", "dataset": "records"}`, `range: "1y" is not 24h, 7d, 30d`},
@@ -130,7 +145,7 @@ func TestExports(t *testing.T) {
 	}
 	code, _ = call(t, s, http.MethodGet, "/api/v1/audit?action=export&action=export.download", testAdminToken, "", &listed)
 	require.Equal(t, http.StatusOK, code)
-	require.Len(t, listed, 6, "three exports, three downloads")
+	require.Len(t, listed, 8, "four exports, four downloads")
 }
 
 func TestExportsDisabledWithoutCredential(t *testing.T) {

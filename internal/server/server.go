@@ -77,6 +77,7 @@ type Server struct {
 	tls           *tls.Config
 	backupMu      sync.Mutex
 	exports       *exporter
+	auth          *authenticator // set when users, tokens or an ingest token are configured
 	enforceMu     sync.Mutex
 	retentionKick chan struct{}
 	stopBg        context.CancelFunc
@@ -222,6 +223,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxInflightBytes: s.cfg.Receiver.MaxInflightBytes,
 		RetryAfter:       s.cfg.Receiver.RetryAfter,
 		TLS:              s.tls,
+		Authorize:        s.ingestAuthorizer(),
 	}, otelanalytics.NewMapper(s.cfg.Mapping, s.opts.Now), s.pipeline, s.self, s.log)
 	if err != nil {
 		return err
@@ -312,8 +314,11 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		mux.Handle("/api/v1/exports/", http.NotFoundHandler())
 	}
 	var handler http.Handler = mux
+	if s.cfg.Auth.Enabled() || s.cfg.Auth.OTLPRequireToken {
+		s.auth = newAuthenticator(s.cfg.Auth, token)
+	}
 	if s.cfg.Auth.Enabled() {
-		handler = newAuthenticator(s.cfg.Auth, token).wrap(mux)
+		handler = s.auth.wrap(mux)
 	} else if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
 		s.log.Warn("the HTTP listener is not on loopback and no users are configured: anyone who reaches it can query", "addr", ln.Addr().String())
 	}
@@ -416,3 +421,12 @@ func (s *Server) Pipeline() *otelanalytics.Pipeline { return s.pipeline }
 
 // Sampler returns the server's sampler.
 func (s *Server) Sampler() *otelanalytics.Sampler { return s.sampler }
+
+// ingestAuthorizer is the OTLP receiver's token check, or nil when
+// ingest is open.
+func (s *Server) ingestAuthorizer() func(string) bool {
+	if !s.cfg.Auth.OTLPRequireToken {
+		return nil
+	}
+	return s.auth.ingestAllowed
+}
