@@ -104,8 +104,9 @@ func TestGoodConfig(t *testing.T) {
 		}},
 		TLS: TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
 		Auth: AuthConfig{
-			Users:  []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
-			Tokens: []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
+			Users:            []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
+			Tokens:           []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
+			OTLPRequireToken: true,
 		},
 		Backup: backup.Config{Dir: "/var/backups/proxylens", Interval: 12 * time.Hour, Archive: true, Upload: []backup.UploadCommand{
 			{Name: "git-lfs", Command: []string{"/usr/local/bin/push-backup", "--remote", "origin"}, Timeout: 5 * time.Minute},
