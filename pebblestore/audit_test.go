@@ -90,16 +90,39 @@ func TestAuditChain(t *testing.T) {
 	require.NoError(t, db.Close())
 	db, err = Open(dir, Options{})
 	require.NoError(t, err)
-	defer db.Close()
 	require.NoError(t, db.Audit(AuditEntry{Time: t0.Add(time.Hour), User: "alice", Action: "backup.create", Success: true}))
 	n, err = db.VerifyAudit()
 	require.NoError(t, err)
 	require.Equal(t, 6, n)
 	// Removing the oldest entry left breaks the link to the anchor.
-	require.NoError(t, db.db.Delete(auditKeys(t, db)[0], pebble.Sync))
+	first := auditKeys(t, db)[0]
+	v1 := get(t, db, first)
+	require.NoError(t, db.db.Delete(first, pebble.Sync))
 	_, err = db.VerifyAudit()
 	var ab *AuditBreak
 	require.ErrorAs(t, err, &ab)
+	require.Equal(t, "audit log: entry 7: it does not follow entry 5 (an entry before it was removed or replaced)", ab.Error())
+	require.NoError(t, db.db.Set(first, v1, pebble.Sync))
+
+	// Retention of every entry: the chain goes on from the anchor alone,
+	// also after a restart; reads are appended unsynced, chained the same.
+	b = db.db.NewBatch()
+	require.NoError(t, db.auditRetention(b, t0.Add(2*time.Hour)))
+	require.NoError(t, b.Commit(pebble.Sync))
+	require.NoError(t, b.Close())
+	require.Empty(t, auditKeys(t, db))
+	require.NoError(t, db.Close())
+	db, err = Open(dir, Options{})
+	require.NoError(t, err)
+	require.NoError(t, db.AuditRead(AuditEntry{Time: t0.Add(3 * time.Hour), User: "vera", Action: "query", Success: true}))
+	all, err = db.AuditEntries(AuditFilter{})
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	require.Equal(t, uint64(12), all[0].Seq)
+	n, err = db.VerifyAudit()
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.NoError(t, db.Close())
 }
 
 func auditKeys(t *testing.T, db *DB) [][]byte {

@@ -135,4 +135,8 @@ func TestRetentionWithoutSummaries(t *testing.T) {
 	_, err = db.EnforceRetention(context.Background(), pebblestore.DefaultRetention(), now, false)
 	require.NoError(t, err)
 	require.InDelta(t, before, q(), 1e-6, "10 days of raw windows kept: the hourly cut-off is 30 days")
+	samples, rollups, err := db.SeriesBytes()
+	require.NoError(t, err)
+	require.Positive(t, samples)
+	require.Positive(t, rollups, "the daily rollup")
 }
