@@ -113,6 +113,10 @@ func (s *Server) startExporter() error {
 		engine: promqlengine.NewEngine(promqlengine.EngineOpts{
 			MaxSamples: 50_000_000, Timeout: 10 * time.Minute, Parser: parser.NewParser(parser.Options{}),
 		})}
+	if err := e.load(); err != nil {
+		stop()
+		return fmt.Errorf("load export jobs: %w", err)
+	}
 	for range maxExportJobs {
 		e.wg.Go(func() {
 			for {
@@ -248,6 +252,60 @@ func (e *exporter) run(ctx context.Context, j *ExportJob) {
 		entry.Error = err.Error()
 	}
 	_ = e.s.store.Audit(entry)
+	if err := e.save(j); err != nil {
+		e.s.log.Warn("save export job", "id", j.ID, "err", err)
+	}
+}
+
+// jobFile is where a finished job's description is kept, beside its file,
+// so that a restart still knows it.
+func (e *exporter) jobFile(id string) string { return filepath.Join(e.dir, id+".job.json") }
+
+// save writes a finished job's description.
+func (e *exporter) save(j *ExportJob) error {
+	e.mu.Lock()
+	v, err := json.Marshal(j)
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	tmp := e.jobFile(j.ID) + ".partial"
+	if err := os.WriteFile(tmp, v, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, e.jobFile(j.ID))
+}
+
+// load reads the finished jobs of earlier runs, and removes what jobs cut
+// short by a stop left behind.
+func (e *exporter) load() error {
+	ents, err := os.ReadDir(e.dir)
+	if err != nil {
+		return err
+	}
+	for _, ent := range ents {
+		name := ent.Name()
+		switch {
+		case strings.HasSuffix(name, ".partial"):
+			_ = os.Remove(filepath.Join(e.dir, name))
+		case strings.HasSuffix(name, ".job.json"):
+			b, err := os.ReadFile(filepath.Join(e.dir, name))
+			if err != nil {
+				return err
+			}
+			var j ExportJob
+			if err := json.Unmarshal(b, &j); err != nil || j.ID == "" {
+				e.s.log.Warn("unreadable export job description; removed", "file", name)
+				_ = os.Remove(filepath.Join(e.dir, name))
+				continue
+			}
+			if f, err := export.ParseFormat(j.Format); err == nil {
+				j.path = filepath.Join(e.dir, j.ID+f.Extension())
+			}
+			e.jobs[j.ID] = &j
+		}
+	}
+	return nil
 }
 
 func filtersString(f exportFilters) string {
@@ -621,6 +679,7 @@ func (e *exporter) expire(keep time.Duration) {
 	for id, j := range e.jobs {
 		if j.Created.Before(cutoff) && (j.Status == ExportCompleted || j.Status == ExportFailed) {
 			_ = os.Remove(j.path)
+			_ = os.Remove(e.jobFile(id))
 			delete(e.jobs, id)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -152,4 +154,34 @@ func TestExportsDisabledWithoutCredential(t *testing.T) {
 	s := start(t, testConfig(t), Options{})
 	code, _ := call(t, s, http.MethodPost, "/api/v1/exports", "", `{}`, nil)
 	require.Equal(t, http.StatusNotFound, code)
+}
+
+// TestExportJobsSurviveARestart: a finished job is still known, and its
+// file downloadable, after a restart; a file cut short by a stop is gone.
+func TestExportJobsSurviveARestart(t *testing.T) {
+	cfg := adminConfig(t)
+	s := start(t, cfg, Options{})
+	exportGRPC(t, s, proxySpan(1, time.Now().Add(-time.Minute)))
+	require.NoError(t, s.Pipeline().Flush())
+	b, job := exportAndDownload(t, s, `{"range": "24h", "format": "csv", "dataset": "records"}`)
+	require.NoError(t, s.Shutdown(t.Context()))
+	partial := filepath.Join(cfg.DataDir, "exports", "deadbeef.csv.partial")
+	require.NoError(t, os.WriteFile(partial, []byte("half"), 0o600))
+
+	s = start(t, cfg, Options{})
+	var again ExportJob
+	code, _ := call(t, s, http.MethodGet, "/api/v1/exports/"+job.ID, testAdminToken, "", &again)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, ExportCompleted, again.Status)
+	require.Equal(t, job.Rows, again.Rows)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/exports/"+job.ID+"/download", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, b, got)
+	require.NoFileExists(t, partial)
 }
