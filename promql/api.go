@@ -870,46 +870,9 @@ func (a *API) series(r *http.Request) result {
 }
 
 func (a *API) labelNames(r *http.Request) result {
-	sets, aerr := a.matcherSets(r)
-	if aerr != nil {
-		return result{err: aerr}
-	}
-	start, end, aerr := a.timeRange(r)
-	if aerr != nil {
-		return result{err: aerr}
-	}
-	limit, aerr := parseLimit(r)
-	if aerr != nil {
-		return result{err: aerr}
-	}
-	q, err := a.queryable.Querier(timestamp.FromTime(start), timestamp.FromTime(end))
-	if err != nil {
-		return result{err: &apiError{typ: errorInternal, err: err}}
-	}
-	defer q.Close()
-	var names []string
-	var warnings annotations.Annotations
-	if len(sets) == 0 {
-		sets = [][]*labels.Matcher{nil}
-	}
-	for _, ms := range sets {
-		n, w, err := q.LabelNames(r.Context(), &storage.LabelHints{}, ms...)
-		if err != nil {
-			return result{err: &apiError{typ: errorExec, err: err}}
-		}
-		names = append(names, n...)
-		warnings.Merge(w)
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	if names == nil {
-		names = []string{}
-	}
-	if limit > 0 && len(names) > limit {
-		names = names[:limit]
-		warnings.Add(errors.New("results truncated due to limit"))
-	}
-	return result{data: names, warnings: warnings}
+	return a.labelLookup(r, func(q storage.Querier, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+		return q.LabelNames(r.Context(), &storage.LabelHints{}, ms...)
+	})
 }
 
 func (a *API) labelValues(r *http.Request) result {
@@ -921,6 +884,15 @@ func (a *API) labelValues(r *http.Request) result {
 	if !model.UTF8Validation.IsValidLabelName(name) {
 		return result{err: badData("invalid label name: %q", name)}
 	}
+	return a.labelLookup(r, func(q storage.Querier, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+		return q.LabelValues(r.Context(), name, &storage.LabelHints{}, ms...)
+	})
+}
+
+// labelLookup answers /labels and /label/<name>/values: lookup for each
+// match[] set (or none) over the request's time range, the results
+// merged, sorted, deduplicated and cut at limit.
+func (a *API) labelLookup(r *http.Request, lookup func(storage.Querier, []*labels.Matcher) ([]string, annotations.Annotations, error)) result {
 	sets, aerr := a.matcherSets(r)
 	if aerr != nil {
 		return result{err: aerr}
@@ -938,29 +910,29 @@ func (a *API) labelValues(r *http.Request) result {
 		return result{err: &apiError{typ: errorInternal, err: err}}
 	}
 	defer q.Close()
-	var vals []string
+	var out []string
 	var warnings annotations.Annotations
 	if len(sets) == 0 {
 		sets = [][]*labels.Matcher{nil}
 	}
 	for _, ms := range sets {
-		v, w, err := q.LabelValues(r.Context(), name, &storage.LabelHints{}, ms...)
+		v, w, err := lookup(q, ms)
 		if err != nil {
 			return result{err: &apiError{typ: errorExec, err: err}}
 		}
-		vals = append(vals, v...)
+		out = append(out, v...)
 		warnings.Merge(w)
 	}
-	slices.Sort(vals)
-	vals = slices.Compact(vals)
-	if vals == nil {
-		vals = []string{}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if out == nil {
+		out = []string{}
 	}
-	if limit > 0 && len(vals) > limit {
-		vals = vals[:limit]
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
 		warnings.Add(errors.New("results truncated due to limit"))
 	}
-	return result{data: vals, warnings: warnings}
+	return result{data: out, warnings: warnings}
 }
 
 func (a *API) metadataHandler(r *http.Request) result {
