@@ -98,12 +98,22 @@ func (r *Receiver) ServeTraces(w http.ResponseWriter, req *http.Request) {
 		r.writeError(w, ctype, err)
 		return
 	}
-	var body []byte
 	resp := ptraceotlp.NewExportResponse()
 	if res.rejected > 0 {
 		resp.PartialSuccess().SetRejectedSpans(res.rejected)
 		resp.PartialSuccess().SetErrorMessage(res.message)
 	}
+	writeResponse(w, ctype, resp)
+}
+
+// writeResponse writes an OTLP export response (traces or metrics) with
+// 200, in the request's encoding.
+func writeResponse(w http.ResponseWriter, ctype string, resp interface {
+	MarshalJSON() ([]byte, error)
+	MarshalProto() ([]byte, error)
+}) {
+	var body []byte
+	var err error
 	if ctype == contentJSON {
 		body, err = resp.MarshalJSON()
 	} else {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"strconv"
 
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
@@ -119,18 +118,5 @@ func (r *Receiver) ServeMetrics(w http.ResponseWriter, req *http.Request) {
 		resp.PartialSuccess().SetRejectedDataPoints(res.rejected)
 		resp.PartialSuccess().SetErrorMessage(res.message)
 	}
-	var out []byte
-	if ctype == contentJSON {
-		out, err = resp.MarshalJSON()
-	} else {
-		out, err = resp.MarshalProto()
-	}
-	if err != nil {
-		writeStatus(w, ctype, http.StatusInternalServerError, codes.Internal, "encode response", 0)
-		return
-	}
-	w.Header().Set("Content-Type", ctype)
-	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(out)
+	writeResponse(w, ctype, resp)
 }
