@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -63,32 +61,18 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *tokenFile == "" {
 			return errors.New("--admin-token-file is required to ask a server (or give --data-dir for a stopped one)")
 		}
-		tok, err := os.ReadFile(*tokenFile)
+		c, err := newAPIClient(*serverURL, *tokenFile)
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(*serverURL, "/")+"/api/v1/admin/audit/verify", nil)
-		if err != nil {
-			return err
+		var v struct {
+			Entries int    `json:"entries"`
+			Break   string `json:"break"`
 		}
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
+		if err := c.call(ctx, http.MethodGet, "/api/v1/admin/audit/verify", nil, &v); err != nil {
+			return fmt.Errorf("ask %s to verify the audit log: %w", *serverURL, err)
 		}
-		defer resp.Body.Close()
-		var env struct {
-			Status string `json:"status"`
-			Data   struct {
-				Entries int    `json:"entries"`
-				Break   string `json:"break"`
-			} `json:"data"`
-			Error string `json:"error"`
-		}
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&env); err != nil || env.Status != "success" {
-			return fmt.Errorf("ask %s to verify the audit log: %s %s", *serverURL, resp.Status, env.Error)
-		}
-		entries, broken = env.Data.Entries, env.Data.Break
+		entries, broken = v.Entries, v.Break
 	}
 	if broken != "" {
 		fmt.Fprintf(stdout, "BROKEN after %d good entries: %s\n", entries, broken)

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/proxylens/proxylens/internal/backup"
@@ -91,34 +88,15 @@ func serverBackup(ctx context.Context, serverURL, tokenFile, root string) (*back
 	if tokenFile == "" {
 		return nil, errors.New("--admin-token-file is required to ask a server (or give --data-dir for a stopped one)")
 	}
-	tok, err := os.ReadFile(tokenFile)
+	c, err := newAPIClient(serverURL, tokenFile)
 	if err != nil {
 		return nil, err
 	}
-	body, _ := json.Marshal(map[string]string{"dir": root})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(serverURL, "/")+"/api/v1/admin/backup", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	var b backup.Backup
+	if err := c.call(ctx, http.MethodPost, "/api/v1/admin/backup", map[string]string{"dir": root}, &b); err != nil {
 		return nil, fmt.Errorf("ask %s for a backup: %w", serverURL, err)
 	}
-	defer resp.Body.Close()
-	var env struct {
-		Status string         `json:"status"`
-		Data   *backup.Backup `json:"data"`
-		Error  string         `json:"error"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&env); err != nil {
-		return nil, fmt.Errorf("ask %s for a backup: %s", serverURL, resp.Status)
-	}
-	if env.Status != "success" || env.Data == nil {
-		return nil, fmt.Errorf("the server refused the backup (%s): %s", resp.Status, env.Error)
-	}
-	return env.Data, nil
+	return &b, nil
 }
 
 // restoreCmd restores a backup into a new data directory.

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,66 +53,25 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *source != "" {
 		req["filters"] = map[string]any{"source": strings.Split(*source, ",")}
 	}
-	token := ""
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return err
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	base := strings.TrimSuffix(*serverURL, "/") + "/api/v1/exports"
-	call := func(method, url string, body []byte) (*http.Response, error) {
-		r, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		if token != "" {
-			r.Header.Set("Authorization", "Bearer "+token)
-		}
-		r.Header.Set("Content-Type", "application/json")
-		return http.DefaultClient.Do(r)
-	}
-	type envelope struct {
-		Status string          `json:"status"`
-		Data   json.RawMessage `json:"data"`
-		Error  string          `json:"error"`
-	}
-	decode := func(resp *http.Response, v any) error {
-		defer resp.Body.Close()
-		var env envelope
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&env); err != nil {
-			return fmt.Errorf("%s: %s", resp.Request.URL.Path, resp.Status)
-		}
-		if env.Status != "success" {
-			return fmt.Errorf("%s: %s", resp.Status, env.Error)
-		}
-		return json.Unmarshal(env.Data, v)
-	}
-	body, _ := json.Marshal(req)
-	resp, err := call(http.MethodPost, base, body)
+	c, err := newAPIClient(*serverURL, *tokenFile)
 	if err != nil {
-		return fmt.Errorf("ask %s for an export: %w", *serverURL, err)
+		return err
 	}
 	var created struct {
 		ID string `json:"id"`
 	}
-	if err := decode(resp, &created); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/api/v1/exports", req, &created); err != nil {
 		return fmt.Errorf("the export was refused: %w", err)
 	}
 	bar := backup.ProgressBar(stderr)
 	for {
-		resp, err := call(http.MethodGet, base+"/"+created.ID, nil)
-		if err != nil {
-			return err
-		}
 		var job struct {
 			Status   string  `json:"status"`
 			Progress float64 `json:"progress"`
 			Rows     int64   `json:"rows"`
 			Error    string  `json:"error"`
 		}
-		if err := decode(resp, &job); err != nil {
+		if err := c.call(ctx, http.MethodGet, "/api/v1/exports/"+created.ID, nil, &job); err != nil {
 			return err
 		}
 		bar(int64(job.Progress*1000), 1000)
@@ -130,7 +87,7 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	resp, err = call(http.MethodGet, base+"/"+created.ID+"/download", nil)
+	resp, err := c.do(ctx, http.MethodGet, "/api/v1/exports/"+created.ID+"/download", nil)
 	if err != nil {
 		return err
 	}
