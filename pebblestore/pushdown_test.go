@@ -27,11 +27,8 @@ import (
 func TestSumPushdown(t *testing.T) {
 	dir := t.TempDir()
 	open := func() (*pebblestore.DB, *pebblestore.SeriesStore) {
-		db, err := pebblestore.Open(dir, pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: 15 * time.Second}})
-		require.NoError(t, err)
-		_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
-		require.NoError(t, err)
-		return db, db.SeriesStore()
+		st := openStore(t, dir)
+		return st.db, st.db.SeriesStore()
 	}
 	db, s := open()
 	const iv = int64(15000)

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
-	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 )
 
@@ -24,11 +23,8 @@ import (
 func TestRollupsMatchRaw(t *testing.T) {
 	dir := t.TempDir()
 	open := func() (*pebblestore.DB, *pebblestore.SeriesStore) {
-		db, err := pebblestore.Open(dir, pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: 15 * time.Second}})
-		require.NoError(t, err)
-		_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
-		require.NoError(t, err)
-		return db, db.SeriesStore()
+		st := openStore(t, dir)
+		return st.db, st.db.SeriesStore()
 	}
 	db, s := open()
 	const day = int64(24 * 3600 * 1000)
