@@ -58,7 +58,15 @@ func TestDashboardQueries(t *testing.T) {
 		"--backfill", "4d", "--spans", "30000", "--rate", "0", "--domains", "60", "--seed", "7"}, &out, io.Discard))
 	require.Contains(t, out.String(), "sent 30000 spans")
 	// Then two seconds of live traffic, so that the self-metrics (stored
-	// every flush interval, over this run) show ingest at work.
+	// every flush interval, over this run) show ingest at work. The panels
+	// ask rate(...[5m]) at the end of the range, the next 5-minute
+	// boundary: the live traffic and a self-metrics sample before it must
+	// fall in the same 5 minutes, or a quantile over the request-duration
+	// rates has nothing to rank. Near a boundary, start after it.
+	if next := time.Now().Truncate(5 * time.Minute).Add(5 * time.Minute); time.Until(next) < 5*time.Second {
+		time.Sleep(time.Until(next) + 2*time.Second)
+	}
+	liveBegan := time.Now()
 	require.NoError(t, run(t.Context(), []string{"demo", "--endpoint", s.OTLPGRPCAddr().String(),
 		"--duration", "2s", "--rate", "500", "--domains", "60", "--seed", "8"}, io.Discard, io.Discard))
 	require.NoError(t, s.Pipeline().Flush())
@@ -81,11 +89,12 @@ func TestDashboardQueries(t *testing.T) {
 	}, 20*time.Second, 50*time.Millisecond, "self-metrics stored")
 	t.Logf("traffic sent and self-metrics stored in %s", time.Since(began).Round(time.Millisecond))
 
-	// The end of the range on the next 5-minute boundary, as Grafana
-	// aligns a range to its step: the windows' ends fall on the store's
-	// summary grid, and the last few minutes (the self-metrics, the live
-	// traffic) are in range.
-	end := time.Now().Truncate(5 * time.Minute).Add(5 * time.Minute)
+	// The end of the range on the 5-minute boundary after the live
+	// traffic began, as Grafana aligns a range to its step: the windows'
+	// ends fall on the store's summary grid, and the last window holds the
+	// live traffic. (From time.Now() here, the wait above could carry the
+	// end past a boundary, leaving the last window with no traffic.)
+	end := liveBegan.Truncate(5 * time.Minute).Add(5 * time.Minute)
 	const rng = 48 * time.Hour // the dashboards' time range: the newer half of the backfill
 	start := end.Add(-rng)
 
