@@ -267,6 +267,25 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 	if err := removeSegments(d.journalDir(), d.checkpoint); err != nil {
 		return 0, err
 	}
+	// The newest segments may be empty: the spare prepared for the next
+	// cut, or a segment started just before a stop. They hold nothing, and
+	// the newest segment with entries is the one whose tail a crash may
+	// have torn.
+	for len(segs) > 0 && segs[len(segs)-1] > d.checkpoint {
+		n := segs[len(segs)-1]
+		path := filepath.Join(d.journalDir(), segmentName(n))
+		fi, err := os.Stat(path)
+		if err != nil {
+			return 0, fmt.Errorf("list journal: %w", err)
+		}
+		if fi.Size() > 0 {
+			break
+		}
+		if err := os.Remove(path); err != nil {
+			return 0, fmt.Errorf("remove empty journal segment: %w", err)
+		}
+		segs = segs[:len(segs)-1]
+	}
 	next := d.checkpoint + 1
 	var e journalEntry
 	replayed := 0
@@ -428,6 +447,11 @@ const recordBatchBytes = 4 << 20
 func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	d.cutMu.Lock()
 	defer d.cutMu.Unlock()
+	// Close what the seal left open and create the next spare segment,
+	// now that ingest goes on.
+	if err := d.j.prepare(); err != nil {
+		return err
+	}
 	segs, err := listSegments(d.journalDir())
 	if err != nil {
 		return fmt.Errorf("list journal: %w", err)

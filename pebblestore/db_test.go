@@ -209,7 +209,7 @@ func TestRecoveryReplaysJournal(t *testing.T) {
 
 	e2.cut(t)
 	require.Equal(t, 200, countRecords(t, e2.db))
-	require.Len(t, e2.segments(t), 1, "only the segment being written is left")
+	require.Len(t, e2.segments(t), 2, "only the segment being written and the empty spare are left")
 	require.NoError(t, e2.db.Close())
 
 	e3 := open(t, dir)
@@ -294,9 +294,14 @@ func TestTornJournalTail(t *testing.T) {
 	first := size() // synced: the whole first entry is in the file
 	e.commit(t, requests(20, 7, t0, time.Second), nil, 1)
 	second := size()
+	segs := e.segments(t)
+	require.Len(t, segs, 2, "the segment being written and the spare prepared for the next cut")
 	require.NoError(t, e.db.Close())
-	// Cut the file in the middle of the second entry, as a crash would.
+	require.Len(t, e.segments(t), 1, "a clean close removes the empty spare")
+	// Cut the file in the middle of the second entry, as a crash would,
+	// and leave the empty spare behind it, as a crash does.
 	require.NoError(t, os.Truncate(path, first+(second-first)/2))
+	require.NoError(t, os.WriteFile(filepath.Join(e.db.journalDir(), segmentName(segs[1])), nil, 0o600))
 
 	e2 := open(t, dir)
 	var sum float64

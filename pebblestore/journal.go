@@ -28,21 +28,31 @@ import (
 // which one of them leads. On an idle system a commit is one write and one
 // fdatasync, on the committing goroutine.
 //
-// append is safe for concurrent use; seal must not run concurrently with
-// append (the pipeline guarantees it).
+// A cut must not stall ingest, so sealing does no I/O: the next segment
+// is created (and its directory entry synced) ahead of time, as a spare,
+// and seal only switches to it. Every entry of the sealed segment is
+// already synced, since seal runs with no append in progress; the sealed
+// file is synced again and closed by prepare, which the cut calls after
+// ingest has resumed and which creates the next spare.
+//
+// append and seal are safe for concurrent use.
 type journal struct {
 	dir string
+
+	prepMu sync.Mutex // held by prepare, seal and close; taken before mu
 
 	mu       sync.Mutex
 	cond     sync.Cond // signalled when a sync ends
 	seg      uint64    // current segment
 	f        vfs.File
 	w        *record.Writer
-	size     int64  // bytes appended to the current segment
-	appended uint64 // entries appended, all segments
-	synced   uint64 // entries known durable
-	syncing  bool   // a leader is syncing
-	err      error  // a write or sync failed: the journal takes no more
+	spare    vfs.File   // segment seg+1, created and empty; nil until prepared
+	sealed   []vfs.File // sealed segments that prepare has not closed yet
+	size     int64      // bytes appended to the current segment
+	appended uint64     // entries appended, all segments
+	synced   uint64     // entries known durable
+	syncing  bool       // a leader is syncing
+	err      error      // a write or sync failed: the journal takes no more
 }
 
 // Segment files are opened as Pebble opens its WAL: space preallocated in
@@ -77,35 +87,83 @@ func listSegments(dir string) ([]uint64, error) {
 	return segs, nil
 }
 
-// openJournal starts a new segment numbered seg in dir.
+// openJournal starts a new segment numbered seg in dir, and prepares the
+// spare that follows it.
 func openJournal(dir string, seg uint64) (*journal, error) {
 	j := &journal{dir: dir}
 	j.cond.L = &j.mu
-	if err := j.start(seg); err != nil {
+	f, err := createSegment(dir, seg)
+	if err != nil {
 		return nil, err
+	}
+	j.use(seg, f)
+	if err := j.prepare(); err != nil {
+		return nil, errors.Join(err, j.close())
 	}
 	return j, nil
 }
 
-func (j *journal) start(seg uint64) error {
-	path := filepath.Join(j.dir, segmentName(seg))
+// createSegment creates the empty segment seg and syncs its directory
+// entry, so that entries written to it once it is in use survive a crash.
+func createSegment(dir string, seg uint64) (vfs.File, error) {
+	path := filepath.Join(dir, segmentName(seg))
 	if _, err := os.Stat(path); err == nil {
-		return fmt.Errorf("create journal segment: %s exists", path)
+		return nil, fmt.Errorf("create journal segment: %s exists", path)
 	}
 	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
-		return fmt.Errorf("create journal segment: %w", err)
+		return nil, fmt.Errorf("create journal segment: %w", err)
 	}
-	if err := syncDir(j.dir); err != nil {
-		return errors.Join(err, f.Close())
+	if err := syncDir(dir); err != nil {
+		return nil, errors.Join(err, f.Close())
 	}
-	j.f = vfs.NewSyncingFile(f, vfs.SyncingFileOptions{
+	return vfs.NewSyncingFile(f, vfs.SyncingFileOptions{
 		BytesPerSync:    journalBytesPerSync,
 		PreallocateSize: journalPreallocate,
-	})
-	j.w = record.NewWriter(j.f)
+	}), nil
+}
+
+// use makes f, segment seg, the segment being written.
+func (j *journal) use(seg uint64, f vfs.File) {
+	j.f, j.w = f, record.NewWriter(f)
 	j.seg, j.size = seg, 0
+}
+
+// prepare closes the sealed segments (syncing them once more) and creates
+// the spare segment if there is none. It does its I/O outside the lock
+// appends take, so ingest goes on meanwhile.
+func (j *journal) prepare() error {
+	j.prepMu.Lock()
+	defer j.prepMu.Unlock()
+	j.mu.Lock()
+	sealed, next, need := j.sealed, j.seg+1, j.spare == nil && j.f != nil
+	j.sealed = nil
+	j.mu.Unlock()
+	var errs []error
+	for _, f := range sealed {
+		errs = append(errs, closeFile(f))
+	}
+	if need {
+		f, err := createSegment(j.dir, next)
+		if err == nil {
+			j.mu.Lock()
+			j.spare = f // seal, which would move seg, waits for prepMu
+			j.mu.Unlock()
+		}
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("prepare journal: %w", err)
+	}
 	return nil
+}
+
+func closeFile(f vfs.File) error {
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // append writes one entry and returns once it is synced to disk.
@@ -159,52 +217,93 @@ func (j *journal) bytes() int64 {
 	return j.size
 }
 
-// seal closes the current segment (every entry appended so far is then
-// synced and in a sealed segment) and starts the next one. It returns the
-// number of the sealed segment.
+// seal ends the current segment and switches to the next one; every entry
+// appended so far is synced and in a sealed segment. It returns the number
+// of the sealed segment. With a spare prepared it does no I/O; the caller
+// calls prepare afterwards, outside its own locks.
 func (j *journal) seal() (uint64, error) {
+	j.prepMu.Lock() // a prepare in progress finishes its spare first
+	defer j.prepMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.err != nil {
 		return 0, j.err
 	}
+	// The pipeline seals with no append in progress, so every entry is
+	// synced; a snapshot may seal while appends are in flight, and then
+	// syncs them here.
+	for j.syncing {
+		j.cond.Wait()
+	}
+	if j.err != nil {
+		return 0, j.err
+	}
+	if j.synced < j.appended {
+		err := j.w.Flush()
+		if err == nil {
+			err = j.f.Sync()
+		}
+		if err != nil {
+			j.err = fmt.Errorf("sync journal: %w", err)
+			j.cond.Broadcast()
+			return 0, j.err
+		}
+		j.synced = j.appended
+		j.cond.Broadcast()
+	}
+	next := j.spare
+	if next == nil {
+		// The last prepare failed; create the next segment here. If that
+		// fails too, appends go on in the current segment.
+		f, err := createSegment(j.dir, j.seg+1)
+		if err != nil {
+			return 0, err
+		}
+		next = f
+	}
+	// Every entry is flushed and synced, so closing the record writer
+	// writes nothing.
+	if err := j.w.Close(); err != nil {
+		j.err = fmt.Errorf("close journal segment %d: %w", j.seg, err)
+		return 0, j.err
+	}
 	sealed := j.seg
-	if err := j.closeSegment(); err != nil {
-		j.err = err
-		return 0, err
-	}
-	if err := j.start(sealed + 1); err != nil {
-		j.err = err
-		return 0, err
-	}
+	j.sealed = append(j.sealed, j.f)
+	j.spare = nil
+	j.use(sealed+1, next)
 	return sealed, nil
 }
 
-// closeSegment writes what is buffered, syncs and closes the segment.
-func (j *journal) closeSegment() error {
-	err := j.w.Close()
-	if err == nil {
-		err = j.f.Sync()
-	}
-	if cerr := j.f.Close(); err == nil {
-		err = cerr
-	}
-	j.f, j.w = nil, nil
-	if err != nil {
-		return fmt.Errorf("close journal segment %d: %w", j.seg, err)
-	}
-	j.synced = j.appended
-	return nil
-}
-
-// close closes the current segment.
+// close syncs and closes every segment file and removes the spare, which
+// holds nothing.
 func (j *journal) close() error {
+	j.prepMu.Lock()
+	defer j.prepMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.f == nil {
-		return nil
+	var errs []error
+	for _, f := range j.sealed {
+		errs = append(errs, closeFile(f))
 	}
-	return j.closeSegment()
+	j.sealed = nil
+	if j.f != nil {
+		err := j.w.Close()
+		if err == nil {
+			err = closeFile(j.f)
+		} else {
+			_ = j.f.Close()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("close journal segment %d: %w", j.seg, err))
+		}
+		j.synced = j.appended
+		j.f, j.w = nil, nil
+	}
+	if j.spare != nil {
+		errs = append(errs, j.spare.Close(), os.Remove(filepath.Join(j.dir, segmentName(j.seg+1))))
+		j.spare = nil
+	}
+	return errors.Join(errs...)
 }
 
 // removeSegments deletes the segments of dir numbered up to upTo.

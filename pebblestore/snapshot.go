@@ -29,6 +29,9 @@ func (d *DB) Snapshot(ctx context.Context, dir string) error {
 	if err != nil {
 		return fmt.Errorf("snapshot: seal journal: %w", err)
 	}
+	if err := d.j.prepare(); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
 	if err := d.db.Checkpoint(filepath.Join(dir, "pebble"), pebble.WithFlushedWAL()); err != nil {
 		return fmt.Errorf("snapshot: pebble checkpoint: %w", err)
 	}
