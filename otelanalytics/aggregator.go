@@ -173,6 +173,11 @@ type family struct {
 	pkeys []pendKey
 	pvals []float64
 
+	// What the last cut took, emptied outside the lock for the next cut to
+	// swap in, so that a cut holds the lock only to copy the totals.
+	sparePend  map[pendKey]uint32
+	spareDirty []uint32
+
 	// Per series: the increment slot last used, valid while lastGen is the
 	// aggregator's generation (it changes at every cut). Spans of a batch
 	// mostly fall in one interval, so this spares most pend lookups.
@@ -504,11 +509,16 @@ func (a *Aggregator) Cut() *Cut {
 	c := &Cut{}
 	type taken struct {
 		keys  []SeriesKey
+		dirty []uint32
+		pend  map[pendKey]uint32
 		pkeys []pendKey
 		pvals []float64
 	}
 	var tk [NumFamilies]taken
 
+	// Apply waits while the lock is held: take the increments and the
+	// dirty list whole, and copy only the totals, which Apply goes on
+	// changing.
 	a.mu.Lock()
 	a.pending = 0
 	a.gen++
@@ -516,16 +526,17 @@ func (a *Aggregator) Cut() *Cut {
 		fam := &a.fams[f]
 		fc := &c.Families[f]
 		w := fam.width
-		fc.Keys = make([]SeriesKey, len(fam.dirty))
 		fc.Totals = make([]float64, len(fam.dirty)*w)
 		for i, idx := range fam.dirty {
-			fc.Keys[i] = fam.keys[idx]
 			copy(fc.Totals[i*w:], fam.totals[int(idx)*w:int(idx+1)*w])
 			fam.isDirt[idx] = false
 		}
-		fam.dirty = fam.dirty[:0]
-		tk[f] = taken{keys: fam.keys, pkeys: fam.pkeys, pvals: fam.pvals}
-		fam.pend = make(map[pendKey]uint32, len(fam.pend))
+		tk[f] = taken{keys: fam.keys, dirty: fam.dirty, pend: fam.pend, pkeys: fam.pkeys, pvals: fam.pvals}
+		fam.dirty, fam.spareDirty = fam.spareDirty[:0], nil
+		fam.pend, fam.sparePend = fam.sparePend, nil
+		if fam.pend == nil {
+			fam.pend = make(map[pendKey]uint32, len(tk[f].pend))
+		}
 		fam.pkeys, fam.pvals = nil, nil
 	}
 	a.mu.Unlock()
@@ -534,14 +545,28 @@ func (a *Aggregator) Cut() *Cut {
 	// taken above while Apply goes on.
 	for f := range tk {
 		fc := &c.Families[f]
-		fc.IncKeys = make([]SeriesKey, len(tk[f].pkeys))
-		fc.IncTimes = make([]int64, len(tk[f].pkeys))
-		for i, pk := range tk[f].pkeys {
-			fc.IncKeys[i] = tk[f].keys[pk.series]
+		t := &tk[f]
+		fc.Keys = make([]SeriesKey, len(t.dirty))
+		for i, idx := range t.dirty {
+			fc.Keys[i] = t.keys[idx]
+		}
+		fc.IncKeys = make([]SeriesKey, len(t.pkeys))
+		fc.IncTimes = make([]int64, len(t.pkeys))
+		for i, pk := range t.pkeys {
+			fc.IncKeys[i] = t.keys[pk.series]
 			fc.IncTimes[i] = pk.t
 		}
-		fc.IncValues = tk[f].pvals
+		fc.IncValues = t.pvals
+		clear(t.pend)
 	}
+	a.mu.Lock()
+	for f := range tk {
+		fam := &a.fams[f]
+		if fam.sparePend == nil && fam.spareDirty == nil {
+			fam.sparePend, fam.spareDirty = tk[f].pend, tk[f].dirty[:0]
+		}
+	}
+	a.mu.Unlock()
 	return c
 }
 
