@@ -591,20 +591,38 @@ func (d *decoder) keyValue(buf []byte, attrs *otelanalytics.SpanAttrs, depth int
 	return nil
 }
 
-// plainKeyValue reads the layout every SDK writes, a key then a value that
-// holds exactly one string or int, in one pass. Anything else, including
-// any malformation, reports !ok and goes through the general path, which
-// gives the same result for this layout.
+// plainKeyValue reads the layouts senders write, a key and a value that
+// holds exactly one string or int, in one pass: the key first (the SDKs,
+// which marshal with google.golang.org/protobuf) or the value first (the
+// Collector and anything else built on pdata, whose marshaler writes
+// fields backwards). Anything else, including any malformation, reports
+// !ok and goes through the general path, which gives the same result for
+// these layouts.
 func plainKeyValue(buf []byte) (string, otelanalytics.Value, bool) {
-	if len(buf) < 4 || buf[0] != 0x0a { // key, field 1, length-delimited
+	if len(buf) < 4 {
 		return "", otelanalytics.Value{}, false
 	}
-	kstart, kend, err := consumeLen(buf, 1)
-	if err != nil || kend >= len(buf) || buf[kend] != 0x12 { // value, field 2
+	var kstart, kend, vstart, vend int
+	var err error
+	switch buf[0] {
+	case 0x0a: // key (field 1, length-delimited), then value (field 2)
+		if kstart, kend, err = consumeLen(buf, 1); err != nil || kend >= len(buf) || buf[kend] != 0x12 {
+			return "", otelanalytics.Value{}, false
+		}
+		if vstart, vend, err = consumeLen(buf, kend+1); err != nil || vend != len(buf) {
+			return "", otelanalytics.Value{}, false
+		}
+	case 0x12: // value, then key
+		if vstart, vend, err = consumeLen(buf, 1); err != nil || vend >= len(buf) || buf[vend] != 0x0a {
+			return "", otelanalytics.Value{}, false
+		}
+		if kstart, kend, err = consumeLen(buf, vend+1); err != nil || kend != len(buf) {
+			return "", otelanalytics.Value{}, false
+		}
+	default:
 		return "", otelanalytics.Value{}, false
 	}
-	vstart, vend, err := consumeLen(buf, kend+1)
-	if err != nil || vend != len(buf) || vstart == vend {
+	if vstart == vend {
 		return "", otelanalytics.Value{}, false
 	}
 	v := buf[vstart:vend]

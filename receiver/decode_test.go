@@ -207,3 +207,62 @@ func BenchmarkDecodePdata(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
 }
+
+// TestPlainKeyValueLayouts: the one-pass attribute path takes both field
+// orders senders write, so that neither SDK traffic (key first) nor
+// traffic forwarded by a Collector (pdata writes the value first) falls
+// to the general path, and it leaves anything else to that path.
+func TestPlainKeyValueLayouts(t *testing.T) {
+	kv := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	key := []byte{0x0a, 3, 'a', '.', 'b'}
+	strVal := []byte{0x12, 4, 0x0a, 2, 'h', 'i'}
+	intVal := []byte{0x12, 3, 0x18, 0xbb, 0x03}
+	for _, c := range []struct {
+		name string
+		buf  []byte
+		want otelanalytics.Value
+	}{
+		{"key first, string", kv(key, strVal), otelanalytics.StringValue("hi")},
+		{"value first, string", kv(strVal, key), otelanalytics.StringValue("hi")},
+		{"key first, int", kv(key, intVal), otelanalytics.IntValue(443)},
+		{"value first, int", kv(intVal, key), otelanalytics.IntValue(443)},
+	} {
+		k, v, ok := plainKeyValue(c.buf)
+		require.True(t, ok, c.name)
+		require.Equal(t, "a.b", k, c.name)
+		require.Equal(t, c.want, v, c.name)
+	}
+	for name, buf := range map[string][]byte{
+		"double value":        kv(key, []byte{0x12, 9, 0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f}),
+		"key twice":           kv(key, key),
+		"trailing field":      kv(key, strVal, []byte{0x18, 1}),
+		"value, key, value":   kv(strVal, key, strVal),
+		"truncated value":     kv(key, strVal[:4]),
+		"string and int both": kv(key, []byte{0x12, 6, 0x0a, 2, 'h', 'i', 0x18, 1}),
+	} {
+		_, _, ok := plainKeyValue(buf)
+		require.False(t, ok, name)
+	}
+
+	// pdata's own output takes the one-pass path.
+	td := ptrace.NewTraces()
+	td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty().Attributes().PutStr("proxy.source", "oxylabs")
+	buf := marshal(t, td)
+	i := len(buf) - 1
+	for buf[i] != 0x4a { // the span's attributes field, its last
+		i--
+	}
+	s, e, err := consumeLen(buf, i+1)
+	require.NoError(t, err)
+	require.Equal(t, byte(0x12), buf[s], "pdata writes the value first")
+	k, v, ok := plainKeyValue(buf[s:e])
+	require.True(t, ok)
+	require.Equal(t, "proxy.source", k)
+	require.Equal(t, otelanalytics.StringValue("oxylabs"), v)
+}
