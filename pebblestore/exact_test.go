@@ -66,7 +66,7 @@ func TestIncreaseIsExact(t *testing.T) {
 		incs = incs[n:]
 	}
 
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{})})
 	checked := 0
 	for hourEnd := start + 3600000; hourEnd <= end; hourEnd += 3600000 {
 		q, err := engine.NewInstantQuery(context.Background(), s, nil, `increase(proxy_requests_total[1h])`, time.UnixMilli(hourEnd))

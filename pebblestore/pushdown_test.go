@@ -84,7 +84,7 @@ func TestSumPushdown(t *testing.T) {
 	write(late)
 	defer db.Close()
 
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{}), EnableAtModifier: true})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{}), EnableAtModifier: true})
 	marker := func(without bool, g ...string) string {
 		m := pebblestore.SumPushdownMatcher(without, g)
 		return fmt.Sprintf("%s=%q", m.Name, m.Value)
@@ -198,7 +198,7 @@ func TestSumPushdownDeclines(t *testing.T) {
 	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
 		return add(labels.FromStrings("__name__", "d_total", "g", "a"), 60000, 5)
 	}))
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1_000_000, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{})})
 	m := pebblestore.SumPushdownMatcher(false, []string{"g"})
 	for _, pair := range [][2]string{
 		{fmt.Sprintf(`sum by (g) (increase(c_total{%s=%q}[5m]))`, m.Name, m.Value), `sum by (g) (increase(c_total[5m]))`},

@@ -95,7 +95,7 @@ func TestRetentionEnforcement(t *testing.T) {
 	}
 	require.NoError(t, app.Commit())
 
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{})})
 	ms := func(t time.Time) int64 { return t.UnixMilli() }
 	daily := func() promql.Matrix {
 		return runQuery(t, engine, s, context.Background(), `sum by (source) (increase(proxy_requests_total[1d]))`, ms(start.Add(day)), ms(now), day)

@@ -79,7 +79,7 @@ func TestRollupsMatchRaw(t *testing.T) {
 	write(late)
 	defer db.Close()
 
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{}), EnableAtModifier: true})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{}), EnableAtModifier: true})
 	m := pebblestore.SumPushdownMatcher(false, []string{"g"})
 	marker := fmt.Sprintf("%s=%q", m.Name, m.Value)
 	checked := 0

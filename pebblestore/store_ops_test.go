@@ -58,7 +58,7 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, book.Models(), stored)
 
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{})})
 	cost := func(s *pebblestore.SeriesStore) float64 {
 		m := runQuery(t, engine, s, context.Background(), `sum(increase(proxy_cost_total[2h]))`, 0, now.Add(time.Hour).UnixMilli(), 0)
 		require.Len(t, m, 1)
@@ -125,7 +125,7 @@ func TestRetentionWithoutSummaries(t *testing.T) {
 	res, err := s.Rollup(context.Background(), 0, now.UnixMilli())
 	require.NoError(t, err)
 	require.Zero(t, res.Summarized)
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{})})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{})})
 	q := func() float64 {
 		m := runQuery(t, engine, s, context.Background(), `increase(x_total[10d])`, 0, now.UnixMilli(), 0)
 		require.Len(t, m, 1)

@@ -308,7 +308,7 @@ func TestRemoteWriteAgainstTSDB(t *testing.T) {
 	}
 	require.Positive(t, refused, "some requests carried conflicting duplicates")
 
-	engine := prompromql.NewEngine(prompromql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, Parser: parser.NewParser(parser.Options{}), EnableAtModifier: true})
+	engine := prompromql.NewEngine(prompromql.EngineOpts{MaxSamples: 50_000_000, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{}), EnableAtModifier: true})
 	for _, q := range []string{
 		`metric_0`,
 		`rate(metric_0[5m])`,
