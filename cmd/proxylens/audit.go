@@ -30,11 +30,8 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dataDir := fs.String("data-dir", "", "check this stopped data directory")
 	serverURL := fs.String("server", envOr("PROXYLENS_SERVER", "http://127.0.0.1:9464"), "else ask this running proxylens (env PROXYLENS_SERVER)")
 	tokenFile := fs.String("admin-token-file", os.Getenv("PROXYLENS_ADMIN_TOKEN_FILE"), "file holding the admin bearer token (env PROXYLENS_ADMIN_TOKEN_FILE)")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
 	}
 	var entries int
 	var broken string

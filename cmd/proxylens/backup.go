@@ -31,11 +31,8 @@ func backupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "Usage: proxylens backup --to DIR [--server URL --admin-token-file FILE | --data-dir DIR]\n\nTake a consistent backup. Flags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *to == "" {
 		fmt.Fprintln(stderr, "proxylens backup: --to is required")
@@ -109,11 +106,8 @@ func restoreCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "Usage: proxylens restore --from BACKUP --data-dir DIR\n\nVerify a backup and restore it into a new data directory. Flags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *from == "" || *dataDir == "" {
 		fmt.Fprintln(stderr, "proxylens restore: --from and --data-dir are required")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,11 +51,8 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, "Usage: proxylens demo [flags]\n\nSend realistic proxy traffic (about 20 sources, 10 applications, a few hundred\ndomains) to a proxylens OTLP endpoint through the OpenTelemetry Go SDK.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "proxylens demo: unexpected argument %q\n", fs.Arg(0))

@@ -60,11 +60,8 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprint(stderr, "Usage: proxylens loadgen [flags]\n\nLoad-test an OTLP/gRPC endpoint with pre-encoded proxy spans.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "proxylens loadgen: unexpected argument %q\n", fs.Arg(0))

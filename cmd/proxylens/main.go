@@ -41,6 +41,16 @@ func main() {
 // message has been printed.
 var errUsage = errors.New("usage error")
 
+// parseFlags parses a command's flags: -h and --help return flag.ErrHelp
+// (the usage has been printed), any other problem errUsage (fs printed it).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return errUsage
+	}
+	return err
+}
+
 const usage = `proxylens turns the OpenTelemetry spans of proxied requests into usage,
 performance and cost analytics.
 

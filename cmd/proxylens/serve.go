@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -81,11 +80,8 @@ func loadConfig(args []string, lookupEnv func(string) (string, bool), stderr io.
 		fmt.Fprintf(stderr, "Usage: proxylens [serve] [flags]\n\nRun the proxylens server. Flags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return def, err
-		}
-		return def, errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return def, err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "proxylens serve: unexpected argument %q\n", fs.Arg(0))
