@@ -30,10 +30,11 @@ import (
 //
 // A cut must not stall ingest, so sealing does no I/O: the next segment
 // is created (and its directory entry synced) ahead of time, as a spare,
-// and seal only switches to it. Every entry of the sealed segment is
-// already synced, since seal runs with no append in progress; the sealed
-// file is synced again and closed by prepare, which the cut calls after
-// ingest has resumed and which creates the next spare.
+// and seal only switches to it. When the pipeline seals, no append is in
+// progress and every entry of the sealed segment is already synced (a
+// snapshot may seal with appends in flight: seal then syncs them first).
+// The sealed file is synced again and closed by prepare, which the cut
+// calls after ingest has resumed and which creates the next spare.
 //
 // append and seal are safe for concurrent use.
 type journal struct {
