@@ -21,10 +21,17 @@ import (
 
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
+	return startServerFlushing(t, time.Hour)
+}
+
+// startServerFlushing starts a server on loopback ports with the test
+// admin token, cutting every flush interval.
+func startServerFlushing(t *testing.T, flush time.Duration) *server.Server {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.OTLPGRPCAddr, cfg.OTLPHTTPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.FlushInterval = time.Hour
+	cfg.FlushInterval = flush
 	cfg.Backup.Dir, cfg.Backup.Interval = t.TempDir(), 0
 	cfg.AdminTokenFile = "testdata/admin.token"
 	s := server.New(cfg, server.Options{})

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +19,6 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
-	"github.com/proxylens/proxylens/internal/server"
 	"github.com/proxylens/proxylens/internal/traffic"
 )
 
@@ -39,15 +37,7 @@ func TestDashboardQueries(t *testing.T) {
 	// A short flush interval, so that the server stores its self-metrics
 	// (every flush interval) within the test; the backfilled traffic is
 	// stored by event time whatever the interval.
-	cfg := server.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.OTLPGRPCAddr, cfg.OTLPHTTPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.FlushInterval = time.Second
-	cfg.Backup.Dir, cfg.Backup.Interval = t.TempDir(), 0
-	cfg.AdminTokenFile = "testdata/admin.token"
-	s := server.New(cfg, server.Options{})
-	require.NoError(t, s.Start(t.Context()))
-	t.Cleanup(func() { require.NoError(t, s.Shutdown(context.Background())) })
+	s := startServerFlushing(t, time.Second)
 	base := "http://" + s.HTTPAddr().String()
 
 	began := time.Now()
