@@ -220,3 +220,68 @@ func BenchmarkAppendFlush(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFlush: one aggregate cut as the server writes it every flush
+// interval at 20,000 spans/s: 300,000 spans committed through the
+// pipeline (10% of the records kept), then the cut timed. The spans cycle
+// through 32,768 generated requests, as the load generator's do (about
+// 21,000 series), and end as they are sent. The first cut, which creates
+// the series, is not timed.
+func BenchmarkFlush(b *testing.B) {
+	const (
+		rate     = 20_000
+		interval = 15 * time.Second
+		batch    = 512
+		perCut   = rate * int(interval/time.Second)
+	)
+	db, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	dict := otelanalytics.NewDict(0)
+	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, interval, nil)
+	next, err := db.Load(dict, agg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := t0
+	p := otelanalytics.NewPipeline(otelanalytics.PipelineConfig{FlushInterval: interval}, dict,
+		otelanalytics.NewSampler(otelanalytics.DefaultSamplingConfig()), agg, db, next, nil, nil, func() time.Time { return now })
+	g := traffic.NewGenerator(traffic.NewModel(500), 1)
+	pool := make([]otelanalytics.Record, 64*batch)
+	for i := range pool {
+		r := g.Next(now)
+		pool[i] = r.Record()
+	}
+	recs := make([]otelanalytics.Record, batch)
+	n := 0
+	ingest := func() {
+		for i := 0; i < perCut; i += batch {
+			for j := range recs {
+				recs[j] = pool[n%len(pool)]
+				recs[j].EndTime = now.UnixNano()
+				n++
+				now = now.Add(time.Second / rate)
+			}
+			if err := p.Consume(b.Context(), recs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ingest()
+	if err := p.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		ingest()
+		b.StartTimer()
+		if err := p.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(agg.SeriesCount(otelanalytics.FamilyRequests)), "request-series")
+}
