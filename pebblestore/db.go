@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -69,7 +70,8 @@ type DB struct {
 	tornSeg    uint64 // the segment that was being written at a crash, if any
 	replayed   uint64 // the last segment replayed at Load, if any
 
-	bufs sync.Pool // *[]byte encode buffers
+	bufs         sync.Pool                    // *[]byte encode buffers
+	journalSyncs *metrics.PrometheusHistogram // journal fdatasync latency
 
 	retentionMu sync.Mutex // serializes policy changes
 	cutMu       sync.Mutex // held by a cut and by a backup's snapshot
@@ -131,6 +133,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	reg.Gauge("proxylens_journal_bytes", "Bytes of ingest batches in the journal segment being written.", func() float64 {
 		return float64(d.JournalBytes())
 	})
+	d.journalSyncs = reg.Histogram("proxylens_journal_sync_duration_seconds", "Time of one journal fdatasync; concurrent batches share one.",
+		[]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})
 	return d, nil
 }
 
@@ -264,24 +268,23 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 	}
 	// Segments up to the checkpoint are in Pebble already: a crash came
 	// between the checkpoint and their removal.
-	if err := removeSegments(d.journalDir(), d.checkpoint); err != nil {
+	if err := removeSegments(d.journalDir(), d.checkpoint, nil); err != nil {
 		return 0, err
 	}
-	// The newest segments may be empty: the spare prepared for the next
-	// cut, or a segment started just before a stop. They hold nothing, and
-	// the newest segment with entries is the one whose tail a crash may
-	// have torn.
+	// The newest segments may hold no entries: the spare prepared for the
+	// next cut (a new file, or a recycled one holding an older segment's
+	// stale chunks), or a segment started just before a stop. The newest
+	// segment with entries is the one whose tail a crash may have torn.
 	for len(segs) > 0 && segs[len(segs)-1] > d.checkpoint {
 		n := segs[len(segs)-1]
-		path := filepath.Join(d.journalDir(), segmentName(n))
-		fi, err := os.Stat(path)
-		if err != nil {
-			return 0, fmt.Errorf("list journal: %w", err)
+		entries := 0
+		if err := readSegment(d.journalDir(), n, true, func([]byte) error { entries++; return nil }); err != nil {
+			return 0, fmt.Errorf("replay journal: %w", err)
 		}
-		if fi.Size() > 0 {
+		if entries > 0 {
 			break
 		}
-		if err := os.Remove(path); err != nil {
+		if err := os.Remove(filepath.Join(d.journalDir(), segmentName(n))); err != nil {
 			return 0, fmt.Errorf("remove empty journal segment: %w", err)
 		}
 		segs = segs[:len(segs)-1]
@@ -322,7 +325,7 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 	if d.series, err = d.Series(d.sopts); err != nil {
 		return 0, err
 	}
-	if d.j, err = openJournal(d.journalDir(), next); err != nil {
+	if d.j, err = openJournal(d.journalDir(), next, d.journalSyncs); err != nil {
 		return 0, err
 	}
 	return d.maxSeq + 1, nil
@@ -444,14 +447,16 @@ const recordBatchBytes = 4 << 20
 // any point leaves either the old checkpoint, and the segments are
 // replayed and written again (the same keys, the same values), or the new
 // one.
-func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
+func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) (err error) {
 	d.cutMu.Lock()
 	defer d.cutMu.Unlock()
-	// Close what the seal left open and create the next spare segment,
-	// now that ingest goes on.
-	if err := d.j.prepare(); err != nil {
-		return err
-	}
+	// Then create the next spare segment, from the file of a segment this
+	// cut retires: ingest goes on meanwhile.
+	defer func() {
+		if perr := d.j.prepare(); err == nil {
+			err = perr
+		}
+	}()
 	segs, err := listSegments(d.journalDir())
 	if err != nil {
 		return fmt.Errorf("list journal: %w", err)
@@ -518,7 +523,7 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
 	d.mu.Lock()
 	d.checkpoint = sealed
 	d.mu.Unlock()
-	return removeSegments(d.journalDir(), sealed)
+	return d.j.retire(sealed)
 }
 
 // priceCut adds the cut's costs to app: proxy_cost_total increments by

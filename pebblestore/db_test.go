@@ -17,7 +17,10 @@ import (
 	"github.com/proxylens/proxylens/otelanalytics"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	journalPrefill = 256 << 10
+	goleak.VerifyTestMain(m)
+}
 
 var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
@@ -285,10 +288,10 @@ func TestTornJournalTail(t *testing.T) {
 	dir := t.TempDir()
 	e := open(t, dir)
 	path := filepath.Join(e.db.journalDir(), segmentName(e.segments(t)[0]))
-	size := func() int64 {
-		fi, err := os.Stat(path)
-		require.NoError(t, err)
-		return fi.Size()
+	size := func() int64 { // the end of the entries written
+		e.db.j.mu.Lock()
+		defer e.db.j.mu.Unlock()
+		return e.db.j.w.Size()
 	}
 	e.commit(t, requests(10, 6, t0, time.Second), nil, 1)
 	first := size() // synced: the whole first entry is in the file
@@ -298,9 +301,13 @@ func TestTornJournalTail(t *testing.T) {
 	require.Len(t, segs, 2, "the segment being written and the spare prepared for the next cut")
 	require.NoError(t, e.db.Close())
 	require.Len(t, e.segments(t), 1, "a clean close removes the empty spare")
-	// Cut the file in the middle of the second entry, as a crash would,
-	// and leave the empty spare behind it, as a crash does.
-	require.NoError(t, os.Truncate(path, first+(second-first)/2))
+	// Zero the second half of the second entry, as a crash in its write
+	// would leave the prefilled file, and leave the empty spare behind
+	// it, as a crash does.
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	clear(data[first+(second-first)/2:]) // and the end marker the close wrote
+	require.NoError(t, os.WriteFile(path, data, 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(e.db.journalDir(), segmentName(segs[1])), nil, 0o600))
 
 	e2 := open(t, dir)
@@ -316,16 +323,82 @@ func TestTornJournalTail(t *testing.T) {
 	dir2 := t.TempDir()
 	e3 := open(t, dir2)
 	e3.commit(t, requests(10, 8, t0, time.Second), nil, 1)
-	_, err := e3.db.Seal()
+	_, err = e3.db.Seal()
 	require.NoError(t, err)
 	e3.commit(t, requests(10, 9, t0, time.Second), nil, 1)
 	p := filepath.Join(e3.db.journalDir(), segmentName(e3.segments(t)[0]))
 	require.NoError(t, e3.db.Close())
-	data, err := os.ReadFile(p)
+	data, err = os.ReadFile(p)
 	require.NoError(t, err)
 	data[20] ^= 0xff
 	require.NoError(t, os.WriteFile(p, data, 0o600))
 	db, err := Open(dir2, Options{})
+	require.NoError(t, err)
+	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
+	require.ErrorContains(t, err, "damaged")
+	require.NoError(t, db.Close())
+}
+
+// TestJournalRecycling: retired segments become later segments, written
+// over in place. After a crash, the newest segment holds its own entries
+// and, behind them, the stale chunks of the segment whose file it reuses:
+// recovery replays the entries and none of the stale chunks, and damage
+// before a later sync is refused rather than read as a torn tail.
+func TestJournalRecycling(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	stat := func(n uint64) os.FileInfo {
+		fi, err := os.Stat(filepath.Join(e.db.journalDir(), segmentName(n)))
+		require.NoError(t, err)
+		return fi
+	}
+	first := e.segments(t)[0]
+	e.commit(t, requests(400, 11, t0, time.Second), all(400), 1) // a large segment to reuse
+	old := stat(first)
+	e.cut(t)
+	e.commit(t, requests(10, 12, t0, time.Second), nil, 1)
+	e.cut(t)
+	segs := e.segments(t)
+	require.Len(t, segs, 2, "the segment being written and the spare")
+	cur := stat(segs[0])
+	require.True(t, os.SameFile(old, cur), "the first segment's file is reused")
+	require.Greater(t, cur.Size(), int64(1000), "and holds its stale chunks")
+
+	e.commit(t, requests(5, 14, t0, time.Second), all(5), 1)
+	want := totals(e.agg, otelanalytics.FamilyRequests, e.dict)
+	// What a crash leaves: the synced entry, the stale chunks behind it,
+	// and the spare, itself a reused file.
+	path := filepath.Join(e.db.journalDir(), segmentName(segs[0]))
+	crashed, err := os.ReadFile(path)
+	require.NoError(t, err)
+	spare, err := os.ReadFile(filepath.Join(e.db.journalDir(), segmentName(segs[1])))
+	require.NoError(t, err)
+	require.NotEmpty(t, spare, "the spare reuses a retired segment too")
+	require.NoError(t, e.db.Close())
+	require.NoError(t, os.WriteFile(path, crashed, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(e.db.journalDir(), segmentName(segs[1])), spare, 0o600))
+
+	e2 := open(t, dir)
+	require.Equal(t, want, totals(e2.agg, otelanalytics.FamilyRequests, e2.dict), "the new entry replayed, no stale one")
+	require.Equal(t, []uint64{segs[0], segs[0] + 1, segs[0] + 2}, e2.segments(t),
+		"the spare without entries is removed; the replayed segment stays until the next cut")
+	e2.cut(t)
+	require.Equal(t, 405, countRecords(t, e2.db))
+	_, err = os.Stat(filepath.Join(e2.db.journalDir(), segmentName(segs[0])))
+	require.True(t, os.IsNotExist(err), "the replayed segment is retired")
+	// Several syncs in the newest segment, the first entry damaged: the
+	// chunks in the blocks after it say it was synced, so this is not a
+	// torn tail.
+	for i := range 3 {
+		e2.commit(t, requests(2000, uint64(20+i), t0, time.Second), nil, 1)
+	}
+	newest := filepath.Join(e2.db.journalDir(), segmentName(e2.segments(t)[0]))
+	data, err := os.ReadFile(newest)
+	require.NoError(t, err)
+	require.NoError(t, e2.db.Close())
+	data[30] ^= 0xff
+	require.NoError(t, os.WriteFile(newest, data, 0o600))
+	db, err := Open(dir, Options{})
 	require.NoError(t, err)
 	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
 	require.ErrorContains(t, err, "damaged")

@@ -11,60 +11,79 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // journal is the ingest write-ahead log: one entry per ingest batch in
-// segment files <data dir>/journal/<n>.log, in the record format of
-// Pebble's own WAL (32 KiB blocks of checksummed chunks, written by
-// Pebble's record.Writer). A cut seals the current segment and starts the
-// next; once the sealed segments' records and totals are in Pebble they are
-// deleted.
+// segment files <data dir>/journal/<n>.log, written by Pebble's own WAL
+// writer (record.LogWriter: 32 KiB blocks of checksummed chunks that carry
+// the segment number and the offset synced before them). A cut seals the
+// current segment and starts the next; once the sealed segments' records
+// and totals are in Pebble they are retired.
 //
-// Appends share syncs (group commit) without handing work to another
-// goroutine: the first appender to find no sync running syncs everything
-// appended so far; appenders that arrive meanwhile wait for the next sync,
-// which one of them leads. On an idle system a commit is one write and one
-// fdatasync, on the committing goroutine.
+// Appends share syncs (group commit): the writer's flush loop writes and
+// syncs everything queued since its last sync, and every append waits for
+// the sync that covers its entry.
 //
-// A cut must not stall ingest, so sealing does no I/O: the next segment
-// is created (and its directory entry synced) ahead of time, as a spare,
-// and seal only switches to it. When the pipeline seals, no append is in
-// progress and every entry of the sealed segment is already synced (a
-// snapshot may seal with appends in flight: seal then syncs them first).
-// The sealed file is synced again and closed by prepare, which the cut
-// calls after ingest has resumed and which creates the next spare.
+// A sync must not wait for file system metadata, or every acknowledgement
+// waits for whatever else the file system is committing (on ext4, the
+// journal commit that an fdatasync of a growing file forces also writes
+// out the data of other files: the cut's Pebble writes). So segments are
+// recycled, as Pebble recycles its WAL files: a retired segment this
+// journal wrote is renamed to a free file and becomes a later segment,
+// overwritten in place, so that its syncs write data only. The segment
+// number in every chunk tells the new entries from the stale ones behind
+// them.
+//
+// A cut must not stall ingest, so the next segment is created (and its
+// directory entry synced) ahead of time, as a spare, and seal switches to
+// it after closing the current one, which syncs only its end marker: when
+// the pipeline seals, every entry is already synced (a snapshot may seal
+// with appends in flight: closing syncs them first). Every sealed segment
+// is closed, so only the newest segment can end in a torn entry.
 //
 // append and seal are safe for concurrent use.
 type journal struct {
-	dir string
+	dir   string
+	sem   chan struct{} // bounds the appends waiting for a sync (the writer's queue)
+	syncs syncLatency
 
-	prepMu sync.Mutex // held by prepare, seal and close; taken before mu
+	prepMu sync.Mutex // held by prepare, seal, retire and close; taken before mu
+	spare  vfs.File   // segment seg+1, created; nil until prepared
+	free   []string   // retired segments' files, kept for reuse as spares
+	first  uint64     // the first segment this journal wrote: older ones are not recycled
 
-	mu       sync.Mutex
-	cond     sync.Cond // signalled when a sync ends
-	seg      uint64    // current segment
-	f        vfs.File
-	w        *record.Writer
-	spare    vfs.File   // segment seg+1, created and empty; nil until prepared
-	sealed   []vfs.File // sealed segments that prepare has not closed yet
-	size     int64      // bytes appended to the current segment
-	appended uint64     // entries appended, all segments
-	synced   uint64     // entries known durable
-	syncing  bool       // a leader is syncing
-	err      error      // a write or sync failed: the journal takes no more
+	mu   sync.Mutex
+	seg  uint64 // current segment
+	w    *record.LogWriter
+	size int64 // bytes appended to the current segment
+	err  error // a write or sync failed: the journal takes no more
 }
 
 // Segment files are opened as Pebble opens its WAL: space preallocated in
 // blocks and synced with fdatasync, and dirty data flushed in the
 // background every bytesPerSync, so that a sync never has much to write.
+// At most maxFree retired segments wait for reuse, none larger than
+// maxRecycle.
 const (
 	journalPreallocate  = 4 << 20
 	journalBytesPerSync = 512 << 10
+	maxFree             = 2
+	maxRecycle          = 64 << 20
 )
 
+// journalPrefill is the size new segment files start at, in zeros: a
+// segment of 15 s at 20,000 spans/s is about 7.5 MB. (A variable so that
+// the package's tests, which open many journals, write less.)
+var journalPrefill = 8 << 20
+
 func segmentName(n uint64) string { return fmt.Sprintf("%020d.log", n) }
+
+// freePrefix names the retired segment files kept for reuse.
+const freePrefix = "free-"
 
 // listSegments returns the segment numbers in dir, ascending.
 func listSegments(dir string) ([]uint64, error) {
@@ -88,12 +107,28 @@ func listSegments(dir string) ([]uint64, error) {
 	return segs, nil
 }
 
+// logNum converts a segment number to the log number type of Pebble's
+// record package, which Pebble keeps internal: its reader's signature
+// names it.
+func logNum[N ~uint64](_ func(io.Reader, N) *record.Reader, seg uint64) N { return N(seg) }
+
 // openJournal starts a new segment numbered seg in dir, and prepares the
-// spare that follows it.
-func openJournal(dir string, seg uint64) (*journal, error) {
-	j := &journal{dir: dir}
-	j.cond.L = &j.mu
-	f, err := createSegment(dir, seg)
+// spare that follows it. Free files a previous run left are removed: they
+// may hold entries of an older format.
+func openJournal(dir string, seg uint64, syncs *metrics.PrometheusHistogram) (*journal, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), freePrefix) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return nil, fmt.Errorf("open journal: %w", err)
+			}
+		}
+	}
+	j := &journal{dir: dir, first: seg, sem: make(chan struct{}, record.SyncConcurrency-1), syncs: syncLatency{h: syncs}}
+	f, err := createSegment(dir, seg, "")
 	if err != nil {
 		return nil, err
 	}
@@ -104,14 +139,24 @@ func openJournal(dir string, seg uint64) (*journal, error) {
 	return j, nil
 }
 
-// createSegment creates the empty segment seg and syncs its directory
-// entry, so that entries written to it once it is in use survive a crash.
-func createSegment(dir string, seg uint64) (vfs.File, error) {
+// createSegment creates segment seg and syncs its directory entry, so that
+// entries written to it once it is in use survive a crash. The segment
+// reuses the free file reuse when there is one; a new file is first filled
+// with journalPrefill zeros (as PostgreSQL fills its WAL segments), so
+// that it too is written over in place. Zeros read as the end of the
+// segment.
+func createSegment(dir string, seg uint64, reuse string) (vfs.File, error) {
 	path := filepath.Join(dir, segmentName(seg))
 	if _, err := os.Stat(path); err == nil {
 		return nil, fmt.Errorf("create journal segment: %s exists", path)
 	}
-	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
+	var f vfs.File
+	var err error
+	if reuse != "" {
+		f, err = vfs.Default.ReuseForWrite(reuse, path, vfs.WriteCategoryUnspecified)
+	} else if err = prefill(path); err == nil {
+		f, err = vfs.Default.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create journal segment: %w", err)
 	}
@@ -124,89 +169,105 @@ func createSegment(dir string, seg uint64) (vfs.File, error) {
 	}), nil
 }
 
+// prefill creates the file path holding journalPrefill zeros, synced.
+func prefill(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, 1<<20)
+	for written := 0; written < journalPrefill && err == nil; written += len(zeros) {
+		_, err = f.Write(zeros)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
+}
+
 // use makes f, segment seg, the segment being written.
 func (j *journal) use(seg uint64, f vfs.File) {
-	j.f, j.w = f, record.NewWriter(f)
+	j.w = record.NewLogWriter(f, logNum(record.NewReader, seg), record.LogWriterConfig{
+		QueueSemChan:        j.sem,
+		WALFsyncLatency:     j.syncs,
+		WriteWALSyncOffsets: func() bool { return true },
+	})
 	j.seg, j.size = seg, 0
 }
 
-// prepare closes the sealed segments (syncing them once more) and creates
-// the spare segment if there is none. It does its I/O outside the lock
-// appends take, so ingest goes on meanwhile.
+// prepare creates the spare segment if there is none, reusing a free file
+// if there is one. It does its I/O outside the lock appends take, so
+// ingest goes on meanwhile.
 func (j *journal) prepare() error {
 	j.prepMu.Lock()
 	defer j.prepMu.Unlock()
 	j.mu.Lock()
-	sealed, next, need := j.sealed, j.seg+1, j.spare == nil && j.f != nil
-	j.sealed = nil
+	next, need := j.seg+1, j.spare == nil && j.w != nil
 	j.mu.Unlock()
-	var errs []error
-	for _, f := range sealed {
-		errs = append(errs, closeFile(f))
+	if !need {
+		return nil
 	}
-	if need {
-		f, err := createSegment(j.dir, next)
-		if err == nil {
-			j.mu.Lock()
-			j.spare = f // seal, which would move seg, waits for prepMu
-			j.mu.Unlock()
-		}
-		errs = append(errs, err)
+	var reuse string
+	if n := len(j.free); n > 0 {
+		reuse, j.free = j.free[n-1], j.free[:n-1]
 	}
-	if err := errors.Join(errs...); err != nil {
+	f, err := createSegment(j.dir, next, reuse)
+	if err != nil {
 		return fmt.Errorf("prepare journal: %w", err)
 	}
+	j.spare = f // seal, which would move seg, waits for prepMu
 	return nil
 }
 
-func closeFile(f vfs.File) error {
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+// syncLatency takes the sync latencies the writer observes (nanoseconds)
+// into the journal's sync duration histogram. The writer records in each
+// chunk the offset synced before it only when it has this histogram, and
+// recovery needs that offset to tell damage from a torn tail.
+type syncLatency struct {
+	prometheus.Histogram // nil: the writer calls only Observe
+	h                    *metrics.PrometheusHistogram
 }
+
+func (s syncLatency) Observe(ns float64) { s.h.Update(ns / 1e9) }
+
+// waiter is what an append waits on: the sync of its entry.
+type waiter struct {
+	wg  sync.WaitGroup
+	err error
+}
+
+var waiters = sync.Pool{New: func() any { return new(waiter) }}
 
 // append writes one entry and returns once it is synced to disk.
 func (j *journal) append(entry []byte) error {
+	w := waiters.Get().(*waiter)
+	defer waiters.Put(w)
+	w.err = nil
+	w.wg.Add(1)
+	j.sem <- struct{}{} // the writer releases it when the sync is done
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.err != nil {
-		return j.err
+	err := j.err
+	if err == nil {
+		if _, err = j.w.SyncRecord(entry, &w.wg, &w.err); err != nil {
+			j.err = fmt.Errorf("append to journal: %w", err)
+			err = j.err
+		}
 	}
-	if _, err := j.w.WriteRecord(entry); err != nil {
-		j.err = fmt.Errorf("append to journal: %w", err)
-		return j.err
+	if err != nil {
+		j.mu.Unlock()
+		<-j.sem
+		return err
 	}
 	j.size += int64(len(entry))
-	j.appended++
-	me := j.appended
-	for j.synced < me {
-		if j.err != nil {
-			return j.err
-		}
-		if j.syncing {
-			j.cond.Wait()
-			continue
-		}
-		// Lead a sync of everything appended so far. Others may append
-		// while it runs; they wait for the next one.
-		j.syncing = true
-		target := j.appended
-		err := j.w.Flush()
-		f := j.f
-		j.mu.Unlock()
-		if err == nil {
-			err = f.Sync()
-		}
+	j.mu.Unlock()
+	w.wg.Wait()
+	if w.err != nil {
 		j.mu.Lock()
-		j.syncing = false
-		if err != nil {
-			j.err = fmt.Errorf("sync journal: %w", err)
-		} else {
-			j.synced = max(j.synced, target)
+		defer j.mu.Unlock()
+		if j.err == nil {
+			j.err = fmt.Errorf("sync journal: %w", w.err)
 		}
-		j.cond.Broadcast()
+		return j.err
 	}
 	return nil
 }
@@ -220,8 +281,9 @@ func (j *journal) bytes() int64 {
 
 // seal ends the current segment and switches to the next one; every entry
 // appended so far is synced and in a sealed segment. It returns the number
-// of the sealed segment. With a spare prepared it does no I/O; the caller
-// calls prepare afterwards, outside its own locks.
+// of the sealed segment. With a spare prepared it syncs only the sealed
+// segment's end; the caller calls prepare afterwards, outside its own
+// locks.
 func (j *journal) seal() (uint64, error) {
 	j.prepMu.Lock() // a prepare in progress finishes its spare first
 	defer j.prepMu.Unlock()
@@ -230,85 +292,77 @@ func (j *journal) seal() (uint64, error) {
 	if j.err != nil {
 		return 0, j.err
 	}
-	// The pipeline seals with no append in progress, so every entry is
-	// synced; a snapshot may seal while appends are in flight, and then
-	// syncs them here.
-	for j.syncing {
-		j.cond.Wait()
-	}
-	if j.err != nil {
-		return 0, j.err
-	}
-	if j.synced < j.appended {
-		err := j.w.Flush()
-		if err == nil {
-			err = j.f.Sync()
-		}
-		if err != nil {
-			j.err = fmt.Errorf("sync journal: %w", err)
-			j.cond.Broadcast()
-			return 0, j.err
-		}
-		j.synced = j.appended
-		j.cond.Broadcast()
-	}
 	next := j.spare
 	if next == nil {
 		// The last prepare failed; create the next segment here. If that
 		// fails too, appends go on in the current segment.
-		f, err := createSegment(j.dir, j.seg+1)
+		f, err := createSegment(j.dir, j.seg+1, "")
 		if err != nil {
 			return 0, err
 		}
 		next = f
 	}
-	// Every entry is flushed and synced, so closing the record writer
-	// writes nothing.
+	// Closing writes the end marker and syncs it with any entry still
+	// queued (a snapshot's seal).
 	if err := j.w.Close(); err != nil {
 		j.err = fmt.Errorf("close journal segment %d: %w", j.seg, err)
-		return 0, j.err
+		return 0, errors.Join(j.err, next.Close())
 	}
 	sealed := j.seg
-	j.sealed = append(j.sealed, j.f)
 	j.spare = nil
 	j.use(sealed+1, next)
 	return sealed, nil
 }
 
-// close syncs and closes every segment file and removes the spare, which
-// holds nothing.
+// close closes the segment being written and removes the spare and the
+// free files, which hold nothing.
 func (j *journal) close() error {
 	j.prepMu.Lock()
 	defer j.prepMu.Unlock()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var errs []error
-	for _, f := range j.sealed {
-		errs = append(errs, closeFile(f))
-	}
-	j.sealed = nil
-	if j.f != nil {
-		err := j.w.Close()
-		if err == nil {
-			err = closeFile(j.f)
-		} else {
-			_ = j.f.Close()
-		}
-		if err != nil {
+	if j.w != nil {
+		if err := j.w.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close journal segment %d: %w", j.seg, err))
 		}
-		j.synced = j.appended
-		j.f, j.w = nil, nil
+		j.w = nil
 	}
 	if j.spare != nil {
 		errs = append(errs, j.spare.Close(), os.Remove(filepath.Join(j.dir, segmentName(j.seg+1))))
 		j.spare = nil
 	}
+	for _, name := range j.free {
+		errs = append(errs, os.Remove(name))
+	}
+	j.free = nil
 	return errors.Join(errs...)
 }
 
-// removeSegments deletes the segments of dir numbered up to upTo.
-func removeSegments(dir string, upTo uint64) error {
+// retire removes the segments numbered up to upTo, now in Pebble. Files of
+// segments this journal wrote are kept for reuse, up to maxFree.
+func (j *journal) retire(upTo uint64) error {
+	j.prepMu.Lock()
+	defer j.prepMu.Unlock()
+	return removeSegments(j.dir, upTo, func(n uint64, path string) bool {
+		if n < j.first || len(j.free) >= maxFree {
+			return false
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Size() > maxRecycle {
+			return false
+		}
+		free := filepath.Join(j.dir, fmt.Sprintf("%s%020d", freePrefix, n))
+		if os.Rename(path, free) != nil {
+			return false
+		}
+		j.free = append(j.free, free)
+		return true
+	})
+}
+
+// removeSegments deletes the segments of dir numbered up to upTo, except
+// those keep takes (nil keeps none).
+func removeSegments(dir string, upTo uint64, keep func(n uint64, path string) bool) error {
 	segs, err := listSegments(dir)
 	if err != nil {
 		return fmt.Errorf("list journal: %w", err)
@@ -317,7 +371,11 @@ func removeSegments(dir string, upTo uint64) error {
 		if n > upTo {
 			break
 		}
-		if err := os.Remove(filepath.Join(dir, segmentName(n))); err != nil {
+		path := filepath.Join(dir, segmentName(n))
+		if keep != nil && keep(n, path) {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
 			return fmt.Errorf("remove journal segment: %w", err)
 		}
 	}
@@ -334,7 +392,7 @@ func readSegment(dir string, n uint64, last bool, fn func(entry []byte) error) e
 		return fmt.Errorf("open journal segment: %w", err)
 	}
 	defer f.Close()
-	r := record.NewReader(f, 0) // record.Writer writes chunks without a log number
+	r := record.NewReader(f, logNum(record.NewReader, n))
 	var buf []byte
 	for {
 		rr, err := r.Next()
