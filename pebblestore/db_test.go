@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/record"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -403,6 +404,35 @@ func TestJournalRecycling(t *testing.T) {
 	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
 	require.ErrorContains(t, err, "damaged")
 	require.NoError(t, db.Close())
+}
+
+// TestLegacyJournalSegment: a segment an earlier version wrote (legacy
+// chunks, without a segment number), left by a crash, is replayed.
+func TestLegacyJournalSegment(t *testing.T) {
+	dir := t.TempDir()
+	e := open(t, dir)
+	n := e.segments(t)[0]
+	require.NoError(t, e.db.Close())
+	recs := requests(30, 15, t0, time.Second)
+	refs := make([]otelanalytics.Refs, len(recs))
+	dict := otelanalytics.NewDict(0)
+	pending := dict.Intern(recs, refs, nil)
+	entry := appendJournalEntry(nil, &otelanalytics.Batch{Seq: 1, Records: recs, Refs: refs, Kept: make([]bool, len(recs)), Probability: 1, Dict: pending})
+	f, err := os.Create(filepath.Join(dir, "journal", segmentName(n)))
+	require.NoError(t, err)
+	w := record.NewWriter(f)
+	_, err = w.WriteRecord(entry)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.NoError(t, f.Close())
+
+	e2 := open(t, dir)
+	defer func() { require.NoError(t, e2.db.Close()) }()
+	var sum float64
+	for _, v := range totals(e2.agg, otelanalytics.FamilyRequests, e2.dict) {
+		sum += v[0]
+	}
+	require.Equal(t, 30.0, sum)
 }
 
 func TestJournalFilesAreOurs(t *testing.T) {
