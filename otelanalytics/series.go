@@ -9,9 +9,11 @@ import (
 // Prometheus series, with the names and labels of /metrics: one series for
 // the request and endpoint counters, one per direction for transfer, and
 // for durations one cumulative _bucket series per bound (le) with _sum and
-// _count. Times are in milliseconds.
+// _count. Times are in milliseconds. ls is valid only during the call:
+// its memory is reused for the next.
 func (c *Cut) Increments(d *Dict, fn func(ls labels.Labels, tMs int64, v float64) error) error {
 	b := labels.NewScratchBuilder(12)
+	var ls labels.Labels
 	for f := range NumFamilies {
 		fc := &c.Families[f]
 		w := f.Width()
@@ -34,7 +36,8 @@ func (c *Cut) Increments(d *Dict, fn func(ls labels.Labels, tMs int64, v float64
 					b.Add(l.Name, l.Value)
 				}
 				b.Sort()
-				return fn(b.Labels(), t, val)
+				b.Overwrite(&ls)
+				return fn(ls, t, val)
 			}
 			var err error
 			switch f {

@@ -73,6 +73,10 @@ type DB struct {
 	bufs         sync.Pool                    // *[]byte encode buffers
 	journalSyncs *metrics.PrometheusHistogram // journal fdatasync latency
 
+	// The Pebble batch of the cuts' writes (held under cutMu), kept from
+	// cut to cut with its memory: a cut's batch is megabytes.
+	cutBatch *pebble.Batch
+
 	retentionMu sync.Mutex // serializes policy changes
 	cutMu       sync.Mutex // held by a cut and by a backup's snapshot
 	auditMu     sync.Mutex // orders audit entries; guards audit
@@ -202,6 +206,12 @@ func (d *DB) Close() error {
 	if d.j != nil {
 		errs = append(errs, d.j.close())
 	}
+	d.cutMu.Lock()
+	if d.cutBatch != nil {
+		errs = append(errs, d.cutBatch.Close())
+		d.cutBatch = nil
+	}
+	d.cutMu.Unlock()
 	if err := d.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close pebble database in %s: %w", d.dir, err))
 	}
@@ -482,8 +492,8 @@ func (d *DB) WriteCut(c *otelanalytics.Cut, sealed uint64) (err error) {
 	if err := d.priceCut(c, app); err != nil {
 		return fmt.Errorf("cut costs: %w", err)
 	}
-	wb := d.db.NewBatch()
-	defer wb.Close()
+	wb := d.batch()
+	defer wb.Reset()
 	d.series.commitMu.Lock()
 	defer d.series.commitMu.Unlock()
 	applyHeads, err := app.write(wb)
@@ -563,6 +573,18 @@ func (d *DB) priceCut(c *otelanalytics.Cut, app *appender) error {
 	return nil
 }
 
+// batch returns the cut's Pebble batch, empty; the caller holds cutMu and
+// resets it when done.
+func (d *DB) batch() *pebble.Batch {
+	if d.cutBatch == nil {
+		d.cutBatch = d.db.NewBatch(pebble.WithMaxRetainedSizeBytes(cutBatchRetained))
+	}
+	return d.cutBatch
+}
+
+// cutBatchRetained bounds the memory the cut's batch keeps between cuts.
+const cutBatchRetained = 64 << 20
+
 // materialize writes the dictionary entries and kept records of journal
 // segment n into Pebble, without syncing (the cut's final batch syncs).
 func (d *DB) materialize(n uint64, torn bool) error {
@@ -611,8 +633,8 @@ func (d *DB) materialize(n uint64, torn bool) error {
 		}
 		return cmp.Compare(a.idx, b.idx)
 	})
-	wb := d.db.NewBatch()
-	defer func() { wb.Close() }()
+	wb := d.batch()
+	defer wb.Reset()
 	for _, de := range dict {
 		if err := wb.Set(dictKey(de.ID), []byte(de.Str), nil); err != nil {
 			return fmt.Errorf("add dictionary entry: %w", err)
