@@ -310,7 +310,8 @@ func (p *Pipeline) Flush() error {
 	p.commitMu.Unlock()
 
 	start := time.Now()
-	if err := p.store.WriteCut(c, sealed); err != nil {
+	// Ingest goes on while the cut is written, at a lower priority.
+	if err := background(func() error { return p.store.WriteCut(c, sealed) }); err != nil {
 		p.agg.Restore(c)
 		p.unwritten = true
 		p.m.flushFailures.Inc()
