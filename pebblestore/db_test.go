@@ -406,6 +406,32 @@ func TestJournalRecycling(t *testing.T) {
 	require.NoError(t, db.Close())
 }
 
+// TestJournalAfterWriteFailure: once a journal write fails, every append
+// is refused at once, and journals opened later are not affected.
+func TestJournalAfterWriteFailure(t *testing.T) {
+	e := open(t, t.TempDir())
+	e.commit(t, requests(5, 16, t0, time.Second), nil, 1)
+	e.db.j.mu.Lock()
+	require.NoError(t, e.db.j.w.Close()) // the writer fails from now on
+	e.db.j.mu.Unlock()
+	batch := func(seq uint64) *otelanalytics.Batch {
+		recs := requests(5, seq, t0, time.Second)
+		return &otelanalytics.Batch{Seq: seq, Records: recs, Refs: make([]otelanalytics.Refs, len(recs)), Kept: make([]bool, len(recs)), Probability: 1}
+	}
+	for seq := range uint64(3) {
+		require.ErrorContains(t, e.db.CommitBatch(batch(10+seq)), "append to journal")
+	}
+	_, err := e.db.Seal()
+	require.Error(t, err)
+	require.Error(t, e.db.Close())
+
+	e2 := open(t, t.TempDir())
+	defer func() { require.NoError(t, e2.db.Close()) }()
+	for range 3 {
+		e2.commit(t, requests(5, 17, t0, time.Second), nil, 1)
+	}
+}
+
 // TestLegacyJournalSegment: a segment an earlier version wrote (legacy
 // chunks, without a segment number), left by a crash, is replayed.
 func TestLegacyJournalSegment(t *testing.T) {

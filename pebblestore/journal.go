@@ -243,12 +243,13 @@ func (j *journal) append(entry []byte) error {
 	w := waiters.Get().(*waiter)
 	defer waiters.Put(w)
 	w.err = nil
-	w.wg.Add(1)
 	j.sem <- struct{}{} // the writer releases it when the sync is done
 	j.mu.Lock()
 	err := j.err
 	if err == nil {
+		w.wg.Add(1)
 		if _, err = j.w.SyncRecord(entry, &w.wg, &w.err); err != nil {
+			w.wg.Done() // not queued
 			j.err = fmt.Errorf("append to journal: %w", err)
 			err = j.err
 		}
@@ -306,6 +307,7 @@ func (j *journal) seal() (uint64, error) {
 	// queued (a snapshot's seal).
 	if err := j.w.Close(); err != nil {
 		j.err = fmt.Errorf("close journal segment %d: %w", j.seg, err)
+		j.spare = nil // the next start removes it: it holds no entries
 		return 0, errors.Join(j.err, next.Close())
 	}
 	sealed := j.seg
