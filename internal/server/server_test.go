@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -216,6 +217,9 @@ func requireNoSecret(t *testing.T, dir string) {
 			return err
 		}
 		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // Pebble removed an obsolete file; what it held is in newer ones
+		}
 		require.NoError(t, err)
 		require.False(t, bytes.Contains(b, []byte("s3cret")), "%s holds the secret", path)
 		files++
