@@ -195,7 +195,6 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	require.Equal(t, "73"+"0000000000000007", hex.EncodeToString(binary.BigEndian.AppendUint64([]byte{prefixSeries}, 7)))
 	require.Equal(t, "01"+"02"+"085f5f6e616d655f5f"+"027570"+"036a6f62"+"0161", // kind, two labels: __name__=up, job=a
 		hex.EncodeToString(appendLabels([]byte{byte(KindIncrements)}, ls)))
-	require.Equal(t, "70"+"036a6f62"+"0161"+"0000000000000007", hex.EncodeToString(postingKey("job", "a", 7)))
 	require.Equal(t, "63"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(chunkKey(7, 1_764_331_200_000-1_764_331_200_000%windowMs)))
 	require.Equal(t, "63"+"0000000000000007"+"7fffffffff922300", hex.EncodeToString(chunkKey(7, -windowMs)))
 	require.Equal(t, "62"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(baseKey(7, 1_764_331_200_000-1_764_331_200_000%windowMs)))

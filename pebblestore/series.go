@@ -23,7 +23,7 @@ import (
 // Key spaces of the series store.
 const (
 	prefixSeries    = 's' // s<id:8>                                   → kind, labels
-	prefixPostings  = 'p' // p<len><name><len><value><id:8>            → empty
+	prefixPostings  = 'p' // p<len><name><len><value><id:8>            → empty (written before 2026-11-29, never read)
 	prefixChunks    = 'c' // c<id:8><window start:8, sign bit flipped> → window value
 	prefixBases     = 'b' // b<id:8><window start:8, sign bit flipped> → base, total (increment series)
 	prefixSummaries = 'u' // u<id:8><window start:8, sign bit flipped> → summaries (closed increment windows)
@@ -326,15 +326,6 @@ func decodeLabels(b []byte) (labels.Labels, error) {
 		return labels.EmptyLabels(), fmt.Errorf("labels: %w", errCorrupt)
 	}
 	return lb.Labels(), nil
-}
-
-func postingKey(name, value string, id uint64) []byte {
-	k := []byte{prefixPostings}
-	k = binary.AppendUvarint(k, uint64(len(name)))
-	k = append(k, name...)
-	k = binary.AppendUvarint(k, uint64(len(value)))
-	k = append(k, value...)
-	return binary.BigEndian.AppendUint64(k, id)
 }
 
 // lookup returns the committed series of lset, or nil.
@@ -796,15 +787,6 @@ func (a *appender) writeNewSeries(b *pebble.Batch) ([]*memSeries, error) {
 		a.s.mu.Unlock()
 		v := appendLabels([]byte{byte(ms.kind)}, ms.lset)
 		if err := b.Set(binary.BigEndian.AppendUint64([]byte{prefixSeries}, ms.id), v, nil); err != nil {
-			return nil, err
-		}
-		var err error
-		ms.lset.Range(func(l labels.Label) {
-			if err == nil {
-				err = b.Set(postingKey(l.Name, l.Value, ms.id), nil, nil)
-			}
-		})
-		if err != nil {
 			return nil, err
 		}
 		created = append(created, ms)
