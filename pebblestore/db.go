@@ -287,12 +287,13 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 	// segment with entries is the one whose tail a crash may have torn.
 	for len(segs) > 0 && segs[len(segs)-1] > d.checkpoint {
 		n := segs[len(segs)-1]
-		entries := 0
-		if err := readSegment(d.journalDir(), n, true, func([]byte) error { entries++; return nil }); err != nil {
-			return 0, fmt.Errorf("replay journal: %w", err)
-		}
-		if entries > 0 {
+		// Read up to the first entry only: the replay below reads the rest.
+		err := readSegment(d.journalDir(), n, true, func([]byte) error { return errHasEntries })
+		if errors.Is(err, errHasEntries) {
 			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("replay journal: %w", err)
 		}
 		if err := os.Remove(filepath.Join(d.journalDir(), segmentName(n))); err != nil {
 			return 0, fmt.Errorf("remove empty journal segment: %w", err)
@@ -340,6 +341,9 @@ func (d *DB) Load(dict *otelanalytics.Dict, agg *otelanalytics.Aggregator) (uint
 	}
 	return d.maxSeq + 1, nil
 }
+
+// errHasEntries stops the read of a journal segment at its first entry.
+var errHasEntries = errors.New("journal segment has entries")
 
 // SeriesStore returns the series store (after Load).
 func (d *DB) SeriesStore() *SeriesStore { return d.series }
