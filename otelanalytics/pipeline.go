@@ -139,7 +139,7 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 		scratch: sync.Pool{New: func() any { return new(scratch) }},
 	}
 	p.seq.Store(nextSeq - 1)
-	latency := []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+	latency := selfmetrics.LatencyBuckets
 	p.m = pipelineMetrics{
 		received:       reg.Counter("proxylens_records_received_total", "Mapped records that entered the ingest pipeline."),
 		refused:        reg.Counter("proxylens_records_refused_total", "Mapped records refused by the pipeline (saturated or stopping); the client retries them."),

@@ -138,7 +138,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		return float64(d.JournalBytes())
 	})
 	d.journalSyncs = reg.Histogram("proxylens_journal_sync_duration_seconds", "Time of one journal fdatasync; concurrent batches share one.",
-		[]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10})
+		selfmetrics.LatencyBuckets)
 	return d, nil
 }
 
