@@ -74,6 +74,17 @@ func (e *env) segments(t *testing.T) []uint64 {
 	return segs
 }
 
+// requireLoadError opens the store in dir and requires Load to fail with
+// an error that contains msg.
+func requireLoadError(t *testing.T, dir, msg string) {
+	t.Helper()
+	db, err := Open(dir, Options{})
+	require.NoError(t, err)
+	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
+	require.ErrorContains(t, err, msg)
+	require.NoError(t, db.Close())
+}
+
 func requests(n int, seed uint64, start time.Time, step time.Duration) []otelanalytics.Record {
 	g := traffic.NewGenerator(traffic.NewModel(50), seed)
 	out := make([]otelanalytics.Record, n)
@@ -333,11 +344,7 @@ func TestTornJournalTail(t *testing.T) {
 	require.NoError(t, err)
 	data[20] ^= 0xff
 	require.NoError(t, os.WriteFile(p, data, 0o600))
-	db, err := Open(dir2, Options{})
-	require.NoError(t, err)
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
-	require.ErrorContains(t, err, "damaged")
-	require.NoError(t, db.Close())
+	requireLoadError(t, dir2, "damaged")
 }
 
 // TestJournalRecycling: retired segments become later segments, written
@@ -399,11 +406,7 @@ func TestJournalRecycling(t *testing.T) {
 	require.NoError(t, e2.db.Close())
 	data[30] ^= 0xff
 	require.NoError(t, os.WriteFile(newest, data, 0o600))
-	db, err := Open(dir, Options{})
-	require.NoError(t, err)
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
-	require.ErrorContains(t, err, "damaged")
-	require.NoError(t, db.Close())
+	requireLoadError(t, dir, "damaged")
 }
 
 // TestJournalAfterWriteFailure: once a journal write fails, every append
@@ -466,11 +469,7 @@ func TestJournalFilesAreOurs(t *testing.T) {
 	e := open(t, dir)
 	require.NoError(t, e.db.Close())
 	require.NoError(t, os.WriteFile(filepath.Join(e.db.journalDir(), "notes.log"), nil, 0o600))
-	db, err := Open(dir, Options{})
-	require.NoError(t, err)
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
-	require.ErrorContains(t, err, "unexpected file notes.log")
-	require.NoError(t, db.Close())
+	requireLoadError(t, dir, "unexpected file notes.log")
 }
 
 func TestFormatVersion(t *testing.T) {
