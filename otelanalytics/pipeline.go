@@ -21,7 +21,14 @@ type Store interface {
 	// record (what the aggregates need to be rebuilt after a crash), which
 	// of them sampling kept, and the dictionary entries the batch lists. It
 	// returns once the journal is synced to disk. Safe for concurrent use.
-	CommitBatch(b *Batch) error
+	//
+	// written, if not nil, is called once the batch is written to the
+	// journal and before its sync is done, so that the caller's work
+	// overlaps the sync; it is not called when the batch could not be
+	// written. An error after written means the sync failed: the batch
+	// may or may not be in the journal, and the journal refuses every
+	// later batch and seal, so no cut is written after it.
+	CommitBatch(b *Batch, written func()) error
 	// Seal closes the journal segment being written and starts the next,
 	// returning the sealed segment. The pipeline calls it with no
 	// CommitBatch in progress and takes the aggregator's Cut at the same
@@ -242,11 +249,14 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 	b := Batch{Seq: p.seq.Add(1), Records: recs, Refs: refs, Kept: kept, Probability: prob, Dict: sc.dict}
 	start := time.Now()
 	p.commitMu.RLock()
-	err := p.store.CommitBatch(&b)
-	if err == nil {
+	// The batch is added to the aggregates while the journal syncs it. If
+	// the sync fails, the batch is refused but stays counted in memory
+	// until a restart, which counts what the journal holds; no cut can be
+	// written meanwhile (see Store.CommitBatch).
+	err := p.store.CommitBatch(&b, func() {
 		p.agg.Apply(recs, refs)
 		p.committed.Add(1)
-	}
+	})
 	p.commitMu.RUnlock()
 	if err != nil {
 		p.m.commitFailures.Inc()

@@ -157,10 +157,10 @@ type blockingStore struct {
 	release chan struct{}
 }
 
-func (b *blockingStore) CommitBatch(batch *otelanalytics.Batch) error {
+func (b *blockingStore) CommitBatch(batch *otelanalytics.Batch, written func()) error {
 	b.entered <- struct{}{}
 	<-b.release
-	return b.Store.CommitBatch(batch)
+	return b.Store.CommitBatch(batch, written)
 }
 
 func TestAdmissionAndShutdown(t *testing.T) {
@@ -229,14 +229,14 @@ type failingStore struct {
 	cuts        chan struct{}
 }
 
-func (f *failingStore) CommitBatch(b *otelanalytics.Batch) error {
+func (f *failingStore) CommitBatch(b *otelanalytics.Batch, written func()) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failCommits > 0 {
 		f.failCommits--
 		return errors.New("disk full")
 	}
-	return f.Store.CommitBatch(b)
+	return f.Store.CommitBatch(b, written)
 }
 
 func (f *failingStore) WriteCut(c *otelanalytics.Cut, sealed uint64) error {

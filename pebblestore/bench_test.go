@@ -61,7 +61,7 @@ func BenchmarkCommitBatch(b *testing.B) {
 				bb := *batch
 				for pb.Next() {
 					bb.Seq = seq.Add(1)
-					if err := db.CommitBatch(&bb); err != nil {
+					if err := db.CommitBatch(&bb, nil); err != nil {
 						b.Error(err)
 						return
 					}
@@ -98,7 +98,7 @@ func BenchmarkMaterialize(b *testing.B) {
 		for range 100 {
 			seq++
 			batch.Seq = seq
-			if err := db.CommitBatch(batch); err != nil {
+			if err := db.CommitBatch(batch, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -141,7 +141,7 @@ func BenchmarkRecordBytes(b *testing.B) {
 			for j := range kept {
 				kept[j] = true
 			}
-			if err := db.CommitBatch(&otelanalytics.Batch{Seq: uint64(i/per + 1), Records: recs, Refs: refs, Kept: kept, Probability: 1, Dict: pending}); err != nil {
+			if err := db.CommitBatch(&otelanalytics.Batch{Seq: uint64(i/per + 1), Records: recs, Refs: refs, Kept: kept, Probability: 1, Dict: pending}, nil); err != nil {
 				b.Fatal(err)
 			}
 			dict.MarkDurable(pending)

@@ -380,12 +380,12 @@ func prefixEnd(p []byte) []byte {
 }
 
 // CommitBatch implements otelanalytics.Store: it appends the batch to the
-// journal and returns once the journal is synced.
-func (d *DB) CommitBatch(b *otelanalytics.Batch) error {
+// journal, calls written, and returns once the journal is synced.
+func (d *DB) CommitBatch(b *otelanalytics.Batch, written func()) error {
 	bp := d.bufs.Get().(*[]byte)
 	defer d.bufs.Put(bp)
 	*bp = appendJournalEntry((*bp)[:0], b)
-	if err := d.j.append(*bp); err != nil {
+	if err := d.j.append(*bp, written); err != nil {
 		return err
 	}
 	d.mu.Lock()

@@ -54,8 +54,9 @@ func (e *env) commit(t *testing.T, recs []otelanalytics.Record, kept []int32, pr
 	}
 	b := &otelanalytics.Batch{Seq: e.next, Records: recs, Refs: refs, Kept: keep, Probability: prob, Dict: pending}
 	e.next++
-	require.NoError(t, e.db.CommitBatch(b))
-	e.agg.Apply(recs, refs)
+	written := 0
+	require.NoError(t, e.db.CommitBatch(b, func() { written++; e.agg.Apply(recs, refs) }))
+	require.Equal(t, 1, written, "written is called once, before the sync")
 	e.dict.MarkDurable(pending)
 }
 
@@ -422,7 +423,7 @@ func TestJournalAfterWriteFailure(t *testing.T) {
 		return &otelanalytics.Batch{Seq: seq, Records: recs, Refs: make([]otelanalytics.Refs, len(recs)), Kept: make([]bool, len(recs)), Probability: 1}
 	}
 	for seq := range uint64(3) {
-		require.ErrorContains(t, e.db.CommitBatch(batch(10+seq)), "append to journal")
+		require.ErrorContains(t, e.db.CommitBatch(batch(10+seq), func() { t.Error("written called for a batch not written") }), "append to journal")
 	}
 	_, err := e.db.Seal()
 	require.Error(t, err)

@@ -238,8 +238,9 @@ type waiter struct {
 
 var waiters = sync.Pool{New: func() any { return new(waiter) }}
 
-// append writes one entry and returns once it is synced to disk.
-func (j *journal) append(entry []byte) error {
+// append writes one entry, calls written (if not nil) while the entry's
+// sync is pending, and returns once the entry is synced to disk.
+func (j *journal) append(entry []byte, written func()) error {
 	w := waiters.Get().(*waiter)
 	defer waiters.Put(w)
 	w.err = nil
@@ -261,6 +262,9 @@ func (j *journal) append(entry []byte) error {
 	}
 	j.size += int64(len(entry))
 	j.mu.Unlock()
+	if written != nil {
+		written()
+	}
 	w.wg.Wait()
 	if w.err != nil {
 		j.mu.Lock()

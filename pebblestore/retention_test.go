@@ -42,7 +42,7 @@ func (st *store) ingest(t *testing.T, recs []otelanalytics.Record) {
 	for i := range keep {
 		keep[i] = true
 	}
-	require.NoError(t, st.db.CommitBatch(&otelanalytics.Batch{Seq: st.seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}))
+	require.NoError(t, st.db.CommitBatch(&otelanalytics.Batch{Seq: st.seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}, nil))
 	st.seq++
 	st.agg.Apply(recs, refs)
 	st.dict.MarkDurable(pending)

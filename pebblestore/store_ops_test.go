@@ -75,7 +75,7 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	late := []otelanalytics.Record{lateReq.Record()}
 	late[0].Source = "brightdata"
 	pending := st.dict.Intern(late, refs, nil)
-	require.NoError(t, db.CommitBatch(&otelanalytics.Batch{Seq: st.seq, Records: late, Refs: refs, Kept: []bool{true}, Probability: 1, Dict: pending}))
+	require.NoError(t, db.CommitBatch(&otelanalytics.Batch{Seq: st.seq, Records: late, Refs: refs, Kept: []bool{true}, Probability: 1, Dict: pending}, nil))
 	copyDir := filepath.Join(t.TempDir(), "copy")
 	require.NoError(t, db.Snapshot(context.Background(), copyDir))
 

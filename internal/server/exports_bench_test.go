@@ -49,7 +49,7 @@ func BenchmarkExportRecords(b *testing.B) {
 		}
 		refs := make([]otelanalytics.Refs, len(recs))
 		pending := dict.Intern(recs, refs, nil)
-		if err := db.CommitBatch(&otelanalytics.Batch{Seq: seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}); err != nil {
+		if err := db.CommitBatch(&otelanalytics.Batch{Seq: seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}, nil); err != nil {
 			b.Fatal(err)
 		}
 		seq++
