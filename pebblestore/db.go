@@ -173,6 +173,15 @@ func (d *DB) checkFormat(now time.Time) error {
 	}
 	ver, n := binary.Uvarint(v)
 	_ = closer.Close()
+	if n > 0 && ver == FormatVersion-1 {
+		// Version 4 is version 5 without window values of several groups:
+		// this version reads it as it is, and stamps it so that the
+		// versions before, which would refuse such values, refuse it.
+		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
+			return fmt.Errorf("upgrade format version: %w", err)
+		}
+		ver = FormatVersion
+	}
 	if n <= 0 || ver != FormatVersion {
 		return fmt.Errorf("database in %s has format version %d; this proxylens reads version %d", d.dir, ver, FormatVersion)
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // FormatVersion is the on-disk format this package writes and reads.
-const FormatVersion = 4
+const FormatVersion = 5
 
 // Key spaces of the Pebble database: the first byte of every key.
 const (

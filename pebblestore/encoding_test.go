@@ -211,6 +211,21 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 		"01"+"d00f"+"80fa01"+ // chunkenc.EncXOR, min time 1000, max time 16000
 		"11"+"0002"+"d00f3ff00000000000009875c25fff", // 17 bytes of Prometheus' XOR chunk: 2 samples, then the samples
 		hex.EncodeToString(appendWindow(nil, chunks)))
+	// Samples appended later are a group of their own after it, as Pebble's
+	// concatenating merger joins a window and its Merge operands.
+	later, err := encodeSamples([]sample{{t: 31000, f: 3}})
+	require.NoError(t, err)
+	merged := appendWindow(appendWindow(nil, chunks), later.chunks)
+	require.Equal(t, hex.EncodeToString(appendWindow(nil, chunks))+
+		"01"+"01"+"b0e403"+"b0e403"+"0d"+"0001b0e4034008000000000000", // one chunk, XOR, 31000 to 31000: 1 sample
+		hex.EncodeToString(merged))
+	decoded, err := decodeWindow(merged, nil)
+	require.NoError(t, err)
+	all, err := windowSamples(decoded, nil)
+	require.NoError(t, err)
+	require.Equal(t, []sample{{t: 1000, f: 1}, {t: 16000, f: 2}, {t: 31000, f: 3}}, all)
+	_, err = decodeWindow(append(merged, 0x02), nil)
+	require.ErrorIs(t, err, errCorrupt, "a group cut short")
 	// A closed increment window's summaries: the increments per minute,
 	// five minutes and hour.
 	w, err = encodeSamples([]sample{{t: 15000, f: 1}, {t: 30000, f: 2}, {t: 75000, f: 4}})

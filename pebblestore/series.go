@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 // Key spaces of the series store.
@@ -97,6 +98,7 @@ type memSeries struct {
 	headBase   windowBase   // the newest window's base (increment series)
 	headDay    int64        // the newest day of the daily rollup, math.MinInt64 if none
 	dayBase    windowBase   // its base
+	merges     int          // samples appended to the newest window's value by a Merge since it was last written whole
 
 	// The first and newest windows with samples, for time filtering
 	// without commitMu; math.MaxInt64 and math.MinInt64 before any.
@@ -248,8 +250,9 @@ func (s *SeriesStore) loadHead(ms *memSeries) error {
 		return err
 	}
 	// The writer is rebuilt at the first append: a chunk cannot be resumed
-	// from its bytes (XOR's last byte is padded).
-	ms.headWindow, ms.head = win, nil
+	// from its bytes (XOR's last byte is padded). Each Merge operand added
+	// at least one chunk.
+	ms.headWindow, ms.head, ms.merges = win, nil, len(chunks)-1
 	ms.last = samples[len(samples)-1]
 	ms.maxT = ms.last.t
 	if ms.kind == KindIncrements {
@@ -608,6 +611,21 @@ func (a *appender) invalidate() {
 	}
 }
 
+// headUpdate is what a write changes in a series' head, applied once its
+// batch is committed.
+type headUpdate struct {
+	ms     *memSeries
+	window int64
+	head   *chunkWriter
+	maxT   int64
+	last   sample
+	base   windowBase
+	day    int64
+	dayB   windowBase
+	minW   int64
+	merges int
+}
+
 // write adds the appender's series and samples to b, merging them with the
 // committed windows; the caller holds commitMu. It returns the function
 // that updates the series heads once b is committed.
@@ -615,17 +633,6 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 	created, err := a.writeNewSeries(b)
 	if err != nil {
 		return nil, err
-	}
-	type headUpdate struct {
-		ms     *memSeries
-		window int64
-		head   *chunkWriter
-		maxT   int64
-		last   sample
-		base   windowBase
-		day    int64
-		dayB   windowBase
-		minW   int64
 	}
 	updates := make([]headUpdate, 0, len(a.order))
 	fresh := make(map[*memSeries]struct{}, len(created))
@@ -657,7 +664,10 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		slices.SortStableFunc(samples, func(x, y sample) int { return cmp.Compare(x.t, y.t) })
 		samples = a.s.dedupe(ms.kind, samples)
 		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last, base: ms.headBase,
-			day: ms.headDay, dayB: ms.dayBase, minW: min(ms.minW.Load(), windowOf(samples[0].t))}
+			day: ms.headDay, dayB: ms.dayBase, minW: min(ms.minW.Load(), windowOf(samples[0].t)), merges: ms.merges}
+		// whole: the newest window's value is written whole, not appended
+		// to: it is new, or this batch changed samples already in it.
+		whole := ms.headWindow == math.MinInt64
 		if ms.kind == KindIncrements {
 			_, isNew := fresh[ms]
 			var err error
@@ -692,7 +702,7 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 				return nil, err
 			}
 			if w == u.window {
-				u.head = merged
+				u.head, u.merges, whole = merged, 0, true
 			}
 			i = j
 		}
@@ -729,13 +739,13 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 							return nil, err
 						}
 					}
-					u.window, u.head = w, &chunkWriter{}
+					u.window, u.head, whole = w, &chunkWriter{}, true
 				}
 				if err := u.head.add(smp); err != nil {
 					return nil, err
 				}
 			}
-			if err := set(ms, u.window, u.head.chunks, false); err != nil {
+			if err := a.writeHead(b, &buf, ms, &u, samples[split:], whole); err != nil {
 				return nil, err
 			}
 			u.maxT, u.last = samples[len(samples)-1].t, samples[len(samples)-1]
@@ -752,12 +762,48 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 		}
 		for _, u := range updates {
 			u.ms.headWindow, u.ms.head, u.ms.maxT, u.ms.last, u.ms.headBase = u.window, u.head, u.maxT, u.last, u.base
-			u.ms.headDay, u.ms.dayBase = u.day, u.dayB
+			u.ms.headDay, u.ms.dayBase, u.ms.merges = u.day, u.dayB, u.merges
 			u.ms.minW.Store(u.minW)
 			u.ms.maxW.Store(u.window)
 		}
 	}, nil
 }
+
+// writeHead adds the newest window of ms to b after fresh, the samples
+// appended to it, went into u.head. Rewriting the whole window at every
+// flush would write each sample again at every later flush of its window
+// (hundreds of times in two hours at 15 s): so float samples appended to a
+// window already stored are added as a Merge operand of their own, a window
+// value that Pebble's concatenating merger appends to the stored one, and
+// the window is written whole again only every mergeLimit operands, to keep
+// reads of it short.
+func (a *appender) writeHead(b *pebble.Batch, buf *[]byte, ms *memSeries, u *headUpdate, fresh []sample, whole bool) error {
+	if !whole && u.merges < mergeLimit(ms.id) {
+		for i := range fresh {
+			if fresh[i].valueType() != chunkenc.ValFloat {
+				whole = true // histogram chunks are cut where the series' appender cuts them
+				break
+			}
+		}
+	}
+	if whole || u.merges >= mergeLimit(ms.id) {
+		u.merges = 0
+		*buf = appendWindow((*buf)[:0], u.head.chunks)
+		return b.Set(chunkKey(ms.id, u.window), *buf, nil)
+	}
+	tail, err := encodeSamples(fresh)
+	if err != nil {
+		return err
+	}
+	u.merges++
+	*buf = appendWindow((*buf)[:0], tail.chunks)
+	return b.Merge(chunkKey(ms.id, u.window), *buf, nil)
+}
+
+// mergeLimit is how many Merge operands a series' newest window takes
+// before it is written whole again: 16 to 31 by series, so that the
+// series of one flush do not all rewrite their windows at once.
+func mergeLimit(id uint64) int { return 16 + int(id%16) }
 
 // writeNewSeries gives the appender's new series their ids and adds them to
 // b, and returns them for indexing once b is committed. A series another

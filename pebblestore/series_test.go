@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"math"
@@ -568,4 +569,103 @@ func TestAppenderV1(t *testing.T) {
 	_, h := it.AtHistogram(nil)
 	require.Equal(t, uint64(1), h.Count)
 	require.NoError(t, s.Appender(context.Background()).Rollback())
+}
+
+// TestHeadWindowAppends: flushes append to a series' newest window as
+// Merge operands, not by rewriting it; the window is written whole again
+// every mergeLimit operands, when a batch changes samples already in it,
+// and when it closes. Reads see every sample throughout, across a restart.
+func TestHeadWindowAppends(t *testing.T) {
+	dir := t.TempDir()
+	db, s := openSeries(t, dir)
+	ls := labels.FromStrings("__name__", "proxy_requests_total", "source", "x")
+	g := labels.FromStrings("__name__", "gauge")
+	const iv = 15000
+	var incs, wantG []point // the increments appended; the gauge's samples
+	inc := func(ts int64, v float64) {
+		t.Helper()
+		app := s.newAppender()
+		require.NoError(t, app.AppendIncrement(ls, ts, v))
+		_, err := app.Append(0, g, 0, ts, -v, nil, nil, storage.AppendV2Options{})
+		require.NoError(t, err)
+		require.NoError(t, app.Commit())
+		incs = append(incs, point{ts, v})
+		wantG = append(wantG, point{ts, -v})
+	}
+	// fragments returns the chunks of a series' stored window: one per
+	// Merge operand, after those of its last whole write.
+	fragments := func(l labels.Labels, w int64) int {
+		t.Helper()
+		ms := s.lookup(l, l.Hash())
+		v, closer, err := db.db.Get(chunkKey(ms.id, w))
+		require.NoError(t, err)
+		defer closer.Close()
+		chunks, err := decodeWindow(v, nil)
+		require.NoError(t, err)
+		return len(chunks)
+	}
+	check := func() {
+		t.Helper()
+		slices.SortStableFunc(incs, func(a, b point) int { return cmp.Compare(a.T, b.T) })
+		var want []point
+		sum := 0.0
+		for _, p := range incs {
+			sum += p.V
+			want = append(want, point{p.T, sum})
+		}
+		require.Equal(t, want, read(t, s, math.MinInt64, math.MaxInt64, eq("source", "x"))[ls.String()])
+		require.Equal(t, wantG, read(t, s, math.MinInt64, math.MaxInt64, eq("__name__", "gauge"))[g.String()])
+	}
+
+	w := 10 * h
+	ts := w
+	inc(ts, 1)
+	require.Equal(t, 1, fragments(ls, w), "a new window is written whole")
+	for i := range 5 {
+		ts += iv
+		inc(ts, float64(i+2))
+	}
+	require.Equal(t, 6, fragments(ls, w), "five flushes appended five operands")
+	require.Equal(t, 6, fragments(g, w))
+	check()
+
+	// A late sample rewrites the window whole.
+	late := w + iv/2
+	app := s.newAppender()
+	require.NoError(t, app.AppendIncrement(ls, late, 100))
+	require.NoError(t, app.Commit())
+	incs = append(incs, point{late, 100})
+	require.Equal(t, 1, fragments(ls, w))
+	check()
+
+	// The limit: written whole again after mergeLimit operands.
+	id := s.lookup(ls, ls.Hash()).id
+	for range mergeLimit(id) {
+		ts += iv
+		inc(ts, 1)
+	}
+	require.Equal(t, 1+mergeLimit(id), fragments(ls, w))
+	ts += iv
+	inc(ts, 1)
+	require.Equal(t, 1, fragments(ls, w), "the operand past the limit rewrote the window")
+	ts += iv
+	inc(ts, 1)
+	require.Equal(t, 2, fragments(ls, w))
+	check()
+
+	// After a restart appends go on as operands.
+	require.NoError(t, db.Close())
+	db, s = openSeries(t, dir)
+	defer db.Close()
+	check()
+	ts += iv
+	inc(ts, 7)
+	require.Equal(t, 3, fragments(ls, w))
+	check()
+
+	// A flush into the next window closes this one: written whole.
+	inc(w+windowMs, 3)
+	require.Equal(t, 1, fragments(ls, w))
+	require.Equal(t, 1, fragments(ls, w+windowMs))
+	check()
 }

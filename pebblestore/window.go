@@ -48,8 +48,10 @@ type timedChunk struct {
 	minT, maxT int64
 }
 
-// A window value: uvarint count, then per chunk its encoding byte, varint
-// min and max time, uvarint length and bytes.
+// A window value: one or more groups of chunks, each a uvarint count, then
+// per chunk its encoding byte, varint min and max time, uvarint length and
+// bytes. A window written whole is one group; Pebble's concatenating merger
+// appends the groups of the samples appended to it since (see writeHead).
 
 // summaryLevels are the resolutions of an increment series' window
 // summaries, finest first.
@@ -90,25 +92,24 @@ func appendWindow(dst []byte, chunks []timedChunk) []byte {
 // decodeWindow decodes a window value's chunks, which alias val.
 func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
 	rd := reader{b: val}
-	n := rd.uvarint()
-	if n > uint64(len(val)) {
-		return nil, fmt.Errorf("window of %d chunks: %w", n, errCorrupt)
-	}
-	for range n {
-		enc := chunkenc.Encoding(rd.byte())
-		minT, maxT := rd.varint(), rd.varint()
-		b := rd.bytes(rd.uvarint())
-		if rd.err != nil {
-			return nil, fmt.Errorf("window chunk: %w", rd.err)
+	for first := true; first || len(rd.b) > 0; first = false {
+		n := rd.uvarint()
+		if rd.err != nil || n > uint64(len(val)) {
+			return nil, fmt.Errorf("window of %d chunks: %w", n, errCorrupt)
 		}
-		c, err := chunkenc.FromData(enc, b)
-		if err != nil {
-			return nil, fmt.Errorf("window chunk: %w", err)
+		for range n {
+			enc := chunkenc.Encoding(rd.byte())
+			minT, maxT := rd.varint(), rd.varint()
+			b := rd.bytes(rd.uvarint())
+			if rd.err != nil {
+				return nil, fmt.Errorf("window chunk: %w", rd.err)
+			}
+			c, err := chunkenc.FromData(enc, b)
+			if err != nil {
+				return nil, fmt.Errorf("window chunk: %w", err)
+			}
+			dst = append(dst, timedChunk{c: c, minT: minT, maxT: maxT})
 		}
-		dst = append(dst, timedChunk{c: c, minT: minT, maxT: maxT})
-	}
-	if len(rd.b) != 0 {
-		return nil, fmt.Errorf("window: trailing bytes: %w", errCorrupt)
 	}
 	return dst, nil
 }
