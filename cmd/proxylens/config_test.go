@@ -501,3 +501,10 @@ func TestRunServeDefaultCommand(t *testing.T) {
 	require.ErrorIs(t, err, errUsage)
 	require.Contains(t, stderr.String(), `--log-level (log_level): must be debug, info, warn or error, got "loud"`)
 }
+
+func TestProcs(t *testing.T) {
+	unset := func(string) (string, bool) { return "", false }
+	set := func(k string) (string, bool) { return "2", k == "GOMAXPROCS" }
+	require.Equal(t, 3, procs(unset, 2), "one P more than the runtime's choice, for the cut's low-priority thread")
+	require.Equal(t, 2, procs(set, 2), "an operator's GOMAXPROCS is kept")
+}
