@@ -745,7 +745,19 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 					return nil, err
 				}
 			}
-			if err := a.writeHead(b, &buf, ms, &u, samples[split:], whole); err != nil {
+			// The newest window goes in whole, or its new samples as a Merge
+			// operand (see mergeLimit). Histogram samples always rewrite it:
+			// their chunks are cut where the series' appender cuts them.
+			tail := samples[split:]
+			var err error
+			if whole || u.merges >= mergeLimit(ms.id) || slices.ContainsFunc(tail, notFloat) {
+				u.merges = 0
+				err = set(ms, u.window, u.head.chunks, false)
+			} else {
+				u.merges++
+				err = addOperand(b, &buf, chunkKey(ms.id, u.window), tail)
+			}
+			if err != nil {
 				return nil, err
 			}
 			u.maxT, u.last = samples[len(samples)-1].t, samples[len(samples)-1]
@@ -769,40 +781,26 @@ func (a *appender) write(b *pebble.Batch) (func(), error) {
 	}, nil
 }
 
-// writeHead adds the newest window of ms to b after fresh, the samples
-// appended to it, went into u.head. Rewriting the whole window at every
-// flush would write each sample again at every later flush of its window
-// (hundreds of times in two hours at 15 s): so float samples appended to a
-// window already stored are added as a Merge operand of their own, a window
-// value that Pebble's concatenating merger appends to the stored one, and
-// the window is written whole again only every mergeLimit operands, to keep
-// reads of it short.
-func (a *appender) writeHead(b *pebble.Batch, buf *[]byte, ms *memSeries, u *headUpdate, fresh []sample, whole bool) error {
-	if !whole && u.merges < mergeLimit(ms.id) {
-		for i := range fresh {
-			if fresh[i].valueType() != chunkenc.ValFloat {
-				whole = true // histogram chunks are cut where the series' appender cuts them
-				break
-			}
-		}
-	}
-	if whole || u.merges >= mergeLimit(ms.id) {
-		u.merges = 0
-		*buf = appendWindow((*buf)[:0], u.head.chunks)
-		return b.Set(chunkKey(ms.id, u.window), *buf, nil)
-	}
-	tail, err := encodeSamples(fresh)
+// addOperand adds samples to b as a Merge operand of the window at key:
+// a window value of their own, which Pebble's concatenating merger appends
+// to the stored one.
+func addOperand(b *pebble.Batch, buf *[]byte, key []byte, samples []sample) error {
+	w, err := encodeSamples(samples)
 	if err != nil {
 		return err
 	}
-	u.merges++
-	*buf = appendWindow((*buf)[:0], tail.chunks)
-	return b.Merge(chunkKey(ms.id, u.window), *buf, nil)
+	*buf = appendWindow((*buf)[:0], w.chunks)
+	return b.Merge(key, *buf, nil)
 }
+
+func notFloat(s sample) bool { return s.valueType() != chunkenc.ValFloat }
 
 // mergeLimit is how many Merge operands a series' newest window takes
 // before it is written whole again: 16 to 31 by series, so that the
-// series of one flush do not all rewrite their windows at once.
+// series of one flush do not all rewrite their windows at once. Rewriting
+// the window at every flush would write each sample again at every later
+// flush of its window (hundreds of times in two hours at 15 s); appending
+// operands without end would make every read of it merge them all.
 func mergeLimit(id uint64) int { return 16 + int(id%16) }
 
 // writeNewSeries gives the appender's new series their ids and adds them to

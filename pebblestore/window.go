@@ -51,7 +51,7 @@ type timedChunk struct {
 // A window value: one or more groups of chunks, each a uvarint count, then
 // per chunk its encoding byte, varint min and max time, uvarint length and
 // bytes. A window written whole is one group; Pebble's concatenating merger
-// appends the groups of the samples appended to it since (see writeHead).
+// appends the groups of the samples appended to it since (see addOperand).
 
 // summaryLevels are the resolutions of an increment series' window
 // summaries, finest first.
