@@ -16,6 +16,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
@@ -102,6 +103,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		Logger:             pebbleLogger{log},
 		MemTableSize:       64 << 20,
 		FormatMajorVersion: pebble.FormatNewest,
+		FS:                 pacedFS{vfs.Default},
 	}
 	if opts.MemTableSize > 0 {
 		po.MemTableSize = opts.MemTableSize

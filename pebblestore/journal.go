@@ -169,18 +169,19 @@ func createSegment(dir string, seg uint64, reuse string) (vfs.File, error) {
 	}), nil
 }
 
-// prefill creates the file path holding journalPrefill zeros, synced.
+// prefill creates the file path holding journalPrefill zeros, synced a
+// piece at a time, as Pebble's files are (see pacedFS), so that the syncs
+// of the current segment meanwhile wait for one piece at most.
 func prefill(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return err
 	}
-	zeros := make([]byte, 1<<20)
+	zeros := make([]byte, writebackPiece)
 	for written := 0; written < journalPrefill && err == nil; written += len(zeros) {
-		_, err = f.Write(zeros)
-	}
-	if err == nil {
-		err = f.Sync()
+		if _, err = f.Write(zeros); err == nil {
+			err = f.Sync()
+		}
 	}
 	return errors.Join(err, f.Close())
 }
