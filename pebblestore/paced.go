@@ -53,27 +53,20 @@ type pacedFile struct {
 }
 
 func (f *pacedFile) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		k := min(len(p), writebackPiece-f.pending)
-		m, err := f.File.Write(p[:k])
-		n += m
-		if err == nil {
-			err = f.wrote(m)
-		}
-		if err != nil {
-			return n, err
-		}
-		p = p[k:]
-	}
-	return n, nil
+	return f.inPieces(p, func(piece []byte, _ int64) (int, error) { return f.File.Write(piece) })
 }
 
 func (f *pacedFile) WriteAt(p []byte, off int64) (int, error) {
+	return f.inPieces(p, func(piece []byte, at int64) (int, error) { return f.File.WriteAt(piece, off+at) })
+}
+
+// inPieces writes p with write, split where pieces end, and syncs after
+// each piece; write gets each part and its offset in p.
+func (f *pacedFile) inPieces(p []byte, write func(part []byte, at int64) (int, error)) (int, error) {
 	n := 0
-	for len(p) > 0 {
-		k := min(len(p), writebackPiece-f.pending)
-		m, err := f.File.WriteAt(p[:k], off)
+	for n < len(p) {
+		k := min(len(p)-n, writebackPiece-f.pending)
+		m, err := write(p[n:n+k], int64(n))
 		n += m
 		if err == nil {
 			err = f.wrote(m)
@@ -81,7 +74,6 @@ func (f *pacedFile) WriteAt(p []byte, off int64) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		p, off = p[k:], off+int64(k)
 	}
 	return n, nil
 }
