@@ -9,7 +9,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/proxylens/proxylens/internal/selfmetrics"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // Family is one of the aggregated metric families.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/proxylens/proxylens/internal/selfmetrics"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // Store makes the pipeline's work durable. Package pebblestore implements

@@ -20,8 +20,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
-	"github.com/proxylens/proxylens/internal/selfmetrics"
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // DefaultCacheSize is the block cache's default size.

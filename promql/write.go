@@ -20,7 +20,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 
-	"github.com/proxylens/proxylens/internal/selfmetrics"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // maxAhead is how far in the future a written sample may be, as in

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 
-	"github.com/proxylens/proxylens/internal/selfmetrics"
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // Consumer takes the mapped records of one request. otelanalytics.Pipeline

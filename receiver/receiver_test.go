@@ -45,9 +45,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/proxylens/proxylens/internal/selfmetrics"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 func TestMain(m *testing.M) {

@@ -30,11 +30,11 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 
-	"github.com/proxylens/proxylens/internal/selfmetrics"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 	"github.com/proxylens/proxylens/receiver"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // Version is proxylens' version, set at build time with -ldflags.

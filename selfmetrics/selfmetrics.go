@@ -1,8 +1,13 @@
-// Package selfmetrics holds proxylens' own metrics (proxylens_*). They are
-// VictoriaMetrics/metrics counters, gauges and histograms: an atomic add on
-// the hot path, no label hashing, no allocation. A Registry also implements
-// prometheus.Gatherer, so client_golang serves them at /metrics next to the
-// proxy_* aggregates, in the text or the OpenMetrics format.
+// Package selfmetrics holds proxylens' own metrics (proxylens_*). It is
+// the bottom floor of the house: receiver, otelanalytics, pebblestore and
+// promql each take a Registry and build their own metrics from it, and it
+// imports none of them.
+//
+// The metrics are VictoriaMetrics/metrics counters, gauges and histograms:
+// an atomic add on the hot path, no label hashing, no allocation. A
+// Registry also implements prometheus.Gatherer, so client_golang serves
+// them at /metrics next to the proxy_* aggregates, in the text or the
+// OpenMetrics format.
 //
 // All methods are safe for concurrent use.
 package selfmetrics
