@@ -96,3 +96,28 @@ func BenchmarkAggregatorCut(b *testing.B) {
 	}
 	b.ReportMetric(float64(a.SeriesCount(otelanalytics.FamilyRequests)), "series")
 }
+
+// BenchmarkJournalEncode: the journal entry of a 512-span batch, 10% kept.
+func BenchmarkJournalEncode(b *testing.B) {
+	g := traffic.NewGenerator(traffic.NewModel(500), 1)
+	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	recs := make([]otelanalytics.Record, 512)
+	for i := range recs {
+		r := g.Next(start.Add(time.Duration(i) * time.Millisecond))
+		recs[i] = r.Record()
+	}
+	refs := make([]otelanalytics.Refs, len(recs))
+	otelanalytics.NewDict(0).Intern(recs, refs, nil)
+	kept := make([]bool, len(recs))
+	for i := range kept {
+		kept[i] = g.Rand().Float64() < 0.1
+	}
+	batch := &otelanalytics.Batch{Seq: 1, Records: recs, Refs: refs, Kept: kept, Probability: 0.1}
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = batch.AppendEntry(buf[:0])
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
+	b.ReportMetric(float64(len(buf))/512, "bytes/span")
+}

@@ -913,9 +913,7 @@ func TestCostFiguresGenerated(t *testing.T) {
 	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: time.Hour}})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, db.Close()) }()
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Hour, nil))
-	require.NoError(t, err)
-	ps := db.SeriesStore()
+	ps := db.Series()
 	require.NoError(t, ps.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
 		for _, s := range counters {
 			for tMs, v := range s.incs {

@@ -1,6 +1,10 @@
 package otelanalytics
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/proxylens/proxylens/internal/varint"
+)
 
 // Errors of the ingest pipeline. Callers test them with errors.Is; the
 // receiver turns them into OTLP status codes.
@@ -11,3 +15,6 @@ var (
 	// ErrStopped means the pipeline is shutting down or was never started.
 	ErrStopped = errors.New("ingest pipeline stopped")
 )
+
+// errCorrupt marks stored bytes that do not decode (see codec.go).
+var errCorrupt = varint.ErrCorrupt

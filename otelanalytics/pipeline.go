@@ -14,38 +14,7 @@ import (
 	"github.com/proxylens/proxylens/selfmetrics"
 )
 
-// Store makes the pipeline's work durable. Package pebblestore implements
-// it with a journal (a write-ahead log) and a Pebble database.
-type Store interface {
-	// CommitBatch durably writes one ingest batch to the journal: every
-	// record (what the aggregates need to be rebuilt after a crash), which
-	// of them sampling kept, and the dictionary entries the batch lists. It
-	// returns once the journal is synced to disk. Safe for concurrent use.
-	//
-	// written, if not nil, is called once the batch is written to the
-	// journal and before its sync is done, so that the caller's work
-	// overlaps the sync; it is not called when the batch could not be
-	// written. An error after written means the sync failed: the batch
-	// may or may not be in the journal, and the journal refuses every
-	// later batch and seal, so no cut is written after it.
-	CommitBatch(b *Batch, written func()) error
-	// Seal closes the journal segment being written and starts the next,
-	// returning the sealed segment. The pipeline calls it with no
-	// CommitBatch in progress and takes the aggregator's Cut at the same
-	// moment, so that the cut accounts for exactly the sealed segments.
-	Seal() (uint64, error)
-	// WriteCut writes a cut's totals and the kept records of the journal
-	// segments up to sealed into the database, then drops those segments,
-	// so that a crash at any point loses nothing and counts nothing twice.
-	WriteCut(c *Cut, sealed uint64) error
-	// JournalBytes returns the size of the segment being written.
-	JournalBytes() int64
-	// Replayed reports whether the journal held batches from before the
-	// last start that no cut has written yet.
-	Replayed() bool
-}
-
-// Batch is one ingest batch as the Store writes it.
+// Batch is one ingest batch as the journal keeps it (see AppendEntry).
 type Batch struct {
 	Seq     uint64   // sequence number, unique and increasing
 	Records []Record // mapped records; Weight is the upstream adjusted count
@@ -71,6 +40,10 @@ type PipelineConfig struct {
 	// MaxJournalBytes is the journal segment size past which a cut comes
 	// early. Default 256 MiB.
 	MaxJournalBytes int64
+	// Costs prices every cut: proxy_cost_total increments and the
+	// proxy_subscription_cost gauges are written with it (nil: no cost
+	// series).
+	Costs *Costs
 }
 
 // Pipeline takes batches of mapped records, commits them durably, and keeps
@@ -85,6 +58,7 @@ type Pipeline struct {
 	store   Store
 	now     func() time.Time
 	seq     atomic.Uint64
+	maxSeq  atomic.Uint64 // highest sequence number committed
 
 	mu       sync.Mutex
 	inflight int
@@ -146,6 +120,7 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 		scratch: sync.Pool{New: func() any { return new(scratch) }},
 	}
 	p.seq.Store(nextSeq - 1)
+	p.maxSeq.Store(nextSeq - 1)
 	latency := selfmetrics.LatencyBuckets
 	p.m = pipelineMetrics{
 		received:       reg.Counter("proxylens_records_received_total", "Mapped records that entered the ingest pipeline."),
@@ -172,9 +147,10 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 }
 
 type scratch struct {
-	refs []Refs
-	kept []bool
-	dict []DictEntry
+	refs  []Refs
+	kept  []bool
+	dict  []DictEntry
+	entry []byte // the journal entry
 }
 
 // Start starts the flush loop.
@@ -253,7 +229,8 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 	// the sync fails, the batch is refused but stays counted in memory
 	// until a restart, which counts what the journal holds; no cut can be
 	// written meanwhile (see Store.CommitBatch).
-	err := p.store.CommitBatch(&b, func() {
+	sc.entry = b.AppendEntry(sc.entry[:0])
+	err := p.store.CommitBatch(sc.entry, func() {
 		p.agg.Apply(recs, refs)
 		p.committed.Add(1)
 	})
@@ -264,6 +241,7 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 		return fmt.Errorf("commit ingest batch: %w", err)
 	}
 	p.m.commitSeconds.UpdateDuration(start)
+	raise(&p.maxSeq, b.Seq)
 	p.dict.MarkDurable(sc.dict)
 	p.m.stored.Add(nkept)
 	p.m.sampledOut.Add(n - nkept)
@@ -321,7 +299,12 @@ func (p *Pipeline) Flush() error {
 
 	start := time.Now()
 	// Ingest goes on while the cut is written, at a lower priority.
-	if err := background(func() error { return p.store.WriteCut(c, sealed) }); err != nil {
+	var book *CostBook
+	if p.cfg.Costs != nil {
+		book = p.cfg.Costs.Book()
+	}
+	sc := NewStoreCut(c, p.dict, book, p.maxSeq.Load())
+	if err := background(func() error { return p.store.WriteCut(sealed, sc) }); err != nil {
 		p.agg.Restore(c)
 		p.unwritten = true
 		p.m.flushFailures.Inc()
@@ -365,4 +348,13 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 		return errors.Join(err, errors.New("the journal still holds the data; it is replayed at the next start"))
 	}
 	return nil
+}
+
+// raise sets v to at least x.
+func raise(v *atomic.Uint64, x uint64) {
+	for old := v.Load(); x > old; old = v.Load() {
+		if v.CompareAndSwap(old, x) {
+			return
+		}
+	}
 }

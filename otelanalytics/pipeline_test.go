@@ -38,7 +38,7 @@ func newStackClock(t *testing.T, dir string, cfg otelanalytics.PipelineConfig, w
 	st := &stack{dir: dir, db: db, dict: otelanalytics.NewDict(0),
 		agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil),
 		s:   otelanalytics.NewSampler(otelanalytics.DefaultSamplingConfig())}
-	next, err := db.Load(st.dict, st.agg)
+	next, err := otelanalytics.Restore(db, st.dict, st.agg)
 	require.NoError(t, err)
 	var store otelanalytics.Store = db
 	if wrap != nil {
@@ -86,9 +86,9 @@ func requestsTotal(agg *otelanalytics.Aggregator) float64 {
 	return sum
 }
 
-func countRecords(t *testing.T, db *pebblestore.DB) (n int, weight float64) {
+func countRecords(t *testing.T, st *stack) (n int, weight float64) {
 	t.Helper()
-	require.NoError(t, db.ScanRecords(context.Background(), pebblestore.RecordFilter{}, func(r *otelanalytics.Record) error {
+	require.NoError(t, otelanalytics.ScanRecords(context.Background(), st.db, st.dict, otelanalytics.RecordFilter{}, func(r *otelanalytics.Record) error {
 		n++
 		weight += r.Weight
 		return nil
@@ -112,7 +112,7 @@ func TestConsumeIsDurable(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, 8000.0, requestsTotal(st.agg))
-	n, _ := countRecords(t, st.db)
+	n, _ := countRecords(t, st)
 	require.Zero(t, n, "records reach the database at the next cut; until then they are in the journal")
 
 	// Crash: close the store without the pipeline's final cut.
@@ -121,7 +121,7 @@ func TestConsumeIsDurable(t *testing.T) {
 	require.Equal(t, 8000.0, requestsTotal(st2.agg), "the journal brings back every acknowledged span")
 	require.NoError(t, st2.p.Consume(context.Background(), batch(10, 999)))
 	require.NoError(t, st2.p.Flush())
-	n, w := countRecords(t, st2.db)
+	n, w := countRecords(t, st2)
 	require.Equal(t, 8010, n, "low traffic keeps every record, replayed ones included")
 	require.Equal(t, 8010.0, w)
 	st2.close(t)
@@ -129,7 +129,7 @@ func TestConsumeIsDurable(t *testing.T) {
 	st3 := newStack(t, dir, otelanalytics.PipelineConfig{}, nil)
 	defer st3.close(t)
 	require.Equal(t, 8010.0, requestsTotal(st3.agg))
-	n, _ = countRecords(t, st3.db)
+	n, _ = countRecords(t, st3)
 	require.Equal(t, 8010, n, "a cut writes each record once")
 }
 
@@ -144,7 +144,7 @@ func TestSampledWeights(t *testing.T) {
 	}
 	require.Equal(t, 0.1, st.s.LastProbability())
 	require.NoError(t, st.p.Flush())
-	n, w := countRecords(t, st.db)
+	n, w := countRecords(t, st)
 	require.Less(t, n, 20000)
 	require.InEpsilon(t, 20000, w, 0.1)
 	require.Equal(t, 20000.0, requestsTotal(st.agg), "aggregates count every span, sampled or not")
@@ -157,10 +157,10 @@ type blockingStore struct {
 	release chan struct{}
 }
 
-func (b *blockingStore) CommitBatch(batch *otelanalytics.Batch, written func()) error {
+func (b *blockingStore) CommitBatch(entry []byte, written func()) error {
 	b.entered <- struct{}{}
 	<-b.release
-	return b.Store.CommitBatch(batch, written)
+	return b.Store.CommitBatch(entry, written)
 }
 
 func TestAdmissionAndShutdown(t *testing.T) {
@@ -229,24 +229,24 @@ type failingStore struct {
 	cuts        chan struct{}
 }
 
-func (f *failingStore) CommitBatch(b *otelanalytics.Batch, written func()) error {
+func (f *failingStore) CommitBatch(entry []byte, written func()) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failCommits > 0 {
 		f.failCommits--
 		return errors.New("disk full")
 	}
-	return f.Store.CommitBatch(b, written)
+	return f.Store.CommitBatch(entry, written)
 }
 
-func (f *failingStore) WriteCut(c *otelanalytics.Cut, sealed uint64) error {
+func (f *failingStore) WriteCut(sealed uint64, c otelanalytics.StoreCut) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failCuts > 0 {
 		f.failCuts--
 		return errors.New("disk full")
 	}
-	err := f.Store.WriteCut(c, sealed)
+	err := f.Store.WriteCut(sealed, c)
 	if f.cuts != nil {
 		f.cuts <- struct{}{}
 	}
@@ -281,7 +281,7 @@ func TestFlushLoopCutsEarly(t *testing.T) {
 	require.NoError(t, err)
 	dict := otelanalytics.NewDict(0)
 	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{MaxPendingIncrements: 1000}, time.Second, nil)
-	next, err := db.Load(dict, agg)
+	next, err := otelanalytics.Restore(db, dict, agg)
 	require.NoError(t, err)
 	fs.Store = db
 	p := otelanalytics.NewPipeline(otelanalytics.PipelineConfig{FlushInterval: time.Hour}, dict,
@@ -308,6 +308,6 @@ func TestShutdownWritesReplayedBatches(t *testing.T) {
 	st2.close(t)
 	st3 := newStack(t, dir, otelanalytics.PipelineConfig{}, nil)
 	defer st3.close(t)
-	n, _ := countRecords(t, st3.db)
+	n, _ := countRecords(t, st3)
 	require.Equal(t, 25, n)
 }

@@ -13,20 +13,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// prefixAudit keys the audit log: l<time:8 BE ns><seq:8 BE> → JSON entry.
-// The key's time is the entry's append time, never before the previous
-// entry's, so that key order is append order.
-const prefixAudit = 'l'
-
-var (
-	// keyAuditHead holds the hash of the newest entry: removing the
-	// newest entries breaks the chain too.
-	keyAuditHead = []byte("maudithead")
-	// keyAuditAnchor holds the hash of the newest entry retention
-	// deleted: the first entry left links to it.
-	keyAuditAnchor = []byte("mauditanchor")
-)
-
 // AuditEntry is one entry of the audit log: who did what, when, on what,
 // and whether it succeeded. Entries are chained: each holds the hash of
 // the one before, and its own hash covers every other field.
@@ -59,11 +45,6 @@ func (e AuditEntry) hash() string {
 	b, _ := json.Marshal(e)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
-}
-
-func auditKey(t time.Time, seq uint64) []byte {
-	k := binary.BigEndian.AppendUint64([]byte{prefixAudit}, uint64(t.UnixNano()))
-	return binary.BigEndian.AppendUint64(k, seq)
 }
 
 // auditState is the chain's newest link, loaded at open.

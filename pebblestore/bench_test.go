@@ -29,18 +29,6 @@ func benchBatch(n int, keep float64) *otelanalytics.Batch {
 	return &otelanalytics.Batch{Seq: 1, Records: recs, Refs: refs, Kept: kept, Probability: keep}
 }
 
-// BenchmarkJournalEncode: the journal entry of a 512-span batch, 10% kept.
-func BenchmarkJournalEncode(b *testing.B) {
-	batch := benchBatch(512, 0.1)
-	var buf []byte
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = appendJournalEntry(buf[:0], batch)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
-	b.ReportMetric(float64(len(buf))/512, "bytes/span")
-}
-
 // BenchmarkCommitBatch: durable journal appends of 512-span batches from
 // parallel writers, which share fsyncs.
 func BenchmarkCommitBatch(b *testing.B) {
@@ -50,7 +38,7 @@ func BenchmarkCommitBatch(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+			if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
 				b.Fatal(err)
 			}
 			batch := benchBatch(512, 0.1)
@@ -59,9 +47,11 @@ func BenchmarkCommitBatch(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				bb := *batch
+				var entry []byte
 				for pb.Next() {
 					bb.Seq = seq.Add(1)
-					if err := db.CommitBatch(&bb, nil); err != nil {
+					entry = bb.AppendEntry(entry[:0])
+					if err := db.CommitBatch(entry, nil); err != nil {
 						b.Error(err)
 						return
 					}
@@ -84,10 +74,11 @@ func BenchmarkMaterialize(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+	if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
 		b.Fatal(err)
 	}
 	batch := benchBatch(512, 1)
+	cut := otelanalytics.NewStoreCut(&otelanalytics.Cut{}, nil, nil, 0)
 	seq := uint64(0)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
@@ -98,7 +89,7 @@ func BenchmarkMaterialize(b *testing.B) {
 		for range 100 {
 			seq++
 			batch.Seq = seq
-			if err := db.CommitBatch(batch, nil); err != nil {
+			if err := db.CommitBatch(batch.AppendEntry(nil), nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -107,7 +98,10 @@ func BenchmarkMaterialize(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if err := db.materialize(seg, false); err != nil {
+		db.cutMu.Lock()
+		err = db.materializeLocked(cut, seg, false)
+		db.cutMu.Unlock()
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -124,7 +118,7 @@ func BenchmarkRecordBytes(b *testing.B) {
 			b.Fatal(err)
 		}
 		dict := otelanalytics.NewDict(0)
-		if _, err := db.Load(dict, otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+		if _, err := otelanalytics.Restore(db, dict, otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
 			b.Fatal(err)
 		}
 		g := traffic.NewGenerator(traffic.NewModel(500), 9)
@@ -141,7 +135,8 @@ func BenchmarkRecordBytes(b *testing.B) {
 			for j := range kept {
 				kept[j] = true
 			}
-			if err := db.CommitBatch(&otelanalytics.Batch{Seq: uint64(i/per + 1), Records: recs, Refs: refs, Kept: kept, Probability: 1, Dict: pending}, nil); err != nil {
+			batch := &otelanalytics.Batch{Seq: uint64(i/per + 1), Records: recs, Refs: refs, Kept: kept, Probability: 1, Dict: pending}
+			if err := db.CommitBatch(batch.AppendEntry(nil), nil); err != nil {
 				b.Fatal(err)
 			}
 			dict.MarkDurable(pending)
@@ -150,7 +145,7 @@ func BenchmarkRecordBytes(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := db.WriteCut(&otelanalytics.Cut{}, seg); err != nil {
+		if err := db.WriteCut(seg, otelanalytics.NewStoreCut(&otelanalytics.Cut{}, dict, nil, n/per)); err != nil {
 			b.Fatal(err)
 		}
 		bytes, err := db.recordBytes()
@@ -186,10 +181,7 @@ func BenchmarkAppendFlush(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer db.Close()
-			if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)); err != nil {
-				b.Fatal(err)
-			}
-			s := db.SeriesStore()
+			s := db.Series()
 			t := int64(1_800_000_000_000) / windowMs * windowMs
 			flush := func() {
 				k := int(t / 15000)
@@ -245,7 +237,7 @@ func BenchmarkFlush(b *testing.B) {
 	defer db.Close()
 	dict := otelanalytics.NewDict(0)
 	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, interval, nil)
-	next, err := db.Load(dict, agg)
+	next, err := otelanalytics.Restore(db, dict, agg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,20 +1,15 @@
 package pebblestore
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
-	"time"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
-
-	"github.com/proxylens/proxylens/otelanalytics"
 )
 
-var keyCosts = []byte("mcosts")
-
-// CostModels returns the stored cost models (none if never set).
-func (d *DB) CostModels() ([]otelanalytics.CostModel, error) {
+// CostModels returns the stored cost models as the caller stored them
+// (nil if never set).
+func (d *DB) CostModels() ([]byte, error) {
 	v, closer, err := d.db.Get(keyCosts)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
@@ -23,25 +18,19 @@ func (d *DB) CostModels() ([]otelanalytics.CostModel, error) {
 		return nil, err
 	}
 	defer closer.Close()
-	var models []otelanalytics.CostModel
-	if err := json.Unmarshal(v, &models); err != nil {
-		return nil, fmt.Errorf("stored cost models: %w", errCorrupt)
-	}
-	return models, nil
+	return slices.Clone(v), nil
 }
 
-// SetCostModels stores the cost models, which the caller validated, and
-// audits the change.
-func (d *DB) SetCostModels(models []otelanalytics.CostModel, now time.Time, user, clientIP string) error {
-	v, err := json.Marshal(models)
-	if err != nil {
-		return err
-	}
+// SetCostModels stores the cost models, which the caller validated and
+// encoded, and audits the change in the same synced batch: e says who and
+// when (Time, User, ClientIP); the action, resource and detail are filled
+// in.
+func (d *DB) SetCostModels(v []byte, e AuditEntry) error {
 	b := d.db.NewBatch()
 	defer b.Close()
 	if err := b.Set(keyCosts, v, nil); err != nil {
 		return err
 	}
-	entry := AuditEntry{Time: now, User: user, Action: "costs.update", Resource: "costs", ClientIP: clientIP, Success: true, Detail: string(v)}
-	return d.commitAudited(b, entry, pebble.Sync)
+	e.Action, e.Resource, e.Success, e.Detail = "costs.update", "costs", true, string(v)
+	return d.commitAudited(b, e, pebble.Sync)
 }

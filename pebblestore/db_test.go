@@ -37,7 +37,7 @@ func open(t *testing.T, dir string) *env {
 	db, err := Open(dir, Options{Now: func() time.Time { return t0 }})
 	require.NoError(t, err)
 	e := &env{db: db, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)}
-	e.next, err = db.Load(e.dict, e.agg)
+	e.next, err = otelanalytics.Restore(db, e.dict, e.agg)
 	require.NoError(t, err)
 	return e
 }
@@ -55,7 +55,7 @@ func (e *env) commit(t *testing.T, recs []otelanalytics.Record, kept []int32, pr
 	b := &otelanalytics.Batch{Seq: e.next, Records: recs, Refs: refs, Kept: keep, Probability: prob, Dict: pending}
 	e.next++
 	written := 0
-	require.NoError(t, e.db.CommitBatch(b, func() { written++; e.agg.Apply(recs, refs) }))
+	require.NoError(t, e.db.CommitBatch(b.AppendEntry(nil), func() { written++; e.agg.Apply(recs, refs) }))
 	require.Equal(t, 1, written, "written is called once, before the sync")
 	e.dict.MarkDurable(pending)
 }
@@ -65,7 +65,12 @@ func (e *env) cut(t *testing.T) {
 	t.Helper()
 	sealed, err := e.db.Seal()
 	require.NoError(t, err)
-	require.NoError(t, e.db.WriteCut(e.agg.Cut(), sealed))
+	require.NoError(t, e.db.WriteCut(sealed, otelanalytics.NewStoreCut(e.agg.Cut(), e.dict, nil, e.next-1)))
+}
+
+// scan calls fn for every stored record f matches, as exports read them.
+func (e *env) scan(ctx context.Context, f otelanalytics.RecordFilter, fn func(*otelanalytics.Record) error) error {
+	return otelanalytics.ScanRecords(ctx, e.db, e.dict, f, fn)
 }
 
 func (e *env) segments(t *testing.T) []uint64 {
@@ -81,7 +86,7 @@ func requireLoadError(t *testing.T, dir, msg string) {
 	t.Helper()
 	db, err := Open(dir, Options{})
 	require.NoError(t, err)
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
+	_, err = otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
 	require.ErrorContains(t, err, msg)
 	require.NoError(t, db.Close())
 }
@@ -135,7 +140,7 @@ func TestCommitScanAndFilters(t *testing.T) {
 	e.cut(t)
 
 	var got []otelanalytics.Record
-	require.NoError(t, e.db.ScanRecords(context.Background(), RecordFilter{}, func(r *otelanalytics.Record) error {
+	require.NoError(t, e.scan(context.Background(), otelanalytics.RecordFilter{}, func(r *otelanalytics.Record) error {
 		got = append(got, *r)
 		return nil
 	}))
@@ -150,12 +155,12 @@ func TestCommitScanAndFilters(t *testing.T) {
 	require.Equal(t, want, got[250])
 
 	// Filters: time range, source, success, status and latency bounds.
-	count := func(f RecordFilter) int {
+	count := func(f otelanalytics.RecordFilter) int {
 		n := 0
-		require.NoError(t, e.db.ScanRecords(context.Background(), f, func(*otelanalytics.Record) error { n++; return nil }))
+		require.NoError(t, e.scan(context.Background(), f, func(*otelanalytics.Record) error { n++; return nil }))
 		return n
 	}
-	require.Equal(t, 100, count(RecordFilter{Start: t0.Add(50 * time.Second), End: t0.Add(150 * time.Second)}))
+	require.Equal(t, 100, count(otelanalytics.RecordFilter{Start: t0.Add(50 * time.Second), End: t0.Add(150 * time.Second)}))
 	src := recs[0].Source
 	no := false
 	wantN, wantFail, want200, wantSlow := 0, 0, 0, 0
@@ -173,15 +178,15 @@ func TestCommitScanAndFilters(t *testing.T) {
 			wantSlow++
 		}
 	}
-	require.Equal(t, wantN, count(RecordFilter{Sources: []string{src}}))
-	require.Equal(t, wantFail, count(RecordFilter{Success: &no}))
-	require.Equal(t, want200, count(RecordFilter{StatusCodes: []uint16{200}}))
-	require.Equal(t, wantSlow, count(RecordFilter{MinDuration: time.Second, MaxDuration: 5 * time.Second}))
-	require.Zero(t, count(RecordFilter{Domains: []string{"nowhere.example"}}))
+	require.Equal(t, wantN, count(otelanalytics.RecordFilter{Sources: []string{src}}))
+	require.Equal(t, wantFail, count(otelanalytics.RecordFilter{Success: &no}))
+	require.Equal(t, want200, count(otelanalytics.RecordFilter{StatusCodes: []uint16{200}}))
+	require.Equal(t, wantSlow, count(otelanalytics.RecordFilter{MinDuration: time.Second, MaxDuration: 5 * time.Second}))
+	require.Zero(t, count(otelanalytics.RecordFilter{Domains: []string{"nowhere.example"}}))
 
 	stop := errors.New("stop")
 	n := 0
-	err := e.db.ScanRecords(context.Background(), RecordFilter{}, func(*otelanalytics.Record) error {
+	err := e.scan(context.Background(), otelanalytics.RecordFilter{}, func(*otelanalytics.Record) error {
 		if n++; n == 3 {
 			return stop
 		}
@@ -190,7 +195,7 @@ func TestCommitScanAndFilters(t *testing.T) {
 	require.ErrorIs(t, err, stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	require.ErrorIs(t, e.db.ScanRecords(ctx, RecordFilter{}, func(*otelanalytics.Record) error { return nil }), context.Canceled)
+	require.ErrorIs(t, e.scan(ctx, otelanalytics.RecordFilter{}, func(*otelanalytics.Record) error { return nil }), context.Canceled)
 }
 
 // TestRecoveryReplaysJournal is the crash test of the store: batches that
@@ -240,7 +245,7 @@ func TestRecoveryReplaysJournal(t *testing.T) {
 func countRecords(t *testing.T, db *DB) int {
 	t.Helper()
 	n := 0
-	require.NoError(t, db.ScanRecords(context.Background(), RecordFilter{}, func(*otelanalytics.Record) error { n++; return nil }))
+	require.NoError(t, db.ScanRecords(context.Background(), time.Time{}, time.Time{}, func(int64, []byte) error { n++; return nil }))
 	return n
 }
 
@@ -253,7 +258,10 @@ func TestCrashBetweenRecordsAndCheckpoint(t *testing.T) {
 	e.commit(t, requests(50, 4, t0, time.Second), all(50), 1)
 	sealed, err := e.db.Seal()
 	require.NoError(t, err)
-	require.NoError(t, e.db.materialize(sealed, false)) // the cut got this far
+	e.db.cutMu.Lock()
+	err = e.db.materializeLocked(otelanalytics.NewStoreCut(&otelanalytics.Cut{}, e.dict, nil, 0), sealed, false) // the cut got this far
+	e.db.cutMu.Unlock()
+	require.NoError(t, err)
 	require.Equal(t, 50, countRecords(t, e.db))
 	require.NoError(t, e.db.Close())
 
@@ -423,7 +431,7 @@ func TestJournalAfterWriteFailure(t *testing.T) {
 		return &otelanalytics.Batch{Seq: seq, Records: recs, Refs: make([]otelanalytics.Refs, len(recs)), Kept: make([]bool, len(recs)), Probability: 1}
 	}
 	for seq := range uint64(3) {
-		require.ErrorContains(t, e.db.CommitBatch(batch(10+seq), func() { t.Error("written called for a batch not written") }), "append to journal")
+		require.ErrorContains(t, e.db.CommitBatch(batch(10+seq).AppendEntry(nil), func() { t.Error("written called for a batch not written") }), "append to journal")
 	}
 	_, err := e.db.Seal()
 	require.Error(t, err)
@@ -447,7 +455,7 @@ func TestLegacyJournalSegment(t *testing.T) {
 	refs := make([]otelanalytics.Refs, len(recs))
 	dict := otelanalytics.NewDict(0)
 	pending := dict.Intern(recs, refs, nil)
-	entry := appendJournalEntry(nil, &otelanalytics.Batch{Seq: 1, Records: recs, Refs: refs, Kept: make([]bool, len(recs)), Probability: 1, Dict: pending})
+	entry := (&otelanalytics.Batch{Seq: 1, Records: recs, Refs: refs, Kept: make([]bool, len(recs)), Probability: 1, Dict: pending}).AppendEntry(nil)
 	f, err := os.Create(filepath.Join(dir, "journal", segmentName(n)))
 	require.NoError(t, err)
 	w := record.NewWriter(f)
@@ -478,7 +486,7 @@ func TestFormatVersion(t *testing.T) {
 	e := open(t, dir)
 	require.Equal(t, t0, e.db.Created())
 	require.Equal(t, dir, e.db.Dir())
-	_, err := e.db.Load(e.dict, e.agg)
+	_, err := otelanalytics.Restore(e.db, e.dict, e.agg)
 	require.Error(t, err, "Load twice")
 	require.NoError(t, e.db.Close())
 	require.NoError(t, e.db.Close(), "Close twice")
@@ -524,5 +532,5 @@ func TestScanBeforeLoad(t *testing.T) {
 	db, err := Open(t.TempDir(), Options{})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, db.Close()) }()
-	require.Error(t, db.ScanRecords(context.Background(), RecordFilter{}, func(*otelanalytics.Record) error { return nil }))
+	require.Error(t, otelanalytics.ScanRecords(context.Background(), db, nil, otelanalytics.RecordFilter{}, func(*otelanalytics.Record) error { return nil }))
 }

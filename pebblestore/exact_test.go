@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
-	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 )
 
@@ -26,9 +25,7 @@ func TestIncreaseIsExact(t *testing.T) {
 	db, err := pebblestore.Open(dir, pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: 15 * time.Second}})
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
-	require.NoError(t, err)
-	s := db.SeriesStore()
+	s := db.Series()
 
 	const iv = int64(15000)
 	const week = 7 * 24 * 3600 * 1000

@@ -7,33 +7,28 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
-)
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/metadata"
 
-// prefixMetadata keys the metadata of metric families written from
-// outside (remote write, OTLP metrics): n<family name> → type, help, unit.
-const prefixMetadata = 'n'
+	"github.com/proxylens/proxylens/internal/varint"
+)
 
 // MaxMetadataFamilies bounds the families whose metadata is kept; the
 // metadata of further families is not stored.
 const MaxMetadataFamilies = 100_000
 
-// Metadata describes a metric family.
-type Metadata struct {
-	Type, Help, Unit string
-}
-
 // metadataStore keeps family metadata in memory and in Pebble.
 type metadataStore struct {
 	mu     sync.RWMutex
-	byName map[string]Metadata
+	byName map[string]metadata.Metadata
 }
 
-func (m *metadataStore) load(d *DB) error {
-	m.byName = map[string]Metadata{}
-	return d.scan([]byte{prefixMetadata}, func(k, v []byte) error {
-		rd := reader{b: v}
-		md := Metadata{Type: string(rd.bytes(rd.uvarint())), Help: string(rd.bytes(rd.uvarint())), Unit: string(rd.bytes(rd.uvarint()))}
-		if rd.err != nil || len(rd.b) != 0 {
+func (m *metadataStore) load(db *pebble.DB) error {
+	m.byName = map[string]metadata.Metadata{}
+	return scan(db, []byte{prefixMetadata}, func(k, v []byte) error {
+		rd := varint.Reader{B: v}
+		md := metadata.Metadata{Type: model.MetricType(rd.LenBytes()), Help: string(rd.LenBytes()), Unit: string(rd.LenBytes())}
+		if rd.Err != nil || len(rd.B) != 0 {
 			return fmt.Errorf("metadata of %q: %w", k[1:], errCorrupt)
 		}
 		m.byName[string(k[1:])] = md
@@ -43,11 +38,11 @@ func (m *metadataStore) load(d *DB) error {
 
 // SetMetadata records the metadata of metric families, writing only what
 // changed. Families beyond MaxMetadataFamilies are ignored.
-func (s *SeriesStore) SetMetadata(mds map[string]Metadata) error {
+func (s *SeriesStore) SetMetadata(mds map[string]metadata.Metadata) error {
 	s.meta.mu.Lock()
 	defer s.meta.mu.Unlock()
 	var b *pebble.Batch
-	changed := map[string]Metadata{}
+	changed := map[string]metadata.Metadata{}
 	for name, md := range mds {
 		if name == "" {
 			continue
@@ -57,7 +52,7 @@ func (s *SeriesStore) SetMetadata(mds map[string]Metadata) error {
 			continue
 		}
 		if b == nil {
-			b = s.db.db.NewBatch()
+			b = s.db.NewBatch()
 			defer b.Close()
 		}
 		v := binary.AppendUvarint(nil, uint64(len(md.Type)))
@@ -66,7 +61,7 @@ func (s *SeriesStore) SetMetadata(mds map[string]Metadata) error {
 		v = append(v, md.Help...)
 		v = binary.AppendUvarint(v, uint64(len(md.Unit)))
 		v = append(v, md.Unit...)
-		if err := b.Set(append([]byte{prefixMetadata}, name...), v, nil); err != nil {
+		if err := b.Set(metadataKey(name), v, nil); err != nil {
 			return err
 		}
 		changed[name] = md
@@ -82,7 +77,7 @@ func (s *SeriesStore) SetMetadata(mds map[string]Metadata) error {
 }
 
 // Metadata returns the metadata of the families written from outside.
-func (s *SeriesStore) Metadata() map[string]Metadata {
+func (s *SeriesStore) Metadata() map[string]metadata.Metadata {
 	s.meta.mu.RLock()
 	defer s.meta.mu.RUnlock()
 	return maps.Clone(s.meta.byName)

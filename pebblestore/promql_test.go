@@ -2,13 +2,11 @@ package pebblestore_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/prometheus/prometheus/promql/promqltest"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 
-	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 )
 
@@ -24,11 +22,7 @@ func (s testStorage) Close() error { return s.db.Close() }
 func newTestStorage(t testing.TB) storage.Storage {
 	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	require.NoError(t, err)
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
-	require.NoError(t, err)
-	s, err := db.Series(pebblestore.SeriesOptions{})
-	require.NoError(t, err)
-	return testStorage{SeriesStore: s, db: db}
+	return testStorage{SeriesStore: db.Series(), db: db}
 }
 
 // TestPromQLSuite runs Prometheus' own PromQL acceptance tests (the

@@ -359,7 +359,7 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 			return false, err
 		}
 		for valid := it.First(); valid; valid = it.Next() {
-			w := windowFromKey(it.Key())
+			w := periodFromKey(it.Key())
 			v, err := it.ValueAndErr()
 			if err == nil {
 				r.sums, err = decodeSummaries(v, r.sums[:0])
@@ -443,8 +443,8 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 // day with increments, (base, total), where the day's increments count at
 // its end.
 func (r *counterReader) addDays(q *querier, id uint64, mint, last int64, bounds []int64, acc []float64) (bool, error) {
-	lower := dayLevel.key(id, dayOf(max(mint, math.MinInt64+dayMs)))
-	upper := dayLevel.key(id, dayOf(min(last, math.MaxInt64-2*dayMs))+dayMs)
+	lower := dayLevel.periodKey(id, dayOf(max(mint, math.MinInt64+dayMs)))
+	upper := dayLevel.periodKey(id, dayOf(min(last, math.MaxInt64-2*dayMs))+dayMs)
 	it, err := r.open(q, &r.dayIter, lower, upper)
 	if err != nil {
 		return false, err
@@ -463,7 +463,7 @@ func (r *counterReader) addDays(q *querier, id uint64, mint, last int64, bounds 
 		if !found {
 			counter, found = wb.base, true
 		}
-		for end := windowFromKey(it.Key()) + dayMs; bi < len(bounds) && bounds[bi] < end; bi++ {
+		for end := periodFromKey(it.Key()) + dayMs; bi < len(bounds) && bounds[bi] < end; bi++ {
 			acc[bi] += counter
 		}
 		counter += wb.total

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 
-	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 )
 
@@ -28,7 +27,7 @@ func TestSumPushdown(t *testing.T) {
 	dir := t.TempDir()
 	open := func() (*pebblestore.DB, *pebblestore.SeriesStore) {
 		st := openStore(t, dir)
-		return st.db, st.db.SeriesStore()
+		return st.db, st.db.Series()
 	}
 	db, s := open()
 	const iv = int64(15000)
@@ -186,9 +185,7 @@ func TestSumPushdownDeclines(t *testing.T) {
 	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
-	require.NoError(t, err)
-	s := db.SeriesStore()
+	s := db.Series()
 	app := s.Appender(context.Background())
 	for i := range 20 {
 		_, err := app.Append(0, labels.FromStrings("__name__", "c_total", "g", "a", "i", fmt.Sprint(i%2)), int64(i)*15000, float64(i*(i%7))) // resets

@@ -21,7 +21,7 @@ import (
 func (s *SeriesStore) Querier(mint, maxt int64) (storage.Querier, error) {
 	// Nothing older than the retention policy keeps is answered.
 	mint = max(mint, s.floorAll.Load())
-	return &querier{s: s, snap: s.db.db.NewSnapshot(), mint: mint, maxt: maxt}, nil
+	return &querier{s: s, snap: s.db.NewSnapshot(), mint: mint, maxt: maxt}, nil
 }
 
 // ChunkQuerier implements storage.ChunkQueryable.
@@ -383,11 +383,11 @@ type seriesIterator struct {
 }
 
 func (s *seriesIterator) start() bool {
-	lower := chunkPrefix(s.id)
+	lower := seriesPrefix(prefixChunks, s.id)
 	if s.mint > math.MinInt64+windowMs {
 		lower = chunkKey(s.id, windowOf(s.mint))
 	}
-	upper := prefixEnd(chunkPrefix(s.id))
+	upper := prefixEnd(seriesPrefix(prefixChunks, s.id))
 	if s.maxt < math.MaxInt64-windowMs {
 		upper = chunkKey(s.id, windowOf(s.maxt)+windowMs)
 	}
@@ -402,7 +402,7 @@ func (s *seriesIterator) start() bool {
 	}
 	if s.kind == KindIncrements {
 		// The counter before the first window read is its base.
-		wb, err := getBase(s.q.snap, s.id, windowFromKey(it.Key()))
+		wb, err := getBase(s.q.snap, s.id, periodFromKey(it.Key()))
 		if err != nil {
 			s.err, s.done = fmt.Errorf("series %d: %w", s.id, err), true
 			return false

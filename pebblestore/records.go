@@ -5,73 +5,31 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-
-	"github.com/proxylens/proxylens/otelanalytics"
 )
 
-// RecordFilter selects stored records. Zero fields select everything; list
-// fields match any of their values.
-type RecordFilter struct {
-	Start, End   time.Time // end time in [Start, End); zero End means no bound
-	Sources      []string
-	Applications []string
-	Domains      []string
-	StatusCodes  []uint16 // 0 matches records without a status code
-	Success      *bool
-	MinDuration  time.Duration // inclusive
-	MaxDuration  time.Duration // inclusive; zero means no bound
-}
-
-func (f *RecordFilter) match(r *otelanalytics.Record) bool {
-	if len(f.Sources) > 0 && !slices.Contains(f.Sources, r.Source) {
-		return false
-	}
-	if len(f.Applications) > 0 && !slices.Contains(f.Applications, r.Application) {
-		return false
-	}
-	if len(f.Domains) > 0 && !slices.Contains(f.Domains, r.Domain) {
-		return false
-	}
-	if len(f.StatusCodes) > 0 && !slices.Contains(f.StatusCodes, r.StatusCode) {
-		return false
-	}
-	if f.Success != nil && *f.Success != r.Success {
-		return false
-	}
-	d := time.Duration(r.Duration)
-	if d < f.MinDuration || (f.MaxDuration > 0 && d > f.MaxDuration) {
-		return false
-	}
-	return true
-}
-
-// ScanRecords calls fn, in end-time order, for every stored record that
-// matches f. The record passed to fn is reused between calls. Returning an
-// error from fn stops the scan with that error; ctx is checked as it goes.
-func (d *DB) ScanRecords(ctx context.Context, f RecordFilter, fn func(*otelanalytics.Record) error) error {
-	if d.dict == nil {
-		return errors.New("scan records: store not loaded")
-	}
+// ScanRecords calls fn, in end-time order, with the end time (Unix ns) and
+// the value of every stored record that ended in [start, end) (a zero start
+// or end: no bound), checking ctx as it goes. value is only valid during
+// the call. Returning an error from fn stops the scan with that error.
+func (d *DB) ScanRecords(ctx context.Context, start, end time.Time, fn func(end int64, value []byte) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	lower := []byte{prefixRecord}
-	if !f.Start.IsZero() && f.Start.UnixNano() > 0 {
-		lower = binary.BigEndian.AppendUint64(lower, uint64(f.Start.UnixNano()))
+	if !start.IsZero() && start.UnixNano() > 0 {
+		lower = binary.BigEndian.AppendUint64(lower, uint64(start.UnixNano()))
 	}
 	upper := []byte{prefixRecord + 1}
-	if !f.End.IsZero() {
-		upper = binary.BigEndian.AppendUint64([]byte{prefixRecord}, uint64(max(f.End.UnixNano(), 0)))
+	if !end.IsZero() {
+		upper = binary.BigEndian.AppendUint64([]byte{prefixRecord}, uint64(max(end.UnixNano(), 0)))
 	}
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return fmt.Errorf("scan records: %w", err)
 	}
-	var rec otelanalytics.Record
 	n := 0
 	for it.First(); it.Valid(); it.Next() {
 		if n++; n%4096 == 0 {
@@ -79,17 +37,15 @@ func (d *DB) ScanRecords(ctx context.Context, f RecordFilter, fn func(*otelanaly
 				return errors.Join(err, it.Close())
 			}
 		}
+		k := it.Key()
+		if len(k) != recordKeyLen {
+			return errors.Join(fmt.Errorf("scan records: record key of %d bytes: %w", len(k), errCorrupt), it.Close())
+		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return errors.Join(fmt.Errorf("scan records: %w", err), it.Close())
 		}
-		if err := decodeRecord(it.Key(), v, d.dict, &rec); err != nil {
-			return errors.Join(fmt.Errorf("scan records: %w", err), it.Close())
-		}
-		if !f.match(&rec) {
-			continue
-		}
-		if err := fn(&rec); err != nil {
+		if err := fn(int64(binary.BigEndian.Uint64(k[1:])), v); err != nil {
 			return errors.Join(err, it.Close())
 		}
 	}
@@ -97,4 +53,17 @@ func (d *DB) ScanRecords(ctx context.Context, f RecordFilter, fn func(*otelanaly
 		return fmt.Errorf("scan records: %w", err)
 	}
 	return nil
+}
+
+// recordBytes flushes and compacts the records and returns their size on
+// disk, for measurements.
+func (d *DB) recordBytes() (uint64, error) {
+	start, end := []byte{prefixRecord}, []byte{prefixRecord + 1}
+	if err := d.db.Flush(); err != nil {
+		return 0, err
+	}
+	if err := d.db.Compact(context.Background(), start, end, true); err != nil {
+		return 0, err
+	}
+	return d.db.EstimateDiskUsage(start, end)
 }

@@ -1,9 +1,12 @@
 package pebblestore
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -107,8 +110,6 @@ func (p RetentionPolicy) CheckChange(old RetentionPolicy, now time.Time) error {
 	return nil
 }
 
-var keyRetention = []byte("mretention")
-
 // Retention returns the stored policy, or the defaults if none is stored.
 func (d *DB) Retention() (RetentionPolicy, error) {
 	v, closer, err := d.db.Get(keyRetention)
@@ -126,9 +127,10 @@ func (d *DB) Retention() (RetentionPolicy, error) {
 	return p, nil
 }
 
-// SetRetention stores p if CheckChange allows it, and audits the change or
-// the refusal.
-func (d *DB) SetRetention(p RetentionPolicy, now time.Time, user string) error {
+// SetRetention stores p if CheckChange allows it at e.Time, and audits the
+// change or the refusal: e says who and when (Time, User, ClientIP); the
+// action, resource and outcome are filled in.
+func (d *DB) SetRetention(p RetentionPolicy, e AuditEntry) error {
 	d.retentionMu.Lock()
 	defer d.retentionMu.Unlock()
 	old, err := d.Retention()
@@ -139,17 +141,242 @@ func (d *DB) SetRetention(p RetentionPolicy, now time.Time, user string) error {
 		t := p.ImmutableUntil.UTC()
 		p.ImmutableUntil = &t
 	}
-	entry := AuditEntry{Time: now, User: user, Action: "retention.update", Resource: "retention"}
-	if err := p.CheckChange(old, now); err != nil {
-		entry.Error = err.Error()
-		return errors.Join(err, d.Audit(entry))
+	e.Action, e.Resource = "retention.update", "retention"
+	if err := p.CheckChange(old, e.Time); err != nil {
+		e.Error = err.Error()
+		return errors.Join(err, d.Audit(e))
 	}
 	v, _ := json.Marshal(p)
-	entry.Success, entry.Detail = true, string(v)
+	e.Success, e.Detail = true, string(v)
 	b := d.db.NewBatch()
 	defer b.Close()
 	if err := b.Set(keyRetention, v, nil); err != nil {
 		return err
 	}
-	return d.commitAudited(b, entry, pebble.Sync)
+	return d.commitAudited(b, e, pebble.Sync)
+}
+
+// Enforcement is what one run of the retention policy did.
+type Enforcement struct {
+	// Held: the compliance hold was in force and nothing was deleted.
+	Held bool `json:"held"`
+	// The cut-offs, in Unix milliseconds: data before them is gone.
+	RecordsBefore int64 `json:"records_before"`
+	RawBefore     int64 `json:"raw_series_before"`
+	HourlyBefore  int64 `json:"hourly_before"`
+	DailyBefore   int64 `json:"daily_before"`
+	AuditBefore   int64 `json:"audit_before"`
+	// Summarized counts the raw windows whose summaries (the hourly
+	// rollup) were written before the windows were deleted.
+	Summarized int `json:"summarized"`
+	// Compacted: the key spaces were compacted after the deletions.
+	Compacted bool `json:"compacted"`
+	// The bytes of the database's live tables before and after (files a
+	// compaction made obsolete are deleted in the background, at a pace).
+	BytesBefore uint64 `json:"bytes_before"`
+	BytesAfter  uint64 `json:"bytes_after"`
+}
+
+// enforceBatchSeries bounds the series handled in one Pebble batch and
+// one hold of the commit lock.
+const enforceBatchSeries = 1024
+
+// EnforceRetention deletes what policy p no longer keeps at now, with
+// Pebble range deletions, then, if compact, compacts the key spaces so
+// that the disk space comes back at once (else Pebble's own compactions
+// reclaim it over time). Under a compliance hold it deletes nothing.
+//
+// Raw windows of an increment series go only once their summaries are
+// written (a window that was still its series' newest gets them here,
+// first); the window bases and summaries go at the hourly cut-off and the
+// daily rollup at the daily one. The newest base and day of each series
+// stay even when older than the cut-offs, so that increments arriving
+// after a long silence carry on the series' counter; reads never go
+// before the cut-offs (see the series store's floor). Every step is a
+// batch of whole deletions: a crash between steps leaves a store that
+// only has more than the policy keeps, and the next run goes on.
+func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.Time, compact bool) (Enforcement, error) {
+	if err := p.Validate(); err != nil {
+		return Enforcement{}, err
+	}
+	days := func(n int) int64 { return now.Add(-time.Duration(n) * 24 * time.Hour).UnixMilli() }
+	e := Enforcement{
+		Held:          p.Held(now),
+		RecordsBefore: days(p.RawRecordsDays),
+		RawBefore:     days(p.RawSeriesDays),
+		HourlyBefore:  days(p.HourlyDays),
+		DailyBefore:   days(p.DailyDays),
+		AuditBefore:   days(p.AuditDays),
+	}
+	if err := d.db.Flush(); err != nil {
+		return e, err
+	}
+	e.BytesBefore = d.db.Metrics().Table.Local.LiveSize
+	if e.Held {
+		e.BytesAfter = e.BytesBefore
+		return e, nil
+	}
+	s := d.series
+	if s == nil {
+		return e, fmt.Errorf("enforce retention: the store is not loaded")
+	}
+	// Reads stop at the cut-offs first, so that nothing older is
+	// answered while it is being deleted.
+	s.raiseFloor(e.RawBefore, e.DailyBefore)
+
+	b := d.db.NewBatch()
+	defer b.Close()
+	recEnd := appendRecordKey(nil, e.RecordsBefore*int64(time.Millisecond), 0, 0)
+	if err := b.DeleteRange([]byte{prefixRecord}, recEnd, nil); err != nil {
+		return e, err
+	}
+	d.auditMu.Lock()
+	err := d.auditRetention(b, time.UnixMilli(e.AuditBefore))
+	if err == nil {
+		err = b.Commit(pebble.Sync)
+	}
+	d.auditMu.Unlock()
+	if err != nil {
+		return e, fmt.Errorf("enforce retention: %w", err)
+	}
+
+	s.mu.RLock()
+	all := make([]*memSeries, 0, len(s.byID))
+	for _, ms := range s.byID {
+		all = append(all, ms)
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(all, func(a, b *memSeries) int { return int(min(max(int64(a.id)-int64(b.id), -1), 1)) })
+	for i := 0; i < len(all); i += enforceBatchSeries {
+		if err := ctx.Err(); err != nil {
+			return e, err
+		}
+		n, err := d.enforceSeries(all[i:min(i+enforceBatchSeries, len(all))], &e)
+		if err != nil {
+			return e, fmt.Errorf("enforce retention: %w", err)
+		}
+		e.Summarized += n
+	}
+	if !compact {
+		e.BytesAfter = d.db.Metrics().Table.Local.LiveSize
+		return e, nil
+	}
+	for _, prefix := range []byte{prefixRecord, prefixAudit, prefixChunks, prefixSummaries, prefixBases, prefixDays} {
+		if err := d.db.Compact(ctx, []byte{prefix}, []byte{prefix + 1}, false); err != nil {
+			return e, fmt.Errorf("enforce retention: compact: %w", err)
+		}
+	}
+	if err := d.db.Flush(); err != nil {
+		return e, err
+	}
+	e.Compacted, e.BytesAfter = true, d.db.Metrics().Table.Local.LiveSize
+	return e, nil
+}
+
+// enforceSeries deletes the expired windows, summaries, bases and days of
+// a run of series in one batch, and returns how many windows it summarized
+// first.
+func (d *DB) enforceSeries(run []*memSeries, e *Enforcement) (int, error) {
+	s := d.series
+	rawW, hourW := windowOf(e.RawBefore), windowOf(e.HourlyBefore)
+	day := dayOf(e.DailyBefore)
+	if !s.summarized() {
+		rawW = hourW // the raw windows are the finest data left: kept as the hourly
+	}
+	b := d.db.NewBatch()
+	defer b.Close()
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	it, err := d.db.NewIter(nil)
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	summarized := 0
+	var buf []byte
+	for _, ms := range run {
+		lower, upper := chunkKey(ms.id, math.MinInt64), chunkKey(ms.id, rawW)
+		if ms.kind == KindIncrements && s.summarized() {
+			// Every window about to go has its summaries: a window that was
+			// its series' newest when its series fell silent has none yet.
+			it.SetBounds(lower, upper)
+			for valid := it.First(); valid; valid = it.Next() {
+				w := periodFromKey(it.Key())
+				_, closer, err := d.db.Get(summaryKey(ms.id, w))
+				if err == nil {
+					_ = closer.Close()
+					continue
+				}
+				if err != pebble.ErrNotFound {
+					return 0, err
+				}
+				chunks, err := decodeWindow(it.Value(), nil)
+				if err != nil {
+					return 0, fmt.Errorf("series %d window %d: %w", ms.id, w, err)
+				}
+				sums, err := summarize(chunks)
+				if err != nil {
+					return 0, err
+				}
+				buf = appendSummaries(buf[:0], sums)
+				if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
+					return 0, err
+				}
+				summarized++
+			}
+			if err := it.Error(); err != nil {
+				return 0, err
+			}
+		}
+		if err := b.DeleteRange(lower, upper, nil); err != nil {
+			return 0, err
+		}
+		if ms.headWindow < rawW && ms.headWindow != math.MinInt64 {
+			ms.headWindow, ms.head = math.MinInt64, nil // its window is gone
+		}
+		if ms.kind != KindIncrements {
+			ms.minW.Store(max(ms.minW.Load(), rawW))
+			continue
+		}
+		if err := b.DeleteRange(summaryKey(ms.id, math.MinInt64), summaryKey(ms.id, hourW), nil); err != nil {
+			return 0, err
+		}
+		// Past the raw cut-off the hourly summary is all that stays.
+		it.SetBounds(summaryKey(ms.id, hourW), summaryKey(ms.id, rawW))
+		for valid := it.First(); valid; valid = it.Next() {
+			sums, err := decodeSummaries(it.Value(), nil)
+			if err != nil {
+				return 0, fmt.Errorf("series %d summaries: %w", ms.id, err)
+			}
+			if len(sums) == 1 {
+				continue
+			}
+			sums = slices.DeleteFunc(sums, func(sum summary) bool { return sum.res != summaryLevels[len(summaryLevels)-1] })
+			buf = appendSummaries(buf[:0], sums)
+			if err := b.Set(slices.Clone(it.Key()), buf, nil); err != nil {
+				return 0, err
+			}
+		}
+		if err := it.Error(); err != nil {
+			return 0, err
+		}
+		for _, lv := range []struct {
+			level baseLevel
+			upTo  int64
+		}{{windowLevel, hourW}, {dayLevel, day}} {
+			// Keep the newest key before the cut-off: the base a late or
+			// resumed series carries on from.
+			it.SetBounds(lv.level.periodKey(ms.id, math.MinInt64), lv.level.periodKey(ms.id, lv.upTo))
+			if it.Last() {
+				if err := b.DeleteRange(lv.level.periodKey(ms.id, math.MinInt64), it.Key(), nil); err != nil {
+					return 0, err
+				}
+			}
+			if err := it.Error(); err != nil {
+				return 0, err
+			}
+		}
+		ms.minW.Store(max(ms.minW.Load(), windowOf(day)))
+	}
+	return summarized, b.Commit(pebble.Sync)
 }

@@ -17,10 +17,11 @@ import (
 
 // store is a loaded store fed as the pipeline feeds it.
 type store struct {
-	db   *pebblestore.DB
-	dict *otelanalytics.Dict
-	agg  *otelanalytics.Aggregator
-	seq  uint64
+	db    *pebblestore.DB
+	dict  *otelanalytics.Dict
+	agg   *otelanalytics.Aggregator
+	seq   uint64
+	costs *otelanalytics.Costs // prices the cuts if set
 }
 
 func openStore(t *testing.T, dir string) *store {
@@ -28,7 +29,7 @@ func openStore(t *testing.T, dir string) *store {
 	db, err := pebblestore.Open(dir, pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: 15 * time.Second}})
 	require.NoError(t, err)
 	st := &store{db: db, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)}
-	st.seq, err = db.Load(st.dict, st.agg)
+	st.seq, err = otelanalytics.Restore(db, st.dict, st.agg)
 	require.NoError(t, err)
 	return st
 }
@@ -42,19 +43,30 @@ func (st *store) ingest(t *testing.T, recs []otelanalytics.Record) {
 	for i := range keep {
 		keep[i] = true
 	}
-	require.NoError(t, st.db.CommitBatch(&otelanalytics.Batch{Seq: st.seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}, nil))
+	batch := &otelanalytics.Batch{Seq: st.seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}
+	require.NoError(t, st.db.CommitBatch(batch.AppendEntry(nil), nil))
 	st.seq++
 	st.agg.Apply(recs, refs)
 	st.dict.MarkDurable(pending)
+	st.cut(t)
+}
+
+// cut seals the journal and writes a cut, as the pipeline's Flush does.
+func (st *store) cut(t *testing.T) {
+	t.Helper()
 	sealed, err := st.db.Seal()
 	require.NoError(t, err)
-	require.NoError(t, st.db.WriteCut(st.agg.Cut(), sealed))
+	var book *otelanalytics.CostBook
+	if st.costs != nil {
+		book = st.costs.Book()
+	}
+	require.NoError(t, st.db.WriteCut(sealed, otelanalytics.NewStoreCut(st.agg.Cut(), st.dict, book, st.seq-1)))
 }
 
 func (st *store) countRecords(t *testing.T, from, to time.Time) int {
 	t.Helper()
 	n := 0
-	require.NoError(t, st.db.ScanRecords(context.Background(), pebblestore.RecordFilter{}, func(r *otelanalytics.Record) error {
+	require.NoError(t, otelanalytics.ScanRecords(context.Background(), st.db, st.dict, otelanalytics.RecordFilter{}, func(r *otelanalytics.Record) error {
 		if end := time.Unix(0, r.EndTime); !end.Before(from) && end.Before(to) {
 			n++
 		}
@@ -86,7 +98,7 @@ func TestRetentionEnforcement(t *testing.T) {
 	}
 	st.ingest(t, recs)
 	// A sample series, as remote write stores it: a gauge every 10 minutes.
-	s := st.db.SeriesStore()
+	s := st.db.Series()
 	app := s.Appender(context.Background())
 	gauge := labels.FromStrings("__name__", "queue_depth", "job", "a")
 	for ts := start; ts.Before(now); ts = ts.Add(10 * time.Minute) {
@@ -138,7 +150,7 @@ func TestRetentionEnforcement(t *testing.T) {
 	requireSameResults(t, dailyBefore, daily(), 1e-9, "daily, after a cut-short run")
 	require.NoError(t, st.db.Close())
 	st = openStore(t, dir)
-	s = st.db.SeriesStore()
+	s = st.db.Series()
 	requireSameResults(t, dailyBefore, daily(), 1e-9, "daily, after a cut-short run and a restart")
 
 	e, err = st.db.EnforceRetention(context.Background(), policy, now, true)
@@ -167,7 +179,7 @@ func TestRetentionEnforcement(t *testing.T) {
 	require.NoError(t, st.db.Close())
 	st = openStore(t, dir)
 	defer func() { require.NoError(t, st.db.Close()) }()
-	s = st.db.SeriesStore()
+	s = st.db.Series()
 	_, err = st.db.EnforceRetention(context.Background(), policy, now, true)
 	require.NoError(t, err)
 	requireSameResults(t, dailyBefore, daily(), 1e-9, "daily after restart")
@@ -217,7 +229,7 @@ func TestRetentionPolicyRules(t *testing.T) {
 	hold := now.Add(30 * 24 * time.Hour)
 	held := p
 	held.RawRecordsDays, held.ImmutableUntil = 14, &hold
-	require.NoError(t, st.db.SetRetention(held, now, "admin"))
+	require.NoError(t, st.db.SetRetention(held, pebblestore.AuditEntry{Time: now, User: "admin"}))
 	var he *pebblestore.HoldError
 	for _, tc := range []struct {
 		change func(*pebblestore.RetentionPolicy)
@@ -229,15 +241,15 @@ func TestRetentionPolicyRules(t *testing.T) {
 	} {
 		p := held
 		tc.change(&p)
-		err := st.db.SetRetention(p, now, "mallory")
+		err := st.db.SetRetention(p, pebblestore.AuditEntry{Time: now, User: "mallory"})
 		require.ErrorAs(t, err, &he)
 		require.EqualError(t, err, tc.err)
 	}
 	// Longer periods and a later hold are fine; after the hold, anything valid.
 	longer := held
 	longer.DailyDays, longer.ImmutableUntil = 400, new(hold.Add(time.Hour))
-	require.NoError(t, st.db.SetRetention(longer, now, "admin"))
-	require.NoError(t, st.db.SetRetention(p, hold.Add(2*time.Hour), "admin"))
+	require.NoError(t, st.db.SetRetention(longer, pebblestore.AuditEntry{Time: now, User: "admin"}))
+	require.NoError(t, st.db.SetRetention(p, pebblestore.AuditEntry{Time: hold.Add(2 * time.Hour), User: "admin"}))
 	got, err = st.db.Retention()
 	require.NoError(t, err)
 	require.Equal(t, p, got)

@@ -3,13 +3,10 @@ package pebblestore
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
-
-	"github.com/proxylens/proxylens/otelanalytics"
 )
 
 // TestRollupRepairsMissingSummaries: a closed window without summaries
@@ -19,9 +16,7 @@ func TestRollupRepairsMissingSummaries(t *testing.T) {
 	db, err := Open(t.TempDir(), Options{})
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
-	require.NoError(t, err)
-	s := db.SeriesStore()
+	s := db.Series()
 	ls := labels.FromStrings("__name__", "x_total")
 	start := int64(1_764_331_200_000)
 	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {

@@ -24,7 +24,7 @@ func TestRollupsMatchRaw(t *testing.T) {
 	dir := t.TempDir()
 	open := func() (*pebblestore.DB, *pebblestore.SeriesStore) {
 		st := openStore(t, dir)
-		return st.db, st.db.SeriesStore()
+		return st.db, st.db.Series()
 	}
 	db, s := open()
 	const day = int64(24 * 3600 * 1000)

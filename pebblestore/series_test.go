@@ -19,19 +19,13 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
-
-	"github.com/proxylens/proxylens/otelanalytics"
 )
 
-func openSeries(t *testing.T, dir string) (*DB, *SeriesStore) {
+func openStore(t *testing.T, dir string) (*DB, *SeriesStore) {
 	t.Helper()
-	db, err := Open(dir, Options{})
+	db, err := Open(dir, Options{Series: SeriesOptions{OutOfOrderWindow: time.Hour}})
 	require.NoError(t, err)
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
-	require.NoError(t, err)
-	s, err := db.Series(SeriesOptions{OutOfOrderWindow: time.Hour})
-	require.NoError(t, err)
-	return db, s
+	return db, db.Series()
 }
 
 type point struct {
@@ -70,7 +64,7 @@ func eq(name, value string) *labels.Matcher {
 const h = int64(time.Hour / time.Millisecond)
 
 func TestAppendOrderAndRules(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	ls := labels.FromStrings("__name__", "m", "job", "a")
 	app := s.AppenderV2(context.Background())
@@ -119,7 +113,7 @@ func TestAppendOrderAndRules(t *testing.T) {
 // windows, and reads give the running sum, whatever the order of arrival.
 func TestIncrements(t *testing.T) {
 	dir := t.TempDir()
-	db, s := openSeries(t, dir)
+	db, s := openStore(t, dir)
 	ls := labels.FromStrings("__name__", "proxy_requests_total", "source", "x")
 	inc := func(ts int64, v float64) {
 		app := s.newAppender()
@@ -150,7 +144,7 @@ func TestIncrements(t *testing.T) {
 	require.NoError(t, db.Close())
 
 	// After a restart the series and its head are back.
-	db, s = openSeries(t, dir)
+	db, s = openStore(t, dir)
 	defer db.Close()
 	inc(10*h+30000, 5)
 	got = read(t, s, 10*h, 11*h, eq("source", "x"))[ls.String()]
@@ -164,7 +158,7 @@ func TestIncrements(t *testing.T) {
 // base is kept up to date.
 func TestIncrementBases(t *testing.T) {
 	dir := t.TempDir()
-	db, s := openSeries(t, dir)
+	db, s := openStore(t, dir)
 	ls := labels.FromStrings("__name__", "c")
 	rnd := rand.New(rand.NewPCG(3, 4))
 	const span = 10 * 24 * h
@@ -186,7 +180,7 @@ func TestIncrementBases(t *testing.T) {
 		i += n
 		if i > len(incs)/2 && i-n <= len(incs)/2 { // restart halfway
 			require.NoError(t, db.Close())
-			db, s = openSeries(t, dir)
+			db, s = openStore(t, dir)
 		}
 	}
 	defer db.Close()
@@ -227,7 +221,7 @@ func TestIncrementBases(t *testing.T) {
 }
 
 func TestMatchersAndLabels(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	app := s.AppenderV2(context.Background())
 	for _, ls := range []labels.Labels{
@@ -290,7 +284,7 @@ func TestMatchersAndLabels(t *testing.T) {
 // TestConcurrentAppenders: appenders committing to the same series and
 // windows at the same time lose nothing.
 func TestConcurrentAppenders(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	ls := labels.FromStrings("__name__", "c")
 	var wg sync.WaitGroup
@@ -313,7 +307,7 @@ func TestConcurrentAppenders(t *testing.T) {
 // TestHistogramsAndMixedTypes: a window holding floats then histograms
 // keeps both, and histograms come back equal.
 func TestHistogramsAndMixedTypes(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	ls := labels.FromStrings("__name__", "mixed")
 	hist := &histogram.Histogram{Count: 3, Sum: 4.5, Schema: 0, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1}}
@@ -351,7 +345,7 @@ func TestHistogramsAndMixedTypes(t *testing.T) {
 }
 
 func TestSeekAndWindows(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	ls := labels.FromStrings("__name__", "w")
 	app := s.AppenderV2(context.Background())
@@ -384,7 +378,7 @@ func TestSeekAndWindows(t *testing.T) {
 }
 
 func TestSeriesErrors(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	app := s.AppenderV2(context.Background())
 	_, err := app.Append(0, labels.EmptyLabels(), 0, 1, 1, nil, nil, storage.AppendV2Options{})
@@ -431,7 +425,7 @@ func TestSeriesErrors(t *testing.T) {
 // two-hour windows, as Prometheus answers at the granularity of blocks.
 func TestTimeFiltering(t *testing.T) {
 	dir := t.TempDir()
-	db, s := openSeries(t, dir)
+	db, s := openStore(t, dir)
 	app := s.AppenderV2(context.Background())
 	old := labels.FromStrings("__name__", "m", "job", "old", "only_old", "x")
 	recent := labels.FromStrings("__name__", "m", "job", "recent")
@@ -480,26 +474,26 @@ func TestTimeFiltering(t *testing.T) {
 	}
 	check(s)
 	require.NoError(t, db.Close())
-	db, s = openSeries(t, dir) // the windows are known again after a restart
+	db, s = openStore(t, dir) // the windows are known again after a restart
 	defer db.Close()
 	check(s)
 }
 
 func TestMetadata(t *testing.T) {
 	dir := t.TempDir()
-	db, s := openSeries(t, dir)
+	db, s := openStore(t, dir)
 	require.Empty(t, s.Metadata())
-	require.NoError(t, s.SetMetadata(map[string]Metadata{
+	require.NoError(t, s.SetMetadata(map[string]metadata.Metadata{
 		"up":                {Type: "gauge", Help: "Up."},
 		"http_requests":     {Type: "counter", Help: "Requests.", Unit: "requests"},
 		"":                  {Type: "gauge"}, // ignored
 		"no_change_written": {},              // empty: nothing to write
 	}))
-	require.NoError(t, s.SetMetadata(map[string]Metadata{"up": {Type: "gauge", Help: "Up."}})) // unchanged
+	require.NoError(t, s.SetMetadata(map[string]metadata.Metadata{"up": {Type: "gauge", Help: "Up."}})) // unchanged
 	require.NoError(t, db.Close())
-	db, s = openSeries(t, dir)
+	db, s = openStore(t, dir)
 	defer db.Close()
-	require.Equal(t, map[string]Metadata{
+	require.Equal(t, map[string]metadata.Metadata{
 		"up":            {Type: "gauge", Help: "Up."},
 		"http_requests": {Type: "counter", Help: "Requests.", Unit: "requests"},
 	}, s.Metadata())
@@ -509,7 +503,7 @@ func TestMetadata(t *testing.T) {
 // commit merges into the series the first created, and one of another
 // kind is refused with nothing written.
 func TestConcurrentCreation(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	ls := labels.FromStrings("__name__", "m")
 	a1, a2 := s.AppenderV2(context.Background()), s.AppenderV2(context.Background())
@@ -543,7 +537,7 @@ func TestConcurrentCreation(t *testing.T) {
 // TestAppenderV1: the storage.Appender adapter stores samples and
 // histograms, and accepts what it does not store.
 func TestAppenderV1(t *testing.T) {
-	db, s := openSeries(t, t.TempDir())
+	db, s := openStore(t, t.TempDir())
 	defer db.Close()
 	app := s.Appender(context.Background())
 	ls := labels.FromStrings("__name__", "h")
@@ -577,7 +571,7 @@ func TestAppenderV1(t *testing.T) {
 // and when it closes. Reads see every sample throughout, across a restart.
 func TestHeadWindowAppends(t *testing.T) {
 	dir := t.TempDir()
-	db, s := openSeries(t, dir)
+	db, s := openStore(t, dir)
 	ls := labels.FromStrings("__name__", "proxy_requests_total", "source", "x")
 	g := labels.FromStrings("__name__", "gauge")
 	const iv = 15000
@@ -655,7 +649,7 @@ func TestHeadWindowAppends(t *testing.T) {
 
 	// After a restart appends go on as operands.
 	require.NoError(t, db.Close())
-	db, s = openSeries(t, dir)
+	db, s = openStore(t, dir)
 	defer db.Close()
 	check()
 	ts += iv

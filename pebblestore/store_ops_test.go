@@ -2,6 +2,7 @@ package pebblestore_test
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"testing"
 	"time"
@@ -30,10 +31,10 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	book, err := otelanalytics.NewCostBook(models)
 	require.NoError(t, err)
 	costs.Set(book)
-	db, err := pebblestore.Open(dir, pebblestore.Options{Costs: &costs})
+	db, err := pebblestore.Open(dir, pebblestore.Options{})
 	require.NoError(t, err)
-	st := &store{db: db, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)}
-	st.seq, err = db.Load(st.dict, st.agg)
+	st := &store{db: db, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil), costs: &costs}
+	st.seq, err = otelanalytics.Restore(db, st.dict, st.agg)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, st.db.Close()) }()
 
@@ -53,10 +54,12 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	stored, err := db.CostModels()
 	require.NoError(t, err)
 	require.Empty(t, stored)
-	require.NoError(t, db.SetCostModels(book.Models(), now, "admin", "127.0.0.1"))
+	v, err := json.Marshal(book.Models())
+	require.NoError(t, err)
+	require.NoError(t, db.SetCostModels(v, pebblestore.AuditEntry{Time: now, User: "admin", ClientIP: "127.0.0.1"}))
 	stored, err = db.CostModels()
 	require.NoError(t, err)
-	require.Equal(t, book.Models(), stored)
+	require.JSONEq(t, string(v), string(stored))
 
 	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{})})
 	cost := func(s *pebblestore.SeriesStore) float64 {
@@ -64,8 +67,8 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 		require.Len(t, m, 1)
 		return m[0].Floats[0].F
 	}
-	require.InEpsilon(t, wantUSD, cost(db.SeriesStore()), 1e-6)
-	sub := runQuery(t, engine, db.SeriesStore(), context.Background(), `proxy_subscription_cost`, 0, now.UnixMilli(), 0)
+	require.InEpsilon(t, wantUSD, cost(db.Series()), 1e-6)
+	sub := runQuery(t, engine, db.Series(), context.Background(), `proxy_subscription_cost`, 0, now.UnixMilli(), 0)
 	require.Len(t, sub, 1)
 	require.Equal(t, 100.0, sub[0].Floats[0].F)
 
@@ -75,23 +78,24 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	late := []otelanalytics.Record{lateReq.Record()}
 	late[0].Source = "brightdata"
 	pending := st.dict.Intern(late, refs, nil)
-	require.NoError(t, db.CommitBatch(&otelanalytics.Batch{Seq: st.seq, Records: late, Refs: refs, Kept: []bool{true}, Probability: 1, Dict: pending}, nil))
+	batch := &otelanalytics.Batch{Seq: st.seq, Records: late, Refs: refs, Kept: []bool{true}, Probability: 1, Dict: pending}
+	require.NoError(t, db.CommitBatch(batch.AppendEntry(nil), nil))
 	copyDir := filepath.Join(t.TempDir(), "copy")
 	require.NoError(t, db.Snapshot(context.Background(), copyDir))
 
-	cp, err := pebblestore.Open(copyDir, pebblestore.Options{Costs: &costs})
+	cp, err := pebblestore.Open(copyDir, pebblestore.Options{})
 	require.NoError(t, err)
 	defer cp.Close()
-	cst := &store{db: cp, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)}
-	_, err = cp.Load(cst.dict, cst.agg)
+	cst := &store{db: cp, dict: otelanalytics.NewDict(0), agg: otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil), costs: &costs}
+	cst.seq, err = otelanalytics.Restore(cp, cst.dict, cst.agg)
 	require.NoError(t, err)
 	require.True(t, cp.Replayed())
-	sealed, err := cp.Seal() // the replayed batch goes to the records and series at the next cut
-	require.NoError(t, err)
-	require.NoError(t, cp.WriteCut(cst.agg.Cut(), sealed))
+	cst.cut(t) // the replayed batch goes to the records and series at the next cut
 	require.Equal(t, 401, cst.countRecords(t, now.Add(-time.Hour), now.Add(time.Hour)))
-	models2, err := cp.CostModels()
+	stored2, err := cp.CostModels()
 	require.NoError(t, err)
+	var models2 []otelanalytics.CostModel
+	require.NoError(t, json.Unmarshal(stored2, &models2))
 	require.Len(t, models2, 1)
 	entries, err := cp.AuditEntries(pebblestore.AuditFilter{From: now.Add(-time.Hour), To: now.Add(time.Hour)})
 	require.NoError(t, err)
@@ -99,7 +103,7 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	require.Equal(t, "costs.update", entries[0].Action)
 	require.Equal(t, "127.0.0.1", entries[0].ClientIP)
 	wantUSD += 0.01 + float64(late[0].BytesSent+late[0].BytesReceived)/1e9*2
-	require.InEpsilon(t, wantUSD, cost(cp.SeriesStore()), 1e-6)
+	require.InEpsilon(t, wantUSD, cost(cp.Series()), 1e-6)
 }
 
 // TestRetentionWithoutSummaries: at a flush interval of a minute or more
@@ -109,9 +113,7 @@ func TestRetentionWithoutSummaries(t *testing.T) {
 	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: time.Minute}})
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Minute, nil))
-	require.NoError(t, err)
-	s := db.SeriesStore()
+	s := db.Series()
 	now := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
 	ls := labels.FromStrings("__name__", "x_total")
 	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {

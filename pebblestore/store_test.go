@@ -32,7 +32,7 @@ func TestManyRecordsOneCut(t *testing.T) {
 	require.NoError(t, e.db.Flush())
 	require.Equal(t, total, countRecords(t, e.db))
 	prev := int64(0)
-	require.NoError(t, e.db.ScanRecords(context.Background(), RecordFilter{}, func(r *otelanalytics.Record) error {
+	require.NoError(t, e.scan(context.Background(), otelanalytics.RecordFilter{}, func(r *otelanalytics.Record) error {
 		require.GreaterOrEqual(t, r.EndTime, prev)
 		prev = r.EndTime
 		return nil
@@ -47,7 +47,7 @@ func TestInlineStringsThroughTheStore(t *testing.T) {
 	require.NoError(t, err)
 	dict := otelanalytics.NewDict(1024)
 	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)
-	next, err := db.Load(dict, agg)
+	next, err := otelanalytics.Restore(db, dict, agg)
 	require.NoError(t, err)
 	e := &env{db: db, dict: dict, agg: agg, next: next}
 	var recs []otelanalytics.Record
@@ -59,7 +59,7 @@ func TestInlineStringsThroughTheStore(t *testing.T) {
 	e.commit(t, recs, all(len(recs)), 1)
 	e.cut(t)
 	got := map[string]bool{}
-	require.NoError(t, db.ScanRecords(context.Background(), RecordFilter{}, func(r *otelanalytics.Record) error {
+	require.NoError(t, e.scan(context.Background(), otelanalytics.RecordFilter{}, func(r *otelanalytics.Record) error {
 		got[r.Domain] = true
 		return nil
 	}))
@@ -72,7 +72,7 @@ func TestInlineStringsThroughTheStore(t *testing.T) {
 	e2 := open(t, dir)
 	defer func() { require.NoError(t, e2.db.Close()) }()
 	n := 0
-	require.NoError(t, e2.db.ScanRecords(context.Background(), RecordFilter{Domains: []string{recs[1099].Domain}}, func(r *otelanalytics.Record) error {
+	require.NoError(t, e2.scan(context.Background(), otelanalytics.RecordFilter{Domains: []string{recs[1099].Domain}}, func(r *otelanalytics.Record) error {
 		n++
 		require.Equal(t, recs[1099].Source, r.Source)
 		return nil
@@ -86,15 +86,15 @@ func TestScanBounds(t *testing.T) {
 	recs := requests(10, 1, t0, time.Second)
 	e.commit(t, recs, all(10), 1)
 	e.cut(t)
-	count := func(f RecordFilter) int {
+	count := func(f otelanalytics.RecordFilter) int {
 		n := 0
-		require.NoError(t, e.db.ScanRecords(context.Background(), f, func(*otelanalytics.Record) error { n++; return nil }))
+		require.NoError(t, e.scan(context.Background(), f, func(*otelanalytics.Record) error { n++; return nil }))
 		return n
 	}
-	require.Equal(t, 10, count(RecordFilter{Start: time.Unix(-5, 0)}), "a start before 1970 is no bound")
-	require.Zero(t, count(RecordFilter{End: time.Unix(-5, 0)}))
-	require.Equal(t, 3, count(RecordFilter{Start: t0.Add(2 * time.Second), End: t0.Add(5 * time.Second)}), "[start, end)")
-	require.Equal(t, 1, count(RecordFilter{Applications: []string{recs[0].Application}, Start: t0, End: t0.Add(time.Second)}))
+	require.Equal(t, 10, count(otelanalytics.RecordFilter{Start: time.Unix(-5, 0)}), "a start before 1970 is no bound")
+	require.Zero(t, count(otelanalytics.RecordFilter{End: time.Unix(-5, 0)}))
+	require.Equal(t, 3, count(otelanalytics.RecordFilter{Start: t0.Add(2 * time.Second), End: t0.Add(5 * time.Second)}), "[start, end)")
+	require.Equal(t, 1, count(otelanalytics.RecordFilter{Applications: []string{recs[0].Application}, Start: t0, End: t0.Add(time.Second)}))
 }
 
 func TestPrefixEnd(t *testing.T) {
@@ -112,18 +112,4 @@ func TestPebbleLogger(t *testing.T) {
 	require.Contains(t, buf.String(), "level=ERROR msg=\"pebble: background error: disk\"")
 	require.PanicsWithValue(t, "pebble: invariant", func() { l.Fatalf("invariant") })
 	require.Contains(t, buf.String(), "pebble fatal: invariant")
-}
-
-func TestDecodeFloatsAndTotalsErrors(t *testing.T) {
-	_, err := decodeFloats([]byte{1, 2, 3}, nil)
-	require.Error(t, err)
-	got, err := decodeFloats(appendFloats(nil, []float64{1, 2.5}), nil)
-	require.NoError(t, err)
-	require.Equal(t, []float64{1, 2.5}, got)
-	rd := reader{b: []byte{0x80}}
-	rd.varint()
-	require.Error(t, rd.err)
-	rd = reader{b: []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}}
-	rd.ref()
-	require.Error(t, rd.err, "an id past the largest dictionary id")
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/proxylens/proxylens/internal/varint"
 )
 
 // windowMs is the time span of one chunk key: a series' samples are stored
@@ -70,11 +71,6 @@ type summary struct {
 	c   chunkenc.Chunk
 }
 
-func summaryKey(id uint64, window int64) []byte {
-	k := binary.BigEndian.AppendUint64([]byte{prefixSummaries}, id)
-	return binary.BigEndian.AppendUint64(k, uint64(window)^(1<<63))
-}
-
 // appendWindow encodes a window's chunks.
 func appendWindow(dst []byte, chunks []timedChunk) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(chunks)))
@@ -91,18 +87,18 @@ func appendWindow(dst []byte, chunks []timedChunk) []byte {
 
 // decodeWindow decodes a window value's chunks, which alias val.
 func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
-	rd := reader{b: val}
-	for first := true; first || len(rd.b) > 0; first = false {
-		n := rd.uvarint()
-		if rd.err != nil || n > uint64(len(val)) {
+	rd := varint.Reader{B: val}
+	for first := true; first || len(rd.B) > 0; first = false {
+		n := rd.Uvarint()
+		if rd.Err != nil || n > uint64(len(val)) {
 			return nil, fmt.Errorf("window of %d chunks: %w", n, errCorrupt)
 		}
 		for range n {
-			enc := chunkenc.Encoding(rd.byte())
-			minT, maxT := rd.varint(), rd.varint()
-			b := rd.bytes(rd.uvarint())
-			if rd.err != nil {
-				return nil, fmt.Errorf("window chunk: %w", rd.err)
+			enc := chunkenc.Encoding(rd.Byte())
+			minT, maxT := rd.Varint(), rd.Varint()
+			b := rd.LenBytes()
+			if rd.Err != nil {
+				return nil, fmt.Errorf("window chunk: %w", rd.Err)
 			}
 			c, err := chunkenc.FromData(enc, b)
 			if err != nil {
@@ -130,16 +126,16 @@ func appendSummaries(dst []byte, sums []summary) []byte {
 
 // decodeSummaries decodes a summary value; the chunks alias val.
 func decodeSummaries(val []byte, dst []summary) ([]summary, error) {
-	rd := reader{b: val}
-	n := rd.uvarint()
+	rd := varint.Reader{B: val}
+	n := rd.Uvarint()
 	if n > uint64(len(val)) {
 		return nil, fmt.Errorf("%d summaries: %w", n, errCorrupt)
 	}
 	for range n {
-		sum := summary{res: int64(rd.uvarint())}
-		enc := chunkenc.Encoding(rd.byte())
-		b := rd.bytes(rd.uvarint())
-		if rd.err != nil || sum.res <= 0 {
+		sum := summary{res: int64(rd.Uvarint())}
+		enc := chunkenc.Encoding(rd.Byte())
+		b := rd.LenBytes()
+		if rd.Err != nil || sum.res <= 0 {
 			return nil, fmt.Errorf("window summary: %w", errCorrupt)
 		}
 		c, err := chunkenc.FromData(enc, b)
@@ -149,7 +145,7 @@ func decodeSummaries(val []byte, dst []summary) ([]summary, error) {
 		sum.c = c
 		dst = append(dst, sum)
 	}
-	if len(rd.b) != 0 {
+	if len(rd.B) != 0 {
 		return nil, fmt.Errorf("summaries: trailing bytes: %w", errCorrupt)
 	}
 	return dst, nil

@@ -23,7 +23,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
@@ -39,11 +38,7 @@ func openStore(t testing.TB) *pebblestore.SeriesStore {
 	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, db.Close()) })
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil))
-	require.NoError(t, err)
-	s, err := db.Series(pebblestore.SeriesOptions{})
-	require.NoError(t, err)
-	return s
+	return db.Series()
 }
 
 // fillFixture appends two hours of proxy_requests_total at 15 s

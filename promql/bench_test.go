@@ -67,7 +67,7 @@ func benchStore(b *testing.B) *pebblestore.SeriesStore {
 	if benchErr != nil {
 		b.Fatal(benchErr)
 	}
-	return benchDB.SeriesStore()
+	return benchDB.Series()
 }
 
 func TestMain(m *testing.M) {
@@ -92,7 +92,7 @@ func buildHistory(dir string, days int) (*pebblestore.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, benchInterval, nil)); err != nil {
+	if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, benchInterval, nil)); err != nil {
 		return nil, err
 	}
 	var reqs, durs []labels.Labels
@@ -118,7 +118,7 @@ func buildHistory(dir string, days int) (*pebblestore.DB, error) {
 	from := benchEnd.Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
 	const chunk = 2 * 3600 * 1000 // commit two hours at a time
 	for t0 := from; t0 < benchEnd.UnixMilli(); t0 += chunk {
-		err := db.SeriesStore().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		err := db.Series().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
 			for _, ls := range reqs {
 				for t := t0 + iv; t <= t0+chunk; t += iv {
 					if err := add(ls, t, float64(rnd.IntN(8))); err != nil {
@@ -257,7 +257,7 @@ func rollupStore(b *testing.B) *pebblestore.SeriesStore {
 		if rollupErr != nil {
 			return
 		}
-		if _, rollupErr = rollupDB.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, benchInterval, nil)); rollupErr != nil {
+		if _, rollupErr = otelanalytics.Restore(rollupDB, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, benchInterval, nil)); rollupErr != nil {
 			return
 		}
 		var series []labels.Labels
@@ -271,7 +271,7 @@ func rollupStore(b *testing.B) *pebblestore.SeriesStore {
 		const step, chunk = 5 * 60 * 1000, 6 * 3600 * 1000
 		from := benchEnd.Add(-30 * 24 * time.Hour).UnixMilli()
 		for t0 := from; t0 < benchEnd.UnixMilli() && rollupErr == nil; t0 += chunk {
-			rollupErr = rollupDB.SeriesStore().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+			rollupErr = rollupDB.Series().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
 				for _, ls := range series {
 					for t := t0 + step; t <= t0+chunk; t += step {
 						if err := add(ls, t, float64(1+rnd.IntN(8))); err != nil {
@@ -289,7 +289,7 @@ func rollupStore(b *testing.B) *pebblestore.SeriesStore {
 	if rollupErr != nil {
 		b.Fatal(rollupErr)
 	}
-	return rollupDB.SeriesStore()
+	return rollupDB.Series()
 }
 
 // BenchmarkDailyRollup is the rollup benchmark: sum by (source)

@@ -81,16 +81,16 @@ func FuzzRemoteWrite(f *testing.F) {
 		f.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+	if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
 		f.Fatal(err)
 	}
-	w := NewWriter(db.SeriesStore(), WriterOptions{})
+	w := NewWriter(db.Series(), WriterOptions{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req prompb.WriteRequest
 		if req.Unmarshal(data) != nil {
 			return
 		}
-		app := db.SeriesStore().AppenderV2(context.Background())
+		app := db.Series().AppenderV2(context.Background())
 		if _, err := w.appendRemoteWrite(app, &req); err == nil {
 			_ = app.Commit()
 		} else {

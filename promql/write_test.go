@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/prompb"
 	prompromql "github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -46,7 +47,7 @@ func startWriteServer(t *testing.T, now time.Time) writeServer {
 	meta := func() map[string][]promql.Metadata {
 		out := map[string][]promql.Metadata{}
 		for n, md := range s.Metadata() {
-			out[n] = []promql.Metadata{{Type: md.Type, Help: md.Help, Unit: md.Unit}}
+			out[n] = []promql.Metadata{{Type: string(md.Type), Help: md.Help, Unit: md.Unit}}
 		}
 		return out
 	}
@@ -55,9 +56,9 @@ func startWriteServer(t *testing.T, now time.Time) writeServer {
 	w := promql.NewWriter(s, promql.WriterOptions{
 		Now: func() time.Time { return now },
 		SetMetadata: func(mds map[string]promql.Metadata) error {
-			conv := map[string]pebblestore.Metadata{}
+			conv := map[string]metadata.Metadata{}
 			for n, md := range mds {
-				conv[n] = pebblestore.Metadata{Type: md.Type, Help: md.Help, Unit: md.Unit}
+				conv[n] = metadata.Metadata{Type: model.MetricType(md.Type), Help: md.Help, Unit: md.Unit}
 			}
 			return s.SetMetadata(conv)
 		},

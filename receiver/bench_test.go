@@ -26,7 +26,7 @@ func BenchmarkIngest(b *testing.B) {
 			}
 			dict := otelanalytics.NewDict(0)
 			agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)
-			next, err := db.Load(dict, agg)
+			next, err := otelanalytics.Restore(db, dict, agg)
 			if err != nil {
 				b.Fatal(err)
 			}

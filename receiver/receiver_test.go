@@ -117,7 +117,7 @@ func startStack(t *testing.T, cfg Config) *server {
 	require.NoError(t, err)
 	dict := otelanalytics.NewDict(0)
 	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)
-	nextSeq, err := db.Load(dict, agg)
+	nextSeq, err := otelanalytics.Restore(db, dict, agg)
 	require.NoError(t, err)
 	pipe := otelanalytics.NewPipeline(otelanalytics.PipelineConfig{FlushInterval: time.Second}, dict,
 		otelanalytics.NewSampler(otelanalytics.DefaultSamplingConfig()), agg, db, nextSeq, nil, nil, testClock)

@@ -41,7 +41,7 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("%w (is proxylens running? then leave out --data-dir to ask it)", err)
 		}
 		defer db.Close()
-		if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)); err != nil {
+		if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)); err != nil {
 			return err
 		}
 		n, err := db.VerifyAudit()

@@ -69,7 +69,7 @@ func offlineBackup(ctx context.Context, dataDir, root string, archive bool, prog
 		return nil, fmt.Errorf("%w (is proxylens running? then leave out --data-dir to ask it through its admin API)", err)
 	}
 	defer db.Close()
-	if _, err := db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)); err != nil {
+	if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)); err != nil {
 		return nil, err
 	}
 	return backup.Create(ctx, root, backup.CreateOptions{

@@ -157,10 +157,11 @@ func storedRecords(t *testing.T, dataDir string) int {
 	db, err := pebblestore.Open(dataDir, pebblestore.Options{})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, db.Close()) }()
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
+	dict := otelanalytics.NewDict(0)
+	_, err = otelanalytics.Restore(db, dict, otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
 	require.NoError(t, err)
 	n := 0
-	require.NoError(t, db.ScanRecords(context.Background(), pebblestore.RecordFilter{}, func(*otelanalytics.Record) error { n++; return nil }))
+	require.NoError(t, otelanalytics.ScanRecords(context.Background(), db, dict, otelanalytics.RecordFilter{}, func(*otelanalytics.Record) error { n++; return nil }))
 	return n
 }
 

@@ -84,7 +84,7 @@ func TestDemoBackfill(t *testing.T) {
 	require.NoError(t, s.Pipeline().Flush())
 	var oldest, newest time.Time
 	n := 0
-	require.NoError(t, s.Store().ScanRecords(t.Context(), pebblestore.RecordFilter{}, func(r *otelanalytics.Record) error {
+	require.NoError(t, s.ScanRecords(t.Context(), otelanalytics.RecordFilter{}, func(r *otelanalytics.Record) error {
 		if n == 0 {
 			oldest = r.Time()
 		}
@@ -155,7 +155,7 @@ func TestCommandFlagErrors(t *testing.T) {
 // opens with the same series.
 func TestBackupRestoreCommands(t *testing.T) {
 	s := startServer(t)
-	require.NoError(t, s.Store().SeriesStore().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+	require.NoError(t, s.Store().Series().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
 		return add(labels.FromStrings("__name__", "x_total", "a", "b"), time.Now().UnixMilli(), 1)
 	}))
 	url := "http://" + s.HTTPAddr().String()
@@ -169,7 +169,7 @@ func TestBackupRestoreCommands(t *testing.T) {
 	require.ErrorContains(t, err, "is proxylens running?")
 
 	dataDir := s.Store().Dir()
-	want := s.Store().SeriesStore().NumSeries()
+	want := s.Store().Series().NumSeries()
 	require.NoError(t, s.Shutdown(context.Background()))
 	out.Reset()
 	require.NoError(t, run(t.Context(), []string{"backup", "--to", dir, "--data-dir", dataDir, "--archive"}, &out, io.Discard))
@@ -183,10 +183,10 @@ func TestBackupRestoreCommands(t *testing.T) {
 	db, err := pebblestore.Open(restored, pebblestore.Options{})
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Load(otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Hour, nil))
+	_, err = otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Hour, nil))
 	require.NoError(t, err)
 	require.Equal(t, 1, want)
-	require.Equal(t, want, db.SeriesStore().NumSeries())
+	require.Equal(t, want, db.Series().NumSeries())
 }
 
 // TestAuditVerifyCommand: proxylens audit verify checks the chain through a

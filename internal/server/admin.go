@@ -160,7 +160,7 @@ func (h *adminHandler) putRetention(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, http.StatusBadRequest, "bad_data", err)
 		return
 	}
-	if err := h.s.store.SetRetention(p, h.s.opts.Now(), adminUser(r)); err != nil {
+	if err := h.s.store.SetRetention(p, pebblestore.AuditEntry{Time: h.s.opts.Now(), User: adminUser(r)}); err != nil {
 		var he *pebblestore.HoldError
 		switch {
 		case errors.As(err, &he):
@@ -223,7 +223,7 @@ func (h *adminHandler) rollup(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, http.StatusBadRequest, "bad_data", errors.New("start and end: RFC 3339 times with end after start are required"))
 		return
 	}
-	res, err := h.s.store.SeriesStore().Rollup(r.Context(), req.Start.UnixMilli(), req.End.UnixMilli())
+	res, err := h.s.store.Series().Rollup(r.Context(), req.Start.UnixMilli(), req.End.UnixMilli())
 	entry := pebblestore.AuditEntry{Time: h.s.opts.Now(), User: adminUser(r), Action: "rollup.run", Resource: "rollup", ClientIP: clientIP(r), Success: err == nil}
 	if err != nil {
 		entry.Error = err.Error()
@@ -317,7 +317,7 @@ func (s *Server) applyConfigRetention() error {
 	if equalPolicies(cur, p) {
 		return nil
 	}
-	if err := s.store.SetRetention(p, s.opts.Now(), "config"); err != nil {
+	if err := s.store.SetRetention(p, pebblestore.AuditEntry{Time: s.opts.Now(), User: "config"}); err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
 	return nil
@@ -335,18 +335,18 @@ func (s *Server) loadCosts() error {
 	models := s.cfg.Costs
 	if models == nil {
 		var err error
-		if models, err = s.store.CostModels(); err != nil {
+		if models, err = s.storedCostModels(); err != nil {
 			return err
 		}
 	} else {
-		stored, err := s.store.CostModels()
+		stored, err := s.storedCostModels()
 		if err != nil {
 			return err
 		}
 		x, _ := json.Marshal(stored)
 		y, _ := json.Marshal(models)
 		if !bytes.Equal(x, y) {
-			if err := s.store.SetCostModels(models, s.opts.Now(), "config", ""); err != nil {
+			if err := s.store.SetCostModels(y, pebblestore.AuditEntry{Time: s.opts.Now(), User: "config"}); err != nil {
 				return err
 			}
 		}
@@ -357,6 +357,20 @@ func (s *Server) loadCosts() error {
 	}
 	s.costs.Set(book)
 	return nil
+}
+
+// storedCostModels returns the cost models the store keeps (none if never
+// set), in the admin API's shape.
+func (s *Server) storedCostModels() ([]otelanalytics.CostModel, error) {
+	v, err := s.store.CostModels()
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var models []otelanalytics.CostModel
+	if err := json.Unmarshal(v, &models); err != nil {
+		return nil, fmt.Errorf("stored cost models: %w", err)
+	}
+	return models, nil
 }
 
 func (h *adminHandler) getCosts(w http.ResponseWriter, _ *http.Request) {
@@ -371,7 +385,8 @@ func (h *adminHandler) putCosts(w http.ResponseWriter, r *http.Request) {
 		var book *otelanalytics.CostBook
 		if book, err = otelanalytics.NewCostBook(models); err == nil {
 			models = book.Models()
-			if err = h.s.store.SetCostModels(models, h.s.opts.Now(), adminUser(r), clientIP(r)); err != nil {
+			v, _ := json.Marshal(models)
+			if err = h.s.store.SetCostModels(v, pebblestore.AuditEntry{Time: h.s.opts.Now(), User: adminUser(r), ClientIP: clientIP(r)}); err != nil {
 				writeAdminError(w, http.StatusInternalServerError, "internal", err)
 				return
 			}

@@ -451,7 +451,7 @@ func recordValue(r *otelanalytics.Record, field string) any {
 }
 
 func (e *exporter) writeRecords(ctx context.Context, j *ExportJob, w *export.Writer, progress func(float64)) error {
-	f := pebblestore.RecordFilter{
+	f := otelanalytics.RecordFilter{
 		Start: j.Start, End: j.End, Sources: j.filter.Source, Applications: j.filter.Application,
 		Domains: j.filter.Domain, StatusCodes: j.filter.StatusCode, Success: j.filter.Success,
 		MinDuration: time.Duration(j.filter.MinLatency * 1e9), MaxDuration: time.Duration(j.filter.MaxLatency * 1e9),
@@ -459,7 +459,7 @@ func (e *exporter) writeRecords(ctx context.Context, j *ExportJob, w *export.Wri
 	row := make([]any, len(j.fields))
 	span := float64(j.End.Sub(j.Start))
 	n := 0
-	return e.s.store.ScanRecords(ctx, f, func(r *otelanalytics.Record) error {
+	return e.s.ScanRecords(ctx, f, func(r *otelanalytics.Record) error {
 		for i, field := range j.fields {
 			row[i] = recordValue(r, field)
 		}
@@ -604,7 +604,7 @@ func (e *exporter) writeSummaries(ctx context.Context, j *ExportJob, w *export.W
 	for i, name := range names {
 		q := strings.NewReplacer("SEL", strings.Join(sel, ","), "SRCSEL", strings.Join(srcSel, ","), "[R]", "["+rng+"]").Replace(summaryQueries[name])
 		q = strings.ReplaceAll(strings.ReplaceAll(q, "{,", "{"), ",}", "}")
-		qry, err := e.engine.NewRangeQuery(ctx, e.s.store.SeriesStore(), nil, q, first, last, step)
+		qry, err := e.engine.NewRangeQuery(ctx, e.s.store.Series(), nil, q, first, last, step)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

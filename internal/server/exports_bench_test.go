@@ -32,7 +32,7 @@ func BenchmarkExportRecords(b *testing.B) {
 	defer db.Close()
 	dict := otelanalytics.NewDict(0)
 	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)
-	seq, err := db.Load(dict, agg)
+	seq, err := otelanalytics.Restore(db, dict, agg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,7 +49,8 @@ func BenchmarkExportRecords(b *testing.B) {
 		}
 		refs := make([]otelanalytics.Refs, len(recs))
 		pending := dict.Intern(recs, refs, nil)
-		if err := db.CommitBatch(&otelanalytics.Batch{Seq: seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}, nil); err != nil {
+		entry := (&otelanalytics.Batch{Seq: seq, Records: recs, Refs: refs, Kept: keep, Probability: 1, Dict: pending}).AppendEntry(nil)
+		if err := db.CommitBatch(entry, nil); err != nil {
 			b.Fatal(err)
 		}
 		seq++
@@ -60,10 +61,10 @@ func BenchmarkExportRecords(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := db.WriteCut(agg.Cut(), sealed); err != nil {
+	if err := db.WriteCut(sealed, otelanalytics.NewStoreCut(agg.Cut(), dict, nil, seq-1)); err != nil {
 		b.Fatal(err)
 	}
-	s := &Server{store: db, opts: Options{Now: time.Now}}
+	s := &Server{store: db, dict: dict, opts: Options{Now: time.Now}}
 	e := &exporter{s: s, dir: b.TempDir(), jobs: map[string]*ExportJob{}}
 	for _, format := range []string{"csv", "json", "xlsx"} {
 		b.Run(format, func(b *testing.B) {

@@ -11,11 +11,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/proxylens/proxylens/otelanalytics"
-	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
 
@@ -43,8 +43,8 @@ func buildInfo() promql.BuildInfo {
 // proxylens_* self-metrics.
 func (s *Server) metadata() map[string][]promql.Metadata {
 	out := map[string][]promql.Metadata{}
-	for name, md := range s.store.SeriesStore().Metadata() {
-		out[name] = []promql.Metadata{{Type: md.Type, Help: md.Help, Unit: md.Unit}}
+	for name, md := range s.store.Series().Metadata() {
+		out[name] = []promql.Metadata{{Type: string(md.Type), Help: md.Help, Unit: md.Unit}}
 	}
 	for f := range otelanalytics.NumFamilies {
 		typ, unit := f.Metadata()
@@ -70,11 +70,11 @@ func (s *Server) metadata() map[string][]promql.Metadata {
 
 // setMetadata records the metadata of written families.
 func (s *Server) setMetadata(mds map[string]promql.Metadata) error {
-	conv := make(map[string]pebblestore.Metadata, len(mds))
+	conv := make(map[string]metadata.Metadata, len(mds))
 	for name, md := range mds {
-		conv[name] = pebblestore.Metadata{Type: md.Type, Help: md.Help, Unit: md.Unit}
+		conv[name] = metadata.Metadata{Type: model.MetricType(md.Type), Help: md.Help, Unit: md.Unit}
 	}
-	return s.store.SeriesStore().SetMetadata(conv)
+	return s.store.Series().SetMetadata(conv)
 }
 
 // otlpMetrics hands the OTLP receiver's metrics to the writer.
@@ -124,7 +124,7 @@ func (s *Server) appendSelfMetrics(ctx context.Context, now time.Time) error {
 		return err
 	}
 	ts := now.UnixMilli()
-	app := s.store.SeriesStore().Appender(ctx)
+	app := s.store.Series().Appender(ctx)
 	var b labels.ScratchBuilder
 	add := func(name string, m *dto.Metric, v float64, extra ...string) error {
 		b.Reset()

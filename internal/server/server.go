@@ -129,7 +129,6 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
 		CacheSize: s.cfg.Storage.CacheSize,
-		Costs:     &s.costs,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
@@ -141,7 +140,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.dict = otelanalytics.NewDict(s.cfg.Storage.DictionarySize)
 	s.agg = otelanalytics.NewAggregator(s.cfg.Aggregation, s.cfg.FlushInterval, s.self)
 	start := time.Now()
-	nextSeq, err := s.store.Load(s.dict, s.agg)
+	nextSeq, err := otelanalytics.Restore(s.store, s.dict, s.agg)
 	if err != nil {
 		return fmt.Errorf("load store %s: %w", s.cfg.DataDir, err)
 	}
@@ -151,6 +150,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.pipeline = otelanalytics.NewPipeline(otelanalytics.PipelineConfig{
 		FlushInterval:      s.cfg.FlushInterval,
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
+		Costs:              &s.costs,
 	}, s.dict, s.sampler, s.agg, s.store, nextSeq, s.self, s.log, s.opts.Now)
 	if err := s.pipeline.Start(ctx); err != nil {
 		return err
@@ -173,7 +173,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startMetricsPush(ctx); err != nil {
 		return err
 	}
-	s.api = promql.New(s.cfg.Query, s.store.SeriesStore(), promql.Options{
+	s.api = promql.New(s.cfg.Query, s.store.Series(), promql.Options{
 		Metadata:   s.metadata,
 		BuildInfo:  buildInfo(),
 		Logger:     s.log,
@@ -181,7 +181,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Now:        s.opts.Now,
 		Audit:      s.auditAccess,
 	})
-	s.writer = promql.NewWriter(s.store.SeriesStore(), promql.WriterOptions{
+	s.writer = promql.NewWriter(s.store.Series(), promql.WriterOptions{
 		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
 		SetMetadata:     s.setMetadata,
 		Metrics:         s.self,
@@ -429,4 +429,10 @@ func (s *Server) ingestAuthorizer() func(string) bool {
 		return nil
 	}
 	return s.auth.ingestAllowed
+}
+
+// ScanRecords calls fn for every stored record f matches, in end-time
+// order (see otelanalytics.ScanRecords).
+func (s *Server) ScanRecords(ctx context.Context, f otelanalytics.RecordFilter, fn func(*otelanalytics.Record) error) error {
+	return otelanalytics.ScanRecords(ctx, s.store, s.dict, f, fn)
 }

@@ -32,7 +32,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/proxylens/proxylens/otelanalytics"
-	"github.com/proxylens/proxylens/pebblestore"
 )
 
 func TestMain(m *testing.M) {
@@ -186,7 +185,7 @@ func TestCredentialsNeverStored(t *testing.T) {
 	require.NoError(t, s.Store().Flush()) // memtables to sstables
 
 	n := 0
-	require.NoError(t, s.Store().ScanRecords(t.Context(), pebblestore.RecordFilter{}, func(r *otelanalytics.Record) error {
+	require.NoError(t, s.ScanRecords(t.Context(), otelanalytics.RecordFilter{}, func(r *otelanalytics.Record) error {
 		n++
 		require.NotContains(t, fmt.Sprintf("%+v", *r), "s3cret")
 		require.NotContains(t, fmt.Sprintf("%+v", *r), "user")

@@ -1,0 +1,213 @@
+package pebblestore
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// Cut is what WriteCut writes, as the ingest pipeline (package
+// otelanalytics) hands it over. It is an alias of an interface literal,
+// not a named interface: otelanalytics declares the very same literal as
+// otelanalytics.StoreCut, and Go treats the two as one type, so that *DB
+// implements otelanalytics.Store without either package importing the
+// other. Its methods take only the standard library's and Prometheus'
+// types: this package stores bytes and series and never reads what the
+// pipeline encodes.
+type Cut = interface {
+	// Seq is kept with the journal checkpoint and returned by Load.
+	Seq() uint64
+	// Records calls dict for every dictionary entry and record for every
+	// record to store that one journal entry holds: its end time (Unix
+	// ns), batch sequence number and index in the batch, which make its
+	// key, and its value (valid during the call only).
+	Records(entry []byte, dict func(id uint32, s string) error, record func(end int64, seq uint64, idx uint32, value []byte) error) error
+	// Write hands over the cut: totals for the cumulative totals of every
+	// series that changed (key and value), increment for every increment
+	// of an increment series and sample for every sample of a sample
+	// series, of any age (times in Unix milliseconds; ls is valid during
+	// the call only).
+	Write(totals func(key, value []byte) error, increment, sample func(ls labels.Labels, t int64, v float64) error) error
+}
+
+// CommitBatch appends one journal entry, calls written, and returns once
+// the journal is synced (see otelanalytics.Store).
+func (d *DB) CommitBatch(entry []byte, written func()) error {
+	return d.j.append(entry, written)
+}
+
+// JournalBytes returns the size of the journal segment being written.
+func (d *DB) JournalBytes() int64 {
+	if d.j == nil {
+		return 0
+	}
+	return d.j.bytes()
+}
+
+// Replayed reports whether Load replayed journal entries that no cut has
+// written yet.
+func (d *DB) Replayed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.replayed > d.checkpoint
+}
+
+// Seal closes the journal segment being written and starts the next.
+func (d *DB) Seal() (uint64, error) { return d.j.seal() }
+
+// recordBatchBytes bounds one Pebble batch of materialised records.
+const recordBatchBytes = 4 << 20
+
+// WriteCut writes the records and dictionary entries that c makes of the
+// entries of the journal segments up to sealed into Pebble, sorted by key
+// (cheap memtable inserts), then, in one synced batch, the cut's totals
+// and series samples and the new journal checkpoint; only then are the
+// segments removed. A crash at any point leaves either the old checkpoint,
+// and the segments are replayed and written again (the same keys, the same
+// values), or the new one.
+func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
+	d.cutMu.Lock()
+	defer d.cutMu.Unlock()
+	// Then create the next spare segment, from the file of a segment this
+	// cut retires: ingest goes on meanwhile.
+	defer func() {
+		if perr := d.j.prepare(); err == nil {
+			err = perr
+		}
+	}()
+	segs, err := listSegments(d.journalDir())
+	if err != nil {
+		return fmt.Errorf("list journal: %w", err)
+	}
+	d.mu.Lock()
+	from, tornSeg := d.checkpoint, d.tornSeg
+	d.mu.Unlock()
+	for _, n := range segs {
+		if n <= from || n > sealed {
+			continue
+		}
+		if err := d.materializeLocked(c, n, n == tornSeg); err != nil {
+			return err
+		}
+	}
+
+	// The cut's series samples go in the same batch as its totals and
+	// the checkpoint: all or nothing.
+	wb := d.batchLocked()
+	defer wb.Reset()
+	app := d.series.newAppender()
+	app.anyAge = true // the pipeline's gauges, written per interval of event time
+	var key []byte
+	err = c.Write(func(k, v []byte) error {
+		key = append(append(key[:0], prefixTotals), k...)
+		return wb.Set(key, v, nil)
+	}, app.AppendIncrement, func(ls labels.Labels, t int64, v float64) error {
+		_, err := app.Append(0, ls, 0, t, v, nil, nil, storage.AppendV2Options{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.series.commit(app, wb, func() error {
+		cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), c.Seq())
+		if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
+			return fmt.Errorf("add journal checkpoint: %w", err)
+		}
+		if err := wb.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("commit cut: %w", err)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.checkpoint, d.seq = sealed, c.Seq()
+	d.mu.Unlock()
+	return d.j.retire(sealed)
+}
+
+// batchLocked returns the cut's Pebble batch, empty; the caller holds
+// cutMu and resets it when done.
+func (d *DB) batchLocked() *pebble.Batch {
+	if d.cutBatch == nil {
+		d.cutBatch = d.db.NewBatch(pebble.WithMaxRetainedSizeBytes(cutBatchRetained))
+	}
+	return d.cutBatch
+}
+
+// cutBatchRetained bounds the memory the cut's batch keeps between cuts.
+const cutBatchRetained = 64 << 20
+
+// materializeLocked writes the dictionary entries and records that c makes
+// of journal segment n into Pebble, without syncing (the cut's final batch
+// syncs). The caller holds cutMu.
+func (d *DB) materializeLocked(c Cut, n uint64, torn bool) error {
+	// A record, sorted by its key's fields: end time, batch, index.
+	type rec struct {
+		end      int64
+		seq      uint64
+		idx      uint32
+		off, len uint32 // value bytes in arena
+	}
+	type dictEntry struct {
+		id uint32
+		s  string
+	}
+	var (
+		arena []byte
+		recs  []rec
+		dict  []dictEntry
+	)
+	if fi, err := os.Stat(filepath.Join(d.journalDir(), segmentName(n))); err == nil {
+		arena = make([]byte, 0, fi.Size()/4) // kept records are a part of the journal
+	}
+	addDict := func(id uint32, s string) error {
+		dict = append(dict, dictEntry{id, s})
+		return nil
+	}
+	addRecord := func(end int64, seq uint64, idx uint32, value []byte) error {
+		off := len(arena)
+		arena = append(arena, value...)
+		recs = append(recs, rec{end: end, seq: seq, idx: idx, off: uint32(off), len: uint32(len(value))})
+		return nil
+	}
+	if err := readSegment(d.journalDir(), n, torn, func(entry []byte) error {
+		return c.Records(entry, addDict, addRecord)
+	}); err != nil {
+		return err
+	}
+	slices.SortFunc(recs, func(a, b rec) int {
+		return cmp.Or(cmp.Compare(a.end, b.end), cmp.Compare(a.seq, b.seq), cmp.Compare(a.idx, b.idx))
+	})
+	wb := d.batchLocked()
+	defer wb.Reset()
+	for _, de := range dict {
+		if err := wb.Set(dictKey(de.id), []byte(de.s), nil); err != nil {
+			return fmt.Errorf("add dictionary entry: %w", err)
+		}
+	}
+	key := make([]byte, 0, recordKeyLen)
+	for _, r := range recs {
+		key = appendRecordKey(key[:0], r.end, r.seq, r.idx)
+		if err := wb.Set(key, arena[r.off:r.off+r.len], nil); err != nil {
+			return fmt.Errorf("add record: %w", err)
+		}
+		if wb.Len() >= recordBatchBytes {
+			if err := wb.Commit(pebble.NoSync); err != nil {
+				return fmt.Errorf("write records: %w", err)
+			}
+			wb.Reset()
+		}
+	}
+	if err := wb.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("write records: %w", err)
+	}
+	return nil
+}
