@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/metadata"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -57,6 +59,21 @@ func (f Family) Metadata() (typ, unit string) {
 
 // Help returns the family's help text.
 func (f Family) Help() string { return familyHelp[f] }
+
+// Metadata describes every metric family this package writes to the
+// series store, for the query API's /api/v1/metadata: the proxy_*
+// aggregates and the cost series.
+func Metadata() map[string]metadata.Metadata {
+	out := map[string]metadata.Metadata{}
+	for f := range NumFamilies {
+		typ, unit := f.Metadata()
+		out[f.Name()] = metadata.Metadata{Type: model.MetricType(typ), Help: f.Help(), Unit: unit}
+	}
+	out[CostMetric] = metadata.Metadata{Type: model.MetricTypeCounter, Help: "Usage cost of proxied requests, in the cost model's currency, by event time."}
+	out[SubscriptionCostMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Price of a source's subscription per billing period."}
+	out[SubscriptionPeriodMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Length of a source's subscription billing period.", Unit: "seconds"}
+	return out
+}
 
 // LabelValues resolves the values of k's labels, in Labels order. The
 // overflow key has no labels but OverflowLabel.

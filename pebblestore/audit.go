@@ -256,9 +256,9 @@ func (d *DB) VerifyAudit() (int, error) {
 	return n, nil
 }
 
-// auditRetention adds to b the deletion of the entries before t, and the
+// auditRetentionLocked adds to b the deletion of the entries before t, and the
 // anchor the first entry left links to.
-func (d *DB) auditRetention(b *pebble.Batch, t time.Time) error {
+func (d *DB) auditRetentionLocked(b *pebble.Batch, t time.Time) error {
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixAudit}, UpperBound: auditKey(t, 0)})
 	if err != nil {
 		return err

@@ -81,8 +81,10 @@ func TestAuditChain(t *testing.T) {
 	// Retention: entries before t0+5m go; the chain holds from the anchor,
 	// and goes on after a restart.
 	b := db.db.NewBatch()
-	require.NoError(t, db.auditRetention(b, t0.Add(5*time.Minute)))
+	db.auditMu.Lock()
+	require.NoError(t, db.auditRetentionLocked(b, t0.Add(5*time.Minute)))
 	require.NoError(t, b.Commit(pebble.Sync))
+	db.auditMu.Unlock()
 	require.NoError(t, b.Close())
 	n, err = db.VerifyAudit()
 	require.NoError(t, err)
@@ -107,8 +109,10 @@ func TestAuditChain(t *testing.T) {
 	// Retention of every entry: the chain goes on from the anchor alone,
 	// also after a restart; reads are appended unsynced, chained the same.
 	b = db.db.NewBatch()
-	require.NoError(t, db.auditRetention(b, t0.Add(2*time.Hour)))
+	db.auditMu.Lock()
+	require.NoError(t, db.auditRetentionLocked(b, t0.Add(2*time.Hour)))
 	require.NoError(t, b.Commit(pebble.Sync))
+	db.auditMu.Unlock()
 	require.NoError(t, b.Close())
 	require.Empty(t, auditKeys(t, db))
 	require.NoError(t, db.Close())

@@ -1,13 +1,51 @@
-// Package pebblestore keeps everything proxylens puts on disk in one Pebble
-// database: the string dictionary, the ingest journal, the sampled usage
-// records and the aggregate totals. The key layout and every value encoding
-// are documented in docs/format.md and frozen by tests; the database carries
-// a format version key and refuses to open a version it does not know.
+// Package pebblestore keeps everything proxylens puts on disk: one Pebble
+// database in <data dir>/pebble and the ingest journal in <data
+// dir>/journal. It stores bytes and series and decides nothing about
+// them: the ingest pipeline (package otelanalytics) encodes its journal
+// entries, records and totals, prices its cuts and replays what Load
+// hands back; this package gives each its place in the key space
+// (keys.go, which mirrors docs/format.md), makes it durable and reads it
+// back.
 //
-// Durability: CommitBatch and WriteCut write with Pebble's Sync option, so a
-// write that returned survives kill -9 and power loss. Concurrent commits
-// share one fsync (Pebble's commit pipeline groups them).
+// The pieces, by file:
 //
-// All methods of DB are safe for concurrent use, except Load, which must run
-// once, before ingest starts.
+//   - db.go: opening, the format version, closing;
+//   - journal.go, replay.go, cut.go: the ingest journal (group-committed
+//     segments), Load's replay of it, and the cut that writes a sealed
+//     segment's records and the pipeline's totals and series;
+//   - records.go: scans of the stored records, as bytes;
+//   - series.go, series_append.go, series_read.go, window.go: the
+//     time-series store (storage.Storage): the label index, appends of
+//     samples and increments, reads, and the chunk encoding of a window;
+//   - rollup.go, pushdown.go: the window bases, summaries and daily rollup
+//     written with the data, and the reads that use them;
+//   - retention.go, audit.go, snapshot.go, costs.go, metadata.go: the
+//     retention policy and its enforcement, the audit log, consistent
+//     copies, the cost models and family metadata.
+//
+// The key layout and every value encoding are documented in
+// docs/format.md and frozen by tests; the database carries a format
+// version key and refuses to open a version it does not know.
+//
+// Durability: CommitBatch, WriteCut and series commits write with Pebble's
+// Sync option (the journal with fdatasync), so a write that returned
+// survives kill -9 and power loss. Concurrent commits share one sync.
+//
+// All methods of DB and SeriesStore are safe for concurrent use, except
+// Load, which must run once, before the first CommitBatch.
+//
+// Locks, in the order they are taken (a lock is never taken while one
+// after it is held):
+//
+//	DB.retentionMu        one policy change at a time
+//	DB.cutMu              one cut or snapshot at a time
+//	journal.prepMu        the spare segment
+//	journal.mu            the segment being written
+//	SeriesStore.commitMu  one series commit at a time; guards every series' head
+//	SeriesStore.mu        the label index
+//	DB.auditMu            the audit chain
+//	DB.mu                 the journal checkpoint
+//
+// metadataStore.mu and querier.mu are leaves. A function that needs a
+// lock held says so in its name (…Locked) and its comment names the lock.
 package pebblestore

@@ -1,45 +1,84 @@
 package pebblestore
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"math"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
-	"github.com/prometheus/prometheus/util/annotations"
 )
 
-// SumPushdownLabel names the matcher with which a query asks the store to
+// The sum pushdown, both halves: the query API asks the store to rewrite
+// each query it runs (PushDown), which marks the selectors the store can
+// sum per group; Select finds the mark (splitPushdown) and answers with
+// the sums (sumSelect), or without it where the result would differ.
+
+// sumPushdownLabel names the matcher with which a query asks the store to
 // sum, per group, the increment series a selector matches, before the
-// engine applies rate() or increase() to them (see SumPushdownMatcher).
-const SumPushdownLabel = "__proxylens_sum__"
+// engine applies rate() or increase() to them (see PushDown).
+const sumPushdownLabel = "__proxylens_sum__"
 
 // maxPushdownPoints bounds the points a pushed-down sum holds (groups ×
 // window boundaries); beyond it the store answers series by series.
 const maxPushdownPoints = 20_000_000
 
-// SumPushdownMatcher returns the matcher that asks for the sum by (or
-// without) the grouping labels. The store only honours it where the result
-// is the same: see Select.
-func SumPushdownMatcher(without bool, grouping []string) *labels.Matcher {
+// PushDown rewrites every sum [by|without (…)] (rate|increase(sel[r])) of
+// expr so that the store sums the selected increment series per group
+// before the engine takes their rate: the engine then goes through one
+// series per group instead of every series, with the same result. It
+// marks each such selector with a matcher on sumPushdownLabel that
+// carries the grouping; Select honours the mark only where the result is
+// the same (see sumSelect). It reports whether it changed expr.
+func (s *SeriesStore) PushDown(expr parser.Expr) bool {
+	changed := false
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		agg, ok := n.(*parser.AggregateExpr)
+		if !ok || agg.Op != parser.SUM {
+			return nil
+		}
+		call, ok := unparen(agg.Expr).(*parser.Call)
+		if !ok || (call.Func.Name != "rate" && call.Func.Name != "increase") || len(call.Args) != 1 {
+			return nil
+		}
+		ms, ok := unparen(call.Args[0]).(*parser.MatrixSelector)
+		if !ok {
+			return nil
+		}
+		vs, ok := ms.VectorSelector.(*parser.VectorSelector)
+		if !ok || vs.Anchored || vs.Smoothed {
+			return nil
+		}
+		grouping := agg.Grouping
+		if !agg.Without {
+			grouping = slices.DeleteFunc(slices.Clone(grouping), func(l string) bool { return l == model.MetricNameLabel })
+		}
+		vs.LabelMatchers = append(vs.LabelMatchers, sumMatcher(agg.Without, grouping))
+		changed = true
+		return nil
+	})
+	return changed
+}
+
+// sumMatcher is the mark that asks for the sum by (or without) the
+// grouping labels; splitPushdown reads it back.
+func sumMatcher(without bool, grouping []string) *labels.Matcher {
 	b, _ := json.Marshal(grouping)
-	prefix := "by"
+	mark := "by"
 	if without {
-		prefix = "without"
+		mark = "without"
 	}
-	return labels.MustNewMatcher(labels.MatchEqual, SumPushdownLabel, prefix+string(b))
+	return labels.MustNewMatcher(labels.MatchEqual, sumPushdownLabel, mark+string(b))
+}
+
+func unparen(e parser.Expr) parser.Expr {
+	for p, ok := e.(*parser.ParenExpr); ok; p, ok = e.(*parser.ParenExpr) {
+		e = p.Expr
+	}
+	return e
 }
 
 type (
@@ -49,23 +88,20 @@ type (
 
 // WithRawData returns a context under which the store answers queries from
 // raw samples only, never from window summaries or the daily rollup, where
-// raw samples still exist (see the query API's max_source_resolution).
-func WithRawData(ctx context.Context) context.Context {
+// raw samples still exist (the query API's max_source_resolution=raw).
+func (s *SeriesStore) WithRawData(ctx context.Context) context.Context {
 	return context.WithValue(ctx, rawDataKey{}, true)
 }
 
-// RawData reports whether ctx asks for raw samples only.
-func RawData(ctx context.Context) bool {
+// rawData reports whether ctx asks for raw samples only.
+func rawData(ctx context.Context) bool {
 	raw, _ := ctx.Value(rawDataKey{}).(bool)
 	return raw
 }
 
-// SumPushdown reports that the store honours SumPushdownMatcher.
-func (s *SeriesStore) SumPushdown() bool { return true }
-
 // splitPushdown removes the pushdown matcher from ms and parses it.
 func splitPushdown(ms []*labels.Matcher) (rest []*labels.Matcher, without bool, grouping []string, ok bool) {
-	i := slices.IndexFunc(ms, func(m *labels.Matcher) bool { return m.Name == SumPushdownLabel })
+	i := slices.IndexFunc(ms, func(m *labels.Matcher) bool { return m.Name == sumPushdownLabel })
 	if i < 0 {
 		return ms, false, nil, false
 	}
@@ -157,17 +193,6 @@ func (q *querier) sumSelect(ctx context.Context, hints *storage.SelectHints, min
 	return set
 }
 
-// boundsIn returns the boundary points of hints in [mint, maxt].
-func boundsIn(hints *storage.SelectHints, mint, maxt int64) []int64 {
-	bounds := boundaryTimes(hints)
-	first, _ := slices.BinarySearch(bounds, mint)
-	last, found := slices.BinarySearch(bounds, maxt)
-	if found {
-		last++
-	}
-	return bounds[first:last]
-}
-
 // pointSelect answers a selector under rate(), increase() or delta() that
 // matches increment series only with each series' counter at the window
 // boundaries, read as sumSelect reads them: from the window summaries and
@@ -203,409 +228,3 @@ func (q *querier) pointSelect(ctx context.Context, hints *storage.SelectHints, m
 	}
 	return set
 }
-
-// boundaryTimes lists the window boundary points of hints in order (see
-// boundaries): e−range+1 and e for every evaluated window end e.
-func boundaryTimes(hints *storage.SelectHints) []int64 {
-	var out []int64
-	nextStart, nextEnd := hints.Start, hints.Start+hints.Range-1
-	for {
-		b := min(nextStart, nextEnd)
-		if b > hints.End {
-			return out
-		}
-		out = append(out, b)
-		if hints.Step <= 0 {
-			if nextStart <= b {
-				nextStart = math.MaxInt64
-			}
-			if nextEnd <= b {
-				nextEnd = math.MaxInt64
-			}
-			continue
-		}
-		for nextStart <= b {
-			nextStart += hints.Step
-		}
-		for nextEnd <= b {
-			nextEnd += hints.Step
-		}
-	}
-}
-
-// sumGroups adds up, per group and boundary, the counters of the series,
-// reading the series on as many goroutines as there are CPUs. present
-// reports the groups with at least one series with samples in range.
-func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []int, nGroups int, bounds []int64, mint, maxt int64) ([][]float64, []bool, error) {
-	workers := min(runtime.GOMAXPROCS(0), len(series))
-	type partial struct {
-		sums    [][]float64
-		present []bool
-		err     error
-	}
-	parts := make([]partial, workers)
-	// Each worker reads a run of series in id order, which is key order:
-	// one Pebble iterator moves forward through its part of the key space.
-	order := make([]int, len(series))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(series[a].id, series[b].id) })
-	raw := RawData(ctx)
-	grids := map[int64]bool{}
-	for _, res := range summaryLevels {
-		grids[res] = onGrid(bounds, math.MaxInt64, res) && !raw
-	}
-	days := onGrid(bounds, math.MaxInt64, dayMs) && !raw
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			p := &parts[w]
-			p.sums = make([][]float64, nGroups)
-			p.present = make([]bool, nGroups)
-			r := counterReader{onGrid: grids, days: days, raw: raw}
-			defer r.close()
-			for _, i := range order[w*len(order)/workers : (w+1)*len(order)/workers] {
-				if i%64 == 0 {
-					if err := ctx.Err(); err != nil {
-						p.err = err
-						return
-					}
-				}
-				g := groupOf[i]
-				if p.sums[g] == nil {
-					p.sums[g] = make([]float64, len(bounds))
-				}
-				ok, err := r.add(q, series[i].id, mint, maxt, bounds, p.sums[g])
-				if err != nil {
-					p.err = fmt.Errorf("series %s: %w", series[i].lset, err)
-					return
-				}
-				p.present[g] = p.present[g] || ok
-			}
-		})
-	}
-	wg.Wait()
-	sums, present := parts[0].sums, parts[0].present
-	for _, p := range parts {
-		if p.err != nil {
-			return nil, nil, p.err
-		}
-	}
-	for _, p := range parts[1:] {
-		for g := range nGroups {
-			present[g] = present[g] || p.present[g]
-			switch {
-			case p.sums[g] == nil:
-			case sums[g] == nil:
-				sums[g] = p.sums[g]
-			default:
-				for i, v := range p.sums[g] {
-					sums[g][i] += v
-				}
-			}
-		}
-	}
-	return sums, present, nil
-}
-
-// counterReader reads increment series as counters at given times.
-type counterReader struct {
-	onGrid                           map[int64]bool // summary resolutions on whose grid every bound lies
-	days                             bool           // every bound lies on the daily rollup's grid
-	raw                              bool           // raw windows only (WithRawData)
-	iter, sumIter, baseIter, dayIter *pebble.Iterator
-	chunks                           []timedChunk
-	sums                             []summary
-	it                               chunkenc.Iterator
-
-	// The series being read.
-	bounds  []int64
-	acc     []float64
-	bi      int     // the next boundary
-	counter float64 // the counter so far
-}
-
-func (r *counterReader) close() {
-	for _, it := range []*pebble.Iterator{r.iter, r.sumIter, r.baseIter, r.dayIter} {
-		if it != nil {
-			_ = it.Close()
-		}
-	}
-}
-
-// add adds the counter of series id at each of bounds (the sum of its
-// increments up to and including that time) to acc. It reads the windows
-// from the one holding mint to the one holding the last bound, and reports
-// whether the series has any there (else it adds nothing).
-func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []int64, acc []float64) (bool, error) {
-	last := min(maxt, bounds[len(bounds)-1])
-	if r.days {
-		return r.addDays(q, id, mint, last, bounds, acc)
-	}
-	first, lastW := windowOf(max(mint, math.MinInt64+windowMs)), windowOf(min(last, math.MaxInt64-windowMs))
-	wb, found, err := r.firstBase(q, id, first, lastW)
-	if err != nil || !found {
-		return false, err
-	}
-	r.counter, r.bi = wb.base, 0
-	r.acc, r.bounds = acc, bounds
-	// Closed windows from their summaries, where the boundaries allow;
-	// every closed window of an increment series has them.
-	raw := first
-	if q.s.summarized() {
-		it, err := r.open(q, &r.sumIter, summaryKey(id, first), summaryKey(id, lastW+windowMs))
-		if err != nil {
-			return false, err
-		}
-		for valid := it.First(); valid; valid = it.Next() {
-			w := periodFromKey(it.Key())
-			v, err := it.ValueAndErr()
-			if err == nil {
-				r.sums, err = decodeSummaries(v, r.sums[:0])
-			}
-			if err != nil {
-				return false, err
-			}
-			r.chunks = r.chunks[:0]
-			for i := len(r.sums) - 1; i >= 0 && !r.raw; i-- {
-				if res := r.sums[i].res; r.onGrid[res] || onGrid(bounds[r.bi:], w+windowMs, res) {
-					r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
-					break
-				}
-			}
-			if len(r.chunks) == 0 { // the raw increments of this window
-				v, closer, err := q.snap.Get(chunkKey(id, w))
-				if errors.Is(err, pebble.ErrNotFound) && len(r.sums) > 0 {
-					// Retention removed them: the finest summary left
-					// is the best answer there is.
-					r.chunks = append(r.chunks, timedChunk{c: r.sums[0].c})
-					if err := r.read(); err != nil {
-						return false, err
-					}
-					if r.bi == len(bounds) {
-						return true, nil
-					}
-					raw = w + windowMs
-					continue
-				}
-				if err != nil {
-					return false, fmt.Errorf("window %d: %w", w, err)
-				}
-				r.chunks, err = decodeWindow(v, r.chunks)
-				if err == nil {
-					err = r.read()
-				}
-				_ = closer.Close()
-				if err != nil {
-					return false, err
-				}
-			} else if err := r.read(); err != nil {
-				return false, err
-			}
-			if r.bi == len(bounds) {
-				return true, nil
-			}
-			raw = w + windowMs
-		}
-		if err := it.Error(); err != nil {
-			return false, err
-		}
-	}
-	// The windows without summaries: the newest (or all, where increments
-	// are not finer than a minute).
-	it, err := r.open(q, &r.iter, chunkKey(id, raw), chunkKey(id, lastW+windowMs))
-	if err != nil {
-		return false, err
-	}
-	for valid := it.First(); valid && r.bi < len(bounds); valid = it.Next() {
-		v, err := it.ValueAndErr()
-		if err == nil {
-			r.chunks, err = decodeWindow(v, r.chunks[:0])
-		}
-		if err == nil {
-			err = r.read()
-		}
-		if err != nil {
-			return false, err
-		}
-	}
-	if err := it.Error(); err != nil {
-		return false, err
-	}
-	for ; r.bi < len(bounds); r.bi++ {
-		acc[r.bi] += r.counter
-	}
-	return true, nil
-}
-
-// addDays is add from the daily rollup, for bounds on its grid: a key per
-// day with increments, (base, total), where the day's increments count at
-// its end.
-func (r *counterReader) addDays(q *querier, id uint64, mint, last int64, bounds []int64, acc []float64) (bool, error) {
-	lower := dayLevel.periodKey(id, dayOf(max(mint, math.MinInt64+dayMs)))
-	upper := dayLevel.periodKey(id, dayOf(min(last, math.MaxInt64-2*dayMs))+dayMs)
-	it, err := r.open(q, &r.dayIter, lower, upper)
-	if err != nil {
-		return false, err
-	}
-	bi, found := 0, false
-	var counter float64
-	for valid := it.First(); valid && bi < len(bounds); valid = it.Next() {
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return false, err
-		}
-		wb, err := decodeBase(v)
-		if err != nil {
-			return false, err
-		}
-		if !found {
-			counter, found = wb.base, true
-		}
-		for end := periodFromKey(it.Key()) + dayMs; bi < len(bounds) && bounds[bi] < end; bi++ {
-			acc[bi] += counter
-		}
-		counter += wb.total
-	}
-	if err := it.Error(); err != nil || !found {
-		return false, err
-	}
-	for ; bi < len(bounds); bi++ {
-		acc[bi] += counter
-	}
-	return true, nil
-}
-
-// firstBase returns the base of the series' first window in [first, last]
-// (found false: no window there).
-func (r *counterReader) firstBase(q *querier, id uint64, first, last int64) (windowBase, bool, error) {
-	it, err := r.open(q, &r.baseIter, baseKey(id, first), baseKey(id, last+windowMs))
-	if err != nil {
-		return windowBase{}, false, err
-	}
-	if !it.First() {
-		return windowBase{}, false, it.Error()
-	}
-	v, err := it.ValueAndErr()
-	if err != nil {
-		return windowBase{}, false, err
-	}
-	wb, err := decodeBase(v)
-	return wb, err == nil, err
-}
-
-// open returns *it, created or reused, bounded to [lower, upper).
-func (r *counterReader) open(q *querier, it **pebble.Iterator, lower, upper []byte) (*pebble.Iterator, error) {
-	if *it == nil {
-		var err error
-		*it, err = q.snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-		return *it, err
-	}
-	(*it).SetBounds(lower, upper)
-	return *it, nil
-}
-
-// read adds r.chunks' increments to the counter, adding the counter to the
-// accumulator at every boundary it passes.
-func (r *counterReader) read() error {
-	bounds, acc := r.bounds, r.acc
-	for _, c := range r.chunks {
-		r.it = c.c.Iterator(r.it)
-		for r.it.Next() == chunkenc.ValFloat {
-			t, f := r.it.At()
-			for r.bi < len(bounds) && bounds[r.bi] < t {
-				acc[r.bi] += r.counter
-				r.bi++
-			}
-			if r.bi == len(bounds) {
-				return nil
-			}
-			r.counter += f
-		}
-		if err := r.it.Err(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// onGrid reports whether every bound before end lies on a multiple of res
-// or just after one (e − range + 1 for e on the grid): there, a summary of
-// the increments per res gives the same counters as the increments.
-func onGrid(bounds []int64, end, res int64) bool {
-	for _, b := range bounds {
-		if b >= end {
-			break
-		}
-		if m := b % res; m != 0 && m != 1 && m != 1-res {
-			return false
-		}
-	}
-	return true
-}
-
-// pointSeriesSet is a set of series held as points.
-type pointSeriesSet struct {
-	series []*pointSeries
-	i      int
-}
-
-func (s *pointSeriesSet) Next() bool                        { s.i++; return s.i < len(s.series) }
-func (s *pointSeriesSet) At() storage.Series                { return s.series[s.i] }
-func (s *pointSeriesSet) Err() error                        { return nil }
-func (s *pointSeriesSet) Warnings() annotations.Annotations { return nil }
-
-type pointSeries struct {
-	lset labels.Labels
-	t    []int64
-	f    []float64
-}
-
-func (s *pointSeries) Labels() labels.Labels { return s.lset }
-
-func (s *pointSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
-	if pi, ok := it.(*pointIterator); ok {
-		*pi = pointIterator{s: s, i: -1}
-		return pi
-	}
-	return &pointIterator{s: s, i: -1}
-}
-
-type pointIterator struct {
-	s *pointSeries
-	i int
-}
-
-func (p *pointIterator) Next() chunkenc.ValueType {
-	if p.i+1 >= len(p.s.t) {
-		p.i = len(p.s.t)
-		return chunkenc.ValNone
-	}
-	p.i++
-	return chunkenc.ValFloat
-}
-
-func (p *pointIterator) Seek(t int64) chunkenc.ValueType {
-	if p.i < 0 {
-		p.i = 0
-	}
-	j, _ := slices.BinarySearch(p.s.t[p.i:], t)
-	p.i += j
-	if p.i >= len(p.s.t) {
-		return chunkenc.ValNone
-	}
-	return chunkenc.ValFloat
-}
-
-func (p *pointIterator) At() (int64, float64) { return p.s.t[p.i], p.s.f[p.i] }
-func (p *pointIterator) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
-	return p.s.t[p.i], nil
-}
-
-func (p *pointIterator) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
-	return p.s.t[p.i], nil
-}
-func (p *pointIterator) AtT() int64  { return p.s.t[p.i] }
-func (p *pointIterator) AtST() int64 { return 0 }
-func (p *pointIterator) Err() error  { return nil }

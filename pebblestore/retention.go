@@ -231,7 +231,7 @@ func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.T
 		return e, err
 	}
 	d.auditMu.Lock()
-	err := d.auditRetention(b, time.UnixMilli(e.AuditBefore))
+	err := d.auditRetentionLocked(b, time.UnixMilli(e.AuditBefore))
 	if err == nil {
 		err = b.Commit(pebble.Sync)
 	}

@@ -116,7 +116,7 @@ func TestRetentionEnforcement(t *testing.T) {
 		return runQuery(t, engine, s, context.Background(), `sum by (source) (increase(proxy_requests_total[1h]))`, ms(from), ms(now), time.Hour)
 	}
 	fine := func(from, to time.Time) promql.Matrix {
-		return runQuery(t, engine, s, pebblestore.WithRawData(context.Background()), `sum(rate(proxy_requests_total[5m]))`, ms(from), ms(to), time.Minute)
+		return runQuery(t, engine, s, s.WithRawData(context.Background()), `sum(rate(proxy_requests_total[5m]))`, ms(from), ms(to), time.Minute)
 	}
 	gauges := func() promql.Matrix {
 		return runQuery(t, engine, s, context.Background(), `queue_depth`, ms(start), ms(now), time.Hour)

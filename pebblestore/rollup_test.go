@@ -100,7 +100,7 @@ func TestRollupsMatchRaw(t *testing.T) {
 	} {
 		want := runQuery(t, engine, s, pebblestore.IteratorOnly(context.Background()), tc.q, tc.from, tc.to, tc.step)
 		got := runQuery(t, engine, s, context.Background(), tc.q, tc.from, tc.to, tc.step)
-		raw := runQuery(t, engine, s, pebblestore.WithRawData(context.Background()), tc.q, tc.from, tc.to, tc.step)
+		raw := runQuery(t, engine, s, s.WithRawData(context.Background()), tc.q, tc.from, tc.to, tc.step)
 		require.NotEmpty(t, want, tc.q)
 		checked += requireSameResults(t, want, got, 1e-9, tc.q)
 		requireSameResults(t, want, raw, 1e-9, tc.q+" (raw)")

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -64,8 +65,8 @@ func fillFixture(t testing.TB, s storage.Appendable) {
 	require.NoError(t, app.Commit())
 }
 
-func fixtureMetadata() map[string][]promql.Metadata {
-	return map[string][]promql.Metadata{
+func fixtureMetadata() map[string][]metadata.Metadata {
+	return map[string][]metadata.Metadata{
 		"proxy_requests_total":             {{Type: "counter", Help: "Requests sent through proxies.", Unit: ""}},
 		"proxy_request_duration_seconds":   {{Type: "histogram", Help: "Latency of proxied requests.", Unit: "seconds"}},
 		"proxylens_ingest_spans_total":     {{Type: "counter", Help: "Spans accepted.", Unit: ""}},

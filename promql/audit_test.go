@@ -1,6 +1,7 @@
 package promql_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -25,7 +26,7 @@ func TestAuditHook(t *testing.T) {
 	var got []promql.Access
 	a := promql.New(promql.Config{}, s, promql.Options{
 		Metadata: fixtureMetadata,
-		Audit: func(r *http.Request, acc promql.Access) {
+		Audit: func(_ context.Context, acc promql.Access) {
 			mu.Lock()
 			got = append(got, acc)
 			mu.Unlock()

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -109,11 +109,15 @@ func (p *pooledZstd) Read(b []byte) (int, error) {
 	return n, err
 }
 
-var traceServiceDesc = grpc.ServiceDesc{
-	ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
-	HandlerType: (*any)(nil),
-	Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: nil}}, // set per server
-	Metadata:    "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+// exportService describes an OTLP collector service: its one method,
+// Export, is handled by handler.
+func exportService(signal string, handler grpc.MethodHandler) *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: "opentelemetry.proto.collector." + signal + ".v1." + strings.ToUpper(signal[:1]) + signal[1:] + "Service",
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Export", Handler: handler}},
+		Metadata:    "opentelemetry/proto/collector/" + signal + "/v1/" + signal + "_service.proto",
+	}
 }
 
 // The gRPC flow-control windows: per stream and per connection.
@@ -141,13 +145,9 @@ func (r *Receiver) newGRPCServer() *grpc.Server {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(r.cfg.TLS)))
 	}
 	srv := grpc.NewServer(opts...)
-	desc := traceServiceDesc
-	desc.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: r.grpcExport}}
-	srv.RegisterService(&desc, r)
-	if r.metrics != nil {
-		desc := metricsServiceDesc
-		desc.Methods = []grpc.MethodDesc{{MethodName: "Export", Handler: r.grpcExportMetrics}}
-		srv.RegisterService(&desc, r)
+	srv.RegisterService(exportService("trace", r.grpcHandler(r.traceSignal(transportGRPC))), r)
+	if r.series != nil {
+		srv.RegisterService(exportService("metrics", r.grpcHandler(metricsSignal(r.series))), r)
 	}
 	return srv
 }
@@ -169,37 +169,43 @@ func (r *Receiver) grpcAuthorize(ctx context.Context) error {
 	return nil
 }
 
-func (r *Receiver) grpcExport(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-	if err := r.grpcAuthorize(ctx); err != nil {
-		return nil, err
+// grpcHandler handles the Export calls of one signal: the request's bytes,
+// as they came, go to the signal's decoder.
+func (r *Receiver) grpcHandler(sig signal) grpc.MethodHandler {
+	return func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		if err := r.grpcAuthorize(ctx); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		var msg rawMessage
+		if err := dec(&msg); err != nil {
+			return nil, err
+		}
+		defer msg.buf.Free()
+		body := msg.buf.ReadOnlyData()
+		res, err := r.grpcHandle(ctx, body, sig)
+		if sig.done != nil {
+			sig.done(outcome(res, err), start)
+		}
+		if err != nil {
+			return nil, r.grpcStatus(err)
+		}
+		if res.rejected > 0 { // else the empty message
+			if msg.resp, err = sig.response(res).MarshalProto(); err != nil {
+				return nil, status.Error(codes.Internal, err.Error())
+			}
+		}
+		return &msg, nil
 	}
-	start := time.Now()
-	var msg rawMessage
-	if err := dec(&msg); err != nil {
-		return nil, err
-	}
-	defer msg.buf.Free()
-	body := msg.buf.ReadOnlyData()
-	res, err := r.grpcHandle(ctx, body)
-	r.m.requests[transportGRPC][outcome(res, err)].Inc()
-	r.m.duration[transportGRPC].UpdateDuration(start)
-	if err != nil {
-		return nil, r.grpcStatus(err)
-	}
-	msg.resp, err = responseProto(res)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return &msg, nil
 }
 
-func (r *Receiver) grpcHandle(ctx context.Context, body []byte) (exportResult, error) {
+func (r *Receiver) grpcHandle(ctx context.Context, body []byte, sig signal) (exportResult, error) {
 	n := int64(len(body))
-	if !r.acquire(n) {
+	if !r.budget.acquire(n) {
 		return exportResult{}, otelanalytics.ErrOverloaded
 	}
-	defer r.release(n)
-	return r.export(ctx, transportGRPC, body)
+	defer r.budget.release(n)
+	return sig.export(ctx, body)
 }
 
 // grpcStatus turns an export error into the status the OTLP specification
@@ -219,15 +225,4 @@ func (r *Receiver) grpcStatus(err error) error {
 		st = ds
 	}
 	return st.Err()
-}
-
-// responseProto encodes an ExportTraceServiceResponse.
-func responseProto(res exportResult) ([]byte, error) {
-	if res.rejected == 0 {
-		return nil, nil // the empty message
-	}
-	resp := ptraceotlp.NewExportResponse()
-	resp.PartialSuccess().SetRejectedSpans(res.rejected)
-	resp.PartialSuccess().SetErrorMessage(res.message)
-	return resp.MarshalProto()
 }

@@ -84,15 +84,16 @@ var (
 )
 
 // Receiver serves OTLP trace exports, and metrics exports when given a
-// MetricsConsumer.
+// SeriesWriter.
 type Receiver struct {
 	cfg      Config
 	mapper   *otelanalytics.Mapper
 	consumer Consumer
-	metrics  MetricsConsumer // nil: metrics are not served
+	series   *SeriesWriter // nil: metrics are not served
 	log      *slog.Logger
 
-	inflight atomic.Int64 // request bytes held
+	budget   budget // request bytes held
+	http     httpExports
 	decoders sync.Pool
 
 	mu       sync.Mutex
@@ -140,7 +141,8 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 		log = slog.New(slog.DiscardHandler)
 	}
 	reg = selfmetrics.OrNew(reg)
-	r := &Receiver{cfg: cfg, mapper: mapper, consumer: consumer, log: log}
+	r := &Receiver{cfg: cfg, mapper: mapper, consumer: consumer, log: log, budget: budget{max: cfg.MaxInflightBytes}}
+	r.http = httpExports{limit: cfg.MaxRequestBytes, retryAfter: cfg.RetryAfter, budget: &r.budget}
 	r.decoders.New = func() any { return &decoder{m: mapper} }
 	r.m.refused = func(reason string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_spans_refused_total{reason=%q}`, reason),
@@ -169,15 +171,15 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 	r.m.refused("overloaded")
 	r.m.refused("unavailable")
 	reg.Gauge("proxylens_inflight_request_bytes", "OTLP request bytes being handled right now.", func() float64 {
-		return float64(r.inflight.Load())
+		return float64(r.budget.inflight.Load())
 	})
 	return r, nil
 }
 
 // ServeMetricsTo makes the receiver serve OTLP metrics too (gRPC
-// MetricsService/Export, HTTP POST /v1/metrics), handing them to c. Call
-// it before Start.
-func (r *Receiver) ServeMetricsTo(c MetricsConsumer) { r.metrics = c }
+// MetricsService/Export, HTTP POST /v1/metrics), written as series by w.
+// Call it before Start.
+func (r *Receiver) ServeMetricsTo(w *SeriesWriter) { r.series = w }
 
 // Start listens on the configured addresses and serves in the background.
 // If it fails halfway, everything started is stopped again.
@@ -271,21 +273,35 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// acquire reserves n request bytes; it fails when the in-flight bound would
-// be passed, unless nothing else is in flight.
-func (r *Receiver) acquire(n int64) bool {
+// budget bounds the request bytes held at once. A nil budget bounds
+// nothing.
+type budget struct {
+	inflight atomic.Int64
+	max      int64
+}
+
+// acquire reserves n request bytes; it fails when the bound would be
+// passed, unless nothing else is in flight.
+func (b *budget) acquire(n int64) bool {
+	if b == nil {
+		return true
+	}
 	for {
-		cur := r.inflight.Load()
-		if cur > 0 && cur+n > r.cfg.MaxInflightBytes {
+		cur := b.inflight.Load()
+		if cur > 0 && cur+n > b.max {
 			return false
 		}
-		if r.inflight.CompareAndSwap(cur, cur+n) {
+		if b.inflight.CompareAndSwap(cur, cur+n) {
 			return true
 		}
 	}
 }
 
-func (r *Receiver) release(n int64) { r.inflight.Add(-n) }
+func (b *budget) release(n int64) {
+	if b != nil {
+		b.inflight.Add(-n)
+	}
+}
 
 // exportResult is what a successful export answers.
 type exportResult struct {
@@ -293,8 +309,8 @@ type exportResult struct {
 	message  string
 }
 
-// export maps and consumes one protobuf-encoded request. body must have
-// been reserved with acquire by the caller.
+// export maps and consumes one protobuf-encoded trace request. body must
+// have been reserved from the budget by the caller.
 func (r *Receiver) export(ctx context.Context, transport int, body []byte) (exportResult, error) {
 	d := r.decoders.Get().(*decoder)
 	defer func() {

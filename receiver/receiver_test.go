@@ -620,7 +620,7 @@ func TestHTTPStatuses(t *testing.T) {
 			require.Equal(t, before, s.requests(), "a refused request counts nothing")
 		})
 	}
-	require.Zero(t, s.rcv.inflight.Load(), "every request released its in-flight bytes")
+	require.Zero(t, s.rcv.budget.inflight.Load(), "every request released its in-flight bytes")
 }
 
 // TestHTTPZstdLimits checks the size limit on zstd bodies: a body above it
@@ -701,7 +701,7 @@ func TestHTTPBombStopsAtLimit(t *testing.T) {
 			require.Less(t, body.n.Load(), int64(len(b)/10), "the handler stopped reading the %d-byte bomb early", len(b))
 		})
 	}
-	require.Zero(t, rcv.inflight.Load())
+	require.Zero(t, rcv.budget.inflight.Load())
 }
 
 // TestHTTPPartialSuccess sends spans some of which cannot be mapped: the
@@ -890,7 +890,7 @@ func TestGRPCExport(t *testing.T) {
 
 	require.EqualValues(t, 1, s.counter(`proxylens_otlp_requests_total{transport="grpc",outcome="partial"}`))
 	require.EqualValues(t, 3, s.counter(`proxylens_otlp_requests_total{transport="grpc",outcome="malformed"}`))
-	require.Zero(t, s.rcv.inflight.Load())
+	require.Zero(t, s.rcv.budget.inflight.Load())
 }
 
 // failingConsumer refuses every batch with err.
@@ -1045,7 +1045,7 @@ func TestInflightBytesBound(t *testing.T) {
 				done := make(chan result, 1)
 				go func() { done <- hold[first](s, t.Context()) }()
 				require.Equal(t, 8, <-c.entered, "the first request is inside the consumer")
-				require.Positive(t, s.rcv.inflight.Load())
+				require.Positive(t, s.rcv.budget.inflight.Load())
 
 				switch second {
 				case "http":
@@ -1062,7 +1062,7 @@ func TestInflightBytesBound(t *testing.T) {
 				if first == "http" {
 					require.Equal(t, http.StatusOK, res.code)
 				}
-				require.Zero(t, s.rcv.inflight.Load())
+				require.Zero(t, s.rcv.budget.inflight.Load())
 
 				// With the first request gone, both transports are served again.
 				require.Equal(t, http.StatusOK, s.post(t, contentProtobuf, "", body).code)

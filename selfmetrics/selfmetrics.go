@@ -15,6 +15,7 @@ package selfmetrics
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/storage"
 )
 
 // Registry is a set of self-metrics with their help texts.
@@ -117,4 +121,94 @@ func (r *Registry) Help(family string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.help[family]
+}
+
+// Metadata describes the self-metrics for the query API's
+// /api/v1/metadata: their types and help texts, and the unit their names
+// end with, as Prometheus reads units from names.
+func (r *Registry) Metadata() (map[string]metadata.Metadata, error) {
+	mfs, err := r.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]metadata.Metadata, len(mfs))
+	for _, mf := range mfs {
+		out[mf.GetName()] = metadata.Metadata{
+			Type: model.MetricType(strings.ToLower(mf.GetType().String())),
+			Help: mf.GetHelp(),
+			Unit: unitOf(mf.GetName()),
+		}
+	}
+	return out, nil
+}
+
+// unitOf returns the unit a metric's name ends with.
+func unitOf(name string) string {
+	name = strings.TrimSuffix(name, "_total")
+	for _, u := range []string{"seconds", "bytes"} {
+		if strings.HasSuffix(name, "_"+u) {
+			return u
+		}
+	}
+	return ""
+}
+
+// AppendTo appends one sample of every self-metric at t (Unix ms) to app,
+// so that proxylens' health can be graphed from the same data source as
+// the traffic: counters and gauges as they are, histograms as classic
+// _bucket, _sum and _count series.
+func (r *Registry) AppendTo(app storage.Appender, t int64) error {
+	mfs, err := r.Gather()
+	if err != nil {
+		return err
+	}
+	var b labels.ScratchBuilder
+	add := func(name string, m *dto.Metric, v float64, extra ...string) error {
+		b.Reset()
+		b.Add(model.MetricNameLabel, name)
+		for _, lp := range m.GetLabel() {
+			b.Add(lp.GetName(), lp.GetValue())
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			b.Add(extra[i], extra[i+1])
+		}
+		b.Sort()
+		_, err := app.Append(0, b.Labels(), t, v)
+		return err
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		for _, m := range mf.GetMetric() {
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				err = add(name, m, m.GetCounter().GetValue())
+			case dto.MetricType_GAUGE:
+				err = add(name, m, m.GetGauge().GetValue())
+			case dto.MetricType_UNTYPED:
+				err = add(name, m, m.GetUntyped().GetValue())
+			case dto.MetricType_HISTOGRAM:
+				h := m.GetHistogram()
+				inf := false
+				for _, bk := range h.GetBucket() {
+					inf = math.IsInf(bk.GetUpperBound(), 1)
+					if err = add(name+"_bucket", m, float64(bk.GetCumulativeCount()), model.BucketLabel, labels.FormatOpenMetricsFloat(bk.GetUpperBound())); err != nil {
+						break
+					}
+				}
+				if err == nil && !inf {
+					err = add(name+"_bucket", m, float64(h.GetSampleCount()), model.BucketLabel, "+Inf")
+				}
+				if err == nil {
+					err = add(name+"_sum", m, h.GetSampleSum())
+				}
+				if err == nil {
+					err = add(name+"_count", m, float64(h.GetSampleCount()))
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

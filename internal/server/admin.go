@@ -476,14 +476,15 @@ func (h *adminHandler) verifyAudit(w http.ResponseWriter, _ *http.Request) {
 // auditAccess appends an entry for an answered query or lookup. Entries of
 // reads are not synced one by one: a crash may lose the newest (the chain
 // stays whole); changes are synced.
-func (s *Server) auditAccess(r *http.Request, a promql.Access) {
+func (s *Server) auditAccess(ctx context.Context, a promql.Access) {
 	user := "anonymous"
-	if id, ok := identityOf(r); ok {
+	if id, ok := identityFrom(ctx); ok {
 		user = id.name
 	}
+	rq := requesterFrom(ctx)
 	e := pebblestore.AuditEntry{
 		Time: s.opts.Now(), User: user, Action: a.Action, Resource: a.Query, Start: a.Start, End: a.End,
-		ClientIP: clientIP(r), UserAgent: r.UserAgent(), Results: int64(a.Results),
+		ClientIP: rq.clientIP, UserAgent: rq.userAgent, Results: int64(a.Results),
 		Duration: a.Took.Seconds(), Success: a.Err == "", Error: a.Err,
 	}
 	if err := s.store.AuditRead(e); err != nil {

@@ -112,9 +112,38 @@ type identity struct {
 
 type identityKey struct{}
 
-func identityOf(r *http.Request) (identity, bool) {
-	id, ok := r.Context().Value(identityKey{}).(identity)
+func identityOf(r *http.Request) (identity, bool) { return identityFrom(r.Context()) }
+
+// identityFrom returns the identity ctx carries: the authenticated caller
+// of an HTTP request, or the user on whose behalf proxylens itself works
+// (an export job's owner).
+func identityFrom(ctx context.Context) (identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(identity)
 	return id, ok
+}
+
+func withIdentity(ctx context.Context, id identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// requester is where an HTTP request came from, for the audit log.
+type requester struct{ clientIP, userAgent string }
+
+type requesterKey struct{}
+
+// withRequester puts every request's client address and user agent in
+// its context, so that what audits it deeper down (the query API's hook)
+// needs only the context.
+func withRequester(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rq := requester{clientIP: clientIP(r), userAgent: r.UserAgent()}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requesterKey{}, rq)))
+	})
+}
+
+func requesterFrom(ctx context.Context) requester {
+	rq, _ := ctx.Value(requesterKey{}).(requester)
+	return rq
 }
 
 // authenticator checks the credentials of every HTTP request but the
@@ -245,7 +274,7 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 			writeAdminError(w, http.StatusForbidden, "forbidden", fmt.Errorf("%s (%s) may not use %s: it needs the %s role", id.name, id.role, r.URL.Path, need))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		next.ServeHTTP(w, r.WithContext(withIdentity(r.Context(), id)))
 	})
 }
 

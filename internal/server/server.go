@@ -66,7 +66,7 @@ type Server struct {
 	pipeline *otelanalytics.Pipeline
 	recv     *receiver.Receiver
 	api      *promql.API
-	writer   *promql.Writer
+	series   *receiver.SeriesWriter
 	meters   *sdkmetric.MeterProvider
 	stopSelf context.CancelFunc
 	selfDone chan struct{}
@@ -175,15 +175,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.api = promql.New(s.cfg.Query, s.store.Series(), promql.Options{
 		Metadata:   s.metadata,
-		BuildInfo:  buildInfo(),
+		BuildInfo:  promql.BuildInfo{Version: Version},
 		Logger:     s.log,
 		Registerer: s.promReg,
 		Now:        s.opts.Now,
 		Audit:      s.auditAccess,
 	})
-	s.writer = promql.NewWriter(s.store.Series(), promql.WriterOptions{
+	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
 		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
-		SetMetadata:     s.setMetadata,
+		SetMetadata:     s.store.Series().SetMetadata,
 		Metrics:         s.self,
 		Logger:          s.log,
 		Now:             s.opts.Now,
@@ -228,7 +228,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.recv.ServeMetricsTo(otlpMetrics{s.writer})
+	s.recv.ServeMetricsTo(s.series)
 	if err := s.recv.Start(ctx); err != nil {
 		return err
 	}
@@ -288,7 +288,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}))
 	s.api.Register(mux)
-	s.writer.Register(mux)
+	s.series.Register(mux)
 	var token *[sha256.Size]byte
 	if s.cfg.AdminTokenFile != "" {
 		t, err := readAdminToken(s.cfg.AdminTokenFile)
@@ -336,7 +336,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		_, _ = w.Write([]byte("proxylens is ready.\n"))
 	})
 	s.httpSrv = &http.Server{
-		Handler:           handler,
+		Handler:           withRequester(handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

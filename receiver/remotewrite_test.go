@@ -1,4 +1,4 @@
-package promql_test
+package receiver_test
 
 import (
 	"bytes"
@@ -31,7 +31,11 @@ import (
 
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
+	"github.com/proxylens/proxylens/receiver"
 )
+
+// t0 is where the written histories start.
+var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
 // writeServer serves the query API and the write endpoints over a fresh
 // store; now is the writer's clock.
@@ -43,25 +47,22 @@ type writeServer struct {
 
 func startWriteServer(t *testing.T, now time.Time) writeServer {
 	t.Helper()
-	s := openStore(t)
-	meta := func() map[string][]promql.Metadata {
-		out := map[string][]promql.Metadata{}
+	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, db.Close()) })
+	s := db.Series()
+	meta := func() map[string][]metadata.Metadata {
+		out := map[string][]metadata.Metadata{}
 		for n, md := range s.Metadata() {
-			out[n] = []promql.Metadata{{Type: string(md.Type), Help: md.Help, Unit: md.Unit}}
+			out[n] = []metadata.Metadata{md}
 		}
 		return out
 	}
 	a := promql.New(promql.Config{}, s, promql.Options{Metadata: meta, Now: func() time.Time { return now }})
 	t.Cleanup(func() { require.NoError(t, a.Close()) })
-	w := promql.NewWriter(s, promql.WriterOptions{
-		Now: func() time.Time { return now },
-		SetMetadata: func(mds map[string]promql.Metadata) error {
-			conv := map[string]metadata.Metadata{}
-			for n, md := range mds {
-				conv[n] = metadata.Metadata{Type: model.MetricType(md.Type), Help: md.Help, Unit: md.Unit}
-			}
-			return s.SetMetadata(conv)
-		},
+	w := receiver.NewSeriesWriter(s, receiver.SeriesWriterOptions{
+		Now:         func() time.Time { return now },
+		SetMetadata: s.SetMetadata,
 	})
 	mux := http.NewServeMux()
 	a.Register(mux)

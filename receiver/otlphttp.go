@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -24,6 +25,10 @@ import (
 
 	"github.com/proxylens/proxylens/otelanalytics"
 )
+
+// OTLP/HTTP: POST /v1/traces and /v1/metrics on the receiver's listener,
+// and Prometheus' path for OTLP metrics on the query API's
+// (SeriesWriter.Register). Every signal is served by httpExports.serve.
 
 const (
 	contentProtobuf = "application/x-protobuf"
@@ -38,7 +43,7 @@ type httpServer struct {
 func newHTTPServer(r *Receiver, ln net.Listener) *httpServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/traces", r.ServeTraces)
-	if r.metrics != nil {
+	if r.series != nil {
 		mux.HandleFunc("/v1/metrics", r.ServeMetrics)
 	}
 	var h http.Handler = mux
@@ -66,6 +71,105 @@ func newHTTPServer(r *Receiver, ln net.Listener) *httpServer {
 	return &httpServer{srv: srv, ln: ln}
 }
 
+// signal is what differs between the OTLP signals served: traces, mapped
+// to records, and metrics, written as series.
+type signal struct {
+	// fromJSON re-encodes an OTLP/JSON export request as protobuf.
+	fromJSON func(body []byte) ([]byte, error)
+	// export handles one protobuf export request.
+	export func(ctx context.Context, body []byte) (exportResult, error)
+	// response is the export response for res (its partial success).
+	response func(res exportResult) marshaler
+	// done, if set, is told of every request's outcome and start.
+	done func(outcome string, start time.Time)
+}
+
+// marshaler is an OTLP export response.
+type marshaler interface {
+	MarshalJSON() ([]byte, error)
+	MarshalProto() ([]byte, error)
+}
+
+// traceSignal is the trace signal over transport.
+func (r *Receiver) traceSignal(transport int) signal {
+	return signal{
+		fromJSON: func(body []byte) ([]byte, error) {
+			er := ptraceotlp.NewExportRequest()
+			if err := er.UnmarshalJSON(body); err != nil {
+				// The JSON parser's message quotes the body, which may hold
+				// credentials: keep only that it failed.
+				return nil, fmt.Errorf("%w: not a valid OTLP/JSON ExportTraceServiceRequest", errMalformed)
+			}
+			return er.MarshalProto()
+		},
+		export: func(ctx context.Context, body []byte) (exportResult, error) {
+			return r.export(ctx, transport, body)
+		},
+		response: func(res exportResult) marshaler {
+			resp := ptraceotlp.NewExportResponse()
+			if res.rejected > 0 {
+				resp.PartialSuccess().SetRejectedSpans(res.rejected)
+				resp.PartialSuccess().SetErrorMessage(res.message)
+			}
+			return resp
+		},
+		done: func(outcome string, start time.Time) {
+			r.m.requests[transport][outcome].Inc()
+			if !start.IsZero() {
+				r.m.duration[transport].UpdateDuration(start)
+			}
+		},
+	}
+}
+
+// metricsSignal is the metrics signal: OTLP metrics written as series by w.
+func metricsSignal(w *SeriesWriter) signal {
+	return signal{
+		fromJSON: func(body []byte) ([]byte, error) {
+			er := pmetricotlp.NewExportRequest()
+			if err := er.UnmarshalJSON(body); err != nil {
+				return nil, fmt.Errorf("%w: not a valid OTLP/JSON ExportMetricsServiceRequest", errMalformed)
+			}
+			return er.MarshalProto()
+		},
+		export: w.exportOTLP,
+		response: func(res exportResult) marshaler {
+			resp := pmetricotlp.NewExportResponse()
+			if res.rejected > 0 {
+				resp.PartialSuccess().SetRejectedDataPoints(res.rejected)
+				resp.PartialSuccess().SetErrorMessage(res.message)
+			}
+			return resp
+		},
+		// writeOTLP counts what reached it; a body refused before it is
+		// invalid (not a method or content type refused before reading).
+		done: func(outcome string, start time.Time) {
+			if outcome == "malformed" || outcome == "too_large" || (outcome == "unsupported" && !start.IsZero()) {
+				w.requests("otlp", "invalid").Inc()
+			}
+		},
+	}
+}
+
+// ServeTraces handles POST /v1/traces.
+func (r *Receiver) ServeTraces(w http.ResponseWriter, req *http.Request) {
+	r.http.serve(w, req, r.traceSignal(transportHTTP))
+}
+
+// ServeMetrics handles POST /v1/metrics.
+func (r *Receiver) ServeMetrics(w http.ResponseWriter, req *http.Request) {
+	r.http.serve(w, req, metricsSignal(r.series))
+}
+
+// httpExports serves OTLP/HTTP export requests as the OTLP specification
+// says: protobuf or JSON, gzip or zstd, status codes, partial success,
+// throttling with Retry-After.
+type httpExports struct {
+	limit      int64         // bytes of a request, decompressed
+	retryAfter time.Duration // suggested to throttled clients; 0: none
+	budget     *budget       // request bytes held at once; nil: no bound
+}
+
 var (
 	bufPool  = sync.Pool{New: func() any { return new([]byte) }}
 	gzipPool sync.Pool // *gzip.Reader
@@ -75,43 +179,60 @@ var (
 // maxPooledBuf is the largest request buffer kept for reuse.
 const maxPooledBuf = 4 << 20
 
-// ServeTraces handles POST /v1/traces.
-func (r *Receiver) ServeTraces(w http.ResponseWriter, req *http.Request) {
+// serve handles one export request of signal sig.
+func (h *httpExports) serve(w http.ResponseWriter, req *http.Request, sig signal) {
 	start := time.Now()
+	done := func(outcome string, start time.Time) {
+		if sig.done != nil {
+			sig.done(outcome, start)
+		}
+	}
 	if req.Method != http.MethodPost {
-		r.m.requests[transportHTTP]["unsupported"].Inc()
+		done("unsupported", time.Time{})
 		w.Header().Set("Allow", http.MethodPost)
 		writeStatus(w, "", http.StatusMethodNotAllowed, codes.Unimplemented, "method not allowed: OTLP/HTTP exports are POST requests", 0)
 		return
 	}
 	ctype, _, err := mime.ParseMediaType(req.Header.Get("Content-Type"))
 	if err != nil || (ctype != contentProtobuf && ctype != contentJSON) {
-		r.m.requests[transportHTTP]["unsupported"].Inc()
+		done("unsupported", time.Time{})
 		writeStatus(w, "", http.StatusUnsupportedMediaType, codes.InvalidArgument,
 			"unsupported content type: send application/x-protobuf or application/json", 0)
 		return
 	}
-	res, err := r.httpHandle(req, ctype)
-	r.m.requests[transportHTTP][outcome(res, err)].Inc()
-	r.m.duration[transportHTTP].UpdateDuration(start)
+	res, err := h.handle(req, ctype, sig)
+	done(outcome(res, err), start)
 	if err != nil {
-		r.writeError(w, ctype, err)
+		h.writeError(w, ctype, err)
 		return
 	}
-	resp := ptraceotlp.NewExportResponse()
-	if res.rejected > 0 {
-		resp.PartialSuccess().SetRejectedSpans(res.rejected)
-		resp.PartialSuccess().SetErrorMessage(res.message)
-	}
-	writeResponse(w, ctype, resp)
+	writeResponse(w, ctype, sig.response(res))
 }
 
-// writeResponse writes an OTLP export response (traces or metrics) with
-// 200, in the request's encoding.
-func writeResponse(w http.ResponseWriter, ctype string, resp interface {
-	MarshalJSON() ([]byte, error)
-	MarshalProto() ([]byte, error)
-}) {
+func (h *httpExports) handle(req *http.Request, ctype string, sig signal) (exportResult, error) {
+	bp := bufPool.Get().(*[]byte)
+	reserved := int64(0)
+	defer func() {
+		h.budget.release(reserved)
+		if cap(*bp) <= maxPooledBuf {
+			bufPool.Put(bp)
+		}
+	}()
+	body, err := h.readBody(req, bp, &reserved)
+	if err != nil {
+		return exportResult{}, err
+	}
+	if ctype == contentJSON {
+		if body, err = sig.fromJSON(body); err != nil {
+			return exportResult{}, err
+		}
+	}
+	return sig.export(req.Context(), body)
+}
+
+// writeResponse writes an OTLP export response with 200, in the
+// request's encoding.
+func writeResponse(w http.ResponseWriter, ctype string, resp marshaler) {
 	var body []byte
 	var err error
 	if ctype == contentJSON {
@@ -129,38 +250,11 @@ func writeResponse(w http.ResponseWriter, ctype string, resp interface {
 	_, _ = w.Write(body)
 }
 
-func (r *Receiver) httpHandle(req *http.Request, ctype string) (exportResult, error) {
-	bp := bufPool.Get().(*[]byte)
-	reserved := int64(0)
-	defer func() {
-		r.release(reserved)
-		if cap(*bp) <= maxPooledBuf {
-			bufPool.Put(bp)
-		}
-	}()
-	body, err := r.readBody(req, bp, &reserved)
-	if err != nil {
-		return exportResult{}, err
-	}
-	if ctype == contentJSON {
-		er := ptraceotlp.NewExportRequest()
-		if err := er.UnmarshalJSON(body); err != nil {
-			// The JSON parser's message quotes the body, which may hold
-			// credentials: keep only that it failed.
-			return exportResult{}, fmt.Errorf("%w: not a valid OTLP/JSON ExportTraceServiceRequest", errMalformed)
-		}
-		if body, err = er.MarshalProto(); err != nil {
-			return exportResult{}, fmt.Errorf("re-encode JSON request: %w", err)
-		}
-	}
-	return r.export(req.Context(), transportHTTP, body)
-}
-
 // readBody reads and decompresses the request body into *bp, reserving
 // in-flight bytes as the buffer grows and stopping at the size limit, so
 // that neither a large body nor a decompression bomb is read whole.
-func (r *Receiver) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]byte, error) {
-	limit := r.cfg.MaxRequestBytes
+func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]byte, error) {
+	limit := h.limit
 	var src io.Reader = req.Body
 	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
@@ -205,7 +299,7 @@ func (r *Receiver) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]b
 	if req.ContentLength > 0 && src == io.Reader(req.Body) && int64(cap(buf)) < req.ContentLength {
 		buf = make([]byte, 0, req.ContentLength+1) // +1 to see EOF without growing
 	}
-	if !r.acquire(int64(cap(buf))) {
+	if !h.budget.acquire(int64(cap(buf))) {
 		return nil, otelanalytics.ErrOverloaded
 	}
 	*reserved = int64(cap(buf))
@@ -215,7 +309,7 @@ func (r *Receiver) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]b
 			if newCap <= int64(cap(buf)) {
 				return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
 			}
-			if !r.acquire(newCap - *reserved) {
+			if !h.budget.acquire(newCap - *reserved) {
 				return nil, otelanalytics.ErrOverloaded
 			}
 			*reserved = newCap
@@ -246,7 +340,7 @@ func (r *Receiver) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]b
 }
 
 // writeError answers a failed export as the OTLP specification says.
-func (r *Receiver) writeError(w http.ResponseWriter, ctype string, err error) {
+func (h *httpExports) writeError(w http.ResponseWriter, ctype string, err error) {
 	switch {
 	case errors.Is(err, errMalformed):
 		writeStatus(w, ctype, http.StatusBadRequest, codes.InvalidArgument, err.Error(), 0)
@@ -254,10 +348,8 @@ func (r *Receiver) writeError(w http.ResponseWriter, ctype string, err error) {
 		writeStatus(w, ctype, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, err.Error(), 0)
 	case errors.Is(err, errUnsupported):
 		writeStatus(w, ctype, http.StatusUnsupportedMediaType, codes.InvalidArgument, err.Error(), 0)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		writeStatus(w, ctype, http.StatusServiceUnavailable, codes.Unavailable, err.Error(), r.cfg.RetryAfter)
-	default: // saturated, stopping, or the store failed: the client retries
-		writeStatus(w, ctype, http.StatusServiceUnavailable, codes.Unavailable, err.Error(), r.cfg.RetryAfter)
+	default: // saturated, stopping, canceled, or the store failed: the client retries
+		writeStatus(w, ctype, http.StatusServiceUnavailable, codes.Unavailable, err.Error(), h.retryAfter)
 	}
 }
 

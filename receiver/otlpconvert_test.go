@@ -1,11 +1,14 @@
-package promql
+package receiver
 
 import (
 	"math"
 	"sort"
+	"strconv"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -32,7 +35,7 @@ func converted(c *otlpConversion) []string {
 	return out
 }
 
-func formatValue(f float64) string { return string(appendFloat(nil, f)) }
+func formatValue(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
 
 func newMetrics(res map[string]string) (pmetric.Metrics, pmetric.MetricSlice) {
 	md := pmetric.NewMetrics()
@@ -178,10 +181,10 @@ func TestConvertOTLP(t *testing.T) {
 	require.NoError(t, eHist.Validate())
 	require.Equal(t, int64(1), conv.rejected)
 	require.Equal(t, []string{`invalid temporality and type combination for metric "jobs"`}, conv.errs)
-	require.Equal(t, Metadata{Type: "counter", Help: "Requests."}, conv.metadata["http_requests_total"])
-	require.Equal(t, Metadata{Type: "histogram", Unit: "milliseconds"}, conv.metadata["rpc_duration_milliseconds"])
-	require.Equal(t, Metadata{Type: "summary", Unit: "seconds"}, conv.metadata["latency_seconds"])
-	require.Equal(t, Metadata{Type: "gauge"}, conv.metadata["conns"])
+	require.Equal(t, metadata.Metadata{Type: "counter", Help: "Requests."}, conv.metadata["http_requests_total"])
+	require.Equal(t, metadata.Metadata{Type: "histogram", Unit: "milliseconds"}, conv.metadata["rpc_duration_milliseconds"])
+	require.Equal(t, metadata.Metadata{Type: "summary", Unit: "seconds"}, conv.metadata["latency_seconds"])
+	require.Equal(t, metadata.Metadata{Type: "gauge"}, conv.metadata["conns"])
 	require.NotContains(t, conv.metadata, "target_info", "no other resource attributes: no target_info")
 }
 
@@ -202,7 +205,7 @@ func TestConvertOTLPTargetInfo(t *testing.T) {
 	}
 	start := int64(tsNs / 1e6)
 	require.Equal(t, []int64{start, start + 150000, start + 300000, start + 360000}, info)
-	require.Equal(t, "gauge", conv.metadata["target_info"].Type)
+	require.Equal(t, model.MetricTypeGauge, conv.metadata["target_info"].Type)
 
 	// Without job or instance there is no target_info.
 	md, ms = newMetrics(map[string]string{"host.name": "h1"})

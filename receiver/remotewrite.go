@@ -1,7 +1,6 @@
-package promql
+package receiver
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,10 +14,9 @@ import (
 	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
-	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 
 	"github.com/proxylens/proxylens/selfmetrics"
 )
@@ -27,33 +25,34 @@ import (
 // Prometheus.
 const maxAhead = 10 * time.Minute
 
-// WriterOptions are a Writer's collaborators and limits.
-type WriterOptions struct {
+// SeriesWriterOptions are a SeriesWriter's collaborators and limits.
+type SeriesWriterOptions struct {
 	// MaxRequestBytes bounds a request after decompression. Default 64 MiB.
 	MaxRequestBytes int64
 	// SetMetadata records the metadata of written families (nil: dropped).
-	SetMetadata func(map[string]Metadata) error
+	SetMetadata func(map[string]metadata.Metadata) error
 	Metrics     *selfmetrics.Registry
 	Logger      *slog.Logger
 	Now         func() time.Time
 }
 
-// Writer takes series written from outside into the store: Prometheus
+// SeriesWriter takes series written from outside into the store: Prometheus
 // remote write 1.0 (POST /api/v1/write) and OTLP metrics (the OTLP
 // receiver's /v1/metrics and MetricsService/Export, and Prometheus' own
 // path POST /api/v1/otlp/v1/metrics).
 //
 // All methods are safe for concurrent use.
-type Writer struct {
+type SeriesWriter struct {
 	app  storage.AppendableV2
-	opts WriterOptions
+	opts SeriesWriterOptions
+	http httpExports // Prometheus' OTLP path
 
 	requests func(api, outcome string) *metrics.Counter
 	samples  func(api string) *metrics.Counter
 }
 
-// NewWriter returns a writer appending to app.
-func NewWriter(app storage.AppendableV2, opts WriterOptions) *Writer {
+// NewSeriesWriter returns a writer appending to app.
+func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *SeriesWriter {
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 64 << 20
 	}
@@ -64,7 +63,7 @@ func NewWriter(app storage.AppendableV2, opts WriterOptions) *Writer {
 		opts.Now = time.Now
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
-	w := &Writer{app: app, opts: opts}
+	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes}}
 	w.requests = func(api, outcome string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_write_requests_total{api=%q,outcome=%q}`, api, outcome),
 			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed).")
@@ -82,10 +81,11 @@ func NewWriter(app storage.AppendableV2, opts WriterOptions) *Writer {
 	return w
 }
 
-// Register adds the write endpoints to mux.
-func (w *Writer) Register(mux *http.ServeMux) {
+// Register adds the write endpoints to mux: remote write, and Prometheus'
+// path for OTLP metrics.
+func (w *SeriesWriter) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/write", w.ServeRemoteWrite)
-	mux.HandleFunc("POST /api/v1/otlp/v1/metrics", w.serveOTLP)
+	mux.HandleFunc("POST /api/v1/otlp/v1/metrics", w.ServeOTLP)
 }
 
 // errBadData marks a request refused as invalid: 400, not to be retried.
@@ -102,7 +102,7 @@ func isSampleError(err error) bool {
 // prometheus.WriteRequest (remote write 1.0). It is all or nothing, as in
 // Prometheus: any invalid series or sample refuses the whole request with
 // 400; success is 204.
-func (w *Writer) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request) {
+func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/x-protobuf" {
@@ -139,7 +139,7 @@ func (w *Writer) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request) {
 }
 
 // readLimited reads at most MaxRequestBytes of r's body.
-func (w *Writer) readLimited(r *http.Request) ([]byte, error) {
+func (w *SeriesWriter) readLimited(r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r.Body, w.opts.MaxRequestBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: read body: %w", errBadData, err)
@@ -150,7 +150,7 @@ func (w *Writer) readLimited(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-func (w *Writer) remoteWrite(r *http.Request) (int, error) {
+func (w *SeriesWriter) remoteWrite(r *http.Request) (int, error) {
 	compressed, err := w.readLimited(r)
 	if err != nil {
 		return 0, err
@@ -183,7 +183,7 @@ func (w *Writer) remoteWrite(r *http.Request) (int, error) {
 	return n, nil
 }
 
-func (w *Writer) appendRemoteWrite(app storage.AppenderV2, req *prompb.WriteRequest) (int, error) {
+func (w *SeriesWriter) appendRemoteWrite(app storage.AppenderV2, req *prompb.WriteRequest) (int, error) {
 	var b labels.ScratchBuilder
 	n := 0
 	limit := w.opts.Now().Add(maxAhead).UnixMilli()
@@ -259,129 +259,23 @@ func appendError(err error, ls labels.Labels, t int64) error {
 	return fmt.Errorf("append to series %s: %w", ls, err)
 }
 
-func remoteWriteMetadata(mds []prompb.MetricMetadata) map[string]Metadata {
-	out := map[string]Metadata{}
+func remoteWriteMetadata(mds []prompb.MetricMetadata) map[string]metadata.Metadata {
+	out := map[string]metadata.Metadata{}
 	for _, md := range mds {
 		typ := strings.ToLower(md.Type.String())
 		if md.Type == prompb.MetricMetadata_GAUGEHISTOGRAM {
 			typ = "gaugehistogram"
 		}
-		out[md.MetricFamilyName] = Metadata{Type: typ, Help: md.Help, Unit: md.Unit}
+		out[md.MetricFamilyName] = metadata.Metadata{Type: model.MetricType(typ), Help: md.Help, Unit: md.Unit}
 	}
 	return out
 }
 
-func (w *Writer) setMetadata(mds map[string]Metadata) {
+func (w *SeriesWriter) setMetadata(mds map[string]metadata.Metadata) {
 	if w.opts.SetMetadata == nil || len(mds) == 0 {
 		return
 	}
 	if err := w.opts.SetMetadata(mds); err != nil {
 		w.opts.Logger.Warn("store metric metadata", "err", err)
 	}
-}
-
-// OTLPResult is the outcome of writing OTLP metrics: how many data points
-// were refused and why (OTLP's partial success), the rest being durable.
-type OTLPResult struct {
-	Rejected int64
-	Message  string
-}
-
-// WriteOTLP converts OTLP metrics as Prometheus' OTLP endpoint does and
-// writes them in one synced commit. Data points that cannot be converted
-// (delta temporality, a bad histogram) or appended (too old, a different
-// value at the same time, too far in the future) are refused and counted
-// in the result; the rest are written. An error means nothing was written
-// and the client should retry.
-func (w *Writer) WriteOTLP(ctx context.Context, md pmetric.Metrics) (OTLPResult, error) {
-	conv := convertOTLP(md)
-	app := w.app.AppenderV2(ctx)
-	limit := w.opts.Now().Add(maxAhead).UnixMilli()
-	written := 0
-	for _, s := range conv.samples {
-		var err error
-		if s.t > limit {
-			err = storage.ErrOutOfBounds
-		} else {
-			_, err = app.Append(0, s.ls, 0, s.t, s.f, s.h, nil, storage.AOptions{})
-		}
-		switch {
-		case err == nil:
-			written++
-		case isSampleError(err):
-			conv.reject(1, "%v for series %s at %d", err, s.ls, s.t)
-		default:
-			_ = app.Rollback()
-			w.requests("otlp", "failed").Inc()
-			return OTLPResult{}, fmt.Errorf("append to series %s: %w", s.ls, err)
-		}
-	}
-	if err := app.Commit(); err != nil {
-		w.requests("otlp", "failed").Inc()
-		return OTLPResult{}, err
-	}
-	w.setMetadata(conv.metadata)
-	w.samples("otlp").Add(written)
-	res := OTLPResult{Rejected: conv.rejected}
-	if err := errList(conv.errs); err != nil {
-		res.Message = err.Error()
-	}
-	if res.Rejected > 0 {
-		w.requests("otlp", "partial").Inc()
-	} else {
-		w.requests("otlp", "accepted").Inc()
-	}
-	return res, nil
-}
-
-// serveOTLP handles Prometheus' OTLP path, POST /api/v1/otlp/v1/metrics:
-// protobuf or JSON, as an OTLP/HTTP receiver answers.
-func (w *Writer) serveOTLP(rw http.ResponseWriter, r *http.Request) {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if ct != "application/x-protobuf" && ct != "application/json" {
-		http.Error(rw, "unsupported content type: send application/x-protobuf or application/json", http.StatusUnsupportedMediaType)
-		return
-	}
-	body, err := w.readLimited(r)
-	if err == nil && r.Header.Get("Content-Encoding") != "" {
-		err = fmt.Errorf("%w: unsupported content encoding %q", errBadData, r.Header.Get("Content-Encoding"))
-	}
-	req := pmetricotlp.NewExportRequest()
-	if err == nil {
-		if ct == "application/json" {
-			err = req.UnmarshalJSON(body)
-		} else {
-			err = req.UnmarshalProto(body)
-		}
-		if err != nil {
-			err = fmt.Errorf("%w: not an OTLP ExportMetricsServiceRequest", errBadData)
-		}
-	}
-	if err != nil {
-		w.requests("otlp", "invalid").Inc()
-		http.Error(rw, err.Error(), http.StatusBadRequest)
-		return
-	}
-	res, err := w.WriteOTLP(r.Context(), req.Metrics())
-	if err != nil {
-		http.Error(rw, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	resp := pmetricotlp.NewExportResponse()
-	if res.Rejected > 0 {
-		resp.PartialSuccess().SetRejectedDataPoints(res.Rejected)
-		resp.PartialSuccess().SetErrorMessage(res.Message)
-	}
-	var out []byte
-	if ct == "application/json" {
-		out, err = resp.MarshalJSON()
-	} else {
-		out, err = resp.MarshalProto()
-	}
-	if err != nil {
-		http.Error(rw, "encode response", http.StatusInternalServerError)
-		return
-	}
-	rw.Header().Set("Content-Type", ct)
-	_, _ = rw.Write(out)
 }

@@ -1,4 +1,4 @@
-package promql
+package receiver
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/otlptranslator"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/model/value"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -53,7 +54,7 @@ type otlpSample struct {
 // otlpConversion is the result of converting one request.
 type otlpConversion struct {
 	samples  []otlpSample
-	metadata map[string]Metadata
+	metadata map[string]metadata.Metadata
 	rejected int64    // data points that could not be converted
 	errs     []string // why, at most a few distinct messages
 }
@@ -73,7 +74,7 @@ func (c *otlpConversion) reject(n int, format string, args ...any) {
 
 // convertOTLP converts metrics as Prometheus' OTLP endpoint does.
 func convertOTLP(md pmetric.Metrics) *otlpConversion {
-	conv := &otlpConversion{metadata: map[string]Metadata{}}
+	conv := &otlpConversion{metadata: map[string]metadata.Metadata{}}
 	namer := otlptranslator.MetricNamer{WithMetricSuffixes: true}
 	unitNamer := otlptranslator.UnitNamer{}
 	labelNamer := otlptranslator.LabelNamer{}
@@ -107,7 +108,7 @@ func convertOTLP(md pmetric.Metrics) *otlpConversion {
 					conv.reject(dataPoints(m), "invalid temporality and type combination for metric %q", m.Name())
 					continue
 				}
-				conv.metadata[name] = Metadata{Type: string(promType(m)), Help: m.Description(), Unit: unitNamer.Build(m.Unit())}
+				conv.metadata[name] = metadata.Metadata{Type: promType(m), Help: m.Description(), Unit: unitNamer.Build(m.Unit())}
 				before := len(conv.samples)
 				conv.convertMetric(m, name, b)
 				for _, s := range conv.samples[before:] {
@@ -268,6 +269,29 @@ func numberValue(p pmetric.NumberDataPoint) float64 {
 	return p.DoubleValue()
 }
 
+// dataPoint is what every kind of OTLP data point has.
+type dataPoint interface {
+	Attributes() pcommon.Map
+	Timestamp() pcommon.Timestamp
+	Flags() pmetric.DataPointFlags
+}
+
+// eachPoint calls fn for each of the n points of m (at(i) is the i-th),
+// with the labels of its series but the name, its time in milliseconds and
+// whether it is flagged as having no recorded value (a staleness marker);
+// a point whose attributes do not make labels is rejected.
+func eachPoint[P dataPoint](c *otlpConversion, m pmetric.Metric, lb *labelBuilder, n int, at func(int) P, fn func(p P, base labels.Labels, t int64, stale bool)) {
+	for i := range n {
+		p := at(i)
+		base, err := lb.base(p.Attributes())
+		if err != nil {
+			c.reject(1, "metric %q: %v", m.Name(), err)
+			continue
+		}
+		fn(p, base, ms(p.Timestamp()), p.Flags().NoRecordedValue())
+	}
+}
+
 func (c *otlpConversion) convertMetric(m pmetric.Metric, name string, lb *labelBuilder) {
 	switch m.Type() {
 	case pmetric.MetricTypeGauge, pmetric.MetricTypeSum:
@@ -277,25 +301,12 @@ func (c *otlpConversion) convertMetric(m pmetric.Metric, name string, lb *labelB
 		} else {
 			pts = m.Gauge().DataPoints()
 		}
-		for i := range pts.Len() {
-			p := pts.At(i)
-			base, err := lb.base(p.Attributes())
-			if err != nil {
-				c.reject(1, "metric %q: %v", m.Name(), err)
-				continue
-			}
-			c.add(lb.with(base, name), ms(p.Timestamp()), numberValue(p), p.Flags().NoRecordedValue())
-		}
+		eachPoint(c, m, lb, pts.Len(), pts.At, func(p pmetric.NumberDataPoint, base labels.Labels, t int64, stale bool) {
+			c.add(lb.with(base, name), t, numberValue(p), stale)
+		})
 	case pmetric.MetricTypeHistogram:
 		pts := m.Histogram().DataPoints()
-		for i := range pts.Len() {
-			p := pts.At(i)
-			base, err := lb.base(p.Attributes())
-			if err != nil {
-				c.reject(1, "metric %q: %v", m.Name(), err)
-				continue
-			}
-			t, stale := ms(p.Timestamp()), p.Flags().NoRecordedValue()
+		eachPoint(c, m, lb, pts.Len(), pts.At, func(p pmetric.HistogramDataPoint, base labels.Labels, t int64, stale bool) {
 			if p.HasSum() {
 				c.add(lb.with(base, name+"_sum"), t, p.Sum(), stale)
 			}
@@ -310,40 +321,27 @@ func (c *otlpConversion) convertMetric(m pmetric.Metric, name string, lb *labelB
 				c.add(lb.with(base, name+"_bucket", model.BucketLabel, strconv.FormatFloat(bound, 'f', -1, 64)), t, float64(cum), stale)
 			}
 			c.add(lb.with(base, name+"_bucket", model.BucketLabel, "+Inf"), t, float64(p.Count()), stale)
-		}
+		})
 	case pmetric.MetricTypeExponentialHistogram:
 		pts := m.ExponentialHistogram().DataPoints()
-		for i := range pts.Len() {
-			p := pts.At(i)
+		eachPoint(c, m, lb, pts.Len(), pts.At, func(p pmetric.ExponentialHistogramDataPoint, base labels.Labels, t int64, _ bool) {
 			h, err := exponentialToNative(p)
 			if err != nil {
 				c.reject(1, "metric %q: %v", m.Name(), err)
-				continue
+				return
 			}
-			base, err := lb.base(p.Attributes())
-			if err != nil {
-				c.reject(1, "metric %q: %v", m.Name(), err)
-				continue
-			}
-			c.samples = append(c.samples, otlpSample{ls: lb.with(base, name), t: ms(p.Timestamp()), h: h})
-		}
+			c.samples = append(c.samples, otlpSample{ls: lb.with(base, name), t: t, h: h})
+		})
 	case pmetric.MetricTypeSummary:
 		pts := m.Summary().DataPoints()
-		for i := range pts.Len() {
-			p := pts.At(i)
-			base, err := lb.base(p.Attributes())
-			if err != nil {
-				c.reject(1, "metric %q: %v", m.Name(), err)
-				continue
-			}
-			t, stale := ms(p.Timestamp()), p.Flags().NoRecordedValue()
+		eachPoint(c, m, lb, pts.Len(), pts.At, func(p pmetric.SummaryDataPoint, base labels.Labels, t int64, stale bool) {
 			c.add(lb.with(base, name+"_sum"), t, p.Sum(), stale)
 			c.add(lb.with(base, name+"_count"), t, float64(p.Count()), stale)
 			for j := range p.QuantileValues().Len() {
 				q := p.QuantileValues().At(j)
 				c.add(lb.with(base, name, model.QuantileLabel, strconv.FormatFloat(q.Quantile(), 'f', -1, 64)), t, q.Value(), stale)
 			}
-		}
+		})
 	default:
 		c.reject(0, "metric %q: unsupported metric type %s", m.Name(), m.Type())
 	}
@@ -368,7 +366,7 @@ func (c *otlpConversion) targetInfo(res pcommon.Resource, lb *labelBuilder, minT
 		return
 	}
 	ls := lb.with(base, otlptranslator.TargetInfoMetricName)
-	c.metadata[otlptranslator.TargetInfoMetricName] = Metadata{Type: string(model.MetricTypeGauge), Help: "Target metadata"}
+	c.metadata[otlptranslator.TargetInfoMetricName] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Target metadata"}
 	step := targetInfoInterval.Milliseconds()
 	for t := minT; t < maxT; t += step {
 		c.samples = append(c.samples, otlpSample{ls: ls, t: t, f: 1})

@@ -1,4 +1,4 @@
-package promql
+package receiver
 
 import (
 	"context"
@@ -84,7 +84,7 @@ func FuzzRemoteWrite(f *testing.F) {
 	if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
 		f.Fatal(err)
 	}
-	w := NewWriter(db.Series(), WriterOptions{})
+	w := NewSeriesWriter(db.Series(), SeriesWriterOptions{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req prompb.WriteRequest
 		if req.Unmarshal(data) != nil {

@@ -1,0 +1,77 @@
+package promql
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config sets the query limits. Zero fields take the defaults, Prometheus'
+// own.
+type Config struct {
+	// Timeout is the longest a query may run. Default 2m; a request's
+	// timeout parameter can only shorten it.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxSamples bounds the samples a query may hold in memory at once.
+	// Default 50,000,000.
+	MaxSamples int `yaml:"max_samples"`
+	// MaxConcurrent bounds the queries running at once; others wait.
+	// Default 20.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxPoints bounds the points per series of a range query. Default 11,000.
+	MaxPoints int `yaml:"max_points_per_series"`
+	// MaxQueryLength bounds the time span a query covers (end − start of a
+	// range query, plus its longest range). Default 0: no bound.
+	MaxQueryLength time.Duration `yaml:"max_query_length"`
+	// LookbackDelta is how far back an instant selector looks. Default 5m.
+	LookbackDelta time.Duration `yaml:"lookback_delta"`
+}
+
+// DefaultConfig returns Prometheus' limits.
+func DefaultConfig() Config {
+	return Config{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, MaxConcurrent: 20, MaxPoints: 11000, LookbackDelta: 5 * time.Minute}
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("query.timeout: must not be negative, got %q", c.Timeout.String()))
+	}
+	if c.MaxSamples < 0 {
+		errs = append(errs, fmt.Errorf("query.max_samples: must not be negative, got %d", c.MaxSamples))
+	}
+	if c.MaxConcurrent < 0 {
+		errs = append(errs, fmt.Errorf("query.max_concurrent: must not be negative, got %d", c.MaxConcurrent))
+	}
+	if c.MaxPoints < 0 {
+		errs = append(errs, fmt.Errorf("query.max_points_per_series: must not be negative, got %d", c.MaxPoints))
+	}
+	if c.MaxQueryLength < 0 {
+		errs = append(errs, fmt.Errorf("query.max_query_length: must not be negative, got %q", c.MaxQueryLength.String()))
+	}
+	if c.LookbackDelta < 0 {
+		errs = append(errs, fmt.Errorf("query.lookback_delta: must not be negative, got %q", c.LookbackDelta.String()))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Timeout == 0 {
+		c.Timeout = d.Timeout
+	}
+	if c.MaxSamples == 0 {
+		c.MaxSamples = d.MaxSamples
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = d.MaxConcurrent
+	}
+	if c.MaxPoints == 0 {
+		c.MaxPoints = d.MaxPoints
+	}
+	if c.LookbackDelta == 0 {
+		c.LookbackDelta = d.LookbackDelta
+	}
+	return c
+}

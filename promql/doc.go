@@ -1,0 +1,23 @@
+// Package promql serves the Prometheus HTTP query API over a
+// storage.Queryable, running the official PromQL engine: /api/v1/query,
+// /api/v1/query_range, /api/v1/series, /api/v1/labels,
+// /api/v1/label/<name>/values, /api/v1/metadata, /api/v1/query_exemplars,
+// /api/v1/format_query and /api/v1/status/buildinfo, with Prometheus'
+// paths, parameters, JSON shapes, error types and status codes, so that
+// Grafana, promtool and client_golang's API client work unchanged.
+//
+// Every query runs through one entry point, API.Exec: HTTP requests, and
+// the exports and reports that query from inside proxylens, get the same
+// limits (limits.go), concurrency gate, audit and store pushdown. The
+// store may offer two optional methods, which pebblestore's series store
+// has: PushDown(parser.Expr) bool, to rewrite a query into one it answers
+// cheaper with the same result, and WithRawData(context.Context), for
+// max_source_resolution=raw.
+//
+// The files: api.go (the API and its options), exec.go (the entry point
+// and the query handlers), lookups.go (series, labels, metadata and the
+// other endpoints), params.go, limits.go, errors.go, response.go and
+// json.go (the envelope and the result encoding).
+//
+// All methods are safe for concurrent use.
+package promql
