@@ -1,5 +1,15 @@
-// Package export writes tables of rows as files a spreadsheet opens right:
-// CSV (RFC 4180), NDJSON (one JSON object per line) and XLSX.
+// Package export runs proxylens' export jobs and writes their files.
+//
+// Jobs (jobs.go) is the job queue behind /api/v1/exports: a bounded
+// queue, two jobs at a time, each written beside its description in the
+// data directory so that a restart still knows it. The datasets
+// (datasets.go) are the stored records, scanned with a record filter, and
+// the hourly and daily summaries per source, PromQL queries built from
+// label matchers and run through the query API's entry point, with its
+// limits, concurrency gate and audit.
+//
+// Writer writes tables of rows as files a spreadsheet opens right: CSV
+// (RFC 4180), NDJSON (one JSON object per line) and XLSX.
 //
 // Every format labels its columns, writes timestamps as RFC 3339 in UTC
 // (real date cells in XLSX), keeps numbers at full precision (XLSX: the 15
@@ -9,5 +19,5 @@
 // "data 2", … once a sheet reaches Excel's 1,048,576 rows.
 //
 // A Writer is not safe for concurrent use: one goroutine writes its rows and
-// closes it.
+// closes it. The methods of Jobs are safe for concurrent use.
 package export

@@ -291,7 +291,7 @@ func (s *Server) retentionLoop(ctx context.Context, every time.Duration) {
 		}
 		if s.exports != nil {
 			if p, err := s.store.Retention(); err == nil {
-				s.exports.expire(time.Duration(p.ExportDays) * 24 * time.Hour)
+				s.exports.Expire(time.Duration(p.ExportDays) * 24 * time.Hour)
 			}
 		}
 		select {

@@ -14,13 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/proxylens/proxylens/internal/export"
 	"github.com/stretchr/testify/require"
 	"github.com/xuri/excelize/v2"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // exportAndDownload creates an export job, waits for it and downloads it.
-func exportAndDownload(t *testing.T, s *Server, body string) ([]byte, ExportJob) {
+func exportAndDownload(t *testing.T, s *Server, body string) ([]byte, export.Job) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+s.HTTPAddr().String()+"/api/v1/exports", strings.NewReader(body))
 	require.NoError(t, err)
@@ -34,13 +35,13 @@ func exportAndDownload(t *testing.T, s *Server, body string) ([]byte, ExportJob)
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	require.NotEmpty(t, created.ID)
-	var job ExportJob
+	var job export.Job
 	require.Eventually(t, func() bool {
 		code, _ := call(t, s, http.MethodGet, "/api/v1/exports/"+created.ID, testAdminToken, "", &job)
 		require.Equal(t, http.StatusOK, code)
-		return job.Status == ExportCompleted || job.Status == ExportFailed
+		return job.Status == export.Completed || job.Status == export.Failed
 	}, 30*time.Second, 20*time.Millisecond)
-	require.Equal(t, ExportCompleted, job.Status, job.Error)
+	require.Equal(t, export.Completed, job.Status, job.Error)
 	require.Equal(t, 1.0, job.Progress)
 	req, err = http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/exports/"+created.ID+"/download", nil)
 	require.NoError(t, err)
@@ -169,10 +170,10 @@ func TestExportJobsSurviveARestart(t *testing.T) {
 	require.NoError(t, os.WriteFile(partial, []byte("half"), 0o600))
 
 	s = start(t, cfg, Options{})
-	var again ExportJob
+	var again export.Job
 	code, _ := call(t, s, http.MethodGet, "/api/v1/exports/"+job.ID, testAdminToken, "", &again)
 	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, ExportCompleted, again.Status)
+	require.Equal(t, export.Completed, again.Status)
 	require.Equal(t, job.Rows, again.Rows)
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/exports/"+job.ID+"/download", nil)
 	require.NoError(t, err)

@@ -1,7 +1,10 @@
-// Package server assembles proxylens: the Pebble store, the ingest
-// pipeline, the OTLP receiver, the OTLP metrics push and the HTTP endpoints
-// (the Prometheus query API, /metrics, health). cmd/proxylens runs it; end-to-end tests start it in
-// process on loopback ports.
+// Package server assembles proxylens: it reads the config, opens the
+// store, restores the ingest pipeline from it, and wires the receiver, the
+// query API, the export jobs, the OTLP metrics push and the background
+// loops (self-metrics, retention, backups) to each other and to the HTTP
+// routes, behind authentication. It does wiring, config, auth and routes;
+// the work is done in the packages it wires. cmd/proxylens runs it;
+// end-to-end tests start it in process on loopback ports.
 //
 // Start and Shutdown are safe to call from any goroutine; Shutdown may be
 // called more than once, and without Start.
@@ -30,6 +33,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 
+	"github.com/proxylens/proxylens/internal/export"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -68,19 +72,17 @@ type Server struct {
 	api      *promql.API
 	series   *receiver.SeriesWriter
 	meters   *sdkmetric.MeterProvider
-	stopSelf context.CancelFunc
-	selfDone chan struct{}
 	httpSrv  *http.Server
 	httpLn   net.Listener
 
 	costs         otelanalytics.Costs
 	tls           *tls.Config
 	backupMu      sync.Mutex
-	exports       *exporter
+	exports       *export.Jobs
 	auth          *authenticator // set when users, tokens or an ingest token are configured
 	enforceMu     sync.Mutex
 	retentionKick chan struct{}
-	stopBg        context.CancelFunc
+	stopBg        context.CancelFunc // stops the background loops: self-metrics, retention, backups
 	bgDone        sync.WaitGroup
 
 	ready    atomic.Bool
@@ -188,12 +190,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Logger:          s.log,
 		Now:             s.opts.Now,
 	})
-	selfCtx, stopSelf := context.WithCancel(context.Background())
-	s.stopSelf, s.selfDone = stopSelf, make(chan struct{})
-	go func() {
-		defer close(s.selfDone)
-		s.recordSelfMetrics(selfCtx)
-	}()
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	s.stopBg, s.retentionKick = stopBg, make(chan struct{}, 1)
+	s.bgDone.Go(func() { s.recordSelfMetrics(bgCtx) })
 	if err := s.applyConfigRetention(); err != nil {
 		return err
 	}
@@ -206,8 +205,6 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.loadCosts(); err != nil {
 		return err
 	}
-	bgCtx, stopBg := context.WithCancel(context.Background())
-	s.stopBg, s.retentionKick = stopBg, make(chan struct{}, 1)
 	s.bgDone.Go(func() { s.retentionLoop(bgCtx, s.cfg.Storage.RetentionInterval) })
 	if s.cfg.Backup.Interval > 0 {
 		s.bgDone.Go(func() { s.backupLoop(bgCtx) })
@@ -370,10 +367,6 @@ func (s *Server) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop ingest pipeline: %w", err))
 		}
 	}
-	if s.stopSelf != nil {
-		s.stopSelf()
-		<-s.selfDone
-	}
 	if s.stopBg != nil {
 		s.stopBg()
 		s.bgDone.Wait()
@@ -389,7 +382,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	if s.exports != nil {
-		s.exports.close()
+		s.exports.Close()
 	}
 	if s.api != nil {
 		if err := s.api.Close(); err != nil {

@@ -1,4 +1,4 @@
-package server
+package export
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/proxylens/proxylens/internal/export"
 	"github.com/proxylens/proxylens/internal/traffic"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
@@ -17,7 +16,7 @@ import (
 // sets another count) end to end, from the scan of the store to the file,
 // as an export job does, in each format: the targets are CSV under
 // 10 s and xlsx under 60 s. (That memory does not grow with the rows is
-// measured on the writers, internal/export: here the heap also holds
+// measured on the writers, bench_test.go: here the heap also holds
 // Pebble's block cache, which the scan fills.)
 func BenchmarkExportRecords(b *testing.B) {
 	n := 1_000_000
@@ -64,14 +63,15 @@ func BenchmarkExportRecords(b *testing.B) {
 	if err := db.WriteCut(sealed, otelanalytics.NewStoreCut(agg.Cut(), dict, nil, seq-1)); err != nil {
 		b.Fatal(err)
 	}
-	s := &Server{store: db, dict: dict, opts: Options{Now: time.Now}}
-	e := &exporter{s: s, dir: b.TempDir(), jobs: map[string]*ExportJob{}}
+	e := &Jobs{opts: Options{Dir: b.TempDir(), Now: time.Now, Records: func(ctx context.Context, f otelanalytics.RecordFilter, fn func(*otelanalytics.Record) error) error {
+		return otelanalytics.ScanRecords(ctx, db, dict, f, fn)
+	}}, jobs: map[string]*Job{}}
 	for _, format := range []string{"csv", "json", "xlsx"} {
 		b.Run(format, func(b *testing.B) {
 			var rows, size int64
 			for b.Loop() {
-				j := &ExportJob{ID: "bench", Format: format, Dataset: "records", Start: start, End: end.Add(time.Hour), fields: columnNamesOf(recordColumns)}
-				j.path = e.dir + "/bench." + format
+				j := &Job{ID: "bench", Format: format, Dataset: "records", Start: start, End: end.Add(time.Hour), fields: columnNamesOf(recordColumns)}
+				j.path = e.opts.Dir + "/bench." + format
 				rows, size, err = e.write(context.Background(), j)
 				if err != nil {
 					b.Fatal(err)
@@ -87,7 +87,7 @@ func BenchmarkExportRecords(b *testing.B) {
 	}
 }
 
-func columnNamesOf(cols []export.Column) []string {
+func columnNamesOf(cols []Column) []string {
 	out := make([]string, len(cols))
 	for i, c := range cols {
 		out[i] = c.Name
