@@ -1,11 +1,9 @@
 package otelanalytics
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/storage"
 )
 
 // Store keeps the pipeline's bytes: the journal of ingest batches, and
@@ -139,31 +137,6 @@ func (s *storeCut) Write(totals func(key, value []byte) error, increment, sample
 	return nil
 }
 
-// price adds the cut's costs: proxy_cost_total increments by the model
-// valid at each interval, and the subscription gauges at every interval
-// end the cut has increments for (the server also writes them every flush
-// interval, traffic or not: see CostBook.AppendSubscriptions).
-func (s *storeCut) price(increment, sample func(ls labels.Labels, t int64, v float64) error) error {
-	if s.book == nil {
-		return nil
-	}
-	if err := s.c.CostIncrements(s.dict, s.book, increment); err != nil {
-		return err
-	}
-	times := map[int64]struct{}{}
-	for f := range s.c.Families {
-		for _, t := range s.c.Families[f].IncTimes {
-			times[t/1e6] = struct{}{}
-		}
-	}
-	for t := range times {
-		if err := s.book.AppendSubscriptions(t, sample); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Loader is the store's side of Restore: Load calls dict for every stored
 // dictionary entry, totals for every stored series total and replay for
 // every journal entry no cut has written yet, in order, and returns the
@@ -213,17 +186,4 @@ func Restore(l Loader, dict *Dict, agg *Aggregator) (uint64, error) {
 		return 0, err
 	}
 	return max(seq, maxSeq) + 1, nil
-}
-
-// AppendSubscriptions appends, through add, the subscription gauges of
-// every model valid at tMs (see SubscriptionSamples). A price already
-// stored at tMs with another value stays: a price that changed applies
-// from the change on, history is not rewritten.
-func (b *CostBook) AppendSubscriptions(tMs int64, add func(ls labels.Labels, t int64, v float64) error) error {
-	return b.SubscriptionSamples(tMs, func(ls labels.Labels, v float64) error {
-		if err := add(ls, tMs, v); err != nil && !errors.Is(err, storage.ErrDuplicateSampleForTimestamp) {
-			return err
-		}
-		return nil
-	})
 }

@@ -116,13 +116,6 @@ func (r *Registry) Gather() ([]*dto.MetricFamily, error) {
 	return out, nil
 }
 
-// Help returns the help text of a family, for /api/v1/metadata.
-func (r *Registry) Help(family string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.help[family]
-}
-
 // Metadata describes the self-metrics for the query API's
 // /api/v1/metadata: their types and help texts, and the unit their names
 // end with, as Prometheus reads units from names.

@@ -1,9 +1,13 @@
 package selfmetrics
 
 import (
+	"fmt"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 )
 
@@ -32,7 +36,30 @@ func TestGatherTypesAndHelp(t *testing.T) {
 	require.Equal(t, dto.MetricType_HISTOGRAM, hist.GetType())
 	require.Equal(t, uint64(2), hist.GetMetric()[0].GetHistogram().GetSampleCount())
 	require.Equal(t, 1.5, byName["f_total"].GetMetric()[0].GetCounter().GetValue())
-	require.Equal(t, "Latency.", r.Help("lat_seconds"))
+	md, err := r.Metadata()
+	require.NoError(t, err)
+	require.Equal(t, metadata.Metadata{Type: "histogram", Help: "Latency.", Unit: "seconds"}, md["lat_seconds"])
+	require.Equal(t, metadata.Metadata{Type: "counter", Help: "Things."}, md["x_total"])
+
+	var app recorder
+	require.NoError(t, r.AppendTo(&app, 1000))
+	require.Contains(t, app.got, `{__name__="g"} 2.5`)
+	require.Contains(t, app.got, `{__name__="lat_seconds_bucket", le="+Inf"} 2`)
+	require.Contains(t, app.got, `{__name__="lat_seconds_count"} 2`)
 	require.NotNil(t, OrNew(nil))
 	require.Same(t, r, OrNew(r))
+}
+
+// recorder is a storage.Appender that records what is appended.
+type recorder struct {
+	storage.Appender
+	got []string
+}
+
+func (r *recorder) Append(_ storage.SeriesRef, ls labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	if t != 1000 {
+		return 0, fmt.Errorf("appended at %d", t)
+	}
+	r.got = append(r.got, fmt.Sprintf("%s %v", ls, v))
+	return 0, nil
 }

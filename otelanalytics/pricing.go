@@ -1,0 +1,309 @@
+package otelanalytics
+
+// How a cut is priced: the CostBook holds the cost models in force over
+// time; a cut's usage increments cost what the model valid at their
+// interval says (CostIncrements), and subscriptions are gauges of their
+// price and period at every interval end (SubscriptionSamples), which
+// PromQL amortises over any range. The pipeline's cut hands both to the
+// store with its increments (storeCut.price).
+
+import (
+	"cmp"
+	"errors"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// CostBook is an immutable, validated set of cost models, indexed by
+// source for lookup by time. A nil *CostBook holds no models.
+type CostBook struct {
+	models  []CostModel // normalised, sorted by source then from
+	fromMs  []int64     // by model: first millisecond of validity
+	untilMs []int64     // by model: first millisecond past it, MaxInt64 if open
+	sources []string    // distinct sources, sorted
+	spans   map[string][2]int
+}
+
+// NewCostBook validates models and returns the book of their normalised
+// copies: currency upper-case (USD if empty), period in canonical form.
+func NewCostBook(models []CostModel) (*CostBook, error) {
+	if err := ValidateCostModels(models); err != nil {
+		return nil, err
+	}
+	b := &CostBook{spans: make(map[string][2]int)}
+	b.models = make([]CostModel, len(models))
+	for i := range models {
+		b.models[i] = models[i].normalized().clone()
+	}
+	slices.SortStableFunc(b.models, func(x, y CostModel) int {
+		return cmp.Or(strings.Compare(x.Source, y.Source), x.From.Compare(y.From))
+	})
+	b.fromMs = make([]int64, len(b.models))
+	b.untilMs = make([]int64, len(b.models))
+	for i := range b.models {
+		m := &b.models[i]
+		b.fromMs[i] = ceilMs(m.From)
+		b.untilMs[i] = math.MaxInt64
+		if m.Until != nil {
+			b.untilMs[i] = ceilMs(*m.Until)
+		}
+		span, ok := b.spans[m.Source]
+		if !ok {
+			span[0] = i
+			b.sources = append(b.sources, m.Source)
+		}
+		span[1] = i + 1
+		b.spans[m.Source] = span
+	}
+	return b, nil
+}
+
+// ceilMs returns the first Unix millisecond at or after t, so that for a
+// millisecond time ms, ms ≥ ceilMs(t) exactly when ms is not before t.
+func ceilMs(t time.Time) int64 {
+	ms := t.UnixMilli() // floors: the nanoseconds of t are never negative
+	if t.Nanosecond()%1e6 != 0 {
+		ms++
+	}
+	return ms
+}
+
+// Lookup returns the model of source valid at tMs (Unix milliseconds):
+// From ≤ t < Until. It returns nil if there is none. The model belongs to
+// the book and must not be modified.
+func (b *CostBook) Lookup(source string, tMs int64) *CostModel {
+	if b == nil {
+		return nil
+	}
+	span, ok := b.spans[source]
+	if !ok {
+		return nil
+	}
+	from := b.fromMs[span[0]:span[1]]
+	i := sort.Search(len(from), func(i int) bool { return from[i] > tMs }) - 1
+	if i < 0 || tMs >= b.untilMs[span[0]+i] {
+		return nil
+	}
+	return &b.models[span[0]+i]
+}
+
+// Models returns a copy of the book's models, sorted by source then from.
+func (b *CostBook) Models() []CostModel {
+	if b == nil {
+		return []CostModel{}
+	}
+	out := make([]CostModel, len(b.models))
+	for i := range b.models {
+		out[i] = b.models[i].clone()
+	}
+	return out
+}
+
+// SubscriptionSamples calls fn, for every model valid at tMs (Unix
+// milliseconds) that has a subscription price, with two gauges labelled
+// {source, currency, period}: SubscriptionCostMetric, the price of one
+// period, and SubscriptionPeriodMetric, the period's length in seconds.
+// PromQL amortises a subscription over a range as price ÷ period seconds ×
+// range seconds. Sources come in sorted order.
+func (b *CostBook) SubscriptionSamples(tMs int64, fn func(ls labels.Labels, v float64) error) error {
+	if b == nil {
+		return nil
+	}
+	sb := labels.NewScratchBuilder(4)
+	for _, src := range b.sources {
+		m := b.Lookup(src, tMs)
+		if m == nil || m.Subscription == nil {
+			continue
+		}
+		for _, s := range [...]struct {
+			name string
+			v    float64
+		}{{SubscriptionCostMetric, *m.Subscription}, {SubscriptionPeriodMetric, m.PeriodSeconds()}} {
+			sb.Reset()
+			sb.Add(model.MetricNameLabel, s.name)
+			sb.Add("currency", m.Currency)
+			sb.Add("period", m.Period)
+			sb.Add("source", src)
+			if err := fn(sb.Labels(), s.v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Costs holds the cost book in force. The ingest path reads it at every
+// flush; the admin API replaces it. Its zero value holds no book (Book
+// returns nil, which prices nothing). All methods are safe for concurrent
+// use.
+type Costs struct {
+	book atomic.Pointer[CostBook]
+}
+
+// Set makes b the book in force; nil removes every model.
+func (c *Costs) Set(b *CostBook) { c.book.Store(b) }
+
+// Book returns the book in force, nil if none was set.
+func (c *Costs) Book() *CostBook { return c.book.Load() }
+
+// costKey is a (source, application, interval) of a cut.
+type costKey struct {
+	source, application uint32
+	t                   int64 // interval end, Unix ns
+}
+
+// costUsage is what a costKey used in a cut.
+type costUsage struct {
+	requests, bytes   float64
+	hasReqs, hasBytes bool
+}
+
+// CostIncrements calls fn with the increments of proxy_cost_total{source,
+// application, currency, component} that the cut's increments cost under
+// book, one call per series and interval (times in milliseconds):
+//
+//   - component="request": requests × per_request, the requests of a
+//     (source, application, interval) being the bucket counts of its
+//     proxy_request_duration_seconds increments;
+//   - component="transfer": (bytes sent + received) / 10^9 × per_gb, from
+//     its proxy_transfer_bytes_total increments.
+//
+// The model is the one valid at the interval's end. A source without a
+// model there, a model without the component's price (subscription prices
+// are SubscriptionSamples') and the overflow series, which have no source,
+// cost nothing.
+func (c *Cut) CostIncrements(d *Dict, book *CostBook, fn func(ls labels.Labels, tMs int64, v float64) error) error {
+	if book == nil || len(book.models) == 0 {
+		return nil
+	}
+	usage := map[costKey]*costUsage{}
+	get := func(k SeriesKey, t int64) *costUsage {
+		ck := costKey{k.Source, k.Application, t}
+		u := usage[ck]
+		if u == nil {
+			u = &costUsage{}
+			usage[ck] = u
+		}
+		return u
+	}
+	dur := &c.Families[FamilyDuration]
+	w := FamilyDuration.Width()
+	for i, k := range dur.IncKeys {
+		if k.Overflow {
+			continue
+		}
+		var n float64
+		for _, v := range dur.IncValues[i*w : i*w+durationBuckets] {
+			n += v
+		}
+		u := get(k, dur.IncTimes[i])
+		u.requests += n
+		u.hasReqs = true
+	}
+	xfer := &c.Families[FamilyTransfer]
+	w = FamilyTransfer.Width()
+	for i, k := range xfer.IncKeys {
+		if k.Overflow {
+			continue
+		}
+		u := get(k, xfer.IncTimes[i])
+		u.bytes += xfer.IncValues[i*w+transferSent] + xfer.IncValues[i*w+transferReceived]
+		u.hasBytes = true
+	}
+
+	keys := make([]costKey, 0, len(usage))
+	for k := range usage {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b costKey) int {
+		return cmp.Or(cmp.Compare(a.t, b.t), cmp.Compare(a.source, b.source), cmp.Compare(a.application, b.application))
+	})
+	names := map[uint32]string{}
+	name := func(id uint32) string {
+		s, ok := names[id]
+		if !ok {
+			s = d.String(id)
+			names[id] = s
+		}
+		return s
+	}
+	sb := labels.NewScratchBuilder(5)
+	for _, k := range keys {
+		u := usage[k]
+		src := name(k.source)
+		tMs := k.t / 1e6
+		m := book.Lookup(src, tMs)
+		if m == nil {
+			continue
+		}
+		app := name(k.application)
+		emit := func(component string, v float64) error {
+			sb.Reset()
+			sb.Add(model.MetricNameLabel, CostMetric)
+			if app != "" {
+				sb.Add("application", app)
+			}
+			sb.Add("component", component)
+			sb.Add("currency", m.Currency)
+			sb.Add("source", src)
+			return fn(sb.Labels(), tMs, v)
+		}
+		if m.PerRequest != nil && u.hasReqs {
+			if err := emit(CostComponentRequest, u.requests**m.PerRequest); err != nil {
+				return err
+			}
+		}
+		if m.PerGB != nil && u.hasBytes {
+			if err := emit(CostComponentTransfer, u.bytes/BytesPerGB**m.PerGB); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// AppendSubscriptions appends, through add, the subscription gauges of
+// every model valid at tMs (see SubscriptionSamples). A price already
+// stored at tMs with another value stays: a price that changed applies
+// from the change on, history is not rewritten.
+func (b *CostBook) AppendSubscriptions(tMs int64, add func(ls labels.Labels, t int64, v float64) error) error {
+	return b.SubscriptionSamples(tMs, func(ls labels.Labels, v float64) error {
+		if err := add(ls, tMs, v); err != nil && !errors.Is(err, storage.ErrDuplicateSampleForTimestamp) {
+			return err
+		}
+		return nil
+	})
+}
+
+// price adds the cut's costs: proxy_cost_total increments by the model
+// valid at each interval, and the subscription gauges at every interval
+// end the cut has increments for (the server also writes them every flush
+// interval, traffic or not: see CostBook.AppendSubscriptions).
+func (s *storeCut) price(increment, sample func(ls labels.Labels, t int64, v float64) error) error {
+	if s.book == nil {
+		return nil
+	}
+	if err := s.c.CostIncrements(s.dict, s.book, increment); err != nil {
+		return err
+	}
+	times := map[int64]struct{}{}
+	for f := range s.c.Families {
+		for _, t := range s.c.Families[f].IncTimes {
+			times[t/1e6] = struct{}{}
+		}
+	}
+	for t := range times {
+		if err := s.book.AppendSubscriptions(t, sample); err != nil {
+			return err
+		}
+	}
+	return nil
+}
