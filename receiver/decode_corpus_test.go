@@ -115,7 +115,7 @@ func trailer() pb { return pb{}.varint(999, 0) }
 
 // TestDecodeWrongWireTypes sends every known field of every message with
 // each wire type but its own: pdata refuses each such request, and so must
-// the decoder.
+// the decoder, naming the field.
 func TestDecodeWrongWireTypes(t *testing.T) {
 	m := testMapper()
 	for _, msg := range otlpMessages() {
@@ -129,6 +129,9 @@ func TestDecodeWrongWireTypes(t *testing.T) {
 				require.Error(t, ptraceotlp.NewExportRequest().UnmarshalProto(body), name)
 				_, _, err := decodeAll(m, body)
 				require.Error(t, err, name)
+				if wt != protowire.EndGroupType && wt < 6 { // the others fail to be skipped first
+					require.EqualError(t, err, fmt.Sprintf("proto: wrong wire type %d for %s.%s", wt, msg.name, f.name))
+				}
 			}
 		}
 	}
