@@ -17,6 +17,14 @@ import (
 	"github.com/proxylens/proxylens/pebblestore"
 )
 
+// The store implements what the ingest pipeline asks of it, though neither
+// package imports the other (see otelanalytics.StoreCut).
+var (
+	_ otelanalytics.Store         = (*pebblestore.DB)(nil)
+	_ otelanalytics.Loader        = (*pebblestore.DB)(nil)
+	_ otelanalytics.RecordScanner = (*pebblestore.DB)(nil)
+)
+
 // TestCostsSnapshotAndAudit: cuts are priced with the cost models in force
 // (cost counters and subscription gauges), the models and the audit log
 // are stored, and a snapshot taken between cuts, with batches only in the
