@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -151,31 +149,26 @@ const cutBatchRetained = 64 << 20
 func (d *DB) materializeLocked(c Cut, n uint64, torn bool) error {
 	// A record, sorted by its key's fields: end time, batch, index.
 	type rec struct {
-		end      int64
-		seq      uint64
-		idx      uint32
-		off, len uint32 // value bytes in arena
+		end int64
+		seq uint64
+		idx uint32
+		val span // value bytes in arena
 	}
 	type dictEntry struct {
 		id uint32
 		s  string
 	}
 	var (
-		arena []byte
+		arena blocks
 		recs  []rec
 		dict  []dictEntry
 	)
-	if fi, err := os.Stat(filepath.Join(d.journalDir(), segmentName(n))); err == nil {
-		arena = make([]byte, 0, fi.Size()/4) // kept records are a part of the journal
-	}
 	addDict := func(id uint32, s string) error {
 		dict = append(dict, dictEntry{id, s})
 		return nil
 	}
 	addRecord := func(end int64, seq uint64, idx uint32, value []byte) error {
-		off := len(arena)
-		arena = append(arena, value...)
-		recs = append(recs, rec{end: end, seq: seq, idx: idx, off: uint32(off), len: uint32(len(value))})
+		recs = append(recs, rec{end: end, seq: seq, idx: idx, val: arena.copy(value)})
 		return nil
 	}
 	if err := readSegment(d.journalDir(), n, torn, func(entry []byte) error {
@@ -184,7 +177,13 @@ func (d *DB) materializeLocked(c Cut, n uint64, torn bool) error {
 		return err
 	}
 	slices.SortFunc(recs, func(a, b rec) int {
-		return cmp.Or(cmp.Compare(a.end, b.end), cmp.Compare(a.seq, b.seq), cmp.Compare(a.idx, b.idx))
+		if a.end != b.end {
+			return cmp.Compare(a.end, b.end)
+		}
+		if a.seq != b.seq {
+			return cmp.Compare(a.seq, b.seq)
+		}
+		return cmp.Compare(a.idx, b.idx)
 	})
 	wb := d.batchLocked()
 	defer wb.Reset()
@@ -196,7 +195,7 @@ func (d *DB) materializeLocked(c Cut, n uint64, torn bool) error {
 	key := make([]byte, 0, recordKeyLen)
 	for _, r := range recs {
 		key = appendRecordKey(key[:0], r.end, r.seq, r.idx)
-		if err := wb.Set(key, arena[r.off:r.off+r.len], nil); err != nil {
+		if err := wb.Set(key, arena.bytes(r.val), nil); err != nil {
 			return fmt.Errorf("add record: %w", err)
 		}
 		if wb.Len() >= recordBatchBytes {
@@ -210,4 +209,31 @@ func (d *DB) materializeLocked(c Cut, n uint64, torn bool) error {
 		return fmt.Errorf("write records: %w", err)
 	}
 	return nil
+}
+
+// blocks holds copies of many small values in fixed-size blocks, so that
+// collecting a segment's records never copies the ones already collected
+// (a growing slice would, each time it doubles).
+type blocks [][]byte
+
+// span locates a value in blocks.
+type span struct{ block, off, len uint32 }
+
+// blockSize is a block's capacity; a larger value gets its own.
+const blockSize = 1 << 20
+
+func (b *blocks) copy(v []byte) span {
+	n := len(*b)
+	if n == 0 || len(v) > cap((*b)[n-1])-len((*b)[n-1]) {
+		*b = append(*b, make([]byte, 0, max(blockSize, len(v))))
+		n++
+	}
+	cur := &(*b)[n-1]
+	off := len(*cur)
+	*cur = append(*cur, v...)
+	return span{uint32(n - 1), uint32(off), uint32(len(v))}
+}
+
+func (b blocks) bytes(s span) []byte {
+	return b[s.block][s.off : s.off+s.len]
 }
