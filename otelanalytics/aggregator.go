@@ -154,6 +154,10 @@ type Aggregator struct {
 
 	overflow   [NumFamilies]*metrics.Counter // spans sent to overflow series
 	cutRequest chan struct{}
+
+	// ledger is the fixed costs' accrual on the same grid; it is restored
+	// with the totals and used by the pipeline's flushes only.
+	ledger *Ledger
 }
 
 type family struct {
@@ -219,6 +223,7 @@ func NewAggregator(cfg AggregationConfig, resolution time.Duration, reg *selfmet
 		maxDomains: cfg.MaxDomains,
 		cutRequest: make(chan struct{}, 1),
 		gen:        1,
+		ledger:     newLedger(resolution),
 	}
 	reg = selfmetrics.OrNew(reg)
 	for f := range NumFamilies {

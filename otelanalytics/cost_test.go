@@ -429,9 +429,17 @@ func TestCostIncrements(t *testing.T) {
 	got := map[bill]float64{}
 	currencies := map[string]string{}
 	seen := map[string]bool{}
+	allocated := map[bill]float64{}
 	require.NoError(t, c.CostIncrements(d, b, func(ls labels.Labels, tMs int64, v float64) error {
-		require.Equal(t, CostMetric, ls.Get("__name__"))
 		key := bill{ls.Get("source"), ls.Get("application"), ls.Get("component"), tMs}
+		if ls.Get("__name__") == AllocatedCostMetric {
+			require.Equal(t, CostComponentUsage, key.comp)
+			key.comp = ""
+			require.NotContains(t, allocated, key, "one call per series and time")
+			allocated[key] = v
+			return nil
+		}
+		require.Equal(t, CostMetric, ls.Get("__name__"))
 		require.False(t, seen[ls.String()+time.UnixMilli(tMs).String()], "one call per series and time")
 		seen[ls.String()+time.UnixMilli(tMs).String()] = true
 		currencies[key.src] = ls.Get("currency")
@@ -442,8 +450,17 @@ func TestCostIncrements(t *testing.T) {
 		return nil
 	}))
 	require.Len(t, got, len(want))
+	usage := map[bill]float64{}
 	for k, v := range want {
 		require.InDelta(t, v, got[k], 1e-12*math.Max(1, v), "%+v", k)
+		k.comp = ""
+		usage[k] += v
+	}
+	// The usage component of the allocated counter is each application's
+	// request and transfer cost together.
+	require.Len(t, allocated, len(usage))
+	for k, v := range usage {
+		require.InDelta(t, v, allocated[k], 1e-12*math.Max(1, v), "%+v", k)
 	}
 	require.Equal(t, map[string]string{"pr": "USD", "dt": "EUR", "hy": "USD", "free": "USD"}, currencies,
 		"no series for the subscription-only source nor for the source without a model")

@@ -70,6 +70,7 @@ func Metadata() map[string]metadata.Metadata {
 		out[f.Name()] = metadata.Metadata{Type: model.MetricType(typ), Help: f.Help(), Unit: unit}
 	}
 	out[CostMetric] = metadata.Metadata{Type: model.MetricTypeCounter, Help: "Usage cost of proxied requests, in the cost model's currency, by event time."}
+	out[AllocatedCostMetric] = metadata.Metadata{Type: model.MetricTypeCounter, Help: "All spend, usage and subscriptions, allocated to applications, in the cost model's currency, by event time."}
 	out[SubscriptionCostMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Price of a source's subscription per billing period."}
 	out[SubscriptionPeriodMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Length of a source's subscription billing period.", Unit: "seconds"}
 	return out

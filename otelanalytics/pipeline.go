@@ -40,10 +40,14 @@ type PipelineConfig struct {
 	// MaxJournalBytes is the journal segment size past which a cut comes
 	// early. Default 256 MiB.
 	MaxJournalBytes int64
-	// Costs prices every cut: proxy_cost_total increments and the
+	// Costs prices every cut: the proxy_cost_total and
+	// proxy_cost_allocated_total increments and the
 	// proxy_subscription_cost gauges are written with it (nil: no cost
 	// series).
 	Costs *Costs
+	// CostAllocation is what fixed costs are allocated to applications
+	// by: AllocateByRequests (the default) or AllocateByBytes.
+	CostAllocation string
 }
 
 // Pipeline takes batches of mapped records, commits them durably, and keeps
@@ -281,8 +285,13 @@ func (p *Pipeline) release(n int) {
 func (p *Pipeline) Flush() error {
 	p.flushMu.Lock()
 	defer p.flushMu.Unlock()
+	var book *CostBook
+	if p.cfg.Costs != nil {
+		book = p.cfg.Costs.Book()
+	}
+	now := p.now()
 	p.commitMu.Lock()
-	if p.committed.Load() == 0 && !p.unwritten && !p.store.Replayed() {
+	if p.committed.Load() == 0 && !p.unwritten && !p.store.Replayed() && !p.agg.ledger.due(book, now) {
 		p.commitMu.Unlock()
 		return nil
 	}
@@ -299,11 +308,11 @@ func (p *Pipeline) Flush() error {
 
 	start := time.Now()
 	// Ingest goes on while the cut is written, at a lower priority.
-	var book *CostBook
-	if p.cfg.Costs != nil {
-		book = p.cfg.Costs.Book()
+	sc := &storeCut{c: c, dict: p.dict, book: book, seq: p.maxSeq.Load()}
+	if book != nil {
+		sc.usage = c.usage()
+		sc.alloc = p.agg.ledger.plan(sc.usage, p.dict, book, p.cfg.CostAllocation, now)
 	}
-	sc := NewStoreCut(c, p.dict, book, p.maxSeq.Load())
 	if err := background(func() error { return p.store.WriteCut(sealed, sc) }); err != nil {
 		p.agg.Restore(c)
 		p.unwritten = true
@@ -312,6 +321,9 @@ func (p *Pipeline) Flush() error {
 		return fmt.Errorf("write aggregate cut: %w", err)
 	}
 	p.unwritten = false
+	if sc.alloc != nil {
+		p.agg.ledger.commit(sc.alloc)
+	}
 	p.m.flushSeconds.UpdateDuration(start)
 	p.m.flushes.Inc()
 	return nil

@@ -184,6 +184,15 @@ func (c *Cut) CostIncrements(d *Dict, book *CostBook, fn func(ls labels.Labels, 
 	if book == nil || len(book.models) == 0 {
 		return nil
 	}
+	return costIncrements(c.usage(), d, book, fn)
+}
+
+// usage returns what each (source, application, interval) of the cut
+// used: its requests, the bucket counts of its
+// proxy_request_duration_seconds increments, and its bytes sent and
+// received, from its proxy_transfer_bytes_total increments. Overflow
+// series, which have no source, are left out.
+func (c *Cut) usage() map[costKey]*costUsage {
 	usage := map[costKey]*costUsage{}
 	get := func(k SeriesKey, t int64) *costUsage {
 		ck := costKey{k.Source, k.Application, t}
@@ -218,7 +227,13 @@ func (c *Cut) CostIncrements(d *Dict, book *CostBook, fn func(ls labels.Labels, 
 		u.bytes += xfer.IncValues[i*w+transferSent] + xfer.IncValues[i*w+transferReceived]
 		u.hasBytes = true
 	}
+	return usage
+}
 
+// costIncrements prices usage under book (see Cut.CostIncrements), and
+// adds each (source, application, interval)'s total as the usage
+// component of AllocatedCostMetric.
+func costIncrements(usage map[costKey]*costUsage, d *Dict, book *CostBook, fn func(ls labels.Labels, tMs int64, v float64) error) error {
 	keys := make([]costKey, 0, len(usage))
 	for k := range usage {
 		keys = append(keys, k)
@@ -246,8 +261,12 @@ func (c *Cut) CostIncrements(d *Dict, book *CostBook, fn func(ls labels.Labels, 
 		}
 		app := name(k.application)
 		emit := func(component string, v float64) error {
+			name := CostMetric
+			if component == CostComponentUsage {
+				name = AllocatedCostMetric
+			}
 			sb.Reset()
-			sb.Add(model.MetricNameLabel, CostMetric)
+			sb.Add(model.MetricNameLabel, name)
 			if app != "" {
 				sb.Add("application", app)
 			}
@@ -256,13 +275,24 @@ func (c *Cut) CostIncrements(d *Dict, book *CostBook, fn func(ls labels.Labels, 
 			sb.Add("source", src)
 			return fn(sb.Labels(), tMs, v)
 		}
+		var total float64
+		priced := false
 		if m.PerRequest != nil && u.hasReqs {
-			if err := emit(CostComponentRequest, u.requests**m.PerRequest); err != nil {
+			v := u.requests * *m.PerRequest
+			if err := emit(CostComponentRequest, v); err != nil {
 				return err
 			}
+			total, priced = total+v, true
 		}
 		if m.PerGB != nil && u.hasBytes {
-			if err := emit(CostComponentTransfer, u.bytes/BytesPerGB**m.PerGB); err != nil {
+			v := u.bytes / BytesPerGB * *m.PerGB
+			if err := emit(CostComponentTransfer, v); err != nil {
+				return err
+			}
+			total, priced = total+v, true
+		}
+		if priced {
+			if err := emit(CostComponentUsage, total); err != nil {
 				return err
 			}
 		}
@@ -291,7 +321,10 @@ func (s *storeCut) price(increment, sample func(ls labels.Labels, t int64, v flo
 	if s.book == nil {
 		return nil
 	}
-	if err := s.c.CostIncrements(s.dict, s.book, increment); err != nil {
+	if s.usage == nil {
+		s.usage = s.c.usage()
+	}
+	if err := costIncrements(s.usage, s.dict, s.book, increment); err != nil {
 		return err
 	}
 	times := map[int64]struct{}{}

@@ -79,6 +79,9 @@ type storeCut struct {
 	book *CostBook // nil: no cost series
 	seq  uint64
 
+	usage map[costKey]*costUsage // what the cut used, priced; nil: not worked out yet
+	alloc *allocPlan             // the fixed costs it writes; nil: none
+
 	e   journalEntry // the last journal entry decoded, its memory reused
 	val []byte       // the last record value encoded
 }
@@ -122,6 +125,11 @@ func (s *storeCut) Write(totals func(key, value []byte) error, increment, sample
 	if err := s.price(increment, sample); err != nil {
 		return fmt.Errorf("cut costs: %w", err)
 	}
+	if s.alloc != nil {
+		if err := s.alloc.write(totals, increment); err != nil {
+			return fmt.Errorf("cut fixed costs: %w", err)
+		}
+	}
 	var key, val []byte
 	for f := range s.c.Families {
 		fc := &s.c.Families[f]
@@ -160,6 +168,9 @@ func Restore(l Loader, dict *Dict, agg *Aggregator) (uint64, error) {
 	seq, err := l.Load(
 		func(id uint32, s string) error { return dict.Load(DictEntry{ID: id, Str: s}) },
 		func(key, value []byte) error {
+			if isLedgerKey(key) {
+				return agg.ledger.load(key, value)
+			}
 			f, k, err := decodeTotalsKey(key)
 			if err != nil {
 				return err

@@ -64,6 +64,9 @@ type Config struct {
 	// Costs, when present, are the cost models at every start (replacing
 	// those the admin API stored); without it the stored ones are used.
 	Costs []otelanalytics.CostModel `yaml:"costs"`
+	// CostAllocation is what a subscription is allocated to applications
+	// by, hour by hour: requests (the default) or bytes.
+	CostAllocation string `yaml:"cost_allocation"`
 	// Backup configures scheduled backups and their uploads.
 	Backup backup.Config `yaml:"backup"`
 	// Auth lists the users and tokens of the HTTP endpoints.
@@ -350,6 +353,11 @@ func (c *Config) Validate() error {
 		if err := otelanalytics.ValidateCostModels(c.Costs); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	switch c.CostAllocation {
+	case "", otelanalytics.AllocateByRequests, otelanalytics.AllocateByBytes:
+	default:
+		add("cost_allocation: must be requests or bytes, got %q", c.CostAllocation)
 	}
 	if c.AdminTokenFile != "" {
 		if _, err := readAdminToken(c.AdminTokenFile); err != nil {

@@ -102,7 +102,8 @@ func TestGoodConfig(t *testing.T) {
 			Source: "brightdata", Model: "hybrid", Currency: "EUR", From: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 			PerRequest: new(0.001), PerGB: new(3.5), Subscription: new(500.0), Period: "month",
 		}},
-		TLS: TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
+		CostAllocation: "bytes",
+		TLS:            TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
 		Auth: AuthConfig{
 			Users:            []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
 			Tokens:           []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
@@ -192,6 +193,7 @@ var badConfigs = map[string][]string{
 	"flush_interval_negative.bad.yaml":       {`flush_interval: must be at least 1s, got "-15s"`},
 	"flush_interval_7s.bad.yaml":             {`flush_interval: must divide an hour evenly (1s, 5s, 15s, 30s, 1m…), got "7s"`},
 	"log_level.bad.yaml":                     {`log_level: must be debug, info, warn or error, got "loud"`},
+	"cost_allocation.bad.yaml":               {`cost_allocation: must be requests or bytes, got "seats"`},
 	"log_format.bad.yaml":                    {`log_format: must be text or json, got "xml"`},
 	"otlp_metrics_endpoint_scheme.bad.yaml":  {`otlp_metrics_endpoint: "ftp://x:1": the scheme must be http, https or grpc`},
 	"otlp_metrics_endpoint_no_host.bad.yaml": {`otlp_metrics_endpoint: "http:///v1/metrics" has no host`},

@@ -153,6 +153,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		FlushInterval:      s.cfg.FlushInterval,
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
 		Costs:              &s.costs,
+		CostAllocation:     s.cfg.CostAllocation,
 	}, s.dict, s.sampler, s.agg, s.store, nextSeq, s.self, s.log, s.opts.Now)
 	if err := s.pipeline.Start(ctx); err != nil {
 		return err
