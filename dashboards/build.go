@@ -2,6 +2,7 @@ package dashboards
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -50,8 +51,11 @@ type dashboard struct {
 	// variables lists the template variables besides datasource: "source",
 	// "application".
 	variables []string
-	timeFrom  string
-	panels    []panel
+	// valuesFrom is the metric the variables' values come from (default
+	// proxy_requests_total).
+	valuesFrom string
+	timeFrom   string
+	panels     []panel
 }
 
 func f(v float64) *float64 { return &v }
@@ -218,9 +222,10 @@ func (d dashboard) json() ([]byte, error) {
 		"options": []any{},
 	}}
 	for _, v := range d.variables {
-		q := "label_values(proxy_requests_total, " + v + ")"
+		metric := cmp.Or(d.valuesFrom, "proxy_requests_total")
+		q := "label_values(" + metric + ", " + v + ")"
 		if v == "application" && contains(d.variables, "source") {
-			q = `label_values(proxy_requests_total{source=~"$source"}, application)`
+			q = "label_values(" + metric + `{source=~"$source"}, application)`
 		}
 		vars = append(vars, map[string]any{
 			"name":       v,

@@ -63,8 +63,8 @@ const (
 	// maxAccrualHistory bounds how far back a subscription starts to
 	// accrue when it is first seen: the longest range of an export.
 	maxAccrualHistory = 400 * 24 * time.Hour
-	// maxAccrualsPerCut bounds the intervals one cut accrues, all sources
-	// together; a long history accrues over several cuts.
+	// maxAccrualsPerCut bounds the increments one cut's accruals write,
+	// all sources together; a long history accrues over several cuts.
 	maxAccrualsPerCut = 50000
 	// lumpAfter: an hour that ended longer ago than this when it accrues
 	// (a history) accrues as one increment at its end, which is what the
@@ -75,8 +75,9 @@ const (
 	// was first seen, even while late usage goes on.
 	settleWait = time.Hour
 
-	hourMs = int64(time.Hour / time.Millisecond)
-	dayMs  = 24 * hourMs
+	minuteMs = int64(time.Minute / time.Millisecond)
+	hourMs   = int64(time.Hour / time.Millisecond)
+	dayMs    = 24 * hourMs
 )
 
 // The first bytes of the ledger's keys among the aggregates' totals
@@ -128,9 +129,14 @@ type hourUse struct {
 // use is what an application used of a source.
 type use struct{ requests, bytes float64 }
 
+// newLedger returns the ledger of an aggregator whose increments fall on
+// a grid of res: it accrues minute by minute (or on the least multiple of
+// res that is a whole number of minutes), which keeps a month of history
+// to a few tens of thousands of increments a source.
 func newLedger(res time.Duration) *Ledger {
+	r := max(res.Milliseconds(), 1)
 	return &Ledger{
-		res:     max(res.Milliseconds(), 1),
+		res:     r / gcd(r, minuteMs) * minuteMs,
 		through: map[string]int64{},
 		idle:    map[idleKey]*idleDay{},
 		usage:   map[hourKey]*hourUse{},
@@ -284,30 +290,33 @@ func (l *Ledger) plan(u map[costKey]*costUsage, d *Dict, b *CostBook, by string,
 				continue
 			}
 		}
-		last := min(to, from+int64(budget)*l.res)
-		if last <= from {
-			continue
-		}
-		for end := ceilDiv(from+l.res, hourMs) * hourMs; end-hourMs < last; end += hourMs {
-			lo, hi := max(from, end-hourMs), min(last, end)
+		last := from
+		for end := ceilDiv(from+l.res, hourMs) * hourMs; last < to && budget > 0; end += hourMs {
+			lo, hi := max(from, end-hourMs), min(to, end)
 			dd, bit := day(src, end)
 			if end <= lumpBefore && lo == end-hourMs && hi == end {
 				for cur, v := range b.hourAccrual(src, end, l.res) {
 					p.incs = append(p.incs, allocInc{src, UnallocatedApplication, cur, end, v})
 				}
 				dd.lump |= bit
+				budget--
 			} else {
+				hi = min(hi, lo+int64(budget)*l.res)
 				for t := lo + l.res; t <= hi; t += l.res {
 					if cur, v := b.accrual(src, t, l.res); v > 0 {
 						p.incs = append(p.incs, allocInc{src, UnallocatedApplication, cur, t, v})
 					}
 				}
+				budget -= int((hi - lo) / l.res)
 			}
 			if hi == end {
 				dd.idle |= bit
 			}
+			last = hi
 		}
-		budget -= int((last - from) / l.res)
+		if last == from {
+			continue
+		}
 		p.through[src] = last
 	}
 
@@ -536,3 +545,10 @@ func floorDiv(a, b int64) int64 {
 }
 
 func ceilDiv(a, b int64) int64 { return -floorDiv(-a, b) }
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}

@@ -57,7 +57,7 @@ func TestCostHistory(t *testing.T) {
 	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil)
 	next, err := otelanalytics.Restore(db, dict, agg)
 	require.NoError(t, err)
-	clock := now
+	clock := now.Add(-2 * time.Minute) // the backfill's cuts come before now
 	pipe := otelanalytics.NewPipeline(otelanalytics.PipelineConfig{FlushInterval: 15 * time.Second, Costs: costs}, dict,
 		otelanalytics.NewSampler(otelanalytics.DefaultSamplingConfig()), agg, db, next, nil, nil, func() time.Time { return clock })
 
@@ -211,19 +211,20 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // expectAllocation computes independently what source's subscription
-// allocates in (from, to] to each application: every interval's accrual
-// (price ÷ period × 15 s, the model valid at its end) shared by the
-// applications' weighted requests in its hour, (end−1h, end]; intervals
-// of hours with none, or of the hour not over at now, to unallocated.
+// allocates in (from, to] to each application: every minute's accrual
+// (price ÷ period × 60 s, the model valid at its end; the minute before
+// now's is the last) shared by the applications' weighted requests in its
+// hour, (end−1h, end]; minutes of hours with none, or of the hour not
+// over at now, to unallocated.
 func expectAllocation(book *otelanalytics.CostBook, recs []otelanalytics.Record, source string, from, to, now time.Time) map[string]float64 {
-	const res = int64(15000)
+	const res = int64(60000)
 	through := now.UnixMilli()/res*res - res
 	hours := map[int64]map[string]float64{}
 	for _, r := range recs {
 		if r.Source != source {
 			continue
 		}
-		t := (r.EndTime/1e6 + res - 1) / res * res // its interval's end
+		t := (r.EndTime/1e6 + 14999) / 15000 * 15000 // its flush interval's end
 		h := (t + 3599999) / 3600000 * 3600000
 		if hours[h] == nil {
 			hours[h] = map[string]float64{}

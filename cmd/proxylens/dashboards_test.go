@@ -130,6 +130,8 @@ func TestDashboardQueries(t *testing.T) {
 	}
 	require.Greater(t, queries, 50)
 	t.Logf("%d panel queries returned data, in %s", queries, time.Since(queriesBegan).Round(time.Millisecond))
+
+	checkCostAddsUp(t, prom, end, rng)
 }
 
 // putDemoCosts gives every demo source a cost model, valid from from on:
