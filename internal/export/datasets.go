@@ -43,6 +43,7 @@ var datasets = map[string][]Column{
 	"records": recordColumns,
 	"hourly":  summaryColumns,
 	"daily":   summaryColumns,
+	"costs":   costColumns,
 }
 
 func columnNames(cols []Column) string {
@@ -331,12 +332,7 @@ func (e *Jobs) writeSummaries(ctx context.Context, j *Job, w *Writer, progress f
 		}
 		srcVals := s.source[summaryKey{t: k.t, source: k.source}]
 		end := time.UnixMilli(k.t).UTC()
-		// One row per currency spent in; the figures without currency in
-		// the first only. A source without a model has no currency.
-		currencies := slices.Sorted(maps.Keys(r.costs))
-		if len(currencies) == 0 {
-			currencies = []string{""}
-		}
+		currencies := r.currencies()
 		for n, cur := range currencies {
 			for i, f := range j.fields {
 				switch f {
@@ -358,6 +354,22 @@ func (e *Jobs) writeSummaries(ctx context.Context, j *Job, w *Writer, progress f
 		}
 	}
 	return nil
+}
+
+// currencies returns the currencies of the row's rows: those spent in,
+// sorted; else the first of its cost series (a model that priced its
+// requests at 0); else "", no model. A period spent in two currencies
+// (its source's model changed currency) has a row in each.
+func (r *summaryRow) currencies() []string {
+	all := slices.Sorted(maps.Keys(r.costs))
+	spent := slices.DeleteFunc(slices.Clone(all), func(cur string) bool { return *r.costs[cur] == [2]float64{} })
+	switch {
+	case len(spent) > 0:
+		return spent
+	case len(all) > 0:
+		return all[:1]
+	}
+	return []string{""}
 }
 
 // spent reports whether the row has spend in any currency.
@@ -416,4 +428,89 @@ func anyOf(vals []string) string {
 		q[i] = regexp.QuoteMeta(v)
 	}
 	return strings.Join(q, "|")
+}
+
+// costColumns are the costs dataset's fields: a cost model's.
+var costColumns = []Column{
+	{Name: "source", Kind: String},
+	{Name: "model", Kind: String},
+	{Name: "currency", Kind: String},
+	{Name: "from", Kind: Time},
+	{Name: "until", Kind: Time},
+	{Name: "per_request", Kind: Float},
+	{Name: "per_gb", Kind: Float},
+	{Name: "subscription", Kind: Float},
+	{Name: "period", Kind: String},
+}
+
+// writeCosts writes the cost models in force over the job's range, those
+// whose validity [from, until) overlaps [start, end), of the sources of
+// the source filter (all without one), sorted by source then from. The
+// other filters select requests, which a model is not: they are ignored,
+// as the summaries ignore those they cannot apply.
+func (e *Jobs) writeCosts(j *Job, w *Writer) error {
+	if e.opts.Costs == nil {
+		return nil
+	}
+	models := e.opts.Costs()
+	slices.SortStableFunc(models, func(a, b otelanalytics.CostModel) int {
+		return cmp.Or(strings.Compare(a.Source, b.Source), a.From.Compare(b.From))
+	})
+	row := make([]any, len(j.fields))
+	for _, m := range models {
+		if len(j.filter.Source) > 0 && !slices.Contains(j.filter.Source, m.Source) {
+			continue
+		}
+		if !m.From.Before(j.End) || (m.Until != nil && !m.Until.After(j.Start)) {
+			continue
+		}
+		for i, f := range j.fields {
+			row[i] = costValue(&m, f)
+		}
+		if err := w.Write(row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// costValue returns a field of the costs dataset: nil for a price or
+// period the model has not, and for the until of a model still valid.
+func costValue(m *otelanalytics.CostModel, field string) any {
+	price := func(p *float64) any {
+		if p == nil {
+			return nil
+		}
+		return *p
+	}
+	str := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	switch field {
+	case "source":
+		return m.Source
+	case "model":
+		return m.Model
+	case "currency":
+		return str(m.Currency)
+	case "from":
+		return m.From.UTC()
+	case "until":
+		if m.Until == nil {
+			return nil
+		}
+		return m.Until.UTC()
+	case "per_request":
+		return price(m.PerRequest)
+	case "per_gb":
+		return price(m.PerGB)
+	case "subscription":
+		return price(m.Subscription)
+	case "period":
+		return str(m.Period)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
+	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/promql"
 )
 
@@ -85,8 +87,10 @@ func series(ls labels.Labels, pts ...float64) promqlengine.Series {
 // the cost columns come from the cost figure's series by component, in
 // the currency they were spent in. A row with spend but no requests
 // (unallocated) counts 0 requests and has no latency; a source without a
-// model has no cost columns; a period spent in two currencies gives a row
-// per currency, the figures without currency in the first only; a figure
+// model has no cost columns, one that priced it at 0 has 0 in its
+// currency; a period spent in two currencies gives a row per currency
+// (none for a currency with no spend), the figures without currency in
+// the first only; a figure
 // without application (sample_adjusted) is in each row of its source.
 func TestWriteSummaries(t *testing.T) {
 	h := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
@@ -103,6 +107,7 @@ func TestWriteSummaries(t *testing.T) {
 			series(labels.FromStrings("source", "a", "application", "x"), t1, 10, t2, 0),
 			series(labels.FromStrings("source", "b", "application", "y"), t1, 5),
 			series(labels.FromStrings("source", "c"), t1, 4),
+			series(labels.FromStrings("source", "d", "application", "w"), t1, 2),
 		},
 		"successes":           {series(labels.FromStrings("source", "a", "application", "x"), t1, 9)},
 		"avg_latency_seconds": {series(labels.FromStrings("source", "a", "application", "x"), t1, 0.25)},
@@ -115,9 +120,11 @@ func TestWriteSummaries(t *testing.T) {
 			series(cost("a", "unallocated", "USD", "subscription"), t1, 0.5, t2, 0),
 			series(cost("c", "", "EUR", "usage"), t1, 0.75),
 			series(cost("c", "", "USD", "subscription"), t1, 0.25),
+			series(cost("a", "x", "EUR", "usage"), t1, 0), // a currency not spent in
+			series(cost("d", "w", "USD", "usage"), t1, 0), // a free source
 		},
 	}
-	f := Filters{Source: []string{"a", "b", "c"}}
+	f := Filters{Source: []string{"a", "b", "c", "d"}}
 	start, end := h.Add(-time.Minute), h.Add(2*time.Hour+time.Minute)
 	e := &Jobs{opts: Options{Query: fakeQuery(t, f, time.Hour, h, h.Add(2*time.Hour), answers)}}
 	var fields []string
@@ -142,6 +149,7 @@ func TestWriteSummaries(t *testing.T) {
 		{p0, p1, "b", "y", "5", "0", "0", "", "", "", "0", "0", "0", "false", "", "", "", ""},
 		{p0, p1, "c", "", "4", "0", "0", "", "", "", "100", "0", "0", "false", "0.75", "0", "0.75", "EUR"},
 		{p0, p1, "c", "", "", "", "", "", "", "", "", "", "", "", "0", "0.25", "0.25", "USD"},
+		{p0, p1, "d", "w", "2", "0", "0", "", "", "", "0", "0", "0", "false", "0", "0", "0", "USD"},
 	}, rows[1:], "the second hour had neither requests nor spend")
 
 	// A selection of fields, in the order asked.
@@ -151,5 +159,49 @@ func TestWriteSummaries(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, e.writeSummaries(t.Context(), j, w, func(float64) {}))
 	require.NoError(t, w.Close())
-	require.Equal(t, "currency,application,cost_total\nUSD,unallocated,0.5\nUSD,x,3\n,y,\nEUR,,0.75\nUSD,,0.25\n", buf.String())
+	require.Equal(t, "currency,application,cost_total\nUSD,unallocated,0.5\nUSD,x,3\n,y,\nEUR,,0.75\nUSD,,0.25\nUSD,w,0\n", buf.String())
+}
+
+// TestWriteCosts: the costs dataset lists the models whose validity
+// [from, until) overlaps the range, of the sources filtered, by source
+// then from, with empty cells for the prices a model has not and the
+// until of a model still valid; the other filters are ignored.
+func TestWriteCosts(t *testing.T) {
+	day := func(d int) time.Time { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC) }
+	ptr := func(v float64) *float64 { return &v }
+	until := func(d int) *time.Time { u := day(d); return &u }
+	models := []otelanalytics.CostModel{
+		{Source: "oxy", Model: "per_request", Currency: "EUR", From: day(1), Until: until(10), PerRequest: ptr(0.001)},
+		{Source: "oxy", Model: "hybrid", Currency: "EUR", From: day(10), PerGB: ptr(3), Subscription: ptr(300), Period: "month"},
+		{Source: "brightdata", Model: "data_transfer", Currency: "USD", From: day(1), Until: until(5), PerGB: ptr(4)},
+		{Source: "brightdata", Model: "per_request", Currency: "USD", From: day(5), Until: until(8), PerRequest: ptr(0)},
+		{Source: "brightdata", Model: "subscription", Currency: "USD", From: day(8), Subscription: ptr(10), Period: "day"},
+	}
+	export := func(start, end time.Time, f Filters) string {
+		t.Helper()
+		e := &Jobs{opts: Options{Costs: func() []otelanalytics.CostModel { return slices.Clone(models) }}}
+		var fields []string
+		for _, c := range costColumns {
+			fields = append(fields, c.Name)
+		}
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, CSV, costColumns)
+		require.NoError(t, err)
+		require.NoError(t, e.writeCosts(&Job{Dataset: "costs", Start: start, End: end, fields: fields, filter: f}, w))
+		require.NoError(t, w.Close())
+		return buf.String()
+	}
+	const header = "source,model,currency,from,until,per_request,per_gb,subscription,period\n"
+	require.Equal(t, header+
+		"brightdata,per_request,USD,2026-11-05T00:00:00Z,2026-11-08T00:00:00Z,0,,,\n"+
+		"brightdata,subscription,USD,2026-11-08T00:00:00Z,,,,10,day\n"+
+		"oxy,per_request,EUR,2026-11-01T00:00:00Z,2026-11-10T00:00:00Z,0.001,,,\n",
+		export(day(5), day(9), Filters{}), "until is exclusive: the data_transfer model ended as the range began")
+	require.Equal(t, header+
+		"oxy,per_request,EUR,2026-11-01T00:00:00Z,2026-11-10T00:00:00Z,0.001,,,\n"+
+		"oxy,hybrid,EUR,2026-11-10T00:00:00Z,,,3,300,month\n",
+		export(day(9), day(11), Filters{Source: []string{"oxy"}, Application: []string{"crawler"}, Domain: []string{"x"}}))
+	require.Equal(t, header, export(day(1), day(10), Filters{Source: []string{"nobody"}}))
+	require.Equal(t, header+"brightdata,data_transfer,USD,2026-11-01T00:00:00Z,2026-11-05T00:00:00Z,,4,,\n",
+		export(day(4), day(5), Filters{Source: []string{"brightdata"}}), "the range ends as the per_request model begins")
 }

@@ -137,7 +137,7 @@ func TestExports(t *testing.T) {
 	for _, c := range []struct{ body, msg string }{
 		{`{"range": "24h", "format": "pdf", "dataset": "records"}`, "format: "},
 		{`{"range": "1y", "format": "csv", "dataset": "records"}`, `range: "1y" is not 24h, 7d, 30d`},
-		{`{"range": "24h", "format": "csv", "dataset": "weekly"}`, `dataset: "weekly" is not records, hourly or daily`},
+		{`{"range": "24h", "format": "csv", "dataset": "weekly"}`, `dataset: "weekly" is not records, hourly, daily or costs`},
 		{`{"range": "24h", "format": "csv", "dataset": "records", "fields": ["time", "password"]}`, `fields[1]: "password" is not a field of records`},
 		{`{"range": "24h", "format": "csv", "dataset": "records", "filter": {}}`, `unknown field "filter"`},
 	} {
