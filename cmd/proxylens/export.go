@@ -20,7 +20,7 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	rng := fs.String("range", "24h", `time range: 24h, 7d, 30d, or START,END in RFC 3339`)
 	format := fs.String("format", "csv", "csv, json (NDJSON) or xlsx")
-	dataset := fs.String("dataset", "records", "records, hourly or daily")
+	dataset := fs.String("dataset", "records", "records, hourly, daily or costs")
 	fields := fs.String("fields", "", "comma-separated fields (default: all)")
 	source := fs.String("source", "", "only these sources (comma-separated)")
 	out := fs.String("out", "", "the file to write (required; - for standard output)")

@@ -63,7 +63,7 @@ Usage:
                               restore a backup into a new data directory
   proxylens audit verify      check the audit log's hash chain
   proxylens export --range 7d --format csv --out FILE
-                              export records or hourly/daily summaries
+                              export records, hourly/daily summaries or cost models
   proxylens version           print the version
 
 Run "proxylens COMMAND -h" for the flags of a command.

@@ -43,6 +43,7 @@ var datasets = map[string][]Column{
 	"records": recordColumns,
 	"hourly":  summaryColumns,
 	"daily":   summaryColumns,
+	"costs":   costColumns,
 }
 
 func columnNames(cols []Column) string {
@@ -133,11 +134,12 @@ func (e *Jobs) writeRecords(ctx context.Context, j *Job, w *Writer, progress fun
 }
 
 // summaryColumns are the hourly and daily datasets' fields: the product's
-// per-period summaries, read from the rollups, per source.
+// per-period summaries, read from the rollups, per source and application.
 var summaryColumns = []Column{
 	{Name: "period_start", Kind: Time},
 	{Name: "period_end", Kind: Time},
 	{Name: "source", Kind: String},
+	{Name: "application", Kind: String},
 	{Name: "requests", Kind: Float},
 	{Name: "successes", Kind: Float},
 	{Name: "failures", Kind: Float},
@@ -148,35 +150,53 @@ var summaryColumns = []Column{
 	{Name: "bytes_received", Kind: Float},
 	{Name: "distinct_domains", Kind: Int},
 	{Name: "sample_adjusted", Kind: Bool},
+	{Name: "cost_usage", Kind: Float},
+	{Name: "cost_subscription", Kind: Float},
+	{Name: "cost_total", Kind: Float},
+	{Name: "currency", Kind: String},
 }
 
-// summaryFields compute each summary field per source and period. Each
-// query's selectors get the filters' matchers (source only where the
-// family has no application label) and the period as their range.
-var summaryFields = map[string]struct {
+// costFigure is the summary figure of the cost columns: cost_usage,
+// cost_subscription, cost_total and currency.
+const costFigure = "cost"
+
+// summaryFigures compute the summary fields per source, application and
+// period: each a field, but costFigure, whose one query gives the four
+// cost columns (its series by currency and component). Each query's
+// selectors get the filters' matchers (source only where the family has
+// no application label, and then the figure is the source's, in each of
+// its rows) and the period as their range.
+var summaryFigures = map[string]struct {
 	query         string
 	byApplication bool
 }{
-	"requests":            {`sum by (source) (increase(proxy_requests_total[1h]))`, true},
-	"successes":           {`sum by (source) (increase(proxy_requests_total{outcome="success"}[1h]))`, true},
-	"failures":            {`sum by (source) (increase(proxy_requests_total{outcome="failure"}[1h]))`, true},
-	"avg_latency_seconds": {`sum by (source) (increase(proxy_request_duration_seconds_sum[1h])) / sum by (source) (increase(proxy_request_duration_seconds_count[1h]))`, true},
-	"p50_latency_seconds": {`histogram_quantile(0.5, sum by (source, le) (increase(proxy_request_duration_seconds_bucket[1h])))`, true},
-	"p95_latency_seconds": {`histogram_quantile(0.95, sum by (source, le) (increase(proxy_request_duration_seconds_bucket[1h])))`, true},
-	"bytes_sent":          {`sum by (source) (increase(proxy_transfer_bytes_total{direction="sent"}[1h]))`, true},
-	"bytes_received":      {`sum by (source) (increase(proxy_transfer_bytes_total{direction="received"}[1h]))`, true},
-	"distinct_domains":    {`count by (source) (sum by (source, domain) (increase(proxy_requests_total[1h])) > 0)`, true},
+	"requests":            {`sum by (source, application) (increase(proxy_requests_total[1h]))`, true},
+	"successes":           {`sum by (source, application) (increase(proxy_requests_total{outcome="success"}[1h]))`, true},
+	"failures":            {`sum by (source, application) (increase(proxy_requests_total{outcome="failure"}[1h]))`, true},
+	"avg_latency_seconds": {`sum by (source, application) (increase(proxy_request_duration_seconds_sum[1h])) / sum by (source, application) (increase(proxy_request_duration_seconds_count[1h]))`, true},
+	"p50_latency_seconds": {`histogram_quantile(0.5, sum by (source, application, le) (increase(proxy_request_duration_seconds_bucket[1h])))`, true},
+	"p95_latency_seconds": {`histogram_quantile(0.95, sum by (source, application, le) (increase(proxy_request_duration_seconds_bucket[1h])))`, true},
+	"bytes_sent":          {`sum by (source, application) (increase(proxy_transfer_bytes_total{direction="sent"}[1h]))`, true},
+	"bytes_received":      {`sum by (source, application) (increase(proxy_transfer_bytes_total{direction="received"}[1h]))`, true},
+	"distinct_domains":    {`count by (source, application) (sum by (source, application, domain) (increase(proxy_requests_total[1h])) > 0)`, true},
 	"sample_adjusted":     {`sum by (source) (increase(proxy_sample_adjusted_requests_total[1h])) > 0`, false},
+	costFigure:            {`sum by (source, application, currency, component) (increase(proxy_cost_allocated_total[1h]))`, true},
 }
 
-// summaryQuery returns the query of a summary field for filters f over
-// periods of length step: the field's query with every selector narrowed
+// countFields are the summary fields that count: a period without a
+// series of theirs counted nothing, 0.
+var countFields = map[string]bool{
+	"requests": true, "successes": true, "failures": true, "bytes_sent": true, "bytes_received": true, "distinct_domains": true,
+}
+
+// summaryQuery returns the query of a summary figure for filters f over
+// periods of length step: the figure's query with every selector narrowed
 // by the filters' matchers and every range set to step.
-func summaryQuery(field string, f Filters, step time.Duration) (string, error) {
-	sf := summaryFields[field]
+func summaryQuery(figure string, f Filters, step time.Duration) (string, error) {
+	sf := summaryFigures[figure]
 	expr, err := parser.NewParser(parser.Options{}).ParseExpr(sf.query)
 	if err != nil {
-		return "", fmt.Errorf("summary %s: %w", field, err)
+		return "", fmt.Errorf("summary %s: %w", figure, err)
 	}
 	var ms []*labels.Matcher
 	for _, m := range []struct {
@@ -205,6 +225,71 @@ func summaryQuery(field string, f Filters, step time.Duration) (string, error) {
 	return expr.String(), nil
 }
 
+// summaryKey is a row of a summary: a period, by its end (ms), a source
+// and an application.
+type summaryKey struct {
+	t                   int64
+	source, application string
+}
+
+// summaryRow is what the figures gave a summaryKey.
+type summaryRow struct {
+	vals  map[string]float64
+	costs map[string]*[2]float64 // currency → usage, subscription
+}
+
+// summaries are the figures of a summary's periods.
+type summaries struct {
+	rows   map[summaryKey]*summaryRow
+	source map[summaryKey]map[string]float64 // figures without application; application ""
+}
+
+func (s *summaries) row(k summaryKey) *summaryRow {
+	r := s.rows[k]
+	if r == nil {
+		r = &summaryRow{vals: map[string]float64{}, costs: map[string]*[2]float64{}}
+		s.rows[k] = r
+	}
+	return r
+}
+
+// add takes the series of a figure's range query.
+func (s *summaries) add(figure string, m promqlengine.Matrix) {
+	byApp := summaryFigures[figure].byApplication
+	for _, sr := range m {
+		src, app := sr.Metric.Get("source"), sr.Metric.Get("application")
+		cur, comp := sr.Metric.Get("currency"), sr.Metric.Get("component")
+		for _, p := range sr.Floats {
+			switch {
+			case !byApp:
+				k := summaryKey{t: p.T, source: src}
+				if s.source[k] == nil {
+					s.source[k] = map[string]float64{}
+				}
+				s.source[k][figure] = p.F
+			case figure == costFigure:
+				i := 0
+				switch comp {
+				case otelanalytics.CostComponentUsage:
+				case otelanalytics.CostComponentSubscription:
+					i = 1
+				default:
+					continue
+				}
+				r := s.row(summaryKey{p.T, src, app})
+				c := r.costs[cur]
+				if c == nil {
+					c = &[2]float64{}
+					r.costs[cur] = c
+				}
+				c[i] += p.F
+			default:
+				s.row(summaryKey{p.T, src, app}).vals[figure] = p.F
+			}
+		}
+	}
+}
+
 func (e *Jobs) writeSummaries(ctx context.Context, j *Job, w *Writer, progress func(float64)) error {
 	step := time.Hour
 	if j.Dataset == "daily" {
@@ -215,77 +300,123 @@ func (e *Jobs) writeSummaries(ctx context.Context, j *Job, w *Writer, progress f
 	if last.Before(first) {
 		return nil
 	}
-	type key struct {
-		t      int64
-		source string
-	}
-	rows := map[key]map[string]float64{}
-	names := slices.Sorted(maps.Keys(summaryFields))
-	for i, name := range names {
-		q, err := summaryQuery(name, j.filter, step)
+	s := summaries{rows: map[summaryKey]*summaryRow{}, source: map[summaryKey]map[string]float64{}}
+	figures := slices.Sorted(maps.Keys(summaryFigures))
+	for i, figure := range figures {
+		q, err := summaryQuery(figure, j.filter, step)
 		if err != nil {
 			return err
 		}
 		res, err := e.opts.Query(ctx, j.User, promql.Request{Query: q, Start: first, End: last, Step: step})
 		if err != nil {
 			res.Close()
-			return fmt.Errorf("%s: %w", name, err)
+			return fmt.Errorf("%s: %w", figure, err)
 		}
 		m, ok := res.Value.(promqlengine.Matrix)
 		if !ok {
 			res.Close()
-			return fmt.Errorf("%s: a range query answered %s", name, res.Value.Type())
+			return fmt.Errorf("%s: a range query answered %s", figure, res.Value.Type())
 		}
-		for _, s := range m {
-			src := s.Metric.Get("source")
-			for _, p := range s.Floats {
-				k := key{p.T, src}
-				if rows[k] == nil {
-					rows[k] = map[string]float64{}
-				}
-				rows[k][name] = p.F
-			}
-		}
+		s.add(figure, m)
 		res.Close()
-		progress(float64(i+1) / float64(len(names)+1))
+		progress(float64(i+1) / float64(len(figures)+1))
 	}
-	keys := slices.SortedFunc(maps.Keys(rows), func(a, b key) int {
-		if a.t != b.t {
-			return cmp.Compare(a.t, b.t)
-		}
-		return strings.Compare(a.source, b.source)
+	keys := slices.SortedFunc(maps.Keys(s.rows), func(a, b summaryKey) int {
+		return cmp.Or(cmp.Compare(a.t, b.t), strings.Compare(a.source, b.source), strings.Compare(a.application, b.application))
 	})
 	row := make([]any, len(j.fields))
 	for _, k := range keys {
-		vals := rows[k]
-		if vals["requests"] <= 0 {
-			continue // a period without requests has no summary
+		r := s.rows[k]
+		if r.vals["requests"] <= 0 && !r.spent() {
+			continue // a period without requests or spend has no summary
 		}
+		srcVals := s.source[summaryKey{t: k.t, source: k.source}]
 		end := time.UnixMilli(k.t).UTC()
-		for i, f := range j.fields {
-			switch f {
-			case "period_start":
-				row[i] = end.Add(-step)
-			case "period_end":
-				row[i] = end
-			case "source":
-				row[i] = k.source
-			case "distinct_domains":
-				row[i] = int64(vals[f])
-			case "sample_adjusted":
-				_, adjusted := vals[f]
-				row[i] = adjusted
-			default:
-				if v, ok := vals[f]; ok {
-					row[i] = v
-				} else {
-					row[i] = nil
+		currencies := r.currencies()
+		for n, cur := range currencies {
+			for i, f := range j.fields {
+				switch f {
+				case "period_start":
+					row[i] = end.Add(-step)
+				case "period_end":
+					row[i] = end
+				case "source":
+					row[i] = k.source
+				case "application":
+					row[i] = k.application
+				default:
+					row[i] = r.value(f, cur, n == 0, srcVals)
 				}
 			}
+			if err := w.Write(row); err != nil {
+				return err
+			}
 		}
-		if err := w.Write(row); err != nil {
-			return err
+	}
+	return nil
+}
+
+// currencies returns the currencies of the row's rows: those spent in,
+// sorted; else the first of its cost series (a model that priced its
+// requests at 0); else "", no model. A period spent in two currencies
+// (its source's model changed currency) has a row in each.
+func (r *summaryRow) currencies() []string {
+	all := slices.Sorted(maps.Keys(r.costs))
+	spent := slices.DeleteFunc(slices.Clone(all), func(cur string) bool { return *r.costs[cur] == [2]float64{} })
+	switch {
+	case len(spent) > 0:
+		return spent
+	case len(all) > 0:
+		return all[:1]
+	}
+	return []string{""}
+}
+
+// spent reports whether the row has spend in any currency.
+func (r *summaryRow) spent() bool {
+	for _, c := range r.costs {
+		if c[0] != 0 || c[1] != 0 {
+			return true
 		}
+	}
+	return false
+}
+
+// value returns a summary field of the row in currency cur ("": the
+// source has no model). The figures without currency are in the first
+// row of a key only (first), so that no sum counts them twice; those
+// without application come from the source's figures, srcVals.
+func (r *summaryRow) value(field, cur string, first bool, srcVals map[string]float64) any {
+	switch field {
+	case "cost_usage", "cost_subscription", "cost_total", "currency":
+		c := r.costs[cur]
+		switch {
+		case c == nil:
+			return nil
+		case field == "cost_usage":
+			return c[0]
+		case field == "cost_subscription":
+			return c[1]
+		case field == "cost_total":
+			return c[0] + c[1]
+		}
+		return cur
+	}
+	if !first {
+		return nil
+	}
+	switch field {
+	case "sample_adjusted":
+		_, adjusted := srcVals[field]
+		return adjusted
+	case "distinct_domains":
+		return int64(r.vals[field])
+	}
+	if v, ok := r.vals[field]; ok {
+		return v
+	}
+	if countFields[field] {
+		return 0.0
 	}
 	return nil
 }
@@ -297,4 +428,89 @@ func anyOf(vals []string) string {
 		q[i] = regexp.QuoteMeta(v)
 	}
 	return strings.Join(q, "|")
+}
+
+// costColumns are the costs dataset's fields: a cost model's.
+var costColumns = []Column{
+	{Name: "source", Kind: String},
+	{Name: "model", Kind: String},
+	{Name: "currency", Kind: String},
+	{Name: "from", Kind: Time},
+	{Name: "until", Kind: Time},
+	{Name: "per_request", Kind: Float},
+	{Name: "per_gb", Kind: Float},
+	{Name: "subscription", Kind: Float},
+	{Name: "period", Kind: String},
+}
+
+// writeCosts writes the cost models in force over the job's range, those
+// whose validity [from, until) overlaps [start, end), of the sources of
+// the source filter (all without one), sorted by source then from. The
+// other filters select requests, which a model is not: they are ignored,
+// as the summaries ignore those they cannot apply.
+func (e *Jobs) writeCosts(j *Job, w *Writer) error {
+	if e.opts.Costs == nil {
+		return nil
+	}
+	models := e.opts.Costs()
+	slices.SortStableFunc(models, func(a, b otelanalytics.CostModel) int {
+		return cmp.Or(strings.Compare(a.Source, b.Source), a.From.Compare(b.From))
+	})
+	row := make([]any, len(j.fields))
+	for _, m := range models {
+		if len(j.filter.Source) > 0 && !slices.Contains(j.filter.Source, m.Source) {
+			continue
+		}
+		if !m.From.Before(j.End) || (m.Until != nil && !m.Until.After(j.Start)) {
+			continue
+		}
+		for i, f := range j.fields {
+			row[i] = costValue(&m, f)
+		}
+		if err := w.Write(row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// costValue returns a field of the costs dataset: nil for a price or
+// period the model has not, and for the until of a model still valid.
+func costValue(m *otelanalytics.CostModel, field string) any {
+	price := func(p *float64) any {
+		if p == nil {
+			return nil
+		}
+		return *p
+	}
+	str := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	switch field {
+	case "source":
+		return m.Source
+	case "model":
+		return m.Model
+	case "currency":
+		return str(m.Currency)
+	case "from":
+		return m.From.UTC()
+	case "until":
+		if m.Until == nil {
+			return nil
+		}
+		return m.Until.UTC()
+	case "per_request":
+		return price(m.PerRequest)
+	case "per_gb":
+		return price(m.PerGB)
+	case "subscription":
+		return price(m.Subscription)
+	case "period":
+		return str(m.Period)
+	}
+	return nil
 }

@@ -3,10 +3,11 @@
 // Jobs (jobs.go) is the job queue behind /api/v1/exports: a bounded
 // queue, two jobs at a time, each written beside its description in the
 // data directory so that a restart still knows it. The datasets
-// (datasets.go) are the stored records, scanned with a record filter, and
-// the hourly and daily summaries per source, PromQL queries built from
-// label matchers and run through the query API's entry point, with its
-// limits, concurrency gate and audit.
+// (datasets.go) are the stored records, scanned with a record filter; the
+// hourly and daily summaries per source and application, with their cost,
+// PromQL queries built from label matchers and run through the query
+// API's entry point, with its limits, concurrency gate and audit; and the
+// cost models in force over the range (costs).
 //
 // Writer writes tables of rows as files a spreadsheet opens right: CSV
 // (RFC 4180), NDJSON (one JSON object per line) and XLSX.

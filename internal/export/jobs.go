@@ -98,6 +98,9 @@ type Options struct {
 	// API's entry point, with its limits, gate and audit (the hourly and
 	// daily datasets).
 	Query func(ctx context.Context, user string, req promql.Request) (*promql.Result, error)
+	// Costs returns the cost models, every validity period of every
+	// source, sorted by source then from (the costs dataset). Nil: none.
+	Costs func() []otelanalytics.CostModel
 	// Audit records every job that ends.
 	Audit func(pebblestore.AuditEntry) error
 }
@@ -196,7 +199,7 @@ func (e *Jobs) Submit(req Request, user string) (Job, error) {
 	}
 	cols, ok := datasets[req.Dataset]
 	if !ok {
-		return Job{}, fmt.Errorf("dataset: %q is not records, hourly or daily", req.Dataset)
+		return Job{}, fmt.Errorf("dataset: %q is not records, hourly, daily or costs", req.Dataset)
 	}
 	fields := req.Fields
 	if len(fields) == 0 {
@@ -355,6 +358,8 @@ func (e *Jobs) write(ctx context.Context, j *Job) (int64, int64, error) {
 	switch j.Dataset {
 	case "records":
 		err = e.writeRecords(ctx, j, w, progress)
+	case "costs":
+		err = e.writeCosts(j, w)
 	default:
 		err = e.writeSummaries(ctx, j, w, progress)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/proxylens/proxylens/internal/export"
+	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
@@ -27,6 +28,7 @@ func (s *Server) startExporter() error {
 		Query: func(ctx context.Context, user string, req promql.Request) (*promql.Result, error) {
 			return s.api.Exec(withIdentity(ctx, identity{name: user}), req)
 		},
+		Costs: func() []otelanalytics.CostModel { return s.costs.Book().Models() },
 		Audit: s.store.Audit,
 	})
 	if err != nil {

@@ -103,14 +103,21 @@ func TestExports(t *testing.T) {
 	rows, err = csv.NewReader(strings.NewReader(string(b))).ReadAll()
 	require.NoError(t, err)
 	require.Equal(t, "period_start", rows[0][0])
+	col := map[string]int{}
+	for i, name := range rows[0] {
+		col[name] = i
+	}
 	total := 0.0
-	require.Len(t, rows, 1+2*2, "two sources, two hours")
+	require.Len(t, rows, 1+2*2, "two sources, one application, two hours")
 	for _, r := range rows[1:] {
-		v, err := strconv.ParseFloat(r[3], 64)
+		v, err := strconv.ParseFloat(r[col["requests"]], 64)
 		require.NoError(t, err)
 		total += v
-		require.Equal(t, "1", r[11], "distinct domains")
-		require.Equal(t, "false", r[12], "sample adjusted")
+		require.Equal(t, "price-monitor", r[col["application"]])
+		require.Equal(t, "1", r[col["distinct_domains"]])
+		require.Equal(t, "false", r[col["sample_adjusted"]])
+		require.Empty(t, r[col["currency"]], "no cost model")
+		require.Empty(t, r[col["cost_total"]], "no cost model")
 	}
 	require.InEpsilon(t, 100, total, 1e-6)
 
@@ -130,7 +137,7 @@ func TestExports(t *testing.T) {
 	for _, c := range []struct{ body, msg string }{
 		{`{"range": "24h", "format": "pdf", "dataset": "records"}`, "format: "},
 		{`{"range": "1y", "format": "csv", "dataset": "records"}`, `range: "1y" is not 24h, 7d, 30d`},
-		{`{"range": "24h", "format": "csv", "dataset": "weekly"}`, `dataset: "weekly" is not records, hourly or daily`},
+		{`{"range": "24h", "format": "csv", "dataset": "weekly"}`, `dataset: "weekly" is not records, hourly, daily or costs`},
 		{`{"range": "24h", "format": "csv", "dataset": "records", "fields": ["time", "password"]}`, `fields[1]: "password" is not a field of records`},
 		{`{"range": "24h", "format": "csv", "dataset": "records", "filter": {}}`, `unknown field "filter"`},
 	} {
