@@ -34,7 +34,7 @@ func outDir(t *testing.T) string {
 func instant(t *testing.T, api *promql.API, q string, at time.Time, by ...string) map[string]float64 {
 	t.Helper()
 	res, err := api.Exec(t.Context(), promql.Request{Query: q, End: at})
-	defer res.Close()
+	t.Cleanup(res.Close)
 	require.NoError(t, err, q)
 	out := map[string]float64{}
 	for _, s := range res.Value.(promqlengine.Vector) {
