@@ -53,26 +53,31 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	return runJob(ctx, c, "export", "/api/v1/exports", req, *out, stdout, stderr)
+}
+
+// runJob creates a job (an export or a report) with req at path, draws
+// its progress on stderr, and downloads its file to out (- for stdout).
+func runJob(ctx context.Context, c *apiClient, kind, path string, req any, out string, stdout, stderr io.Writer) error {
 	var created struct {
 		ID string `json:"id"`
 	}
-	if err := c.call(ctx, http.MethodPost, "/api/v1/exports", req, &created); err != nil {
-		return fmt.Errorf("the export was refused: %w", err)
+	if err := c.call(ctx, http.MethodPost, path, req, &created); err != nil {
+		return fmt.Errorf("the %s was refused: %w", kind, err)
 	}
 	bar := backup.ProgressBar(stderr)
 	for {
 		var job struct {
 			Status   string  `json:"status"`
 			Progress float64 `json:"progress"`
-			Rows     int64   `json:"rows"`
 			Error    string  `json:"error"`
 		}
-		if err := c.call(ctx, http.MethodGet, "/api/v1/exports/"+created.ID, nil, &job); err != nil {
+		if err := c.call(ctx, http.MethodGet, path+"/"+created.ID, nil, &job); err != nil {
 			return err
 		}
 		bar(int64(job.Progress*1000), 1000)
 		if job.Status == "failed" {
-			return fmt.Errorf("export %s failed: %s", created.ID, job.Error)
+			return fmt.Errorf("%s %s failed: %s", kind, created.ID, job.Error)
 		}
 		if job.Status == "completed" {
 			break
@@ -83,29 +88,29 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	resp, err := c.do(ctx, http.MethodGet, "/api/v1/exports/"+created.ID+"/download", nil)
+	resp, err := c.do(ctx, http.MethodGet, path+"/"+created.ID+"/download", nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("download export %s: %s", created.ID, resp.Status)
+		return fmt.Errorf("download %s %s: %s", kind, created.ID, resp.Status)
 	}
-	var w io.Writer = stdout
-	if *out != "-" {
-		f, err := os.Create(*out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
+	if out == "-" {
+		_, err := io.Copy(stdout, resp.Body)
+		return err
 	}
-	n, err := io.Copy(w, resp.Body)
+	f, err := os.Create(out)
 	if err != nil {
 		return err
 	}
-	if *out != "-" {
-		fmt.Fprintf(stdout, "export %s: %d bytes written to %s\n", created.ID, n, *out)
+	n, err := io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	fmt.Fprintf(stdout, "%s %s: %d bytes written to %s\n", kind, created.ID, n, out)
 	return nil
 }

@@ -64,6 +64,8 @@ Usage:
   proxylens audit verify      check the audit log's hash chain
   proxylens export --range 7d --format csv --out FILE
                               export records, hourly/daily summaries or cost models
+  proxylens report --range 30d --format pdf --out FILE
+                              a formatted report (PDF or HTML) for managers
   proxylens version           print the version
 
 Run "proxylens COMMAND -h" for the flags of a command.
@@ -89,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return auditCmd(ctx, args, stdout, stderr)
 	case "export":
 		return exportCmd(ctx, args, stdout, stderr)
+	case "report":
+		return reportCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "proxylens", version())
 		return nil

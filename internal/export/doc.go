@@ -9,6 +9,10 @@
 // API's entry point, with its limits, concurrency gate and audit; and the
 // cost models in force over the range (costs).
 //
+// The same queue runs jobs of other kinds (Task, SubmitTask): the reports
+// of internal/report go through it, in their own directory, with the
+// exports' limits, files, audit and expiry.
+//
 // Writer writes tables of rows as files a spreadsheet opens right: CSV
 // (RFC 4180), NDJSON (one JSON object per line) and XLSX.
 //

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -79,10 +80,25 @@ type Job struct {
 	End      time.Time `json:"end"`
 	Created  time.Time `json:"created"`
 	User     string    `json:"user"`
+	// Kind is the kind of a job that is not a dataset export: "report".
+	Kind string `json:"kind,omitempty"`
 
 	fields []string
 	filter Filters
 	path   string
+	write  func(ctx context.Context, w io.Writer, progress func(float64)) (int64, error)
+}
+
+// Task is a job of another kind than a dataset export, a report: it runs
+// through the same queue, files, audit and expiry as exports.
+type Task struct {
+	Kind       string // the job's kind and audit action: "report"
+	Format     string // the file's extension, without the dot: "html", "pdf"
+	Start, End time.Time
+	Filters    Filters // what the task selects, for the audit log
+	// Write writes the file to w, reporting its progress from 0 to 1, and
+	// returns the rows (table lines) it wrote.
+	Write func(ctx context.Context, w io.Writer, progress func(float64)) (int64, error)
 }
 
 // Options are the jobs' directory and collaborators.
@@ -153,8 +169,9 @@ func Start(opts Options) (*Jobs, error) {
 // Path returns the file of a completed job.
 func (e *Jobs) Path(j Job) string { return j.path }
 
-// parseExportRange reads "24h", "7d", "30d" or {"start": …, "end": …}.
-func parseRange(raw json.RawMessage, now time.Time) (time.Time, time.Time, error) {
+// ParseRange reads a job's range, "24h", "7d", "30d" (up to now) or
+// {"start": …, "end": …} in RFC 3339.
+func ParseRange(raw json.RawMessage, now time.Time) (time.Time, time.Time, error) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
 		d := map[string]time.Duration{"24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour, "30d": 30 * 24 * time.Hour}[s]
@@ -190,7 +207,7 @@ func (e *Jobs) Close() {
 // queue refuses it with ErrBusy.
 func (e *Jobs) Submit(req Request, user string) (Job, error) {
 	now := e.opts.Now().UTC()
-	start, end, err := parseRange(req.Range, now)
+	start, end, err := ParseRange(req.Range, now)
 	if err != nil {
 		return Job{}, err
 	}
@@ -223,6 +240,26 @@ func (e *Jobs) Submit(req Request, user string) (Job, error) {
 	}
 	f, _ := ParseFormat(req.Format)
 	j.path = filepath.Join(e.opts.Dir, j.ID+f.Extension())
+	return e.enqueue(j)
+}
+
+// SubmitTask queues a job of another kind, owned by user. A full queue
+// refuses it with ErrBusy.
+func (e *Jobs) SubmitTask(t Task, user string) (Job, error) {
+	if t.Kind == "" || t.Format == "" || t.Write == nil {
+		return Job{}, errors.New("a task needs a kind, a format and a writer")
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	j := &Job{
+		ID: hex.EncodeToString(id[:]), Status: Queued, Kind: t.Kind, Format: t.Format,
+		Start: t.Start, End: t.End, Created: e.opts.Now().UTC(), User: user, filter: t.Filters, write: t.Write,
+	}
+	j.path = filepath.Join(e.opts.Dir, j.ID+"."+t.Format)
+	return e.enqueue(j)
+}
+
+func (e *Jobs) enqueue(j *Job) (Job, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	select {
@@ -267,8 +304,12 @@ func (e *Jobs) run(ctx context.Context, j *Job) {
 		}
 		j.Status, j.Progress = Completed, 1
 	})
+	action, what := "export", j.Dataset
+	if j.Kind != "" {
+		action, what = j.Kind, j.Kind
+	}
 	entry := pebblestore.AuditEntry{
-		Time: e.opts.Now(), User: j.User, Action: "export", Resource: j.Dataset + "." + j.Format + " " + j.ID,
+		Time: e.opts.Now(), User: j.User, Action: action, Resource: what + "." + j.Format + " " + j.ID,
 		Start: j.Start.Format(time.RFC3339), End: j.End.Format(time.RFC3339), Filters: filtersString(j.filter),
 		Results: rows, Duration: time.Since(start).Seconds(), Success: err == nil,
 	}
@@ -276,10 +317,10 @@ func (e *Jobs) run(ctx context.Context, j *Job) {
 		entry.Error = err.Error()
 	}
 	if err := e.opts.Audit(entry); err != nil {
-		e.opts.Logger.Warn("audit an export job, going on", "id", j.ID, "err", err)
+		e.opts.Logger.Warn("audit a job, going on", "action", action, "id", j.ID, "err", err)
 	}
 	if err := e.save(j); err != nil {
-		e.opts.Logger.Warn("save export job", "id", j.ID, "err", err)
+		e.opts.Logger.Warn("save job description, going on", "action", action, "id", j.ID, "err", err)
 	}
 }
 
@@ -325,8 +366,10 @@ func (e *Jobs) load() error {
 				_ = os.Remove(filepath.Join(e.opts.Dir, name))
 				continue
 			}
-			if f, err := ParseFormat(j.Format); err == nil {
+			if f, err := ParseFormat(j.Format); err == nil && j.Kind == "" {
 				j.path = filepath.Join(e.opts.Dir, j.ID+f.Extension())
+			} else if j.Kind != "" {
+				j.path = filepath.Join(e.opts.Dir, j.ID+"."+j.Format)
 			}
 			e.jobs[j.ID] = &j
 		}
@@ -339,6 +382,8 @@ func filtersString(f Filters) string {
 	return string(b)
 }
 
+// write writes a job's file to a .partial file, then renames it into
+// place; it returns the rows and the file's size.
 func (e *Jobs) write(ctx context.Context, j *Job) (int64, int64, error) {
 	tmp := j.path + ".partial"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
@@ -346,13 +391,40 @@ func (e *Jobs) write(ctx context.Context, j *Job) (int64, int64, error) {
 		return 0, 0, err
 	}
 	defer os.Remove(tmp)
+	bw := bufio.NewWriterSize(f, 1<<20)
+	var rows int64
+	if j.write != nil {
+		progress := func(p float64) { e.update(j, func(j *Job) { j.Progress = min(p, 0.99) }) }
+		rows, err = j.write(ctx, bw, progress)
+	} else {
+		rows, err = e.writeExport(ctx, j, bw)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return rows, 0, err
+	}
+	st, err := os.Stat(tmp)
+	if err != nil {
+		return rows, 0, err
+	}
+	return rows, st.Size(), os.Rename(tmp, j.path)
+}
+
+// writeExport writes a dataset export's rows to out.
+func (e *Jobs) writeExport(ctx context.Context, j *Job, out io.Writer) (int64, error) {
 	cols := selectColumns(datasets[j.Dataset], j.fields)
 	format, _ := ParseFormat(j.Format)
-	bw := bufio.NewWriterSize(f, 1<<20)
-	w, err := NewWriter(bw, format, cols)
+	w, err := NewWriter(out, format, cols)
 	if err != nil {
-		f.Close()
-		return 0, 0, err
+		return 0, err
 	}
 	progress := func(p float64) { e.update(j, func(j *Job) { j.Progress = p; j.Rows = w.Rows() }) }
 	switch j.Dataset {
@@ -366,23 +438,7 @@ func (e *Jobs) write(ctx context.Context, j *Job) (int64, int64, error) {
 	if err == nil {
 		err = w.Close()
 	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return w.Rows(), 0, err
-	}
-	st, err := os.Stat(tmp)
-	if err != nil {
-		return w.Rows(), 0, err
-	}
-	return w.Rows(), st.Size(), os.Rename(tmp, j.path)
+	return w.Rows(), err
 }
 
 // Expire deletes the jobs and files older than keep (export_days).

@@ -292,6 +292,9 @@ func (s *Server) retentionLoop(ctx context.Context, every time.Duration) {
 		if s.exports != nil {
 			if p, err := s.store.Retention(); err == nil {
 				s.exports.Expire(time.Duration(p.ExportDays) * 24 * time.Hour)
+				if s.reports != nil {
+					s.reports.Expire(time.Duration(p.ExportDays) * 24 * time.Hour)
+				}
 			}
 		}
 		select {

@@ -18,7 +18,7 @@ import (
 // The roles, each allowed what the one before is and more.
 const (
 	RoleViewer  = "viewer"  // queries and dashboards
-	RoleAnalyst = "analyst" // also exports
+	RoleAnalyst = "analyst" // also exports and reports
 	RoleAdmin   = "admin"   // also retention, sampling, costs, backups, everyone's audit log
 )
 
@@ -248,7 +248,7 @@ func requiredRole(path string) string {
 	switch {
 	case strings.HasPrefix(path, "/api/v1/admin/"):
 		return RoleAdmin
-	case strings.HasPrefix(path, "/api/v1/exports"):
+	case strings.HasPrefix(path, "/api/v1/exports"), strings.HasPrefix(path, "/api/v1/reports"):
 		return RoleAnalyst
 	}
 	return RoleViewer

@@ -79,6 +79,7 @@ type Server struct {
 	tls           *tls.Config
 	backupMu      sync.Mutex
 	exports       *export.Jobs
+	reports       *export.Jobs   // report jobs: the export queue in <data-dir>/reports
 	auth          *authenticator // set when users, tokens or an ingest token are configured
 	enforceMu     sync.Mutex
 	retentionKick chan struct{}
@@ -311,6 +312,14 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		mux.Handle("/api/v1/exports", http.NotFoundHandler()) // disabled without a credential
 		mux.Handle("/api/v1/exports/", http.NotFoundHandler())
 	}
+	if s.reports != nil {
+		reports := s.requireAdmin(token, s.reportsHandler())
+		mux.Handle("/api/v1/reports", reports)
+		mux.Handle("/api/v1/reports/", reports)
+	} else {
+		mux.Handle("/api/v1/reports", http.NotFoundHandler()) // disabled without a credential
+		mux.Handle("/api/v1/reports/", http.NotFoundHandler())
+	}
 	var handler http.Handler = mux
 	if s.cfg.Auth.Enabled() || s.cfg.Auth.OTLPRequireToken {
 		s.auth = newAuthenticator(s.cfg.Auth, token)
@@ -384,6 +393,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 	}
 	if s.exports != nil {
 		s.exports.Close()
+	}
+	if s.reports != nil {
+		s.reports.Close()
 	}
 	if s.api != nil {
 		if err := s.api.Close(); err != nil {

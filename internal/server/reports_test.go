@@ -1,0 +1,229 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/proxylens/proxylens/internal/export"
+	"github.com/proxylens/proxylens/internal/report"
+	"github.com/proxylens/proxylens/pebblestore"
+)
+
+// promVector runs an instant query over HTTP as token and returns its
+// answer keyed by the label name's values.
+func promVector(t *testing.T, s *Server, token, q string, at time.Time, label string) map[string]float64 {
+	t.Helper()
+	var data struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"`
+		} `json:"result"`
+	}
+	path := "/api/v1/query?" + url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)}}.Encode()
+	code, body := call(t, s, http.MethodGet, path, token, "", &data)
+	require.Equal(t, http.StatusOK, code, body)
+	out := map[string]float64{}
+	for _, r := range data.Result {
+		v, err := strconv.ParseFloat(r.Value[1].(string), 64)
+		require.NoError(t, err)
+		out[r.Metric[label]] = v
+	}
+	return out
+}
+
+// remoteWriteCost sends allocated cost counters through remote write, as
+// the cost pipeline will write them.
+func remoteWriteCost(t *testing.T, s *Server, now time.Time) {
+	t.Helper()
+	series := func(src, app, cur, component string, vals ...float64) prompb.TimeSeries {
+		ts := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "proxy_cost_allocated_total"}, {Name: "application", Value: app},
+			{Name: "component", Value: component}, {Name: "currency", Value: cur}, {Name: "source", Value: src}}}
+		for i, v := range vals {
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: now.Add(time.Duration(i-len(vals)+1) * 30 * time.Minute).UnixMilli(), Value: v})
+		}
+		return ts
+	}
+	req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series("brightdata", "price-monitor", "USD", "usage", 0, 2, 4.5, 7, 9.25),
+		series("brightdata", "price-monitor", "USD", "subscription", 0, 10, 20, 30, 40),
+		series("spys-one", "unallocated", "EUR", "subscription", 0, 1, 2, 3, 4),
+	}}
+	raw, err := req.Marshal()
+	require.NoError(t, err)
+	r, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+s.HTTPAddr().String()+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw)))
+	require.NoError(t, err)
+	r.Header.Set("Content-Encoding", "snappy")
+	r.Header.Set("Content-Type", "application/x-protobuf")
+	r.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(r)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+}
+
+// TestReports: an analyst's report job answers with an id, runs in the
+// background and gives an HTML and a PDF file whose figures are the query
+// API's answers for the job's range; a viewer is refused, bad requests
+// name the field, and every report is audited.
+func TestReports(t *testing.T) {
+	cfg := adminConfig(t)
+	const analystToken, viewerToken = "analyst-token-0123456789", "viewer-token-0123456789"
+	sumA, sumV := sha256.Sum256([]byte(analystToken)), sha256.Sum256([]byte(viewerToken))
+	cfg.Auth = AuthConfig{Tokens: []AuthToken{
+		{Name: "ann", Role: RoleAnalyst, TokenSHA256: hex.EncodeToString(sumA[:])},
+		{Name: "vera", Role: RoleViewer, TokenSHA256: hex.EncodeToString(sumV[:])},
+	}}
+	require.NoError(t, cfg.Validate())
+	s := start(t, cfg, Options{})
+	now := time.Now().UTC()
+	var stubs []tracetest.SpanStub
+	for i := range 300 {
+		var attrs []attribute.KeyValue
+		if i%2 == 1 && i%5 == 0 {
+			attrs = append(attrs, attribute.Int("http.response.status_code", 502), attribute.String("error.type", "502"))
+		}
+		stubs = append(stubs, proxySpan(i, now.Add(-time.Duration(i+1)*10*time.Second), attrs...))
+	}
+	exportGRPC(t, s, stubs...)
+	require.NoError(t, s.Pipeline().Flush())
+	remoteWriteCost(t, s, now)
+
+	post := func(token, body string) (int, string) {
+		return call(t, s, http.MethodPost, "/api/v1/reports", token, body, nil)
+	}
+	code, _ := post(viewerToken, `{"range": "24h", "format": "html"}`)
+	require.Equal(t, http.StatusForbidden, code, "a viewer may not")
+	for body, msg := range map[string]string{
+		`{"range": "24h", "format": "docx"}`:                  `format: "docx" is not html or pdf`,
+		`{"range": "1y", "format": "pdf"}`:                    `range: "1y" is not 24h, 7d, 30d`,
+		`{"range": "24h", "format": "pdf", "colour": "blue"}`: `unknown field "colour"`,
+		`{"range": "24h", "format": "pdf", "sources": [""]}`:  `sources[0]: empty`,
+	} {
+		code, resp := post(analystToken, body)
+		require.Equal(t, http.StatusBadRequest, code, body)
+		require.Contains(t, resp, msg)
+	}
+
+	files := map[string][]byte{}
+	var job export.Job
+	for _, format := range []string{"html", "pdf"} {
+		b, j, h := reportAndDownload(t, s, analystToken, `{"range": "24h", "format": "`+format+`"}`)
+		files[format], job = b, j
+		require.Equal(t, map[string]string{"html": "text/html; charset=utf-8", "pdf": "application/pdf"}[format], h.Get("Content-Type"))
+		require.Regexp(t, `^attachment; filename="proxylens-report-\d{4}-\d\d-\d\d-[0-9a-f]{16}\.`+format+`"$`, h.Get("Content-Disposition"))
+		require.Equal(t, "ann", j.User)
+		require.Equal(t, "report", j.Kind)
+	}
+	require.True(t, bytes.HasPrefix(files["pdf"], []byte("%PDF-")))
+	dir := t.TempDir()
+	if d := os.Getenv("PROXYLENS_REPORT_OUT"); d != "" {
+		dir = d
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "server-report.html"), files["html"], 0o640))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "server-report.pdf"), files["pdf"], 0o640))
+
+	// The figures printed are the query API's answers at the job's end.
+	at := job.End
+	reqs := promVector(t, s, analystToken, `sum by (source) (increase(proxy_requests_total[1d]))`, at, "source")
+	succ := promVector(t, s, analystToken, `sum by (source) (increase(proxy_requests_total{outcome="success"}[1d]))`, at, "source")
+	spend := promVector(t, s, analystToken, `sum by (currency) (increase(proxy_cost_allocated_total[1d]))`, at, "currency")
+	app := promVector(t, s, analystToken, `sum by (application) (increase(proxy_cost_allocated_total{currency="USD"}[1d]))`, at, "application")
+	require.Len(t, reqs, 2)
+	require.Less(t, succ["spys-one"], reqs["spys-one"], "some failures")
+	require.Len(t, spend, 2)
+	html := string(files["html"])
+	text := pdfToText(t, files["pdf"])
+	for src, n := range reqs {
+		tier := map[string]string{"brightdata": "premium", "spys-one": "free"}[src]
+		want := "<tr><td>" + src + "</td><td>" + tier + "</td><td>" + report.Count(n) + "</td>"
+		require.Contains(t, html, want)
+		require.Contains(t, html, "<td>"+report.Percent(succ[src]/n)+"</td>")
+		require.Regexp(t, `(?m)^\s*`+regexp.QuoteMeta(src)+`\s+`+tier+`\s+`+regexp.QuoteMeta(report.Count(n))+`\s`, text)
+	}
+	for cur, v := range spend {
+		require.Contains(t, html, "<tr><td>Spend ("+cur+")</td><td>"+report.Amount(v, cur)+"</td>")
+		require.Regexp(t, `Spend \(`+cur+`\)\s+`+regexp.QuoteMeta(report.Amount(v, cur)), text)
+	}
+	require.Contains(t, html, "<tr><td>price-monitor</td>")
+	require.Contains(t, html, report.Amount(app["price-monitor"], "USD"))
+
+	// Audited: each report, who asked, and each download.
+	var entries []pebblestore.AuditEntry
+	code, body := call(t, s, http.MethodGet, "/api/v1/audit", testAdminToken, "", &entries)
+	require.Equal(t, http.StatusOK, code, body)
+	var reports, downloads int
+	for _, e := range entries {
+		switch e.Action {
+		case "report":
+			reports++
+			require.Equal(t, "ann", e.User)
+			require.True(t, e.Success)
+			require.Contains(t, e.Resource, "report.")
+		case "report.download":
+			downloads++
+		}
+	}
+	require.Equal(t, 2, reports)
+	require.Equal(t, 2, downloads)
+}
+
+// reportAndDownload creates a report job as token, waits for it and
+// downloads its file.
+func reportAndDownload(t *testing.T, s *Server, token, body string) ([]byte, export.Job, http.Header) {
+	t.Helper()
+	var created struct {
+		ID string `json:"id"`
+	}
+	code, resp := call(t, s, http.MethodPost, "/api/v1/reports", token, body, &created)
+	require.Equal(t, http.StatusAccepted, code, resp)
+	require.NotEmpty(t, created.ID)
+	var job export.Job
+	require.Eventually(t, func() bool {
+		code, _ := call(t, s, http.MethodGet, "/api/v1/reports/"+created.ID, token, "", &job)
+		require.Equal(t, http.StatusOK, code)
+		return job.Status == export.Completed || job.Status == export.Failed
+	}, 60*time.Second, 20*time.Millisecond)
+	require.Equal(t, export.Completed, job.Status, job.Error)
+	require.Equal(t, 1.0, job.Progress)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/reports/"+created.ID+"/download", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	r, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer r.Body.Close()
+	require.Equal(t, http.StatusOK, r.StatusCode)
+	b, err := io.ReadAll(r.Body)
+	require.NoError(t, err)
+	require.EqualValues(t, job.Size, len(b))
+	return b, job, r.Header
+}
+
+// pdfToText extracts a PDF's text with pdftotext, keeping the layout.
+func pdfToText(t *testing.T, pdf []byte) string {
+	t.Helper()
+	if _, err := exec.LookPath("pdftotext"); err != nil {
+		t.Skip("pdftotext (Debian's poppler-utils) is not installed: apt-get install -y poppler-utils")
+	}
+	f := filepath.Join(t.TempDir(), "report.pdf")
+	require.NoError(t, os.WriteFile(f, pdf, 0o640))
+	out, err := exec.CommandContext(t.Context(), "pdftotext", "-layout", f, "-").Output()
+	require.NoError(t, err)
+	return string(out)
+}
