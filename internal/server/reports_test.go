@@ -15,14 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/snappy"
-	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/proxylens/proxylens/internal/export"
 	"github.com/proxylens/proxylens/internal/report"
+	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 )
 
@@ -48,36 +47,6 @@ func promVector(t *testing.T, s *Server, token, q string, at time.Time, label st
 	return out
 }
 
-// remoteWriteCost sends allocated cost counters through remote write, as
-// the cost pipeline will write them.
-func remoteWriteCost(t *testing.T, s *Server, now time.Time) {
-	t.Helper()
-	series := func(src, app, cur, component string, vals ...float64) prompb.TimeSeries {
-		ts := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "proxy_cost_allocated_total"}, {Name: "application", Value: app},
-			{Name: "component", Value: component}, {Name: "currency", Value: cur}, {Name: "source", Value: src}}}
-		for i, v := range vals {
-			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: now.Add(time.Duration(i-len(vals)+1) * 30 * time.Minute).UnixMilli(), Value: v})
-		}
-		return ts
-	}
-	req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
-		series("brightdata", "price-monitor", "USD", "usage", 0, 2, 4.5, 7, 9.25),
-		series("brightdata", "price-monitor", "USD", "subscription", 0, 10, 20, 30, 40),
-		series("spys-one", "unallocated", "EUR", "subscription", 0, 1, 2, 3, 4),
-	}}
-	raw, err := req.Marshal()
-	require.NoError(t, err)
-	r, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+s.HTTPAddr().String()+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw)))
-	require.NoError(t, err)
-	r.Header.Set("Content-Encoding", "snappy")
-	r.Header.Set("Content-Type", "application/x-protobuf")
-	r.Header.Set("Authorization", "Bearer "+testAdminToken)
-	resp, err := http.DefaultClient.Do(r)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusNoContent, resp.StatusCode)
-}
-
 // TestReports: an analyst's report job answers with an id, runs in the
 // background and gives an HTML and a PDF file whose figures are the query
 // API's answers for the job's range; a viewer is refused, bad requests
@@ -90,9 +59,18 @@ func TestReports(t *testing.T) {
 		{Name: "ann", Role: RoleAnalyst, TokenSHA256: hex.EncodeToString(sumA[:])},
 		{Name: "vera", Role: RoleViewer, TokenSHA256: hex.EncodeToString(sumV[:])},
 	}}
+	now := time.Now().UTC()
+	// brightdata is priced per request in USD, spys-one by an EUR
+	// subscription: the report's spend is both, allocated to price-monitor.
+	from := now.Add(-48 * time.Hour)
+	perRequest, subscription := 0.002, 30.0
+	cfg.FlushInterval = 15 * time.Second // the event-time grid: figures at now see spans until now
+	cfg.Costs = []otelanalytics.CostModel{
+		{Source: "brightdata", Model: otelanalytics.CostModelPerRequest, PerRequest: &perRequest, From: from},
+		{Source: "spys-one", Model: otelanalytics.CostModelSubscription, Currency: "EUR", Subscription: &subscription, Period: "day", From: from},
+	}
 	require.NoError(t, cfg.Validate())
 	s := start(t, cfg, Options{})
-	now := time.Now().UTC()
 	var stubs []tracetest.SpanStub
 	for i := range 300 {
 		var attrs []attribute.KeyValue
@@ -103,7 +81,7 @@ func TestReports(t *testing.T) {
 	}
 	exportGRPC(t, s, stubs...)
 	require.NoError(t, s.Pipeline().Flush())
-	remoteWriteCost(t, s, now)
+	require.NoError(t, s.Pipeline().Flush()) // the finished hours' subscriptions allocated
 
 	post := func(token, body string) (int, string) {
 		return call(t, s, http.MethodPost, "/api/v1/reports", token, body, nil)
