@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/internal/traffic"
@@ -68,15 +72,22 @@ func TestCostHistory(t *testing.T) {
 	apps := []string{"checkout", "search", "crawler", "reports"}
 	appWeight := []int{1, 2, 3, 4} // crawler and reports use more
 	var recs []otelanalytics.Record
-	for len(recs) < 60000 {
+	spike := now.Truncate(day).Add(-3 * day) // a day of heavy per-request traffic
+	for len(recs) < 66000 {
 		end := start.Add(time.Duration(rnd.Int64N(int64(30 * day))))
 		src := sources[rnd.IntN(len(sources))]
+		if len(recs) >= 60000 {
+			end, src = spike.Add(-time.Duration(rnd.Int64N(int64(day)))), "perreq"
+		}
 		if src == "sub" && !end.Before(idleFrom) && end.Before(idleTo) {
 			continue
 		}
 		req := gen.Next(end)
 		r := req.Record()
-		r.Source = src
+		r.Source, r.Tier = src, "premium"
+		if src == "free" {
+			r.Tier = "free"
+		}
 		k := rnd.IntN(10)
 		for i, w := range appWeight {
 			if k < w {
@@ -101,39 +112,6 @@ func TestCostHistory(t *testing.T) {
 		require.NoError(t, pipe.Flush())
 	}
 
-	// The independent bill of [from, to): usage by the model valid at each
-	// span's end, subscriptions by the time each is in force.
-	bill := func(from, to time.Time) map[string]float64 {
-		out := map[string]float64{}
-		for _, r := range recs {
-			end := time.Unix(0, r.EndTime)
-			if end.Before(from) || !end.Before(to) {
-				continue
-			}
-			m := book.Lookup(r.Source, end.UnixMilli())
-			if m.PerRequest != nil {
-				out[m.Currency] += r.Weight * *m.PerRequest
-			}
-			if m.PerGB != nil {
-				out[m.Currency] += r.Weight * float64(r.BytesSent+r.BytesReceived) / 1e9 * *m.PerGB
-			}
-		}
-		for _, m := range book.Models() {
-			if m.Subscription == nil {
-				continue
-			}
-			lo, hi := maxTime(from, m.From), to
-			if m.Until != nil && m.Until.Before(hi) {
-				hi = *m.Until
-			}
-			hi = minTime(hi, now)
-			if hi.After(lo) {
-				out[m.Currency] += *m.Subscription / m.PeriodSeconds() * hi.Sub(lo).Seconds()
-			}
-		}
-		return out
-	}
-
 	s := db.Series()
 	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Hour, Parser: parser.NewParser(parser.Options{})})
 	spend := func(q string, at time.Time) map[string]float64 {
@@ -152,7 +130,7 @@ func TestCostHistory(t *testing.T) {
 		for _, end := range []time.Time{now, midnight} {
 			for _, days := range []int{1, 7, 30} {
 				from := end.Add(-time.Duration(days) * day)
-				want := bill(from, end)
+				want := bill(book, recs, from, end, now)
 				got := spend(fmt.Sprintf(`sum by (currency) (increase(proxy_cost_allocated_total[%dd]))`, days), end)
 				msg := fmt.Sprintf("%s: %d days to %s", phase, days, end.Format(time.RFC3339))
 				require.Len(t, got, len(want), msg)
@@ -190,10 +168,12 @@ func TestCostHistory(t *testing.T) {
 		require.InEpsilon(t, 600.0/30*2, idle[otelanalytics.UnallocatedApplication], 1e-6)
 	}
 	check("raw data")
+	checkDocumented(t, engine, s, book, recs, now)
 
 	_, err = db.EnforceRetention(context.Background(), pebblestore.DefaultRetention(), now, true)
 	require.NoError(t, err)
 	check("after retention")
+	checkDocumented(t, engine, s, book, recs, now)
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -249,6 +229,254 @@ func expectAllocation(book *otelanalytics.CostBook, recs []otelanalytics.Record,
 		}
 		for app, w := range hours[h] {
 			out[app] += amount * w / all
+		}
+	}
+	return out
+}
+
+// documentedQueries are the queries of docs/analytics.md, which shows them
+// verbatim: TestCostHistory checks each against an independent figure.
+var documentedQueries = map[string]string{
+	"spend":                         `sum by (currency) (increase(proxy_cost_allocated_total[30d]))`,
+	"spend by source and component": `sum by (source, component, currency) (increase(proxy_cost_allocated_total[30d]))`,
+	"spend by application":          `sum by (application, currency) (increase(proxy_cost_allocated_total[30d]))`,
+	"cost per request": `  sum by (currency) (increase(proxy_cost_allocated_total[30d]))
+/
+  sum by (currency) (
+      sum by (source) (increase(proxy_requests_total[30d]))
+    * on (source) group_left (currency)
+      group by (source, currency) (increase(proxy_cost_allocated_total[30d]))
+  )`,
+	"cost per success": `  sum by (currency) (increase(proxy_cost_allocated_total[30d]))
+/
+  sum by (currency) (
+      sum by (source) (increase(proxy_requests_total{outcome="success"}[30d]))
+    * on (source) group_left (currency)
+      group by (source, currency) (increase(proxy_cost_allocated_total[30d]))
+  )`,
+	"spend by day": `sum by (currency) (increase(proxy_cost_allocated_total[1d]))`,
+	"spike days": `  sum by (currency) (increase(proxy_cost_allocated_total[1d]))
+>
+  1.5 * sum by (currency) (increase(proxy_cost_allocated_total[30d])) / 30`,
+	"tier cost per success": `  sum by (tier, currency) (
+      sum by (source, currency) (increase(proxy_cost_allocated_total[30d]))
+    * on (source) group_right (currency)
+      (
+          sum by (source, tier) (increase(proxy_requests_total{tier=~"free|premium"}[30d]))
+        / on (source) group_left
+          sum by (source) (increase(proxy_requests_total[30d]))
+      )
+  )
+/
+  sum by (tier, currency) (
+      sum by (source, tier) (increase(proxy_requests_total{tier=~"free|premium", outcome="success"}[30d]))
+    * on (source) group_left (currency)
+      group by (source, currency) (increase(proxy_cost_allocated_total[30d]))
+  )`,
+	"tier success rate": `  sum by (tier) (increase(proxy_requests_total{tier=~"free|premium", outcome="success"}[30d]))
+/
+  sum by (tier) (increase(proxy_requests_total{tier=~"free|premium"}[30d]))`,
+	"tier extra attempts": `  sum by (tier) (increase(proxy_requests_total{tier=~"free|premium", outcome="failure"}[30d]))
+/
+  sum by (tier) (increase(proxy_requests_total{tier=~"free|premium", outcome="success"}[30d]))`,
+	"tier seconds lost": `  sum by (tier) (increase(proxy_request_duration_seconds_sum{tier=~"free|premium", outcome="failure"}[30d]))
+/
+  sum by (tier) (increase(proxy_requests_total{tier=~"free|premium", outcome="success"}[30d]))`,
+}
+
+// checkDocumented evaluates every query of docs/analytics.md at now and
+// compares it with figures computed from the spans and the models.
+func checkDocumented(t *testing.T, engine *promql.Engine, s storage.Queryable, book *otelanalytics.CostBook, recs []otelanalytics.Record, now time.Time) {
+	doc, err := os.ReadFile("../docs/analytics.md")
+	require.NoError(t, err)
+	blocks := regexp.MustCompile("(?s)```promql\n(.*?)\n```").FindAllStringSubmatch(string(doc), -1)
+	documented := map[string]bool{}
+	for _, b := range blocks {
+		documented[b[1]] = true
+	}
+	for name, q := range documentedQueries {
+		require.True(t, documented[q], "docs/analytics.md lacks the %s query:\n%s", name, q)
+		delete(documented, q)
+	}
+	require.Empty(t, documented, "docs/analytics.md shows untested queries")
+
+	day := 24 * time.Hour
+	from := now.Add(-30 * day)
+	query := func(name string, at time.Time, key ...string) map[string]float64 {
+		out := map[string]float64{}
+		for _, sr := range runQuery(t, engine, s, context.Background(), documentedQueries[name], 0, at.UnixMilli(), 0) {
+			var k []string
+			for _, l := range key {
+				k = append(k, sr.Metric.Get(l))
+			}
+			out[strings.Join(k, "/")] = sr.Floats[0].F
+		}
+		return out
+	}
+	near := func(want, got map[string]float64, tol float64, msg string) {
+		t.Helper()
+		for k, v := range want {
+			require.InDelta(t, v, got[k], tol*math.Abs(v)+1e-9, "%s, %s: want %v, got %v", msg, k, v, got[k])
+		}
+		for k, v := range got {
+			if _, ok := want[k]; !ok {
+				require.InDelta(t, 0, v, 1e-9, "%s: %s not expected", msg, k)
+			}
+		}
+	}
+
+	// Independent figures: usage by source, application and tier from the
+	// spans; subscriptions from the models, allocated hour by hour.
+	usage := map[[3]string]float64{} // source, application, currency
+	type tierFig struct{ reqs, succ, fail, lost float64 }
+	tiers := map[string]*tierFig{}
+	srcReqs, srcSucc := map[string]float64{}, map[string]float64{}
+	for _, r := range recs {
+		end := time.Unix(0, r.EndTime)
+		if end.Before(from) || !end.Before(now) {
+			continue
+		}
+		m := book.Lookup(r.Source, end.UnixMilli())
+		v := 0.0
+		if m.PerRequest != nil {
+			v += r.Weight * *m.PerRequest
+		}
+		if m.PerGB != nil {
+			v += r.Weight * float64(r.BytesSent+r.BytesReceived) / 1e9 * *m.PerGB
+		}
+		usage[[3]string{r.Source, r.Application, m.Currency}] += v
+		tf := tiers[r.Tier]
+		if tf == nil {
+			tf = &tierFig{}
+			tiers[r.Tier] = tf
+		}
+		tf.reqs += r.Weight
+		srcReqs[r.Source] += r.Weight
+		if r.Success {
+			tf.succ += r.Weight
+			srcSucc[r.Source] += r.Weight
+		} else {
+			tf.fail += r.Weight
+			tf.lost += r.Weight * float64(r.Duration) / 1e9
+		}
+	}
+	currencyOf := map[string]string{}
+	for _, m := range book.Models() {
+		currencyOf[m.Source] = m.Currency
+	}
+	spend, bySrcComp, byApp := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	for k, v := range usage {
+		spend[k[2]] += v
+		bySrcComp[k[0]+"/usage/"+k[2]] += v
+		byApp[k[1]+"/"+k[2]] += v
+	}
+	for _, src := range []string{"sub", "hyb"} {
+		for app, v := range expectAllocation(book, recs, src, from, now, now) {
+			cur := currencyOf[src]
+			spend[cur] += v
+			bySrcComp[src+"/subscription/"+cur] += v
+			byApp[app+"/"+cur] += v
+		}
+	}
+	near(spend, query("spend", now, "currency"), 0.005, "spend")
+	near(bySrcComp, query("spend by source and component", now, "source", "component", "currency"), 0.005, "spend by source and component")
+	near(byApp, query("spend by application", now, "application", "currency"), 0.005, "spend by application")
+
+	perReq, perSucc := map[string]float64{}, map[string]float64{}
+	for cur, v := range spend {
+		var n, ns float64
+		for src, c := range currencyOf {
+			if c == cur {
+				n, ns = n+srcReqs[src], ns+srcSucc[src]
+			}
+		}
+		perReq[cur], perSucc[cur] = v/n, v/ns
+	}
+	near(perReq, query("cost per request", now, "currency"), 0.005, "cost per request")
+	near(perSucc, query("cost per success", now, "currency"), 0.005, "cost per success")
+
+	// Tiers: every source serves one tier, so its spend is its tier's.
+	tierSpend := map[string]float64{}
+	for k, v := range bySrcComp {
+		parts := strings.Split(k, "/")
+		tier := "premium"
+		if parts[0] == "free" {
+			tier = "free"
+		}
+		tierSpend[tier+"/"+parts[2]] += v
+	}
+	tierPerSucc, rate, extra, lost := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
+	for k, v := range tierSpend {
+		tier, cur := strings.Split(k, "/")[0], strings.Split(k, "/")[1]
+		var ns float64
+		for src, c := range currencyOf {
+			if c == cur && (src == "free") == (tier == "free") {
+				ns += srcSucc[src]
+			}
+		}
+		tierPerSucc[k] = v / ns
+	}
+	for tier, tf := range tiers {
+		rate[tier], extra[tier], lost[tier] = tf.succ/tf.reqs, tf.fail/tf.succ, tf.lost/tf.succ
+	}
+	near(tierPerSucc, query("tier cost per success", now, "tier", "currency"), 0.005, "tier cost per success")
+	near(rate, query("tier success rate", now, "tier"), 0.005, "tier success rate")
+	near(extra, query("tier extra attempts", now, "tier"), 0.005, "tier extra attempts")
+	near(lost, query("tier seconds lost", now, "tier"), 0.005, "tier seconds lost")
+
+	// Days, at midnight: each day's bill; a spike day is over 1.5× the
+	// average of the 30 days up to it.
+	midnight, spikes := now.Truncate(day), 0
+	for d := midnight.Add(-10 * day); !d.After(midnight); d = d.Add(day) {
+		want := bill(book, recs, d.Add(-day), d, now)
+		near(want, query("spend by day", d, "currency"), 0.005, "spend of the day to "+d.String())
+		month := bill(book, recs, d.Add(-30*day), d, now)
+		over := map[string]float64{}
+		for cur, v := range want {
+			if v > 1.5*month[cur]/30*1.01 {
+				over[cur] = v
+			}
+		}
+		got := query("spike days", d, "currency")
+		for cur, v := range want {
+			if v > 1.5*month[cur]/30*0.99 && v < 1.5*month[cur]/30*1.01 {
+				delete(got, cur) // too close to the threshold to tell
+			}
+		}
+		near(over, got, 0.005, "spike on the day to "+d.String())
+		spikes += len(over)
+	}
+	require.NotZero(t, spikes, "the heavy day is a spike")
+}
+
+// bill is the independent bill of [from, to): usage by the model valid at
+// each span's end, subscriptions by the time each is in force, up to now.
+func bill(book *otelanalytics.CostBook, recs []otelanalytics.Record, from, to, now time.Time) map[string]float64 {
+	out := map[string]float64{}
+	for _, r := range recs {
+		end := time.Unix(0, r.EndTime)
+		if end.Before(from) || !end.Before(to) {
+			continue
+		}
+		m := book.Lookup(r.Source, end.UnixMilli())
+		if m.PerRequest != nil {
+			out[m.Currency] += r.Weight * *m.PerRequest
+		}
+		if m.PerGB != nil {
+			out[m.Currency] += r.Weight * float64(r.BytesSent+r.BytesReceived) / 1e9 * *m.PerGB
+		}
+	}
+	for _, m := range book.Models() {
+		if m.Subscription == nil {
+			continue
+		}
+		lo, hi := maxTime(from, m.From), to
+		if m.Until != nil && m.Until.Before(hi) {
+			hi = *m.Until
+		}
+		hi = minTime(hi, now)
+		if hi.After(lo) {
+			out[m.Currency] += *m.Subscription / m.PeriodSeconds() * hi.Sub(lo).Seconds()
 		}
 	}
 	return out
