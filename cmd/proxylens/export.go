@@ -38,11 +38,7 @@ func exportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errUsage
 	}
 	req := map[string]any{"format": *format, "dataset": *dataset}
-	if start, end, ok := strings.Cut(*rng, ","); ok {
-		req["range"] = map[string]string{"start": start, "end": end}
-	} else {
-		req["range"] = *rng
-	}
+	req["range"] = rangeValue(*rng)
 	if *fields != "" {
 		req["fields"] = strings.Split(*fields, ",")
 	}
@@ -113,4 +109,13 @@ func runJob(ctx context.Context, c *apiClient, kind, path string, req any, out s
 	}
 	fmt.Fprintf(stdout, "%s %s: %d bytes written to %s\n", kind, created.ID, n, out)
 	return nil
+}
+
+// rangeValue is the range flag as the job APIs take it: a duration such
+// as 7d, or START,END as an object.
+func rangeValue(flag string) any {
+	if start, end, ok := strings.Cut(flag, ","); ok {
+		return map[string]string{"start": start, "end": end}
+	}
+	return flag
 }

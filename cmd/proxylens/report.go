@@ -33,11 +33,7 @@ func reportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errUsage
 	}
 	req := map[string]any{"format": *format}
-	if start, end, ok := strings.Cut(*rng, ","); ok {
-		req["range"] = map[string]string{"start": start, "end": end}
-	} else {
-		req["range"] = *rng
-	}
+	req["range"] = rangeValue(*rng)
 	if *sources != "" {
 		req["sources"] = strings.Split(*sources, ",")
 	}

@@ -304,21 +304,17 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		mux.Handle("/api/v1/admin/", http.NotFoundHandler()) // disabled without an admin credential
 		mux.Handle("/api/v1/audit", http.NotFoundHandler())
 	}
-	if s.exports != nil {
-		exports := s.requireAdmin(token, s.exportsHandler())
-		mux.Handle("/api/v1/exports", exports)
-		mux.Handle("/api/v1/exports/", exports)
-	} else {
-		mux.Handle("/api/v1/exports", http.NotFoundHandler()) // disabled without a credential
-		mux.Handle("/api/v1/exports/", http.NotFoundHandler())
-	}
-	if s.reports != nil {
-		reports := s.requireAdmin(token, s.reportsHandler())
-		mux.Handle("/api/v1/reports", reports)
-		mux.Handle("/api/v1/reports/", reports)
-	} else {
-		mux.Handle("/api/v1/reports", http.NotFoundHandler()) // disabled without a credential
-		mux.Handle("/api/v1/reports/", http.NotFoundHandler())
+	for _, jobs := range []struct {
+		path    string
+		running bool
+		handler func() http.Handler
+	}{{"/api/v1/exports", s.exports != nil, s.exportsHandler}, {"/api/v1/reports", s.reports != nil, s.reportsHandler}} {
+		h := http.NotFoundHandler() // disabled without a credential
+		if jobs.running {
+			h = s.requireAdmin(token, jobs.handler())
+		}
+		mux.Handle(jobs.path, h)
+		mux.Handle(jobs.path+"/", h)
 	}
 	var handler http.Handler = mux
 	if s.cfg.Auth.Enabled() || s.cfg.Auth.OTLPRequireToken {
