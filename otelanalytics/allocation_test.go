@@ -1,6 +1,7 @@
 package otelanalytics
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -263,4 +264,50 @@ func TestLedgerBudget(t *testing.T) {
 	}
 	require.Greater(t, cuts, 1)
 	require.InDelta(t, 5*price*float64(300*24*60)/(30*24*60), r.total(UnallocatedApplication), 1e-6)
+}
+
+// BenchmarkLedgerHour is the fixed-cost work of an hour of live cuts (one
+// every 15 s) for 20 sources with a subscription used by 10 applications:
+// each cut accrues its minute and takes the cut's usage; the cut after
+// the hour allocates it (60 minutes × 11 series a source).
+func BenchmarkLedgerHour(b *testing.B) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	price := 1000.0
+	var models []CostModel
+	for s := range 20 {
+		models = append(models, CostModel{Source: fmt.Sprintf("src-%02d", s), Model: CostModelSubscription, From: t0, Subscription: &price, Period: "month"})
+	}
+	book, err := NewCostBook(models)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := NewDict(0)
+	var recs []Record
+	for s := range 20 {
+		for a := range 10 {
+			r := reqRecord(0, fmt.Sprintf("src-%02d", s), "a.com", true, 0.1, 1)
+			r.Application = fmt.Sprintf("app-%d", a)
+			recs = append(recs, r)
+		}
+	}
+	refs := make([]Refs, len(recs))
+	d.MarkDurable(d.Intern(recs, refs, nil))
+	l := newLedger(15 * time.Second)
+	now := t0.Add(time.Hour)
+	l.commit(l.plan(nil, d, book, "", now)) // the first hour, idle
+	b.ReportAllocs()
+	incs := 0
+	for b.Loop() {
+		for range 240 {
+			now = now.Add(15 * time.Second)
+			u := make(map[costKey]*costUsage, len(recs))
+			for i := range refs {
+				u[costKey{refs[i][0], refs[i][3], now.UnixNano()}] = &costUsage{requests: 1, bytes: 1010, hasReqs: true, hasBytes: true}
+			}
+			p := l.plan(u, d, book, "", now)
+			incs += len(p.incs)
+			l.commit(p)
+		}
+	}
+	b.ReportMetric(float64(incs)/float64(b.N), "increments/hour")
 }
