@@ -30,8 +30,10 @@ import (
 // 20 days ago at midnight) read from proxy_cost_allocated_total by PromQL
 // equals a bill computed independently from the models and the spans,
 // within 0.5%, before and after retention is enforced (raw samples then
-// exist for 7 days only); the applications' shares add up to the total and
-// follow each application's requests.
+// exist for 7 days only, and in a last check hourly ones for 10 days only,
+// so that the windows ending 20 days ago lie wholly in the daily rollup);
+// the applications' shares add up to the total and follow each
+// application's requests.
 func TestCostHistory(t *testing.T) {
 	day := 24 * time.Hour
 	now := time.Date(2026, 12, 1, 10, 0, 7, 0, time.UTC)
@@ -126,8 +128,8 @@ func TestCostHistory(t *testing.T) {
 		return out
 	}
 	midnight := now.Truncate(day).Add(-20 * day)
-	check := func(phase string) {
-		for _, end := range []time.Time{now, midnight} {
+	check := func(phase string, ends ...time.Time) {
+		for _, end := range ends {
 			for _, days := range []int{1, 7, 30} {
 				from := end.Add(-time.Duration(days) * day)
 				want := bill(book, recs, from, end, now)
@@ -142,7 +144,10 @@ func TestCostHistory(t *testing.T) {
 		// Applications: each one's share of a subscription is what its
 		// requests in each hour make it, hour by hour; hours nobody used,
 		// and the hour not over yet, stay unallocated.
-		for _, w := range [][2]time.Time{{now.Add(-7 * day), now}, {idleFrom, idleTo}, {midnight.Add(-7 * day), midnight}} {
+		// The idle day: a whole UTC day inside the idle stretch, which the
+		// daily rollup answers exactly when nothing finer is left.
+		idleDay := [2]time.Time{idleFrom.Truncate(day).Add(day), idleFrom.Truncate(day).Add(2 * day)}
+		for _, w := range [][2]time.Time{{now.Add(-7 * day), now}, idleDay, {midnight.Add(-7 * day), midnight}} {
 			want := expectAllocation(book, recs, "sub", w[0], w[1], now)
 			got := spend(fmt.Sprintf(`sum by (currency, application) (increase(proxy_cost_allocated_total{source="sub",component="subscription"}[%ds]))`,
 				int(w[1].Sub(w[0]).Seconds())), w[1])
@@ -163,17 +168,25 @@ func TestCostHistory(t *testing.T) {
 		// Moves never make a counter go down.
 		resets := spend(`sum by (currency) (resets(proxy_cost_allocated_total[31d]))`, now)
 		require.Equal(t, map[string]float64{"USD": 0, "EUR": 0}, resets, phase)
-		idle := expectAllocation(book, recs, "sub", idleFrom, idleTo, now)
+		idle := expectAllocation(book, recs, "sub", idleDay[0], idleDay[1], now)
 		require.Equal(t, []string{otelanalytics.UnallocatedApplication}, slices.Collect(maps.Keys(idle)))
-		require.InEpsilon(t, 600.0/30*2, idle[otelanalytics.UnallocatedApplication], 1e-6)
+		require.InEpsilon(t, 600.0/30, idle[otelanalytics.UnallocatedApplication], 1e-6)
 	}
-	check("raw data")
+	check("raw data", now, midnight)
 	checkDocumented(t, engine, s, book, recs, now)
 
 	_, err = db.EnforceRetention(context.Background(), pebblestore.DefaultRetention(), now, true)
 	require.NoError(t, err)
-	check("after retention")
+	check("after retention", now, midnight)
 	checkDocumented(t, engine, s, book, recs, now)
+
+	// With the hourly rollup kept 10 days only, the windows that end 20
+	// days ago lie wholly in the daily rollup.
+	tight := pebblestore.DefaultRetention()
+	tight.RawRecordsDays, tight.RawSeriesDays, tight.HourlyDays = 3, 3, 10
+	_, err = db.EnforceRetention(context.Background(), tight, now, true)
+	require.NoError(t, err)
+	check("daily rollup only past 10 days", now, midnight)
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -169,12 +170,28 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 		return r.addDays(q, id, mint, last, bounds, acc)
 	}
 	first, lastW := windowOf(max(mint, math.MinInt64+windowMs)), windowOf(min(last, math.MaxInt64-windowMs))
-	wb, found, err := r.firstBase(q, id, first, lastW)
+	wb, w0, found, err := r.firstBase(q, id, first, lastW)
 	if err != nil || !found {
 		return false, err
 	}
 	r.counter, r.bi = wb.base, 0
 	r.acc, r.bounds = acc, bounds
+	if n := sort.Search(len(bounds), func(i int) bool { return bounds[i] >= w0 }); w0 > first && n > 0 {
+		// No window before w0: the series began there, or retention
+		// removed the windows before it. The bounds before it are
+		// answered from the daily rollup, a day's increments counted at
+		// its end (a series that began at w0 gets its base there, 0).
+		days, err := r.addDays(q, id, mint, bounds[n-1], bounds[:n], acc)
+		if err != nil {
+			return false, err
+		}
+		if !days {
+			for i := range n {
+				acc[i] += wb.base
+			}
+		}
+		r.bi = n
+	}
 	// Closed windows from their summaries, where the boundaries allow;
 	// every closed window of an increment series has them.
 	raw := first
@@ -303,21 +320,21 @@ func (r *counterReader) addDays(q *querier, id uint64, mint, last int64, bounds 
 }
 
 // firstBase returns the base of the series' first window in [first, last]
-// (found false: no window there).
-func (r *counterReader) firstBase(q *querier, id uint64, first, last int64) (windowBase, bool, error) {
+// and that window (found false: no window there).
+func (r *counterReader) firstBase(q *querier, id uint64, first, last int64) (windowBase, int64, bool, error) {
 	it, err := r.open(q, &r.baseIter, baseKey(id, first), baseKey(id, last+windowMs))
 	if err != nil {
-		return windowBase{}, false, err
+		return windowBase{}, 0, false, err
 	}
 	if !it.First() {
-		return windowBase{}, false, it.Error()
+		return windowBase{}, 0, false, it.Error()
 	}
 	v, err := it.ValueAndErr()
 	if err != nil {
-		return windowBase{}, false, err
+		return windowBase{}, 0, false, err
 	}
 	wb, err := decodeBase(v)
-	return wb, err == nil, err
+	return wb, periodFromKey(it.Key()), err == nil, err
 }
 
 // open returns *it, created or reused, bounded to [lower, upper).
