@@ -176,16 +176,15 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 	}
 	r.counter, r.bi = wb.base, 0
 	r.acc, r.bounds = acc, bounds
-	if n := sort.Search(len(bounds), func(i int) bool { return bounds[i] >= w0 }); w0 > first && n > 0 {
-		// No window before w0: the series began there, or retention
-		// removed the windows before it. The bounds before it are
-		// answered from the daily rollup, a day's increments counted at
-		// its end (a series that began at w0 gets its base there, 0).
+	if n := sort.Search(len(bounds), func(i int) bool { return bounds[i] >= w0 }); w0 > first && n > 0 && w0 < q.s.floorHourly.Load() {
+		// Retention removed the windows before w0 (it keeps the newest
+		// base before its cut-off): the bounds before it are answered
+		// from the daily rollup, a day's increments counted at its end.
 		days, err := r.addDays(q, id, mint, bounds[n-1], bounds[:n], acc)
 		if err != nil {
 			return false, err
 		}
-		if !days {
+		if !days { // no daily rollup there either
 			for i := range n {
 				acc[i] += wb.base
 			}

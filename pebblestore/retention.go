@@ -222,7 +222,7 @@ func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.T
 	}
 	// Reads stop at the cut-offs first, so that nothing older is
 	// answered while it is being deleted.
-	s.raiseFloor(e.RawBefore, e.DailyBefore)
+	s.raiseFloor(e.RawBefore, e.HourlyBefore, e.DailyBefore)
 
 	b := d.db.NewBatch()
 	defer b.Close()

@@ -64,6 +64,9 @@ type SeriesStore struct {
 	// The oldest times reads answer (Unix ms), raised by retention: raw
 	// samples of sample series, and everything.
 	floorRaw, floorAll atomic.Int64
+	// floorHourly: retention removed the window bases before it (but the
+	// newest): reads past it fall back on the daily rollup.
+	floorHourly atomic.Int64
 
 	meta metadataStore
 }
@@ -131,6 +134,7 @@ func openSeries(db *pebble.DB, opts SeriesOptions) (*SeriesStore, error) {
 	}
 	s.floorRaw.Store(math.MinInt64)
 	s.floorAll.Store(math.MinInt64)
+	s.floorHourly.Store(math.MinInt64)
 	if err := scan(db, []byte{prefixSeries}, func(k, v []byte) error {
 		if len(k) != 9 || len(v) < 1 {
 			return fmt.Errorf("series key: %w", errCorrupt)
@@ -177,12 +181,13 @@ func (s *SeriesStore) indexLocked(ms *memSeries) {
 }
 
 // raiseFloor stops reads before raw (samples of sample series) and all
-// (everything): retention is deleting what is older.
-func (s *SeriesStore) raiseFloor(raw, all int64) {
+// (everything), and marks hourly as the horizon of the window bases:
+// retention is deleting what is older.
+func (s *SeriesStore) raiseFloor(raw, hourly, all int64) {
 	for _, f := range []struct {
 		v *atomic.Int64
 		t int64
-	}{{&s.floorRaw, raw}, {&s.floorAll, all}} {
+	}{{&s.floorRaw, raw}, {&s.floorHourly, hourly}, {&s.floorAll, all}} {
 		for {
 			old := f.v.Load()
 			if f.t <= old || f.v.CompareAndSwap(old, f.t) {
