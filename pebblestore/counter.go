@@ -176,20 +176,32 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 	}
 	r.counter, r.bi = wb.base, 0
 	r.acc, r.bounds = acc, bounds
-	if n := sort.Search(len(bounds), func(i int) bool { return bounds[i] >= w0 }); w0 > first && n > 0 && w0 < q.s.floorHourly.Load() {
-		// Retention removed the windows before w0 (it keeps the newest
-		// base before its cut-off): the bounds before it are answered
-		// from the daily rollup, a day's increments counted at its end.
-		days, err := r.addDays(q, id, mint, bounds[n-1], bounds[:n], acc)
+	if floor := q.s.floorHourly.Load(); w0 > first && w0 < floor {
+		// Retention removed the windows before its cut-off but for the
+		// newest base before it (w0). The bounds before the first window
+		// after the cut-off are answered from the daily rollup, a day's
+		// increments counted at its end; the counter carries on from that
+		// window's base, which holds every increment before it.
+		wb2, w2, found2, err := r.firstBase(q, id, windowOf(floor), lastW)
 		if err != nil {
 			return false, err
 		}
-		if !days { // no daily rollup there either
-			for i := range n {
-				acc[i] += wb.base
-			}
+		if !found2 {
+			return r.addDays(q, id, mint, last, bounds, acc)
 		}
-		r.bi = n
+		if n := sort.Search(len(bounds), func(i int) bool { return bounds[i] >= w2 }); n > 0 {
+			days, err := r.addDays(q, id, mint, bounds[n-1], bounds[:n], acc)
+			if err != nil {
+				return false, err
+			}
+			if !days { // no daily rollup there either
+				for i := range n {
+					acc[i] += wb.base
+				}
+			}
+			r.bi = n
+		}
+		r.counter = wb2.base
 	}
 	// Closed windows from their summaries, where the boundaries allow;
 	// every closed window of an increment series has them.

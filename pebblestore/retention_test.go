@@ -121,7 +121,15 @@ func TestRetentionEnforcement(t *testing.T) {
 	gauges := func() promql.Matrix {
 		return runQuery(t, engine, s, context.Background(), `queue_depth`, ms(start), ms(now), time.Hour)
 	}
-	dailyBefore, hourlyBefore := daily(), hourly(now.Add(-29*day))
+	// A window that starts past the hourly rollup's 30 days, off the day
+	// grid: once the windows there are gone, the daily rollup answers its
+	// start, a day counted at its end.
+	long := func() float64 {
+		m := runQuery(t, engine, s, context.Background(), `sum(increase(proxy_requests_total[35d]))`, 0, ms(now.Add(-12*time.Hour)), 0)
+		require.Len(t, m, 1)
+		return m[0].Floats[0].F
+	}
+	dailyBefore, hourlyBefore, longBefore := daily(), hourly(now.Add(-29*day)), long()
 	recentBefore := fine(now.Add(-6*day), now.Add(-5*day))
 	require.Len(t, dailyBefore, 20)
 	require.Len(t, gauges(), 1)
@@ -184,6 +192,7 @@ func TestRetentionEnforcement(t *testing.T) {
 	require.NoError(t, err)
 	requireSameResults(t, dailyBefore, daily(), 1e-9, "daily after restart")
 	requireSameResults(t, hourlyBefore, hourly(now.Add(-29*day)), 1e-9, "hourly after restart")
+	require.InDelta(t, longBefore, long(), 24*6, "35 days: within the spans of a day (a day's spans count at its end)")
 
 	// Spans that arrive after the run, late ones included, carry on the
 	// counters: the days before are unchanged.
