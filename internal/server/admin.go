@@ -239,6 +239,15 @@ func (h *adminHandler) rollup(w http.ResponseWriter, r *http.Request) {
 // enforce runs the retention policy now and answers what it did.
 func (h *adminHandler) enforce(w http.ResponseWriter, r *http.Request) {
 	e, err := h.s.enforceRetention(r.Context(), true)
+	entry := pebblestore.AuditEntry{Time: h.s.opts.Now(), User: adminUser(r), Action: "retention.enforce", Resource: "retention", ClientIP: clientIP(r), Success: err == nil}
+	if err != nil {
+		entry.Error = err.Error()
+	} else if v, err := json.Marshal(e); err == nil {
+		entry.Detail = string(v)
+	}
+	if err := h.s.store.Audit(entry); err != nil {
+		h.s.log.Warn("audit retention enforcement", "err", err)
+	}
 	if err != nil {
 		writeAdminError(w, http.StatusInternalServerError, "internal", err)
 		return

@@ -130,7 +130,7 @@ func TestAdminAuthAndRetention(t *testing.T) {
 	}
 	require.Equal(t, []string{
 		"retention.update:refused", "retention.update:ok", "retention.update:refused", "retention.update:refused",
-		"sampling.update:ok", "sampling.update:refused", "rollup.run:ok",
+		"retention.enforce:ok", "sampling.update:ok", "sampling.update:refused", "rollup.run:ok",
 	}, actions)
 
 	// The audit API, with filters, and the chain's verification.
@@ -152,7 +152,7 @@ func TestAdminAuthAndRetention(t *testing.T) {
 	var v AuditVerification
 	code, _ = call(t, s, http.MethodGet, "/api/v1/admin/audit/verify", testAdminToken, "", &v)
 	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, AuditVerification{Entries: 7, Valid: true}, v)
+	require.Equal(t, AuditVerification{Entries: 8, Valid: true}, v)
 }
 
 // TestCostsEndToEnd: cost models set through the admin API price the

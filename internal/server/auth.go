@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/proxylens/proxylens/pebblestore"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -157,6 +159,11 @@ type authenticator struct {
 
 	mu     sync.Mutex
 	passed map[[sha256.Size]byte]struct{} // user:password pairs bcrypt accepted, bounded
+
+	// audit records the refusals of a known user: a wrong password (401)
+	// and a role that may not (403). nil: not recorded.
+	audit func(pebblestore.AuditEntry)
+	now   func() time.Time
 }
 
 // maxPassed bounds the remembered accepted passwords (bcrypt costs tens of
@@ -265,17 +272,30 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 		}
 		id, ok := a.identify(r)
 		if !ok {
+			if name, _, basic := r.BasicAuth(); basic && a.users[name].Name != "" {
+				a.refused(r, name, "auth.failed", "wrong password")
+			}
 			w.Header().Add("WWW-Authenticate", `Basic realm="proxylens"`)
 			w.Header().Add("WWW-Authenticate", `Bearer realm="proxylens"`)
 			writeAdminError(w, http.StatusUnauthorized, "unauthorized", errors.New("a user name and password (basic auth) or a bearer token is required"))
 			return
 		}
 		if need := requiredRole(r.URL.Path); roleRank[id.role] < roleRank[need] {
-			writeAdminError(w, http.StatusForbidden, "forbidden", fmt.Errorf("%s (%s) may not use %s: it needs the %s role", id.name, id.role, r.URL.Path, need))
+			err := fmt.Errorf("%s (%s) may not use %s: it needs the %s role", id.name, id.role, r.URL.Path, need)
+			a.refused(r, id.name, "access.denied", err.Error())
+			writeAdminError(w, http.StatusForbidden, "forbidden", err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(withIdentity(r.Context(), id)))
 	})
+}
+
+// refused audits a refusal of user's request.
+func (a *authenticator) refused(r *http.Request, user, action, why string) {
+	if a.audit == nil {
+		return
+	}
+	a.audit(pebblestore.AuditEntry{Time: a.now(), User: user, Action: action, Resource: r.Method + " " + r.URL.Path, ClientIP: clientIP(r), Error: why})
 }
 
 // TLSConfig is the tls section of the config file: one certificate for

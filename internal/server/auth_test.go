@@ -138,7 +138,7 @@ func TestUsersAndRoles(t *testing.T) {
 		return users
 	}
 	vera := auditAs("vera", "vera-pass")
-	require.Len(t, vera, 3, "her two queries and the entry above")
+	require.Len(t, vera, 7, "her two queries, the entry above, her wrong password and her three refusals")
 	for _, u := range vera {
 		require.Equal(t, "vera", u)
 	}
@@ -158,6 +158,37 @@ func TestUsersAndRoles(t *testing.T) {
 	require.Equal(t, "127.0.0.1", e.ClientIP)
 	require.Equal(t, "Go-http-client/1.1", e.UserAgent)
 	require.Positive(t, e.Duration)
+	// Refusals are audited: a known user's wrong password (an unknown
+	// name or token is not attributable), and each 403 with what it
+	// asked for.
+	entries, err = s.Store().AuditEntries(pebblestore.AuditFilter{Actions: []string{"auth.failed"}})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.Equal(t, "vera", entries[0].User)
+	require.Equal(t, "wrong password", entries[0].Error)
+	require.False(t, entries[0].Success)
+	entries, err = s.Store().AuditEntries(pebblestore.AuditFilter{Actions: []string{"access.denied"}})
+	require.NoError(t, err)
+	var denied []string
+	for _, e := range entries {
+		require.False(t, e.Success)
+		require.Equal(t, "127.0.0.1", e.ClientIP)
+		require.Contains(t, e.Error, "may not use")
+		denied = append(denied, e.User+" "+e.Resource)
+	}
+	require.ElementsMatch(t, []string{"vera GET /api/v1/admin/retention", "ann GET /api/v1/admin/retention", "vera GET /api/v1/exports/x",
+		"vera POST /api/v1/exports", "grafana GET /api/v1/exports/" + id}, denied)
+
+	// A manual enforcement is audited with what it did.
+	code, _ = do("POST", "/api/v1/admin/retention/enforce", "root", "root-pass", "")
+	require.Equal(t, http.StatusOK, code)
+	entries, err = s.Store().AuditEntries(pebblestore.AuditFilter{Actions: []string{"retention.enforce"}})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.Equal(t, "root", entries[0].User)
+	require.True(t, entries[0].Success)
+	require.Contains(t, entries[0].Detail, `"raw_series_before"`)
+
 	n, err := s.Store().VerifyAudit()
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, 5, "vera's two queries, the token's lookup, the two entries above, and ann's export once it ran")

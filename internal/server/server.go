@@ -319,6 +319,12 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	var handler http.Handler = mux
 	if s.cfg.Auth.Enabled() || s.cfg.Auth.OTLPRequireToken {
 		s.auth = newAuthenticator(s.cfg.Auth, token)
+		s.auth.now = s.opts.Now
+		s.auth.audit = func(e pebblestore.AuditEntry) {
+			if err := s.store.Audit(e); err != nil {
+				s.log.Warn("audit a refusal", "err", err)
+			}
+		}
 	}
 	if s.cfg.Auth.Enabled() {
 		handler = s.auth.wrap(mux)
