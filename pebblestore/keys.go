@@ -39,6 +39,7 @@ var (
 	keyCheckpoint = []byte("mcheckpoint") // uvarint last journal segment in Pebble, uvarint the pipeline's sequence number (Cut.Seq)
 	keyRetention  = []byte("mretention")  // the retention policy, JSON
 	keyCosts      = []byte("mcosts")      // the cost models, JSON (the admin API's shape)
+	keySampling   = []byte("msampling")   // the sampling settings the admin API set, JSON (the server's shape)
 	// keyAuditHead holds the hash of the newest audit entry: removing the
 	// newest entries breaks the chain too.
 	keyAuditHead = []byte("maudithead")

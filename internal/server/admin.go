@@ -182,8 +182,9 @@ func (h *adminHandler) getSampling(w http.ResponseWriter, _ *http.Request) {
 }
 
 // putSampling changes the sampler's thresholds at once (fields left out
-// keep their value). They last until restart: the config file's
-// sampling section is what a start uses.
+// keep their value) and stores them: they outlast a restart for as long
+// as the config file's sampling section stays as it was (see
+// startSampling).
 func (h *adminHandler) putSampling(w http.ResponseWriter, r *http.Request) {
 	cfg := h.s.sampler.Config()
 	if err := decodeStrict(r, &cfg); err != nil {
@@ -191,18 +192,51 @@ func (h *adminHandler) putSampling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry := pebblestore.AuditEntry{Time: h.s.opts.Now(), User: adminUser(r), Action: "sampling.update", Resource: "sampling", ClientIP: clientIP(r)}
-	if err := h.s.sampler.SetConfig(cfg); err != nil {
+	if err := cfg.Validate(); err != nil {
 		entry.Error = err.Error()
 		_ = h.s.store.Audit(entry)
 		writeAdminError(w, http.StatusBadRequest, "bad_data", err)
 		return
 	}
-	v, _ := json.Marshal(cfg)
-	entry.Success, entry.Detail = true, string(v)
-	if err := h.s.store.Audit(entry); err != nil {
-		h.s.log.Warn("audit sampling change", "err", err)
+	v, err := json.Marshal(storedSampling{Config: h.s.cfg.Sampling, Sampling: cfg})
+	if err == nil {
+		err = h.s.store.SetSampling(v, entry)
+	}
+	if err == nil {
+		err = h.s.sampler.SetConfig(cfg)
+	}
+	if err != nil {
+		writeAdminError(w, http.StatusInternalServerError, "internal", err)
+		return
 	}
 	writeAdminJSON(w, cfg)
+}
+
+// storedSampling is what the admin API stores: the thresholds it set and
+// the config file's sampling section they replaced.
+type storedSampling struct {
+	Config   otelanalytics.SamplingConfig `json:"config"`
+	Sampling otelanalytics.SamplingConfig `json:"sampling"`
+}
+
+// startSampling returns the sampling thresholds a start uses: those the
+// admin API stored last, unless the config file's sampling section
+// changed since (then the file's, as an edit of the file is the newer
+// intent).
+func (s *Server) startSampling() (otelanalytics.SamplingConfig, error) {
+	v, err := s.store.Sampling()
+	if err != nil || v == nil {
+		return s.cfg.Sampling, err
+	}
+	var st storedSampling
+	if err := json.Unmarshal(v, &st); err != nil {
+		return s.cfg.Sampling, fmt.Errorf("stored sampling settings: %w", err)
+	}
+	if st.Config != s.cfg.Sampling {
+		s.log.Info("the config file's sampling section changed since the admin API set the sampling: the file's applies", "api", st.Sampling, "file", s.cfg.Sampling)
+		return s.cfg.Sampling, nil
+	}
+	return st.Sampling, nil
 }
 
 // rollupRequest is POST /api/v1/admin/rollup's body.

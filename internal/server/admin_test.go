@@ -225,3 +225,34 @@ func TestCostsEndToEnd(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	require.Len(t, got, 2)
 }
+
+// TestSamplingPersists: a sampling change through the admin API outlives
+// a restart, audited; an edit of the config file's sampling section
+// afterwards wins at the next start.
+func TestSamplingPersists(t *testing.T) {
+	cfg := adminConfig(t)
+	s := start(t, cfg, Options{})
+	var sc otelanalytics.SamplingConfig
+	code, msg := call(t, s, http.MethodPut, "/api/v1/admin/sampling", testAdminToken, `{"floor": 0.5, "low_per_minute": 2000}`, &sc)
+	require.Equal(t, http.StatusOK, code, msg)
+	want := otelanalytics.SamplingConfig{LowPerMinute: 2000, HighPerMinute: cfg.Sampling.HighPerMinute, Floor: 0.5}
+	require.Equal(t, want, sc)
+	entries, err := s.Store().AuditEntries(pebblestore.AuditFilter{Actions: []string{"sampling.update"}})
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	require.True(t, entries[0].Success)
+	require.Contains(t, entries[0].Detail, `"floor":0.5`)
+
+	require.NoError(t, s.Shutdown(context.Background()))
+	s = start(t, cfg, Options{})
+	code, _ = call(t, s, http.MethodGet, "/api/v1/admin/sampling", testAdminToken, "", &sc)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, want, sc, "the API's change outlives a restart")
+
+	require.NoError(t, s.Shutdown(context.Background()))
+	cfg.Sampling.Floor = 0.25
+	s = start(t, cfg, Options{})
+	code, _ = call(t, s, http.MethodGet, "/api/v1/admin/sampling", testAdminToken, "", &sc)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, cfg.Sampling, sc, "the config file changed since: the file's applies")
+}

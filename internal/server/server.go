@@ -149,7 +149,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.log.Info("store loaded", "dir", s.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond),
 		"series", s.agg.SeriesCount(otelanalytics.FamilyRequests), "dictionary", s.dict.Len())
-	s.sampler = otelanalytics.NewSampler(s.cfg.Sampling)
+	sampling, err := s.startSampling()
+	if err != nil {
+		return err
+	}
+	s.sampler = otelanalytics.NewSampler(sampling)
 	s.pipeline = otelanalytics.NewPipeline(otelanalytics.PipelineConfig{
 		FlushInterval:      s.cfg.FlushInterval,
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
