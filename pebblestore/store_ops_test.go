@@ -68,6 +68,19 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	stored, err = db.CostModels()
 	require.NoError(t, err)
 	require.JSONEq(t, string(v), string(stored))
+	// The sampling settings are kept the same way, each in its own key.
+	stored, err = db.Sampling()
+	require.NoError(t, err)
+	require.Empty(t, stored)
+	require.NoError(t, db.SetSampling([]byte(`{"floor":0.5}`), pebblestore.AuditEntry{Time: now, User: "admin"}))
+	stored, err = db.Sampling()
+	require.NoError(t, err)
+	require.JSONEq(t, `{"floor":0.5}`, string(stored))
+	audited, err := db.AuditEntries(pebblestore.AuditFilter{Actions: []string{"costs.update", "sampling.update"}})
+	require.NoError(t, err)
+	require.Len(t, audited, 2)
+	require.Equal(t, []string{"costs.update", "sampling.update"}, []string{audited[0].Action, audited[1].Action})
+	require.Equal(t, `{"floor":0.5}`, audited[1].Detail)
 
 	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e7, Timeout: 30 * time.Minute, Parser: parser.NewParser(parser.Options{})})
 	cost := func(s *pebblestore.SeriesStore) float64 {
@@ -107,9 +120,12 @@ func TestCostsSnapshotAndAudit(t *testing.T) {
 	require.Len(t, models2, 1)
 	entries, err := cp.AuditEntries(pebblestore.AuditFilter{From: now.Add(-time.Hour), To: now.Add(time.Hour)})
 	require.NoError(t, err)
-	require.Len(t, entries, 1)
+	require.Len(t, entries, 2, "the snapshot holds both changes")
 	require.Equal(t, "costs.update", entries[0].Action)
 	require.Equal(t, "127.0.0.1", entries[0].ClientIP)
+	sampling, err := cp.Sampling()
+	require.NoError(t, err)
+	require.JSONEq(t, `{"floor":0.5}`, string(sampling))
 	wantUSD += 0.01 + float64(late[0].BytesSent+late[0].BytesReceived)/1e9*2
 	require.InEpsilon(t, wantUSD, cost(cp.Series()), 1e-6)
 }
