@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/internal/report"
+	"github.com/proxylens/proxylens/internal/report/reporttest"
 )
 
 // TestReportCommand: proxylens report writes an HTML and a PDF report
@@ -65,12 +65,8 @@ func TestReportCommand(t *testing.T) {
 			continue
 		}
 		require.True(t, bytes.HasPrefix(b, []byte("%PDF-")))
-		if _, err := exec.LookPath("pdftotext"); err != nil {
-			t.Skip("pdftotext (Debian's poppler-utils) is not installed: apt-get install -y poppler-utils")
-		}
-		text, err := exec.CommandContext(t.Context(), "pdftotext", "-layout", out, "-").Output()
-		require.NoError(t, err)
-		require.Regexp(t, `(?m)^Requests\s+`+regexp.QuoteMeta(report.Count(total))+`\s`, string(text))
+		text := reporttest.PDFText(t, b)
+		require.Regexp(t, `(?m)^Requests\s+`+regexp.QuoteMeta(report.Count(total))+`\s`, text)
 	}
 	err = run(t.Context(), []string{"report", "--format", "docx", "--out", filepath.Join(dir, "x"), "--server", base, "--token-file", "testdata/admin.token"}, io.Discard, io.Discard)
 	require.ErrorContains(t, err, "the report was refused")

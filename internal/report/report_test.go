@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"html"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	promqlengine "github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
 
+	"github.com/proxylens/proxylens/internal/report/reporttest"
 	"github.com/proxylens/proxylens/promql"
 )
 
@@ -115,7 +115,7 @@ func TestReportFiguresEqualPromQL(t *testing.T) {
 	require.Len(t, tables["degraded"], 2, "only spys-one degraded")
 
 	// The PDF holds the same figures, on the same lines.
-	text := pdfText(t, pb.Bytes())
+	text := reporttest.PDFText(t, pb.Bytes())
 	for id, rows := range want {
 		for name, cells := range rows {
 			line := pdfLine(t, text, name, id)
@@ -188,19 +188,6 @@ func expected(t *testing.T, api *promql.API, spec Spec) map[string]map[string]ma
 	require.InDelta(t, 0.3, drop["spys-one"], 0.05)
 	degraded := map[string]map[int]string{"spys-one": {3: strings.TrimPrefix(Points(drop["spys-one"], 0), "+")}}
 	return map[string]map[string]map[int]string{"sources": sources, "source_spend": sourceSpend, "totals": totals, "applications": apps, "tiers": tiers, "domains": domains, "degraded": degraded}
-}
-
-// pdfText extracts a PDF's text with pdftotext, keeping the layout.
-func pdfText(t *testing.T, pdf []byte) string {
-	t.Helper()
-	if _, err := exec.LookPath("pdftotext"); err != nil {
-		t.Skip("pdftotext (Debian's poppler-utils) is not installed: apt-get install -y poppler-utils")
-	}
-	f := filepath.Join(t.TempDir(), "report.pdf")
-	require.NoError(t, os.WriteFile(f, pdf, 0o640))
-	out, err := exec.CommandContext(t.Context(), "pdftotext", "-layout", f, "-").Output()
-	require.NoError(t, err)
-	return string(out)
 }
 
 // pdfLine is the line of the PDF's text that starts with name in table

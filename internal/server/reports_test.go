@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/proxylens/proxylens/internal/export"
 	"github.com/proxylens/proxylens/internal/report"
+	"github.com/proxylens/proxylens/internal/report/reporttest"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 )
@@ -127,7 +127,7 @@ func TestReports(t *testing.T) {
 	require.Less(t, succ["spys-one"], reqs["spys-one"], "some failures")
 	require.Len(t, spend, 2)
 	html := string(files["html"])
-	text := pdfToText(t, files["pdf"])
+	text := reporttest.PDFText(t, files["pdf"])
 	for src, n := range reqs {
 		tier := map[string]string{"brightdata": "premium", "spys-one": "free"}[src]
 		want := "<tr><td>" + src + "</td><td>" + tier + "</td><td>" + report.Count(n) + "</td>"
@@ -191,17 +191,4 @@ func reportAndDownload(t *testing.T, s *Server, token, body string) ([]byte, exp
 	require.NoError(t, err)
 	require.EqualValues(t, job.Size, len(b))
 	return b, job, r.Header
-}
-
-// pdfToText extracts a PDF's text with pdftotext, keeping the layout.
-func pdfToText(t *testing.T, pdf []byte) string {
-	t.Helper()
-	if _, err := exec.LookPath("pdftotext"); err != nil {
-		t.Skip("pdftotext (Debian's poppler-utils) is not installed: apt-get install -y poppler-utils")
-	}
-	f := filepath.Join(t.TempDir(), "report.pdf")
-	require.NoError(t, os.WriteFile(f, pdf, 0o640))
-	out, err := exec.CommandContext(t.Context(), "pdftotext", "-layout", f, "-").Output()
-	require.NoError(t, err)
-	return string(out)
 }
