@@ -63,6 +63,11 @@ func tierRequests(tier string, extra ...string) string {
 	return "sum(increase(" + requests(append([]string{`tier="` + tier + `"`}, extra...)...) + "[$__range]))"
 }
 
+// tierRate is one tier's success rate over the selected requests.
+func tierRate(tier string) string {
+	return "(" + tierRequests(tier, mSuccess) + " / " + tierRequests(tier) + ")"
+}
+
 // mixSpend is what the observed successes would have cost had a share p
 // (0 to 1) of the attempts gone to premium sources and the rest to free
 // ones, at each tier's observed success rate and usage cost per attempt:
@@ -70,8 +75,7 @@ func tierRequests(tier string, extra ...string) string {
 // attempts × (p × premium's usage per attempt + (1 − p) × free's), plus
 // the subscriptions of the tiers used. By currency, labelled mix.
 func mixSpend(p float64) string {
-	rate := func(tier string) string { return "(" + tierRequests(tier, mSuccess) + " / " + tierRequests(tier) + ")" }
-	attempts := fmt.Sprintf("scalar(\n  sum(increase(%s[$__range]))\n/ (%g * %s + %g * %s)\n)", requests(tiers, mSuccess), p, rate("premium"), 1-p, rate("free"))
+	attempts := fmt.Sprintf("scalar(\n  sum(increase(%s[$__range]))\n/ (%g * %s + %g * %s)\n)", requests(tiers, mSuccess), p, tierRate("premium"), 1-p, tierRate("free"))
 	var parts []string
 	for _, t := range []struct {
 		tier   string
@@ -90,8 +94,7 @@ func mixSpend(p float64) string {
 
 // mixRate is the success rate of a mix (see mixSpend).
 func mixRate(p float64) string {
-	rate := func(tier string) string { return "(" + tierRequests(tier, mSuccess) + " / " + tierRequests(tier) + ")" }
-	return fmt.Sprintf("label_replace(%g * %s + %g * %s, \"mix\", \"%g%% premium\", \"\", \"\")", p, rate("premium"), 1-p, rate("free"), 100*p)
+	return fmt.Sprintf("label_replace(%g * %s + %g * %s, \"mix\", \"%g%% premium\", \"\", \"\")", p, tierRate("premium"), 1-p, tierRate("free"), 100*p)
 }
 
 func cost() dashboard {

@@ -37,7 +37,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -458,15 +457,8 @@ func (a *use) weight(by string) float64 {
 func (p *allocPlan) write(totals func(key, value []byte) error, increment func(ls labels.Labels, t int64, v float64) error) error {
 	sb := labels.NewScratchBuilder(5)
 	for _, inc := range p.incs {
-		sb.Reset()
-		sb.Add(model.MetricNameLabel, AllocatedCostMetric)
-		if inc.application != "" {
-			sb.Add("application", inc.application)
-		}
-		sb.Add("component", CostComponentSubscription)
-		sb.Add("currency", inc.currency)
-		sb.Add("source", inc.source)
-		if err := increment(sb.Labels(), inc.t, inc.v); err != nil {
+		ls := costLabels(&sb, AllocatedCostMetric, inc.source, inc.application, inc.currency, CostComponentSubscription)
+		if err := increment(ls, inc.t, inc.v); err != nil {
 			return err
 		}
 	}

@@ -265,15 +265,7 @@ func costIncrements(usage map[costKey]*costUsage, d *Dict, book *CostBook, fn fu
 			if component == CostComponentUsage {
 				name = AllocatedCostMetric
 			}
-			sb.Reset()
-			sb.Add(model.MetricNameLabel, name)
-			if app != "" {
-				sb.Add("application", app)
-			}
-			sb.Add("component", component)
-			sb.Add("currency", m.Currency)
-			sb.Add("source", src)
-			return fn(sb.Labels(), tMs, v)
+			return fn(costLabels(&sb, name, src, app, m.Currency, component), tMs, v)
 		}
 		var total float64
 		priced := false
@@ -298,6 +290,20 @@ func costIncrements(usage map[costKey]*costUsage, d *Dict, book *CostBook, fn fu
 		}
 	}
 	return nil
+}
+
+// costLabels returns the labels of a cost series (an empty application
+// left out, as in the usage series), built in sb.
+func costLabels(sb *labels.ScratchBuilder, name, source, application, currency, component string) labels.Labels {
+	sb.Reset()
+	sb.Add(model.MetricNameLabel, name)
+	if application != "" {
+		sb.Add("application", application)
+	}
+	sb.Add("component", component)
+	sb.Add("currency", currency)
+	sb.Add("source", source)
+	return sb.Labels()
 }
 
 // AppendSubscriptions appends, through add, the subscription gauges of
