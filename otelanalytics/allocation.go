@@ -294,18 +294,12 @@ func (l *Ledger) plan(u map[costKey]*costUsage, d *Dict, b *CostBook, by string,
 			lo, hi := max(from, end-hourMs), min(to, end)
 			dd, bit := day(src, end)
 			if end <= lumpBefore && lo == end-hourMs && hi == end {
-				for cur, v := range b.hourAccrual(src, end, l.res) {
-					p.incs = append(p.incs, allocInc{src, UnallocatedApplication, cur, end, v})
-				}
+				p.incs = b.accruals(p.incs, src, end-hourMs, end, l.res, true)
 				dd.lump |= bit
 				budget--
 			} else {
 				hi = min(hi, lo+int64(budget)*l.res)
-				for t := lo + l.res; t <= hi; t += l.res {
-					if cur, v := b.accrual(src, t, l.res); v > 0 {
-						p.incs = append(p.incs, allocInc{src, UnallocatedApplication, cur, t, v})
-					}
-				}
+				p.incs = b.accruals(p.incs, src, lo, hi, l.res, false)
 				budget -= int((hi - lo) / l.res)
 			}
 			if hi == end {
@@ -379,18 +373,7 @@ func (l *Ledger) plan(u map[costKey]*costUsage, d *Dict, b *CostBook, by string,
 		if dd.idle&bit == 0 {
 			continue
 		}
-		var amounts []allocInc
-		if dd.lump&bit != 0 {
-			for cur, v := range b.hourAccrual(k.source, k.end, l.res) {
-				amounts = append(amounts, allocInc{k.source, UnallocatedApplication, cur, k.end, v})
-			}
-		} else {
-			for t := k.end - hourMs + l.res; t <= k.end; t += l.res {
-				if cur, v := b.accrual(k.source, t, l.res); v > 0 {
-					amounts = append(amounts, allocInc{k.source, UnallocatedApplication, cur, t, v})
-				}
-			}
-		}
+		amounts := b.accruals(nil, k.source, k.end-hourMs, k.end, l.res, dd.lump&bit != 0)
 		if p.allocate(amounts, hu.apps, by) {
 			dd.idle &^= bit
 		}
@@ -408,16 +391,28 @@ func (b *CostBook) accrual(source string, t, res int64) (string, float64) {
 	return m.Currency, *m.Subscription / m.PeriodSeconds() * float64(res) / 1000
 }
 
-// hourAccrual returns what source's subscription accrues in the hour
-// ending at end, by currency.
-func (b *CostBook) hourAccrual(source string, end, res int64) map[string]float64 {
-	out := map[string]float64{}
-	for t := end - hourMs + res; t <= end; t += res {
-		if cur, v := b.accrual(source, t, res); v > 0 {
-			out[cur] += v
+// accruals appends to dst what source's subscription accrues to
+// application="unallocated" in (lo, hi]: an increment at the end of each
+// interval of res, or with lump (a whole hour, hi its end) one at hi per
+// currency, their sum.
+func (b *CostBook) accruals(dst []allocInc, source string, lo, hi, res int64, lump bool) []allocInc {
+	n := len(dst)
+	for t := lo + res; t <= hi; t += res {
+		cur, v := b.accrual(source, t, res)
+		if v <= 0 {
+			continue
 		}
+		at := t
+		if lump {
+			if i := slices.IndexFunc(dst[n:], func(a allocInc) bool { return a.currency == cur }); i >= 0 {
+				dst[n+i].v += v
+				continue
+			}
+			at = hi
+		}
+		dst = append(dst, allocInc{source, UnallocatedApplication, cur, at, v})
 	}
-	return out
+	return dst
 }
 
 // allocate adds to p the moves of amounts (accruals of unallocated) to
