@@ -23,37 +23,39 @@ import (
 // exportAndDownload creates an export job, waits for it and downloads it.
 func exportAndDownload(t *testing.T, s *Server, body string) ([]byte, export.Job) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+s.HTTPAddr().String()+"/api/v1/exports", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
+	b, job, _ := jobAndDownload(t, s, "exports", testAdminToken, body, 30*time.Second)
+	return b, job
+}
+
+// jobAndDownload creates a job of kind (exports, reports) as token, waits
+// for it (at most wait) and downloads its file.
+func jobAndDownload(t *testing.T, s *Server, kind, token, body string, wait time.Duration) ([]byte, export.Job, http.Header) {
+	t.Helper()
 	var created struct {
 		ID string `json:"id"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&created))
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	code, resp := call(t, s, http.MethodPost, "/api/v1/"+kind, token, body, &created)
+	require.Equal(t, http.StatusAccepted, code, resp)
 	require.NotEmpty(t, created.ID)
 	var job export.Job
 	require.Eventually(t, func() bool {
-		code, _ := call(t, s, http.MethodGet, "/api/v1/exports/"+created.ID, testAdminToken, "", &job)
+		code, _ := call(t, s, http.MethodGet, "/api/v1/"+kind+"/"+created.ID, token, "", &job)
 		require.Equal(t, http.StatusOK, code)
 		return job.Status == export.Completed || job.Status == export.Failed
-	}, 30*time.Second, 20*time.Millisecond)
+	}, wait, 20*time.Millisecond)
 	require.Equal(t, export.Completed, job.Status, job.Error)
 	require.Equal(t, 1.0, job.Progress)
-	req, err = http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/exports/"+created.ID+"/download", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/"+kind+"/"+created.ID+"/download", nil)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+testAdminToken)
-	resp, err = http.DefaultClient.Do(req)
+	req.Header.Set("Authorization", "Bearer "+token)
+	r, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	b, err := io.ReadAll(resp.Body)
+	defer r.Body.Close()
+	require.Equal(t, http.StatusOK, r.StatusCode)
+	b, err := io.ReadAll(r.Body)
 	require.NoError(t, err)
 	require.EqualValues(t, job.Size, len(b))
-	return b, job
+	return b, job, r.Header
 }
 
 // TestExports: jobs answer at once with an id, run in the background, and

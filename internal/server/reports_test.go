@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -102,7 +101,7 @@ func TestReports(t *testing.T) {
 	files := map[string][]byte{}
 	var job export.Job
 	for _, format := range []string{"html", "pdf"} {
-		b, j, h := reportAndDownload(t, s, analystToken, `{"range": "24h", "format": "`+format+`"}`)
+		b, j, h := jobAndDownload(t, s, "reports", analystToken, `{"range": "24h", "format": "`+format+`"}`, 60*time.Second)
 		files[format], job = b, j
 		require.Equal(t, map[string]string{"html": "text/html; charset=utf-8", "pdf": "application/pdf"}[format], h.Get("Content-Type"))
 		require.Regexp(t, `^attachment; filename="proxylens-report-\d{4}-\d\d-\d\d-[0-9a-f]{16}\.`+format+`"$`, h.Get("Content-Disposition"))
@@ -160,35 +159,4 @@ func TestReports(t *testing.T) {
 	}
 	require.Equal(t, 2, reports)
 	require.Equal(t, 2, downloads)
-}
-
-// reportAndDownload creates a report job as token, waits for it and
-// downloads its file.
-func reportAndDownload(t *testing.T, s *Server, token, body string) ([]byte, export.Job, http.Header) {
-	t.Helper()
-	var created struct {
-		ID string `json:"id"`
-	}
-	code, resp := call(t, s, http.MethodPost, "/api/v1/reports", token, body, &created)
-	require.Equal(t, http.StatusAccepted, code, resp)
-	require.NotEmpty(t, created.ID)
-	var job export.Job
-	require.Eventually(t, func() bool {
-		code, _ := call(t, s, http.MethodGet, "/api/v1/reports/"+created.ID, token, "", &job)
-		require.Equal(t, http.StatusOK, code)
-		return job.Status == export.Completed || job.Status == export.Failed
-	}, 60*time.Second, 20*time.Millisecond)
-	require.Equal(t, export.Completed, job.Status, job.Error)
-	require.Equal(t, 1.0, job.Progress)
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+s.HTTPAddr().String()+"/api/v1/reports/"+created.ID+"/download", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	r, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer r.Body.Close()
-	require.Equal(t, http.StatusOK, r.StatusCode)
-	b, err := io.ReadAll(r.Body)
-	require.NoError(t, err)
-	require.EqualValues(t, job.Size, len(b))
-	return b, job, r.Header
 }
