@@ -152,6 +152,14 @@ type Aggregator struct {
 	pending    int    // increments held, all families
 	gen        uint32 // cut generation, for the increment slot caches
 
+	// For the Overlay: version changes with every change of the
+	// increments held (Apply, cut, Restore, cutWritten); inflight is the
+	// cut being written (nil: none), lastSealed the journal segment the
+	// newest cut sealed.
+	version    uint64
+	inflight   *rawPart
+	lastSealed uint64
+
 	overflow   [NumFamilies]*metrics.Counter // spans sent to overflow series
 	cutRequest chan struct{}
 
@@ -264,6 +272,7 @@ func (a *Aggregator) IntervalEnd(ts int64) int64 {
 func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.version++
 	before := a.pending
 	reqs := &a.fams[FamilyRequests]
 	for i := range recs {

@@ -30,7 +30,13 @@ func (c *Cut) Empty() bool {
 
 // Cut takes the increments accumulated since the last cut and the totals of
 // the series they touched. If the cut cannot be written, Restore puts it back.
-func (a *Aggregator) Cut() *Cut {
+func (a *Aggregator) Cut() *Cut { return a.cut(0) }
+
+// cut is Cut for the pipeline, which sealed journal segment sealed (0:
+// none) with it: until cutWritten or Restore, the Overlay serves the
+// cut's increments as committed once the journal checkpoint reaches
+// sealed.
+func (a *Aggregator) cut(sealed uint64) *Cut {
 	c := &Cut{}
 	type taken struct {
 		keys  []SeriesKey
@@ -47,6 +53,10 @@ func (a *Aggregator) Cut() *Cut {
 	a.mu.Lock()
 	a.pending = 0
 	a.gen++
+	a.version++
+	if sealed > 0 {
+		a.inflight, a.lastSealed = &rawPart{sealed: sealed}, sealed
+	}
 	for f := range a.fams {
 		fam := &a.fams[f]
 		fc := &c.Families[f]
@@ -57,6 +67,9 @@ func (a *Aggregator) Cut() *Cut {
 			fam.isDirt[idx] = false
 		}
 		tk[f] = taken{keys: fam.keys, dirty: fam.dirty, pend: fam.pend, pkeys: fam.pkeys, pvals: fam.pvals}
+		if sealed > 0 { // not changed from here on: no copy
+			a.inflight.fams[f] = rawFamily{keys: fam.keys, pkeys: fam.pkeys, pvals: fam.pvals}
+		}
 		fam.dirty, fam.spareDirty = fam.spareDirty[:0], nil
 		fam.pend, fam.sparePend = fam.sparePend, nil
 		if fam.pend == nil {
@@ -100,6 +113,8 @@ func (a *Aggregator) Cut() *Cut {
 func (a *Aggregator) Restore(c *Cut) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.version++
+	a.inflight = nil // back among the pending increments
 	for f := range a.fams {
 		fam := &a.fams[f]
 		fc := &c.Families[f]
@@ -121,4 +136,13 @@ func (a *Aggregator) Restore(c *Cut) {
 			}
 		}
 	}
+}
+
+// cutWritten tells that the cut being written is committed: the store
+// serves its increments from now on.
+func (a *Aggregator) cutWritten() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.version++
+	a.inflight = nil
 }

@@ -302,7 +302,7 @@ func (p *Pipeline) Flush() error {
 		p.log.Error("journal not sealed; the cut waits", "err", err)
 		return fmt.Errorf("seal journal: %w", err)
 	}
-	c := p.agg.Cut()
+	c := p.agg.cut(sealed)
 	p.committed.Store(0)
 	p.commitMu.Unlock()
 
@@ -321,6 +321,7 @@ func (p *Pipeline) Flush() error {
 		return fmt.Errorf("write aggregate cut: %w", err)
 	}
 	p.unwritten = false
+	p.agg.cutWritten()
 	if sc.alloc != nil {
 		p.agg.ledger.commit(sc.alloc)
 	}

@@ -60,9 +60,11 @@ func boundaryTimes(hints *storage.SelectHints) []int64 {
 }
 
 // sumGroups adds up, per group and boundary, the counters of the series,
-// reading the series on as many goroutines as there are CPUs. present
-// reports the groups with at least one series with samples in range.
-func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []int, nGroups int, bounds []int64, mint, maxt int64) ([][]float64, []bool, error) {
+// reading the series on as many goroutines as there are CPUs, with the
+// overlay's increments of each (ov, aligned with series; nil: none).
+// present reports the groups with at least one series with samples in
+// range.
+func (q *querier) sumGroups(ctx context.Context, series []*memSeries, ov []*ovSeries, groupOf []int, nGroups int, bounds []int64, mint, maxt int64) ([][]float64, []bool, error) {
 	workers := min(runtime.GOMAXPROCS(0), len(series))
 	type partial struct {
 		sums    [][]float64
@@ -102,7 +104,11 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, groupOf []
 				if p.sums[g] == nil {
 					p.sums[g] = make([]float64, len(bounds))
 				}
-				ok, err := r.add(q, series[i].id, mint, maxt, bounds, p.sums[g])
+				var o *ovSeries
+				if ov != nil {
+					o = ov[i]
+				}
+				ok, err := r.addWithOverlay(q, series[i].id, o, mint, maxt, bounds, p.sums[g])
 				if err != nil {
 					p.err = fmt.Errorf("series %s: %w", series[i].lset, err)
 					return
@@ -158,6 +164,43 @@ func (r *counterReader) close() {
 			_ = it.Close()
 		}
 	}
+}
+
+// addWithOverlay is add with the overlay's increments of the series
+// (o; nil: none) added to its counter.
+func (r *counterReader) addWithOverlay(q *querier, id uint64, o *ovSeries, mint, maxt int64, bounds []int64, acc []float64) (bool, error) {
+	ok := false
+	if id != 0 {
+		var err error
+		if ok, err = r.add(q, id, mint, maxt, bounds, acc); err != nil || o == nil {
+			return ok, err
+		}
+	}
+	if o == nil {
+		return false, nil
+	}
+	if !ok && !o.overlaps(mint, min(maxt, bounds[len(bounds)-1])) {
+		return false, nil // nothing in range, as add
+	}
+	if !ok && id != 0 {
+		// No stored window in range: the committed counter there is what
+		// the windows before hold.
+		from := windowOf(max(mint, math.MinInt64+windowMs))
+		if mint <= math.MinInt64+windowMs {
+			from = math.MinInt64
+		}
+		base, err := storedBefore(q.snap, id, from)
+		if err != nil {
+			return false, err
+		}
+		for i := range bounds {
+			acc[i] += base
+		}
+	}
+	for i, b := range bounds {
+		acc[i] += o.upTo(b)
+	}
+	return true, nil
 }
 
 // add adds the counter of series id at each of bounds (the sum of its

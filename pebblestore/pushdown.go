@@ -133,7 +133,7 @@ func (q *querier) sumSelect(ctx context.Context, hints *storage.SelectHints, min
 	if hints == nil || hints.Range <= 0 || hints.Step < 0 || (hints.Func != "rate" && hints.Func != "increase") {
 		return nil
 	}
-	series := q.s.match(mint, maxt, ms)
+	series, ov := q.selectSeries(mint, maxt, ms)
 	if len(series) == 0 {
 		return nil
 	}
@@ -179,7 +179,7 @@ func (q *querier) sumSelect(ctx context.Context, hints *storage.SelectHints, min
 	if len(groups)*len(bounds) > maxPushdownPoints {
 		return nil
 	}
-	sums, present, err := q.sumGroups(ctx, series, groupOf, len(groups), bounds, mint, maxt)
+	sums, present, err := q.sumGroups(ctx, series, ov, groupOf, len(groups), bounds, mint, maxt)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
@@ -199,7 +199,7 @@ func (q *querier) sumSelect(ctx context.Context, hints *storage.SelectHints, min
 // the daily rollup where the boundaries allow. The series iterator gives
 // the same points from the raw windows alone. It returns nil where a
 // series is not an increment series, or the points would be too many.
-func (q *querier) pointSelect(ctx context.Context, hints *storage.SelectHints, mint, maxt int64, series []*memSeries) storage.SeriesSet {
+func (q *querier) pointSelect(ctx context.Context, hints *storage.SelectHints, mint, maxt int64, series []*memSeries, ov []*ovSeries) storage.SeriesSet {
 	if hints == nil || hints.Range <= 0 || hints.Step < 0 || !boundedFuncs[hints.Func] || len(series) == 0 || ctx.Value(iteratorOnlyKey{}) != nil {
 		return nil
 	}
@@ -216,7 +216,7 @@ func (q *querier) pointSelect(ctx context.Context, hints *storage.SelectHints, m
 	for i := range groupOf {
 		groupOf[i] = i
 	}
-	sums, present, err := q.sumGroups(ctx, series, groupOf, len(series), bounds, mint, maxt)
+	sums, present, err := q.sumGroups(ctx, series, ov, groupOf, len(series), bounds, mint, maxt)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}

@@ -43,6 +43,7 @@ func (d *DB) Load(dict func(id uint32, s string) error, totals func(key, value [
 		rd := varint.Reader{B: v}
 		d.checkpoint, d.seq = rd.Uvarint(), rd.Uvarint()
 		_ = closer.Close()
+		d.series.openCheckpoint.Store(d.checkpoint)
 		if rd.Err != nil {
 			return 0, fmt.Errorf("journal checkpoint: %w", errCorrupt)
 		}

@@ -69,6 +69,12 @@ type SeriesStore struct {
 	floorHourly atomic.Int64
 
 	meta metadataStore
+
+	// overlay serves the increments not committed yet (SetOverlay);
+	// openCheckpoint is the journal checkpoint when the store opened, for
+	// its parts that no cut has taken (see overlayParts).
+	overlay        atomic.Pointer[Overlay]
+	openCheckpoint atomic.Uint64
 }
 
 // memSeries is a series in memory: its identity and, for appends, its

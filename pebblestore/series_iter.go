@@ -16,6 +16,7 @@ import (
 type seriesSet struct {
 	q          *querier
 	series     []*memSeries
+	ov         []*ovSeries // the overlay's increments of each series; nil: none
 	mint, maxt int64
 	bounds     *boundaries
 	i          int
@@ -27,7 +28,11 @@ func (s *seriesSet) Next() bool {
 }
 
 func (s *seriesSet) At() storage.Series {
-	return &series{q: s.q, ms: s.series[s.i], mint: s.mint, maxt: s.maxt, bounds: s.bounds}
+	sr := &series{q: s.q, ms: s.series[s.i], mint: s.mint, maxt: s.maxt, bounds: s.bounds}
+	if s.ov != nil {
+		sr.ov = s.ov[s.i]
+	}
+	return sr
 }
 
 func (s *seriesSet) Err() error                        { return nil }
@@ -36,6 +41,7 @@ func (s *seriesSet) Warnings() annotations.Annotations { return nil }
 type series struct {
 	q          *querier
 	ms         *memSeries
+	ov         *ovSeries // nil: nothing in the overlay
 	mint, maxt int64
 	bounds     *boundaries
 }
@@ -43,7 +49,7 @@ type series struct {
 func (s *series) Labels() labels.Labels { return s.ms.lset }
 
 func (s *series) Iterator(chunkenc.Iterator) chunkenc.Iterator {
-	it := &seriesIterator{q: s.q, id: s.ms.id, kind: s.ms.kind, mint: s.mint, maxt: s.maxt}
+	it := &seriesIterator{q: s.q, id: s.ms.id, kind: s.ms.kind, mint: s.mint, maxt: s.maxt, ov: s.ov}
 	if s.ms.kind != KindIncrements {
 		it.mint = max(it.mint, s.q.s.floorRaw.Load())
 	}
@@ -75,18 +81,33 @@ type seriesIterator struct {
 	emitted            bool    // a point was returned (t is valid)
 	exhausted          bool    // no stored samples left
 
-	it     *pebble.Iterator
-	chunks []timedChunk
-	ci     int
-	cit    chunkenc.Iterator
-	vt     chunkenc.ValueType
-	t      int64
-	sum    float64
-	done   bool
-	err    error
+	// The overlay's increments (nil: none), merged with the stored ones;
+	// ovI is the next not yet merged. storedT and storedF are a stored
+	// increment read but not yet merged; noStored: none left.
+	ov         *ovSeries
+	ovI        int
+	storedT    int64
+	storedF    float64
+	haveStored bool
+	noStored   bool
+
+	started bool
+	it      *pebble.Iterator
+	chunks  []timedChunk
+	ci      int
+	cit     chunkenc.Iterator
+	vt      chunkenc.ValueType
+	t       int64
+	sum     float64
+	done    bool
+	err     error
 }
 
 func (s *seriesIterator) start() bool {
+	if s.id == 0 { // only in the overlay
+		s.it, s.noStored = nil, true
+		return s.startOverlay(windowOf(max(s.mint, math.MinInt64+windowMs)), 0)
+	}
 	lower := seriesPrefix(prefixChunks, s.id)
 	if s.mint > math.MinInt64+windowMs {
 		lower = chunkKey(s.id, windowOf(s.mint))
@@ -101,18 +122,51 @@ func (s *seriesIterator) start() bool {
 		return false
 	}
 	s.it = it
-	if !s.loadWindow(it.First()) {
+	if !it.First() && s.ov != nil && s.kind == KindIncrements && it.Error() == nil {
+		// No stored window in range: the committed counter is what the
+		// windows before hold, and the overlay's increments go on from it.
+		from := windowOf(max(s.mint, math.MinInt64+windowMs))
+		if s.mint <= math.MinInt64+windowMs {
+			from = math.MinInt64
+		}
+		base, err := storedBefore(s.q.snap, s.id, from)
+		if err != nil {
+			s.err, s.done = fmt.Errorf("series %d: %w", s.id, err), true
+			return false
+		}
+		s.noStored = true
+		return s.startOverlay(from, base)
+	}
+	if !s.loadWindow(it.Valid()) {
 		return false
 	}
 	if s.kind == KindIncrements {
 		// The counter before the first window read is its base.
-		wb, err := getBase(s.q.snap, s.id, periodFromKey(it.Key()))
+		w := periodFromKey(it.Key())
+		wb, err := getBase(s.q.snap, s.id, w)
 		if err != nil {
 			s.err, s.done = fmt.Errorf("series %d: %w", s.id, err), true
 			return false
 		}
 		s.sum = wb.base
+		if s.ov != nil {
+			s.sum += s.ov.before(w)
+			s.ovI, _ = slices.BinarySearch(s.ov.t, w)
+		}
 	}
+	return true
+}
+
+// startOverlay starts an increment series without stored windows in
+// range at the committed counter base, with the overlay's increments
+// from time from on.
+func (s *seriesIterator) startOverlay(from int64, base float64) bool {
+	if s.ov == nil {
+		s.done = true
+		return false
+	}
+	s.sum = base + s.ov.before(from)
+	s.ovI, _ = slices.BinarySearch(s.ov.t, from)
 	return true
 }
 
@@ -139,8 +193,11 @@ func (s *seriesIterator) Next() chunkenc.ValueType {
 	if s.done {
 		return chunkenc.ValNone
 	}
-	if s.it == nil && !s.start() {
-		return chunkenc.ValNone
+	if !s.started {
+		s.started = true
+		if !s.start() {
+			return chunkenc.ValNone
+		}
 	}
 	if s.kind == KindIncrements {
 		return s.nextIncrement()
@@ -191,9 +248,8 @@ func (s *seriesIterator) stored() (chunkenc.ValueType, bool) {
 func (s *seriesIterator) nextIncrement() chunkenc.ValueType {
 	for {
 		if !s.pend && !s.exhausted {
-			if _, ok := s.stored(); ok {
-				_, f := s.cit.At()
-				s.pendT, s.pendF, s.pend = s.cit.AtT(), f, true
+			if t, f, ok := s.nextStoredIncrement(); ok {
+				s.pendT, s.pendF, s.pend = t, f, true
 			} else {
 				if s.err != nil {
 					return chunkenc.ValNone
@@ -234,6 +290,36 @@ func (s *seriesIterator) nextIncrement() chunkenc.ValueType {
 		s.vt, s.t, s.val, s.emitted = chunkenc.ValFloat, t, s.sum, true
 		return chunkenc.ValFloat
 	}
+}
+
+// nextStoredIncrement returns the next increment of the stored windows
+// and the overlay merged, in time order, adding those at the same time.
+func (s *seriesIterator) nextStoredIncrement() (int64, float64, bool) {
+	if !s.haveStored && !s.noStored {
+		if _, ok := s.stored(); ok {
+			_, f := s.cit.At()
+			s.storedT, s.storedF, s.haveStored = s.cit.AtT(), f, true
+		} else {
+			if s.err != nil {
+				return 0, 0, false
+			}
+			s.noStored, s.done = true, false
+		}
+	}
+	haveOv := s.ov != nil && s.ovI < len(s.ov.t)
+	switch {
+	case s.haveStored && (!haveOv || s.storedT < s.ov.t[s.ovI]):
+		s.haveStored = false
+		return s.storedT, s.storedF, true
+	case haveOv && (!s.haveStored || s.ov.t[s.ovI] < s.storedT):
+		s.ovI++
+		return s.ov.t[s.ovI-1], s.ov.v[s.ovI-1], true
+	case haveOv: // both at the same time
+		s.haveStored = false
+		s.ovI++
+		return s.storedT, s.storedF + s.ov.v[s.ovI-1], true
+	}
+	return 0, 0, false
 }
 
 // nextBoundary returns the next window boundary point, or MaxInt64.

@@ -3,6 +3,7 @@ package pebblestore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -18,7 +19,17 @@ import (
 func (s *SeriesStore) Querier(mint, maxt int64) (storage.Querier, error) {
 	// Nothing older than the retention policy keeps is answered.
 	mint = max(mint, s.floorAll.Load())
-	return &querier{s: s, snap: s.db.NewSnapshot(), mint: mint, maxt: maxt}, nil
+	// The overlay first, the snapshot after: see overlayParts.
+	var view []OverlayPart
+	if o := s.overlay.Load(); o != nil {
+		view = (*o).OverlayView()
+	}
+	snap := s.db.NewSnapshot()
+	ov, err := s.overlayParts(view, snap)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("read the journal checkpoint for the overlay: %w", err), snap.Close())
+	}
+	return &querier{s: s, snap: snap, ov: ov, mint: mint, maxt: maxt}, nil
 }
 
 // ChunkQuerier implements storage.ChunkQueryable.
@@ -39,6 +50,7 @@ func (c chunkQuerier) Select(ctx context.Context, sortSeries bool, hints *storag
 type querier struct {
 	s          *SeriesStore
 	snap       *pebble.Snapshot
+	ov         []OverlayPart // the increments not in snap
 	mint, maxt int64
 
 	mu     sync.Mutex
@@ -92,14 +104,17 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			return set
 		}
 	}
-	series := q.s.match(mint, maxt, ms)
+	series, ov := q.selectSeries(mint, maxt, ms)
 	if limit > 0 && len(series) > limit {
 		series = series[:limit]
+		if ov != nil {
+			ov = ov[:limit]
+		}
 	}
-	if set := q.pointSelect(ctx, hints, mint, maxt, series); set != nil {
+	if set := q.pointSelect(ctx, hints, mint, maxt, series, ov); set != nil {
 		return set
 	}
-	set := &seriesSet{q: q, series: series, mint: mint, maxt: maxt, i: -1}
+	set := &seriesSet{q: q, series: series, ov: ov, mint: mint, maxt: maxt, i: -1}
 	if hints != nil && hints.Range > 0 && hints.Step >= 0 && boundedFuncs[hints.Func] {
 		set.bounds = &boundaries{start: hints.Start, end: hints.End, step: hints.Step, rng: hints.Range}
 	}
@@ -250,6 +265,7 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 		}
 	}
 	slices.Sort(vals)
+	vals = mergeStrings(vals, q.overlayStrings(ms, func(ls labels.Labels, add func(string)) { add(ls.Get(name)) }))
 	if hints != nil && hints.Limit > 0 && len(vals) > hints.Limit {
 		vals = vals[:hints.Limit]
 	}
@@ -286,6 +302,9 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 		}
 	}
 	slices.Sort(names)
+	names = mergeStrings(names, q.overlayStrings(ms, func(ls labels.Labels, add func(string)) {
+		ls.Range(func(l labels.Label) { add(l.Name) })
+	}))
 	if hints != nil && hints.Limit > 0 && len(names) > hints.Limit {
 		names = names[:hints.Limit]
 	}

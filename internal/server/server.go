@@ -149,6 +149,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.log.Info("store loaded", "dir", s.cfg.DataDir, "took", time.Since(start).Round(time.Millisecond),
 		"series", s.agg.SeriesCount(otelanalytics.FamilyRequests), "dictionary", s.dict.Len())
+	// Queries see the increments no cut has written yet, as soon as a
+	// batch is applied (docs/query.md#freshness).
+	s.store.Series().SetOverlay(otelanalytics.NewOverlay(s.agg, s.dict))
 	sampling, err := s.startSampling()
 	if err != nil {
 		return err
