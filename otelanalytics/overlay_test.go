@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 
+	"github.com/proxylens/proxylens/internal/traffic"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -29,7 +30,7 @@ type freshStack struct {
 	api *promql.API
 }
 
-func newFreshStack(t *testing.T, dir string) *freshStack {
+func newFreshStack(t testing.TB, dir string) *freshStack {
 	t.Helper()
 	db, err := pebblestore.Open(dir, pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: time.Second}})
 	require.NoError(t, err)
@@ -294,4 +295,56 @@ func TestOverlayNewSeriesOnly(t *testing.T) {
 	require.Equal(t, wantList, vals)
 	set := q.Select(t.Context(), true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "proxy_cost_total"))
 	require.False(t, set.Next(), "cost series come with the cut")
+}
+
+// BenchmarkOverlayQuery: what the overlay costs a query when much is
+// pending: a dashboard query over 100,000-odd increments held in memory
+// (from=memory: the view cached since the last Apply; after-apply: an
+// Apply in between, so the view is copied and its series built again),
+// against the same increments once a cut has written them (from=store).
+func BenchmarkOverlayQuery(b *testing.B) {
+	queries := map[string]string{
+		"sum-rate":  `sum by (source) (rate(proxy_requests_total[5m]))`,
+		"increase":  `sum(increase(proxy_requests_total[1d]))`,
+		"histogram": `histogram_quantile(0.95, sum by (le) (rate(proxy_request_duration_seconds_bucket[5m])))`,
+	}
+	for _, name := range []string{"sum-rate", "increase", "histogram"} {
+		q := queries[name]
+		for _, from := range []string{"memory", "memory-after-apply", "store"} {
+			b.Run("query="+name+"/from="+from, func(b *testing.B) {
+				fs := newFreshStack(b, b.TempDir())
+				defer fs.close(b)
+				g := traffic.NewGenerator(traffic.NewModel(500), 1)
+				for range 5 {
+					recs := make([]otelanalytics.Record, 5000)
+					for i := range recs {
+						r := g.Next(now.Add(-time.Duration(g.Rand().Int64N(int64(24 * time.Hour)))))
+						recs[i] = r.Record()
+					}
+					require.NoError(b, fs.p.Consume(context.Background(), recs))
+				}
+				pending := fs.agg.Pending()
+				if from == "store" {
+					require.NoError(b, fs.p.Flush())
+				}
+				one := batch(1, 99)
+				req := promql.Request{Query: q, Start: now.Add(-24 * time.Hour), End: now, Step: time.Minute}
+				if name == "increase" {
+					req.Start, req.Step = time.Time{}, 0
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					if from == "memory-after-apply" {
+						b.StopTimer()
+						require.NoError(b, fs.p.Consume(context.Background(), one))
+						b.StartTimer()
+					}
+					res, err := fs.api.Exec(context.Background(), req)
+					require.NoError(b, err)
+					res.Close()
+				}
+				b.ReportMetric(float64(pending), "pending")
+			})
+		}
+	}
 }

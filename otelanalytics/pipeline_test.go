@@ -61,7 +61,7 @@ func ticker(step time.Duration) func() time.Time {
 	}
 }
 
-func (st *stack) close(t *testing.T) {
+func (st *stack) close(t testing.TB) {
 	t.Helper()
 	require.NoError(t, st.p.Shutdown(context.Background()))
 	require.NoError(t, st.db.Close())

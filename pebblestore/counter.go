@@ -197,8 +197,15 @@ func (r *counterReader) addWithOverlay(q *querier, id uint64, o *ovSeries, mint,
 			acc[i] += base
 		}
 	}
+	// The bounds are ascending: one walk through the increments.
+	j := 0
 	for i, b := range bounds {
-		acc[i] += o.upTo(b)
+		for j < len(o.t) && o.t[j] <= b {
+			j++
+		}
+		if j > 0 {
+			acc[i] += o.cum[j-1]
+		}
 	}
 	return true, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"sort"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/labels"
@@ -117,15 +116,6 @@ type ovSeries struct {
 // before returns the sum of the increments at times before t.
 func (o *ovSeries) before(t int64) float64 {
 	i, _ := slices.BinarySearch(o.t, t)
-	if i == 0 {
-		return 0
-	}
-	return o.cum[i-1]
-}
-
-// upTo returns the sum of the increments at times up to t.
-func (o *ovSeries) upTo(t int64) float64 {
-	i := sort.Search(len(o.t), func(i int) bool { return o.t[i] > t })
 	if i == 0 {
 		return 0
 	}
