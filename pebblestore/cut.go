@@ -125,6 +125,7 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 	}); err != nil {
 		return err
 	}
+	d.series.noteCheckpoint(sealed)
 	d.mu.Lock()
 	d.checkpoint, d.seq = sealed, c.Seq()
 	d.mu.Unlock()

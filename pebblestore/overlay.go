@@ -71,8 +71,23 @@ func (s *SeriesStore) SetOverlay(o Overlay) {
 	s.overlay.Store(&o)
 }
 
+// waitForCommit returns once no series commit is in progress.
+func (s *SeriesStore) waitForCommit() {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	_ = s.nextID // nothing to do under the lock: waiting for it is the point
+}
+
+// noteCheckpoint records that the commit of journal checkpoint cp has
+// updated the index.
+func (s *SeriesStore) noteCheckpoint(cp uint64) {
+	for old := s.indexedCheckpoint.Load(); cp > old && !s.indexedCheckpoint.CompareAndSwap(old, cp); old = s.indexedCheckpoint.Load() {
+	}
+}
+
 // overlayParts returns the parts of the overlay that snap does not hold.
-// view was read before snap was taken.
+// view was read before snap was taken. The parts it leaves out are in
+// snap, and their series in the index.
 func (s *SeriesStore) overlayParts(view []OverlayPart, snap *pebble.Snapshot) ([]OverlayPart, error) {
 	if len(view) == 0 {
 		return nil, nil
@@ -89,6 +104,12 @@ func (s *SeriesStore) overlayParts(view []OverlayPart, snap *pebble.Snapshot) ([
 		}
 	case !errors.Is(err, pebble.ErrNotFound):
 		return nil, err
+	}
+	if cp > s.indexedCheckpoint.Load() {
+		// The snapshot holds a cut whose commit may not have put its new
+		// series in the index yet, nor widened its series' time spans:
+		// a commit does both before it lets go of commitMu.
+		s.waitForCommit()
 	}
 	open := s.openCheckpoint.Load()
 	out := view[:0:0]

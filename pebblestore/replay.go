@@ -44,6 +44,7 @@ func (d *DB) Load(dict func(id uint32, s string) error, totals func(key, value [
 		d.checkpoint, d.seq = rd.Uvarint(), rd.Uvarint()
 		_ = closer.Close()
 		d.series.openCheckpoint.Store(d.checkpoint)
+		d.series.noteCheckpoint(d.checkpoint)
 		if rd.Err != nil {
 			return 0, fmt.Errorf("journal checkpoint: %w", errCorrupt)
 		}

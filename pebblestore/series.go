@@ -75,6 +75,9 @@ type SeriesStore struct {
 	// its parts that no cut has taken (see overlayParts).
 	overlay        atomic.Pointer[Overlay]
 	openCheckpoint atomic.Uint64
+	// indexedCheckpoint is the newest journal checkpoint whose cut's
+	// series are in the index (see overlayParts).
+	indexedCheckpoint atomic.Uint64
 }
 
 // memSeries is a series in memory: its identity and, for appends, its

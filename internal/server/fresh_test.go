@@ -3,12 +3,15 @@ package server
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -97,4 +100,55 @@ func TestBackfillQueryableAtOnce(t *testing.T) {
 		require.InDelta(t, want, scalarAt(t, p, `sum(increase(proxy_requests_total[1d]))`, to), want*1e-7+1e-9, "day ending %s", to)
 	}
 	require.Positive(t, s.agg.Pending(), "answered from memory")
+}
+
+// BenchmarkFreshness measures ack → visible: each iteration exports 100
+// spans over OTLP/gRPC and, once the export returns, polls the query API
+// until sum(proxy_requests_total) counts them; it reports the latency's
+// median, 99th percentile and maximum. Cuts run meanwhile at the default
+// flush interval (15 s).
+func BenchmarkFreshness(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.DataDir = b.TempDir()
+	cfg.OTLPGRPCAddr, cfg.OTLPHTTPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Backup.Dir, cfg.Backup.Interval = b.TempDir(), 0
+	s := New(cfg, Options{})
+	require.NoError(b, s.Start(b.Context()))
+	defer func() { require.NoError(b, s.Shutdown(context.Background())) }()
+	exp, err := otlptracegrpc.New(b.Context(), otlptracegrpc.WithEndpoint(s.OTLPGRPCAddr().String()), otlptracegrpc.WithInsecure())
+	require.NoError(b, err)
+	defer func() { require.NoError(b, exp.Shutdown(context.Background())) }()
+	c, err := api.NewClient(api.Config{Address: "http://" + s.HTTPAddr().String()})
+	require.NoError(b, err)
+	p := v1.NewAPI(c)
+	ctx := context.Background()
+
+	var lat []time.Duration
+	sent, polls := 0, 0
+	for b.Loop() {
+		end := time.Now().Add(-time.Second)
+		stubs := make([]tracetest.SpanStub, 100)
+		for i := range stubs {
+			stubs[i] = proxySpan(sent+i, end)
+		}
+		require.NoError(b, exp.ExportSpans(ctx, tracetest.SpanStubs(stubs).Snapshots()))
+		acked := time.Now()
+		sent += len(stubs)
+		at := end.Truncate(cfg.FlushInterval).Add(cfg.FlushInterval) // the spans' interval end
+		for {
+			polls++
+			v, _, _, err := p.Query(ctx, `sum(last_over_time(proxy_requests_total[1h]))`, at)
+			require.NoError(b, err)
+			if vec := v.(model.Vector); len(vec) == 1 && float64(vec[0].Value) >= float64(sent) {
+				break
+			}
+		}
+		lat = append(lat, time.Since(acked))
+	}
+	slices.Sort(lat)
+	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(ms(0.5), "p50-ms")
+	b.ReportMetric(ms(0.99), "p99-ms")
+	b.ReportMetric(ms(1), "max-ms")
+	b.ReportMetric(float64(polls)/float64(len(lat)), "polls/op")
 }
