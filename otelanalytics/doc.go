@@ -25,6 +25,10 @@
 //     samples (series.go: the names and labels of /metrics), priced by
 //     pricing.go; Restore rebuilds the dictionary and aggregates from what
 //     the store hands back; ScanRecords reads the stored records.
+//   - Overlay (overlay.go): the increments no cut has written yet, pending
+//     or being written, as the Prometheus series a cut writes, for the
+//     store to serve to queries before the cut (pebblestore.Overlay).
+//     Lock order: Overlay.mu, then Aggregator.mu.
 //
 // Package pebblestore implements Store; neither package imports the other.
 //

@@ -19,6 +19,8 @@
 //     samples and increments, reads, and the chunk encoding of a window;
 //   - rollup.go, pushdown.go: the window bases, summaries and daily rollup
 //     written with the data, and the reads that use them;
+//   - overlay.go: the increments not committed yet, served by queriers on
+//     top of the store, each exactly once;
 //   - retention.go, audit.go, snapshot.go, costs.go, metadata.go: the
 //     retention policy and its enforcement, the audit log, consistent
 //     copies, the cost models and family metadata.
@@ -46,6 +48,11 @@
 //	DB.auditMu            the audit chain
 //	DB.mu                 the journal checkpoint
 //
-// metadataStore.mu and querier.mu are leaves. A function that needs a
+// metadataStore.mu and querier.mu are leaves. A querier takes no lock to
+// read the overlay (overlay.go) with its snapshot; it only waits, taking
+// and releasing SeriesStore.commitMu while it holds nothing, when its
+// snapshot holds a cut whose commit has not updated the index yet. The
+// overlay's implementation takes its own locks (otelanalytics: the
+// overlay's, then the aggregator's), never while it holds one of these. A function that needs a
 // lock held says so in its name (…Locked) and its comment names the lock.
 package pebblestore
