@@ -73,6 +73,17 @@ type Config struct {
 	Auth AuthConfig `yaml:"auth"`
 	// TLS, when set, serves every listener over TLS (1.2 or later).
 	TLS TLSConfig `yaml:"tls"`
+	// Degradation tunes the detection of degraded sources.
+	Degradation otelanalytics.DegradationConfig `yaml:"degradation"`
+	// PeakHours configures the hour-of-week counters.
+	PeakHours PeakHoursConfig `yaml:"peak_hours"`
+}
+
+// PeakHoursConfig is the peak_hours section of the config file.
+type PeakHoursConfig struct {
+	// TZ is an IANA time zone (e.g. Europe/Berlin) in which the
+	// hour-of-week counters are written too, beside UTC. Empty: UTC only.
+	TZ string `yaml:"tz"`
 }
 
 // ReceiverConfig is the receiver section of the config file.
@@ -128,6 +139,7 @@ func DefaultConfig() Config {
 		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour},
 		Query:       promql.DefaultConfig(),
 		Backup:      backup.DefaultConfig(),
+		Degradation: otelanalytics.DefaultDegradationConfig(),
 	}
 }
 
@@ -313,7 +325,12 @@ func (c *Config) Validate() error {
 	if c.Receiver.MaxInflightRecords < 1 {
 		add("receiver.max_inflight_records: must be at least 1, got %d", c.Receiver.MaxInflightRecords)
 	}
-	for _, v := range []interface{ Validate() error }{c.Mapping, c.Sampling, c.Aggregation, c.Query} {
+	if c.PeakHours.TZ != "" {
+		if _, err := time.LoadLocation(c.PeakHours.TZ); err != nil {
+			add("peak_hours.tz: %q is not an IANA time zone such as Europe/Berlin", c.PeakHours.TZ)
+		}
+	}
+	for _, v := range []interface{ Validate() error }{c.Mapping, c.Sampling, c.Aggregation, c.Query, c.Degradation} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}

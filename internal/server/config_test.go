@@ -114,6 +114,9 @@ func TestGoodConfig(t *testing.T) {
 		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
 			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute},
+		Degradation: otelanalytics.DegradationConfig{Window: 10 * time.Minute, Baseline: 336 * time.Hour, MinRequests: 100,
+			MinSuccessDrop: 0.1, MinLatencyRatio: 2, Significance: 1e-5, MinDuration: 2 * time.Minute, MaxSources: 200},
+		PeakHours: PeakHoursConfig{TZ: "Europe/Berlin"},
 	}, cfg)
 
 	// good.yaml exercises every key: each field differs from its default,
@@ -234,6 +237,17 @@ var badConfigs = map[string][]string{
 		`costs[0].per_gb: not used by model "per_request"`,
 	},
 	"storage_cache_size.bad.yaml": {"storage.cache_size: must be at least 1048576 (1 MiB), got 1000"},
+	"degradation.bad.yaml": {
+		`degradation.window: must be from 1m to 30m, got "30s"`,
+		`degradation.baseline: must be whole hours from 1h to 720h, got "1h30m0s"`,
+		"degradation.min_requests: must be at least 1, got 0",
+		"degradation.min_success_drop: must be between 0 and 1, got 1",
+		"degradation.min_latency_ratio: must be more than 1, got 0.5",
+		"degradation.significance: must be between 0 and 0.5, got 0.5",
+		`degradation.min_duration: must be from 0 to the window (30s), got "-1s"`,
+		"degradation.max_sources: must be at least 1, got 0",
+	},
+	"peak_hours_tz.bad.yaml": {`peak_hours.tz: "Mars/Olympus_Mons" is not an IANA time zone such as Europe/Berlin`},
 	"query_limits.bad.yaml": {
 		`query.timeout: must not be negative, got "-1s"`,
 		"query.max_samples: must not be negative, got -5",

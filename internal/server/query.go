@@ -55,6 +55,9 @@ func (s *Server) appendSelfMetrics(ctx context.Context, now time.Time) error {
 	app := s.store.Series().Appender(ctx)
 	err := s.self.AppendTo(app, ts)
 	if err == nil {
+		err = s.appendSourceState(app, ts)
+	}
+	if err == nil {
 		err = s.costs.Book().AppendSubscriptions(ts, func(ls labels.Labels, t int64, v float64) error {
 			_, err := app.Append(0, ls, t, v)
 			return err

@@ -76,6 +76,9 @@ type Server struct {
 	httpLn   net.Listener
 
 	costs         otelanalytics.Costs
+	detector      *otelanalytics.Detector
+	retired       retired    // the retired sources; replaced whole under retiredMu
+	retiredMu     sync.Mutex // one change of the retired sources at a time
 	tls           *tls.Config
 	backupMu      sync.Mutex
 	exports       *export.Jobs
@@ -153,12 +156,27 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := s.loadRetired(); err != nil {
+		return err
+	}
+	var extraZones []string
+	if s.cfg.PeakHours.TZ != "" {
+		extraZones = append(extraZones, s.cfg.PeakHours.TZ)
+	}
+	zones, err := otelanalytics.PeakZones(extraZones)
+	if err != nil {
+		return fmt.Errorf("peak_hours.tz: %w", err)
+	}
+	s.detector = otelanalytics.NewDetector(s.cfg.Degradation, s.cfg.FlushInterval, s.self)
+	s.detector.SetRetired(s.retired.lookup)
 	s.sampler = otelanalytics.NewSampler(sampling)
 	s.pipeline = otelanalytics.NewPipeline(otelanalytics.PipelineConfig{
 		FlushInterval:      s.cfg.FlushInterval,
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
 		Costs:              &s.costs,
 		CostAllocation:     s.cfg.CostAllocation,
+		PeakZones:          zones,
+		AfterCut:           s.judgeSources,
 	}, s.dict, s.sampler, s.agg, s.store, nextSeq, s.self, s.log, s.opts.Now)
 	if err := s.pipeline.Start(ctx); err != nil {
 		return err
