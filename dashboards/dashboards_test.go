@@ -65,6 +65,7 @@ type jsonPanel struct {
 var exampleValues = strings.NewReplacer(
 	"$source", "(brightdata|oxylabs)",
 	"$application", ".*",
+	"$tz", "UTC",
 	"$__rate_interval", "1m",
 	"$__range_s", "86400",
 	"$__range", "1d",
@@ -96,6 +97,9 @@ func TestDashboards(t *testing.T) {
 			case "datasource":
 				require.Equal(t, "datasource", v.Type, name)
 				require.Equal(t, "prometheus", v.Query, name)
+			case "tz":
+				require.Equal(t, "query", v.Type, name)
+				require.False(t, v.Multi, "%s: one time zone at a time", name)
 			case "source", "application":
 				require.Equal(t, "query", v.Type, name)
 				require.True(t, v.Multi && v.IncludeAll, "%s: $%s multi and include all", name, v.Name)
@@ -121,7 +125,7 @@ func TestDashboards(t *testing.T) {
 				for _, tg := range pn.Targets {
 					require.Equal(t, pn.Datasource, tg.Datasource, where)
 					require.NotEmpty(t, tg.RefID, where)
-					for _, v := range []string{"source", "application"} {
+					for _, v := range []string{"source", "application", "tz"} {
 						if strings.Contains(tg.Expr, "$"+v) {
 							require.True(t, vars[v], "%s uses $%s, not a variable of the dashboard", where, v)
 						}

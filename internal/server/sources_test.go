@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,7 +50,7 @@ func instant(t *testing.T, s *Server, q string, at time.Time) model.Vector {
 func TestDegradedSourceEndToEnd(t *testing.T) {
 	for _, signal := range []string{otelanalytics.SignalSuccessRate, otelanalytics.SignalLatencyP95} {
 		t.Run(signal, func(t *testing.T) {
-			cfg := testConfig(t)
+			cfg := adminConfig(t)
 			cfg.FlushInterval = 15 * time.Second
 			s := start(t, cfg, Options{})
 			now := time.Now()
@@ -88,6 +92,12 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 					}
 				}
 				add("free-trickle", ts.Add(-time.Second), 0.5, false)
+				if ts.Before(busy) && ts.Unix()%60 == 0 {
+					// Two sources that went silent three hours ago, one of
+					// them retired since.
+					add("gone", ts.Add(-time.Second), 0.9, false)
+					add("gone-retired", ts.Add(-time.Second), 0.9, false)
+				}
 			}
 			sendSpans(t, s, spans)
 			require.NoError(t, s.Pipeline().Flush())
@@ -106,7 +116,33 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 			ever := instant(t, s, `max by (source, signal) (max_over_time(proxy_source_degraded[8d])) == 1`, last)
 			require.Len(t, ever, 1, "ever degraded: %v", ever)
 			judged := instant(t, s, `count by (source) (proxy_source_degraded)`, last)
-			require.Len(t, judged, 4, "every source is judged: %v", judged)
+			require.Len(t, judged, 4, "every source with traffic now is judged: %v", judged)
+
+			// The dashboard's panels give the same answer.
+			code, msg := call(t, s, http.MethodPut, "/api/v1/admin/sources/retired/gone-retired", testAdminToken, "", nil)
+			require.Equal(t, http.StatusOK, code, msg)
+			require.NoError(t, s.appendSelfMetrics(t.Context(), time.Now()))
+			panel := func(title string, at time.Time) []model.Vector {
+				var out []model.Vector
+				for _, expr := range panelQueries(t, "source-performance.json", title) {
+					out = append(out, instant(t, s, expr, at))
+				}
+				return out
+			}
+			table := panel("Degraded sources", last)
+			require.Len(t, table, 4)
+			for i, col := range table {
+				require.Len(t, col, 1, "column %d: %v", i, col)
+				require.Equal(t, "premium-bad", string(col[0].Metric["source"]))
+				require.Equal(t, signal, string(col[0].Metric["signal"]))
+			}
+			require.InDelta(t, float64(ons[0].Value)*1000, float64(table[0][0].Value), 1e-3, "Degraded since, in ms")
+			over := panel("Degradations over the time range", last)
+			require.Len(t, over[0], 1)
+			require.Equal(t, "premium-bad", string(over[0][0].Metric["source"]))
+			silent := panel("Silent sources", time.Now())
+			require.Len(t, silent[0], 1, "silent: %v", silent[0])
+			require.Equal(t, "gone", string(silent[0][0].Metric["source"]))
 
 			// How bad: the signal now against the baseline.
 			bad := instant(t, s, `proxy_source_signal{source="premium-bad",signal="`+signal+`"}`, last)
@@ -124,6 +160,35 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// panelQueries returns the queries of a panel of a committed dashboard,
+// with Grafana's variables as "All" over a week at a one-minute interval.
+func panelQueries(t *testing.T, file, title string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("../../dashboards", file))
+	require.NoError(t, err)
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	require.NoError(t, json.Unmarshal(b, &d))
+	vars := strings.NewReplacer("$source", ".*", "$application", ".*", "$tz", "UTC", "$__range", "604800s", "$__interval", "60s")
+	for _, p := range d.Panels {
+		if p.Title == title {
+			var out []string
+			for _, tg := range p.Targets {
+				out = append(out, vars.Replace(tg.Expr))
+			}
+			return out
+		}
+	}
+	t.Fatalf("%s has no panel %q", file, title)
+	return nil
 }
 
 func TestRetiredSources(t *testing.T) {
