@@ -240,7 +240,7 @@ func (d dashboard) json() ([]byte, error) {
 				"name": "tz", "label": "Time zone", "type": "query", "datasource": datasourceRef,
 				"definition": q, "query": q, "refresh": 2, "multi": false, "includeAll": false,
 				"current": map[string]any{"selected": true, "text": "UTC", "value": "UTC"},
-				"sort": 1, "regex": "", "hide": 0, "options": []any{},
+				"sort":    1, "regex": "", "hide": 0, "options": []any{},
 			})
 			continue
 		}
