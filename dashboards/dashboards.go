@@ -188,7 +188,7 @@ func sources() dashboard {
 			{kind: "row", title: "Degraded and silent sources"},
 			{kind: "table", title: "Degraded sources", w: 24, h: 8,
 				desc: "Sources the detector judges degraded now, on their success rate or their p95 latency, against their own baseline " +
-					"(docs/analytics.md#degraded-sources). Now and Baseline are the signal's value: a success ratio, or a p95 in seconds. " +
+					"(docs/insights.md#degraded-sources). Now and Baseline are the signal's value: a success ratio, or a p95 in seconds. " +
 					"Retired sources are left out. The alert ProxySourceDegraded reads the same series.",
 				targets: []target{
 					{expr: "1000 * " + degraded("proxy_source_degraded_onset_timestamp_seconds", ""), legend: "Degraded since", instant: true, unit: "dateTimeAsIso"},
