@@ -226,3 +226,58 @@ func TestDegradationConfigValidate(t *testing.T) {
 		require.Contains(t, err.Error(), "degradation."+key+":")
 	}
 }
+
+// BenchmarkDetectorObserve: the detector's work at one 15 s cut, 20
+// sources judged on both signals (the appends of its samples are not
+// included), once a week of baseline is in.
+func BenchmarkDetectorObserve(b *testing.B) {
+	const res = 15 * time.Second
+	d := NewDict(0)
+	var ids []uint32
+	for i := range 20 {
+		recs := []Record{{Source: "source-" + string(rune('a'+i))}}
+		refs := make([]Refs, 1)
+		d.Intern(recs, refs, nil)
+		ids = append(ids, refs[0][RefSource])
+	}
+	det := NewDetector(DefaultDegradationConfig(), res, nil)
+	w := FamilyDuration.Width()
+	cutAt := func(ts time.Time) *Cut {
+		c := &Cut{}
+		fc := &c.Families[FamilyDuration]
+		for _, id := range ids {
+			for _, success := range []bool{true, false} {
+				v := make([]float64, w)
+				if success {
+					v[5], v[6], v[7] = 20, 15, 2
+				} else {
+					v[9] = 1
+				}
+				fc.IncKeys = append(fc.IncKeys, SeriesKey{Source: id, Success: success})
+				fc.IncTimes = append(fc.IncTimes, ts.UnixNano())
+				fc.IncValues = append(fc.IncValues, v...)
+			}
+		}
+		return c
+	}
+	discard := func(labels.Labels, int64, float64) error { return nil }
+	ts := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	for range 7 * 24 * 240 { // a week of cuts
+		ts = ts.Add(res)
+		require.NoError(b, det.Observe(cutAt(ts), d, ts.Add(res), discard))
+	}
+	cuts := make([]*Cut, 1000)
+	for i := range cuts {
+		cuts[i] = cutAt(ts.Add(time.Duration(i+1) * res))
+	}
+	for i := 0; b.Loop(); i++ {
+		ts = ts.Add(res)
+		c := cuts[i%len(cuts)]
+		for j := range c.Families[FamilyDuration].IncTimes {
+			c.Families[FamilyDuration].IncTimes[j] = ts.UnixNano()
+		}
+		if err := det.Observe(c, d, ts.Add(res), discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

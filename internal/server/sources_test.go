@@ -164,7 +164,7 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 
 // panelQueries returns the queries of a panel of a committed dashboard,
 // with Grafana's variables as "All" over a week at a one-minute interval.
-func panelQueries(t *testing.T, file, title string) []string {
+func panelQueries(t testing.TB, file, title string) []string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("../../dashboards", file))
 	require.NoError(t, err)
