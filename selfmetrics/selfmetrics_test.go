@@ -2,9 +2,9 @@ package selfmetrics
 
 import (
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
