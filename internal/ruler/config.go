@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	commonconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/model/rulefmt"
@@ -91,6 +92,16 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SetDirectory resolves relative rule_files patterns and the
+// Alertmanagers' relative file paths (TLS files, password files) against
+// dir, the config file's directory, as Prometheus does.
+func (c *Config) SetDirectory(dir string) {
+	for i, f := range c.RuleFiles {
+		c.RuleFiles[i] = commonconfig.JoinDir(dir, f)
+	}
+	c.Alerting.SetDirectory(dir)
 }
 
 // Files expands RuleFiles into the rule files they match, in order,
