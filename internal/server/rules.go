@@ -27,7 +27,7 @@ func (s *Server) newRuler() {
 		Queryable:   s.store.Series(),
 		ExternalURL: s.externalURL,
 		Registerer:  s.ruleReg,
-		Logger:      s.log.With("component", "ruler"),
+		Logger:      s.log,
 	})
 }
 
