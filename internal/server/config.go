@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxylens/proxylens/internal/backup"
+	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -77,6 +79,9 @@ type Config struct {
 	Degradation otelanalytics.DegradationConfig `yaml:"degradation"`
 	// PeakHours configures the hour-of-week counters.
 	PeakHours PeakHoursConfig `yaml:"peak_hours"`
+	// Rules are the top-level rule_files, alerting, evaluation_interval
+	// and shipped_rules keys, as Prometheus has them (docs/alerting.md).
+	Rules ruler.Config `yaml:",inline"`
 }
 
 // PeakHoursConfig is the peak_hours section of the config file.
@@ -140,6 +145,7 @@ func DefaultConfig() Config {
 		Query:       promql.DefaultConfig(),
 		Backup:      backup.DefaultConfig(),
 		Degradation: otelanalytics.DefaultDegradationConfig(),
+		Rules:       ruler.DefaultConfig(),
 	}
 }
 
@@ -154,6 +160,7 @@ func LoadFile(path string) (Config, error) {
 	if err := Parse(b, &cfg); err != nil {
 		return cfg, fmt.Errorf("config file %s: %w", path, err)
 	}
+	cfg.Rules.SetDirectory(filepath.Dir(path)) // rule files are relative to the config file, as in Prometheus
 	return cfg, nil
 }
 
@@ -380,6 +387,9 @@ func (c *Config) Validate() error {
 		if _, err := readAdminToken(c.AdminTokenFile); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.Rules.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Storage.OutOfOrderWindow < 0 {
 		add("storage.out_of_order_window: must not be negative, got %q", c.Storage.OutOfOrderWindow.String())

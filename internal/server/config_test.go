@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/discovery"
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/internal/backup"
@@ -71,6 +72,18 @@ func TestGoodConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate())
 
+	require.Equal(t, []string{"testdata/rules/*.good.yml"}, cfg.Rules.RuleFiles, "relative to the config file")
+	require.Equal(t, 30*time.Second, cfg.Rules.EvaluationInterval)
+	require.False(t, cfg.Rules.ShippedRules)
+	require.Len(t, cfg.Rules.Alerting.AlertmanagerConfigs, 1)
+	am := cfg.Rules.Alerting.AlertmanagerConfigs[0]
+	require.Equal(t, "5s", am.Timeout.String())
+	require.Equal(t, "http", am.Scheme, "Prometheus' default")
+	require.Equal(t, "v2", string(am.APIVersion))
+	require.Equal(t, "alertmanager:9093", string(am.ServiceDiscoveryConfigs[0].(discovery.StaticConfig)[0].Targets[0]["__address__"]))
+	require.Len(t, cfg.Rules.Alerting.AlertRelabelConfigs, 1)
+	require.Equal(t, "drop", string(cfg.Rules.Alerting.AlertRelabelConfigs[0].Action))
+
 	require.Equal(t, Config{
 		DataDir:             "/var/lib/proxylens",
 		OTLPGRPCAddr:        "0.0.0.0:4317",
@@ -104,6 +117,7 @@ func TestGoodConfig(t *testing.T) {
 		}},
 		CostAllocation: "bytes",
 		TLS:            TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
+		Rules:          cfg.Rules, // checked above
 		Auth: AuthConfig{
 			Users:            []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
 			Tokens:           []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
@@ -258,6 +272,14 @@ var badConfigs = map[string][]string{
 	},
 
 	// Every problem of a file is reported at once.
+	// rules
+	"rule_file_broken.bad.yaml": {
+		`rule_files: testdata/rules/broken.rules.yml: 8:15: group "proxy", rule 2, "Broken": could not parse expression: 1:52: parse error: unclosed left parenthesis`,
+	},
+	"evaluation_interval.bad.yaml":    {`evaluation_interval: must be at least 1s, got "500ms"`},
+	"alerting_unknown_key.bad.yaml":   {"line 4: alerting.alertmanagers[0].static_config: unknown key"},
+	"alerting_target_scheme.bad.yaml": {`alerting: "http://alertmanager:9093" is not a valid hostname`},
+
 	"several_problems.bad.yaml": {
 		"data_dir: must not be empty",
 		`otlp_grpc_addr: "localhost" is not a host:port address with a port from 0 to 65535`,

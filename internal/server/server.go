@@ -34,6 +34,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 
 	"github.com/proxylens/proxylens/internal/export"
+	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -72,6 +73,8 @@ type Server struct {
 	api      *promql.API
 	series   *receiver.SeriesWriter
 	meters   *sdkmetric.MeterProvider
+	ruler    *ruler.Ruler
+	ruleReg  *prometheus.Registry // the rule engine's and notifier's metrics: on /metrics and in the store
 	httpSrv  *http.Server
 	httpLn   net.Listener
 
@@ -199,6 +202,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startMetricsPush(ctx); err != nil {
 		return err
 	}
+	s.newRuler()
 	s.api = promql.New(s.cfg.Query, s.store.Series(), promql.Options{
 		Metadata:   s.metadata,
 		BuildInfo:  promql.BuildInfo{Version: Version},
@@ -206,6 +210,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Registerer: s.promReg,
 		Now:        s.opts.Now,
 		Audit:      s.auditAccess,
+		Rules:      s.ruler,
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
 		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
@@ -234,6 +239,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.bgDone.Go(func() { s.backupLoop(bgCtx) })
 	}
 	if err := s.startHTTP(ctx); err != nil {
+		return err
+	}
+	if err := s.ruler.Start(ctx); err != nil {
 		return err
 	}
 
@@ -303,7 +311,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	}
 	s.httpLn = ln
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.promReg, s.self}, promhttp.HandlerOpts{
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.promReg, s.ruleReg, s.self}, promhttp.HandlerOpts{
 		EnableOpenMetrics: true,
 		ErrorHandling:     promhttp.ContinueOnError,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -404,6 +412,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if s.stopBg != nil {
 		s.stopBg()
 		s.bgDone.Wait()
+	}
+	if s.ruler != nil {
+		if err := s.ruler.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if s.meters != nil {
 		if err := s.meters.Shutdown(ctx); err != nil {
