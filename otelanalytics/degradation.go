@@ -530,3 +530,35 @@ func (d *Detector) write(s *srcState, i int, tMs int64, degraded bool, cur, base
 	}
 	return emit(ls.baseline, tMs, base)
 }
+
+// Seed adds to a source's baseline the traffic of the hour ending at
+// hourEnd, as the store holds it: requests, those that succeeded, and the
+// latency histogram of the successful ones (non-cumulative counts per
+// bucket of DurationBuckets, +Inf last). A start seeds the baseline from
+// the stored series, so that a restart does not blind the detector for a
+// week; the hours it seeds must be older than any interval it will judge.
+func (d *Detector) Seed(source string, hourEnd time.Time, requests, successes float64, latency []float64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.state(source)
+	if s == nil {
+		d.dropped.Inc()
+		return
+	}
+	in := tally{req: requests, ok: successes}
+	copy(in.lat[:], latency)
+	d.addBaseline(s, hourEnd.UnixNano(), &in)
+}
+
+// Baseline returns a source's baseline: its requests, the share that
+// succeeded and the p95 latency of the successful ones (NaN without
+// any), and whether the source is followed.
+func (d *Detector) Baseline(source string) (requests, successRate, p95 float64, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.srcs[source]
+	if !ok {
+		return 0, 0, 0, false
+	}
+	return s.base.req, s.base.ok / s.base.req, s.base.quantile(0.95), true
+}

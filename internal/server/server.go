@@ -234,6 +234,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.loadCosts(); err != nil {
 		return err
 	}
+	if err := s.seedDetector(ctx); err != nil {
+		// The detector learns its baselines again from live traffic.
+		s.log.Warn("seed the degradation baselines from the store, starting them empty", "err", err)
+	}
 	s.bgDone.Go(func() { s.retentionLoop(bgCtx, s.cfg.Storage.RetentionInterval) })
 	if s.cfg.Backup.Interval > 0 {
 		s.bgDone.Go(func() { s.backupLoop(bgCtx) })

@@ -6,17 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	promqlengine "github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
+	"github.com/proxylens/proxylens/promql"
 )
 
 // The series the server writes about sources and itself.
@@ -192,4 +196,73 @@ func (s *Server) judgeSources(c *otelanalytics.Cut, now time.Time) {
 	if err != nil {
 		s.log.Warn("store the degradation verdicts, skipping this cut's", "err", err)
 	}
+}
+
+// seedQuery is every source's hourly requests by outcome and latency
+// bucket, as the detector keeps its baseline.
+const seedQuery = `sum by (source, outcome, le) (increase(proxy_request_duration_seconds_bucket{otel_metric_overflow!="true"}[1h]))`
+
+// seedDetector fills the degradation detector's baselines from the stored
+// series: the hours of the baseline before the last full hour, which the
+// detector will not judge again.
+func (s *Server) seedDetector(ctx context.Context) error {
+	end := s.opts.Now().Truncate(time.Hour).Add(-time.Hour)
+	res, err := s.api.Exec(ctx, promql.Request{
+		Query: seedQuery, Start: end.Add(-s.cfg.Degradation.Baseline + time.Hour), End: end, Step: time.Hour, Unaudited: true,
+	})
+	if err != nil {
+		return err
+	}
+	defer res.Close()
+	m, ok := res.Value.(promqlengine.Matrix)
+	if !ok {
+		return fmt.Errorf("seed query answered a %s", res.Value.Type())
+	}
+	type hour struct {
+		source string
+		t      int64
+	}
+	type counts struct {
+		req, ok float64
+		cum     [len(otelanalytics.DurationBuckets) + 1]float64 // successes, cumulative
+	}
+	hours := map[hour]*counts{}
+	for _, series := range m {
+		le, err := strconv.ParseFloat(series.Metric.Get("le"), 64)
+		if err != nil {
+			continue
+		}
+		i, found := slices.BinarySearch(otelanalytics.DurationBuckets[:], le)
+		if !found && !math.IsInf(le, 1) {
+			continue // not a bound of proxylens' own histogram
+		}
+		success := series.Metric.Get("outcome") == "success"
+		for _, p := range series.Floats {
+			k := hour{series.Metric.Get("source"), p.T}
+			c := hours[k]
+			if c == nil {
+				c = new(counts)
+				hours[k] = c
+			}
+			if math.IsInf(le, 1) {
+				c.req += p.F
+				if success {
+					c.ok += p.F
+				}
+			}
+			if success {
+				c.cum[i] += p.F
+			}
+		}
+	}
+	for k, c := range hours {
+		lat := make([]float64, len(c.cum))
+		prev := 0.0
+		for i, v := range c.cum {
+			lat[i], prev = max(v-prev, 0), v
+		}
+		s.detector.Seed(k.source, time.UnixMilli(k.t), c.req, c.ok, lat)
+	}
+	s.log.Info("degradation baselines seeded from the store", "hours", len(hours))
+	return nil
 }

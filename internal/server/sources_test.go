@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -52,12 +54,26 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 		t.Run(signal, func(t *testing.T) {
 			cfg := adminConfig(t)
 			cfg.FlushInterval = 15 * time.Second
-			s := start(t, cfg, Options{})
+			history := 7 * 24 * time.Hour
+			busyFor := 3 * time.Hour
+			if raceDetector {
+				// Ten times slower: a day of history makes the same point.
+				history, busyFor = 24*time.Hour, 90*time.Minute
+			}
+			cfg.Mapping.MaxClockSkew = history + 24*time.Hour
+			cfg.Rules.EvaluationInterval = time.Second
 			now := time.Now()
-			last := now.Add(-30 * time.Second).Truncate(15 * time.Second) // judged at the next cut
+			last := now.Add(-30 * time.Second).Truncate(15 * time.Second) // judged at the cut below
 			onset := last.Add(-40 * time.Minute).Add(-7 * time.Second)    // mid-interval
-			busy := last.Add(-3 * time.Hour)                              // the last hours carry more traffic
-			weekAgo := last.Add(-7 * 24 * time.Hour)
+			busy := last.Add(-busyFor)                                    // the last hours carry more traffic
+			weekAgo := last.Add(-history)
+			// The server's clock stands at the start of the history while the
+			// spans go in, however long that takes (the background cuts judge
+			// nothing yet), then moves to now for the cut that judges it all:
+			// as if the spans had come in live.
+			var clock atomic.Int64
+			clock.Store(weekAgo.UnixNano())
+			s := start(t, cfg, Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
 
 			rnd := rand.New(rand.NewPCG(3, 5))
 			var spans []sentSpan
@@ -100,6 +116,7 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 				}
 			}
 			sendSpans(t, s, spans)
+			clock.Store(now.UnixNano())
 			require.NoError(t, s.Pipeline().Flush())
 
 			flagged := instant(t, s, `proxy_source_degraded == 1`, last)
@@ -111,6 +128,24 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 			got := time.Unix(0, int64(float64(ons[0].Value)*1e9))
 			require.InDelta(t, 0, got.Sub(onset).Seconds(), 60, "onset %s, truth %s", got, onset)
 			t.Logf("onset found %s from the truth", got.Sub(onset))
+
+			// The shipped alert names that source alone (pending for its
+			// for: 1m, then firing).
+			var alerts []v1.Alert
+			require.Eventually(t, func() bool {
+				ar, err := queryClient(t, s).Alerts(context.Background())
+				require.NoError(t, err)
+				alerts = alerts[:0]
+				for _, a := range ar.Alerts {
+					if a.Labels["alertname"] == "ProxySourceDegraded" {
+						alerts = append(alerts, a)
+					}
+				}
+				return len(alerts) > 0
+			}, 30*time.Second, 100*time.Millisecond, "no ProxySourceDegraded alert")
+			require.Len(t, alerts, 1, "%v", alerts)
+			require.Equal(t, model.LabelValue("premium-bad"), alerts[0].Labels["source"])
+			require.Equal(t, model.LabelValue(signal), alerts[0].Labels["signal"])
 
 			// Over the whole week nothing else was ever flagged.
 			ever := instant(t, s, `max by (source, signal) (max_over_time(proxy_source_degraded[8d])) == 1`, last)
@@ -143,6 +178,19 @@ func TestDegradedSourceEndToEnd(t *testing.T) {
 			silent := panel("Silent sources", time.Now())
 			require.Len(t, silent[0], 1, "silent: %v", silent[0])
 			require.Equal(t, "gone", string(silent[0][0].Metric["source"]))
+
+			// A restart seeds the baselines from the store: the same
+			// figures but for the last hour or two, which it leaves out.
+			reqs, rate, p95, ok := s.detector.Baseline("premium-good")
+			require.True(t, ok)
+			require.NoError(t, s.Shutdown(context.Background()))
+			s = start(t, cfg, Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+			reqs2, rate2, p952, ok := s.detector.Baseline("premium-good")
+			require.True(t, ok, "seeded at start")
+			require.InDelta(t, reqs, reqs2, reqs*0.7, "requests in the baseline")
+			require.InDelta(t, rate, rate2, 0.01, "success rate")
+			require.InDelta(t, p95, p952, p95*0.1, "p95")
+			t.Logf("baseline live: %.0f requests, %.3f, p95 %.3fs; seeded: %.0f, %.3f, %.3fs", reqs, rate, p95, reqs2, rate2, p952)
 
 			// How bad: the signal now against the baseline.
 			bad := instant(t, s, `proxy_source_signal{source="premium-bad",signal="`+signal+`"}`, last)
