@@ -119,8 +119,8 @@ func (c DegradationConfig) Validate() error {
 // the last hour, so it is found to the interval whenever it is detected.
 //
 // Spans that arrive for an interval already judged count in the baseline,
-// not in a verdict. State is in memory: after a restart a source is judged
-// again once it has an hour of baseline. Safe for concurrent use.
+// not in a verdict. State is in memory; Seed refills the baselines from the
+// store after a restart. Safe for concurrent use.
 type Detector struct {
 	cfg            DegradationConfig
 	res            int64 // interval, ns
