@@ -48,6 +48,12 @@ type PipelineConfig struct {
 	// CostAllocation is what fixed costs are allocated to applications
 	// by: AllocateByRequests (the default) or AllocateByBytes.
 	CostAllocation string
+	// Changes, if set, is told the times of the increments each batch
+	// changes, once they are in the aggregates: a cache of query results
+	// learns from it that a late span changed a past day
+	// (internal/changes.Tracker). The series a cut writes are told by the
+	// store.
+	Changes interface{ Note(minMs, maxMs int64) }
 }
 
 // Pipeline takes batches of mapped records, commits them durably, and keeps
@@ -237,6 +243,9 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 	err := p.store.CommitBatch(sc.entry, func() {
 		p.agg.Apply(recs, refs)
 		p.committed.Add(1)
+		if p.cfg.Changes != nil {
+			p.noteChanges(recs)
+		}
 	})
 	p.commitMu.RUnlock()
 	if err != nil {
@@ -256,6 +265,17 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 		}
 	}
 	return nil
+}
+
+// noteChanges tells the change tracker the times of the increments recs
+// changed: each counts at the end of its flush interval.
+func (p *Pipeline) noteChanges(recs []Record) {
+	lo, hi := recs[0].EndTime, recs[0].EndTime
+	for i := range recs[1:] {
+		lo, hi = min(lo, recs[i+1].EndTime), max(hi, recs[i+1].EndTime)
+	}
+	const ms = int64(time.Millisecond)
+	p.cfg.Changes.Note(p.agg.IntervalEnd(lo)/ms, p.agg.IntervalEnd(hi)/ms)
 }
 
 func (p *Pipeline) admit(n int) error {

@@ -41,7 +41,7 @@ func (s *SeriesStore) AppenderV2(ctx context.Context) storage.AppenderV2 {
 }
 
 func (s *SeriesStore) newAppender() *appender {
-	return &appender{s: s, staged: map[*memSeries]*staging{}}
+	return &appender{s: s, staged: map[*memSeries]*staging{}, minT: math.MaxInt64, maxT: math.MinInt64}
 }
 
 // appender buffers samples until Commit, which merges them with what is
@@ -55,6 +55,8 @@ type appender struct {
 	touched []*memSeries            // series whose head writer write appended to
 	done    bool
 	anyAge  bool // accept samples of any age (the store's own gauges, written per cut interval)
+	// The oldest and newest sample staged, for SeriesOptions.Changes.
+	minT, maxT int64
 }
 
 // staging is what an appender holds for one series.
@@ -139,6 +141,7 @@ func (a *appender) series(ls labels.Labels, kind SeriesKind) (*memSeries, error)
 }
 
 func (a *appender) add(ms *memSeries, smp sample) error {
+	a.minT, a.maxT = min(a.minT, smp.t), max(a.maxT, smp.t)
 	st := a.staged[ms]
 	if st == nil {
 		a.s.commitMu.Lock()
@@ -266,6 +269,9 @@ func (s *SeriesStore) commit(a *appender, b *pebble.Batch, commitBatch func() er
 		return err
 	}
 	apply()
+	if s.changes != nil && a.minT <= a.maxT {
+		s.changes.Note(a.minT, a.maxT)
+	}
 	return nil
 }
 
