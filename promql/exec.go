@@ -25,6 +25,9 @@ type Request struct {
 	// RawData asks the store to answer from raw samples only, never from
 	// rollups (max_source_resolution=raw).
 	RawData bool
+	// noCache evaluates a range query without the result cache (an HTTP
+	// query asking for stats, which come from one evaluation).
+	noCache bool
 }
 
 // Result is a query's answer. Close it once done with Value: the engine
@@ -88,6 +91,17 @@ func (a *API) exec(ctx context.Context, req Request) (*Result, error) {
 	if aerr := a.preflight(req.Query, span, req.Step); aerr != nil {
 		return res, aerr
 	}
+	if a.cache != nil && req.Step > 0 && !req.Stats && !req.noCache {
+		if p, ok := a.planCached(req); ok {
+			return a.execCached(ctx, req, p)
+		}
+	}
+	return a.run(ctx, req)
+}
+
+// run evaluates req with the engine, limits and gate, without the cache.
+func (a *API) run(ctx context.Context, req Request) (*Result, error) {
+	res := &Result{}
 	if s, ok := a.queryable.(rawDataStore); ok && req.RawData {
 		ctx = s.WithRawData(ctx)
 	}
@@ -214,6 +228,7 @@ func (a *API) serveQuery(r *http.Request, req Request) result {
 	if aerr != nil {
 		return result{err: aerr}
 	}
+	req.noCache = r.Form.Get("stats") != ""
 	ctx, cancel, aerr := a.queryOptions(r, &req)
 	if aerr != nil {
 		return result{err: aerr}

@@ -33,6 +33,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 
+	"github.com/proxylens/proxylens/internal/changes"
 	"github.com/proxylens/proxylens/internal/export"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
@@ -71,6 +72,7 @@ type Server struct {
 	recv     *receiver.Receiver
 	api      *promql.API
 	series   *receiver.SeriesWriter
+	changes  *changes.Tracker // what the series store and ingest changed, for the query result cache
 	meters   *sdkmetric.MeterProvider
 	httpSrv  *http.Server
 	httpLn   net.Listener
@@ -129,12 +131,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.self = selfmetrics.New()
 	s.self.Gauge("proxylens_build_info{version=\""+Version+"\"}", "proxylens build information.", func() float64 { return 1 })
+	s.changes = changes.New()
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
 		CacheSize: s.cfg.Storage.CacheSize,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
+			Changes:           s.changes,
 		},
 	})
 	if err != nil {
@@ -159,6 +163,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
 		Costs:              &s.costs,
 		CostAllocation:     s.cfg.CostAllocation,
+		Changes:            s.changes,
 	}, s.dict, s.sampler, s.agg, s.store, nextSeq, s.self, s.log, s.opts.Now)
 	if err := s.pipeline.Start(ctx); err != nil {
 		return err
@@ -188,6 +193,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Registerer: s.promReg,
 		Now:        s.opts.Now,
 		Audit:      s.auditAccess,
+		Changes:    s.changes,
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
 		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,

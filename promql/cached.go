@@ -1,0 +1,278 @@
+package promql
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/util/annotations"
+)
+
+// The result cache, as Thanos' and Mimir's query frontends have one: a
+// range query is split at UTC midnights into days whose evaluation times
+// stay on the query's grid (start + k·step). A day that has ended, and
+// whose data reaches no later than now, is looked up in the cache; the
+// others (the live part) are evaluated every time. Consecutive days to
+// evaluate go to the engine as one range query, whose answer is split
+// back into days. Under event time any past day can change (a late
+// span), so a cached day is reused only while the ChangeTracker says
+// that nothing in the data it read (its selectors' ranges, offsets and
+// lookback, from promql.FindMinMaxTime) changed after the epoch taken
+// before it was evaluated. The days' matrices merge into exactly what one
+// evaluation returns: a range query's steps are evaluated independently,
+// and subquery steps are aligned to absolute time.
+//
+// Never cached: queries with @ or start()/end() (their steps depend on
+// the query's range), subqueries (see splittable), steps longer than a day or not whole milliseconds,
+// times with sub-millisecond parts, answers with warnings or infos, and
+// HTTP queries asking for stats.
+
+const dayMs = 24 * 60 * 60 * 1000
+
+// cachePlan is a cacheable range query split into days.
+type cachePlan struct {
+	expr   parser.Expr
+	query  string // the expression as the parser prints it
+	step   int64  // ms
+	pieces []piece
+}
+
+// piece is one day of a plan: the grid times from start to end (ms,
+// inclusive), the data range their evaluation reads, and whether it may
+// be cached.
+type piece struct {
+	key              cacheKey
+	start, end       int64
+	dataMin, dataMax int64
+	cacheable        bool
+}
+
+// planCached splits req into days, or says that it is not to be cached.
+func (a *API) planCached(req Request) (*cachePlan, bool) {
+	if req.Step%time.Millisecond != 0 || req.Step > 24*time.Hour ||
+		req.Start.Nanosecond()%int(time.Millisecond) != 0 || req.End.Nanosecond()%int(time.Millisecond) != 0 {
+		return nil, false
+	}
+	expr, err := a.parser.ParseExpr(req.Query)
+	if err != nil || !splittable(expr) {
+		return nil, false
+	}
+	lookback := req.LookbackDelta
+	if lookback == 0 {
+		lookback = a.cfg.LookbackDelta
+	}
+	step := req.Step.Milliseconds()
+	start, end := req.Start.UnixMilli(), req.End.UnixMilli()
+	now := a.now().UnixMilli()
+	p := &cachePlan{expr: expr, query: expr.String(), step: step}
+	key := cacheKey{query: p.query, stepMs: step, phaseMs: mod(start, step), lookbackMs: lookback.Milliseconds(), raw: req.RawData}
+	for d := floorDiv(start, dayMs); d <= floorDiv(end, dayMs); d++ {
+		lo, hi := max(start, d*dayMs), min(end, (d+1)*dayMs-1)
+		ps := start + ceilDiv(lo-start, step)*step
+		pe := start + floorDiv(hi-start, step)*step
+		if ps > pe {
+			continue // no evaluation time this day
+		}
+		dmin, dmax := promql.FindMinMaxTime(&parser.EvalStmt{Expr: expr, Start: time.UnixMilli(ps), End: time.UnixMilli(pe),
+			Interval: req.Step, LookbackDelta: lookback})
+		key.day = d
+		p.pieces = append(p.pieces, piece{key: key, start: ps, end: pe, dataMin: dmin, dataMax: dmax,
+			cacheable: (d+1)*dayMs <= now && dmax <= now})
+	}
+	return p, len(p.pieces) > 0
+}
+
+// splittable reports whether expr's steps evaluate the same in a range
+// query of any start and end: it has no @ modifier, no start() or end(),
+// and no subquery. A subquery's steps are aligned to absolute time, but
+// the engine tells the store the subquery's step with the outer query's
+// start (storage.SelectHints), and the series store places the exact
+// window boundaries of rate(), increase() and delta() on that grid (see
+// pebblestore's boundaries): the answer then depends on the query's
+// start, and a split would change it.
+func splittable(expr parser.Expr) bool {
+	ok := true
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.VectorSelector:
+			ok = ok && n.Timestamp == nil && n.StartOrEnd == 0
+		case *parser.SubqueryExpr:
+			ok = false
+		}
+		return nil
+	})
+	return ok
+}
+
+// execCached answers req day by day from the cache, evaluating the days
+// it lacks in runs of consecutive days. The configured timeout bounds the
+// whole; a failing run fails the query.
+func (a *API) execCached(ctx context.Context, req Request, p *cachePlan) (*Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	parts := make([]promql.Matrix, len(p.pieces))
+	have := make([]bool, len(p.pieces))
+	for i, pc := range p.pieces {
+		if pc.cacheable {
+			if m, ok := a.cache.get(pc.key, pc.start, pc.end); ok {
+				parts[i], have[i] = viewRange(m, pc.start, pc.end), true
+			}
+		}
+	}
+	var warnings annotations.Annotations
+	for i := 0; i < len(p.pieces); {
+		if have[i] {
+			i++
+			continue
+		}
+		// A run: this day and the following ones the cache lacks.
+		j := i + 1
+		for j < len(p.pieces) && !have[j] {
+			j++
+		}
+		w, err := a.runPieces(ctx, req, p, i, j, parts)
+		warnings = warnings.Merge(w)
+		if err != nil {
+			return &Result{Warnings: warnings}, err
+		}
+		i = j
+	}
+	out := mergeParts(parts)
+	if out.TotalSamples() > a.cfg.MaxSamples {
+		// One evaluation would have held them all at once.
+		return &Result{Warnings: warnings}, engineError(promql.ErrTooManySamples("query execution"))
+	}
+	return &Result{Value: out, Warnings: warnings}, nil
+}
+
+// runPieces evaluates the pieces i to j−1 of p as one range query, splits
+// the answer into parts[i:j] and caches the cacheable ones, if the
+// answer carries no warnings.
+func (a *API) runPieces(ctx context.Context, req Request, p *cachePlan, i, j int, parts []promql.Matrix) (annotations.Annotations, error) {
+	epoch := a.cache.changes.Epoch() // before the evaluation reads anything
+	sub := req
+	sub.Start, sub.End = time.UnixMilli(p.pieces[i].start).UTC(), time.UnixMilli(p.pieces[j-1].end).UTC()
+	res, err := a.run(ctx, sub)
+	if err != nil {
+		res.Close()
+		return res.Warnings, err
+	}
+	defer res.Close()
+	mat, ok := res.Value.(promql.Matrix)
+	if !ok {
+		return res.Warnings, engineError(fmt.Errorf("range query returned a %s", res.Value.Type()))
+	}
+	for k := i; k < j; k++ {
+		pc := p.pieces[k]
+		parts[k] = copyRange(mat, pc.start, pc.end)
+		if pc.cacheable && len(res.Warnings) == 0 {
+			a.cache.put(&cacheEntry{key: pc.key, start: pc.start, end: pc.end, dataMin: pc.dataMin, dataMax: pc.dataMax,
+				epoch: epoch, mat: parts[k]})
+		}
+	}
+	return res.Warnings, nil
+}
+
+// copyRange copies the points of m from start to end (ms, inclusive),
+// leaving out series without any: the engine reuses m's memory once its
+// query is closed.
+func copyRange(m promql.Matrix, start, end int64) promql.Matrix {
+	out := make(promql.Matrix, 0, len(m))
+	for _, s := range m {
+		fs := sliceFloats(s.Floats, start, end)
+		hs := sliceHistograms(s.Histograms, start, end)
+		if len(fs) == 0 && len(hs) == 0 {
+			continue
+		}
+		c := promql.Series{Metric: s.Metric, DropName: s.DropName}
+		if len(fs) > 0 {
+			c.Floats = append(make([]promql.FPoint, 0, len(fs)), fs...)
+		}
+		if len(hs) > 0 {
+			c.Histograms = make([]promql.HPoint, len(hs))
+			for i, h := range hs {
+				c.Histograms[i] = promql.HPoint{T: h.T, H: h.H.Copy()}
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// viewRange is copyRange without the copy: its series share m's points.
+func viewRange(m promql.Matrix, start, end int64) promql.Matrix {
+	out := make(promql.Matrix, 0, len(m))
+	for _, s := range m {
+		fs := sliceFloats(s.Floats, start, end)
+		hs := sliceHistograms(s.Histograms, start, end)
+		if len(fs) > 0 || len(hs) > 0 {
+			out = append(out, promql.Series{Metric: s.Metric, DropName: s.DropName, Floats: fs, Histograms: hs})
+		}
+	}
+	return out
+}
+
+func sliceFloats(ps []promql.FPoint, start, end int64) []promql.FPoint {
+	i := sort.Search(len(ps), func(i int) bool { return ps[i].T >= start })
+	j := sort.Search(len(ps), func(i int) bool { return ps[i].T > end })
+	return ps[i:j]
+}
+
+func sliceHistograms(ps []promql.HPoint, start, end int64) []promql.HPoint {
+	i := sort.Search(len(ps), func(i int) bool { return ps[i].T >= start })
+	j := sort.Search(len(ps), func(i int) bool { return ps[i].T > end })
+	return ps[i:j]
+}
+
+// mergeParts joins days' matrices, in time order, into one matrix sorted
+// by labels, as the engine returns a range query's: a series' points are
+// its points of each day, one day after the other. The parts are read,
+// never changed (cached ones are shared).
+func mergeParts(parts []promql.Matrix) promql.Matrix {
+	out := make(promql.Matrix, 0)
+	byHash := map[uint64][]int{}
+	for _, part := range parts {
+		for _, s := range part {
+			h := s.Metric.Hash()
+			idx := -1
+			for _, k := range byHash[h] {
+				if labels.Equal(out[k].Metric, s.Metric) {
+					idx = k
+					break
+				}
+			}
+			if idx < 0 {
+				idx = len(out)
+				byHash[h] = append(byHash[h], idx)
+				out = append(out, promql.Series{Metric: s.Metric, DropName: s.DropName})
+			}
+			o := &out[idx]
+			o.Floats = append(o.Floats, s.Floats...)
+			o.Histograms = append(o.Histograms, s.Histograms...)
+		}
+	}
+	sort.Sort(out)
+	return out
+}
+
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+func ceilDiv(a, b int64) int64 { return -floorDiv(-a, b) }
