@@ -11,6 +11,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/proxylens/proxylens/internal/changes"
 	"github.com/proxylens/proxylens/selfmetrics"
 )
 
@@ -157,10 +158,11 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 }
 
 type scratch struct {
-	refs  []Refs
-	kept  []bool
-	dict  []DictEntry
-	entry []byte // the journal entry
+	refs    []Refs
+	kept    []bool
+	dict    []DictEntry
+	changed changes.Set // the hours the batch changed, for PipelineConfig.Changes
+	entry   []byte      // the journal entry
 }
 
 // Start starts the flush loop.
@@ -244,7 +246,7 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 		p.agg.Apply(recs, refs)
 		p.committed.Add(1)
 		if p.cfg.Changes != nil {
-			p.noteChanges(recs)
+			p.noteChanges(&sc.changed, recs)
 		}
 	})
 	p.commitMu.RUnlock()
@@ -267,15 +269,15 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 	return nil
 }
 
-// noteChanges tells the change tracker the times of the increments recs
+// noteChanges tells the change tracker the hours of the increments recs
 // changed: each counts at the end of its flush interval.
-func (p *Pipeline) noteChanges(recs []Record) {
-	lo, hi := recs[0].EndTime, recs[0].EndTime
-	for i := range recs[1:] {
-		lo, hi = min(lo, recs[i+1].EndTime), max(hi, recs[i+1].EndTime)
-	}
+func (p *Pipeline) noteChanges(set *changes.Set, recs []Record) {
+	set.Reset()
 	const ms = int64(time.Millisecond)
-	p.cfg.Changes.Note(p.agg.IntervalEnd(lo)/ms, p.agg.IntervalEnd(hi)/ms)
+	for i := range recs {
+		set.Add(p.agg.IntervalEnd(recs[i].EndTime) / ms)
+	}
+	set.NoteTo(p.cfg.Changes)
 }
 
 func (p *Pipeline) admit(n int) error {

@@ -324,9 +324,10 @@ func (n *noteRecorder) Note(minMs, maxMs int64) {
 	n.ranges = append(n.ranges, [2]int64{minMs, maxMs})
 }
 
-// TestConsumeNotesChanges: each batch tells the change tracker the range
+// TestConsumeNotesChanges: each batch tells the change tracker the hours
 // of its increments' times, the ends of their flush intervals (1 s here),
-// after it is in the aggregates.
+// after it is in the aggregates: a late span adds its own hour, not every
+// hour since.
 func TestConsumeNotesChanges(t *testing.T) {
 	rec := &noteRecorder{}
 	st := newStack(t, t.TempDir(), otelanalytics.PipelineConfig{FlushInterval: time.Hour, Changes: rec}, nil)
@@ -335,5 +336,7 @@ func TestConsumeNotesChanges(t *testing.T) {
 	recs[3].EndTime = now.Add(-48*time.Hour + 300*time.Millisecond).UnixNano() // a late span
 	recs[9].EndTime = now.Add(1500 * time.Millisecond).UnixNano()
 	require.NoError(t, st.p.Consume(context.Background(), recs))
-	require.Equal(t, [][2]int64{{now.Add(-48*time.Hour + time.Second).UnixMilli(), now.Add(2 * time.Second).UnixMilli()}}, rec.ranges)
+	hour := time.Hour.Milliseconds()
+	late, last := now.Add(-48*time.Hour).UnixMilli(), now.UnixMilli()
+	require.Equal(t, [][2]int64{{late, late + hour - 1}, {last - hour, last + hour - 1}}, rec.ranges, "the late span's hour, and the hours of the others")
 }

@@ -16,8 +16,8 @@ import (
 
 // TestSeriesCommitsNoteChanges: every committed append tells the change
 // tracker the sample times it wrote (remote write, a cut's increments),
-// a refused one tells it nothing, and retention tells it everything may
-// have changed.
+// a refused one tells it nothing, and retention tells it everything up
+// to its newest cut-off may have changed.
 func TestSeriesCommitsNoteChanges(t *testing.T) {
 	tr := changes.New()
 	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Series: pebblestore.SeriesOptions{Changes: tr}})
@@ -28,7 +28,7 @@ func TestSeriesCommitsNoteChanges(t *testing.T) {
 	require.NoError(t, err)
 	s := db.Series()
 
-	day := int64(changes.DayMs)
+	day := int64(24 * changes.BucketMs)
 	t0 := 20_000 * day
 	e := tr.Epoch()
 	app := s.AppenderV2(context.Background())
@@ -38,7 +38,7 @@ func TestSeriesCommitsNoteChanges(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, tr.ChangedSince(e, t0, t0+4*day), "nothing is noted before the commit")
 	require.NoError(t, app.Commit())
-	for d, changed := range map[int64]bool{0: false, 1: true, 2: true, 3: true, 4: false} {
+	for d, changed := range map[int64]bool{0: false, 1: true, 2: false, 3: true, 4: false} { // the hours of its samples, not those between
 		require.Equal(t, changed, tr.ChangedSince(e, t0+d*day, t0+d*day), "day %d", d)
 	}
 
@@ -69,5 +69,7 @@ func TestSeriesCommitsNoteChanges(t *testing.T) {
 	e = tr.Epoch()
 	_, err = db.EnforceRetention(context.Background(), pebblestore.DefaultRetention(), time.UnixMilli(t0+8*day), false)
 	require.NoError(t, err)
-	require.True(t, tr.ChangedSince(e, t0-100*day, t0-100*day), "retention changes any day")
+	require.True(t, tr.ChangedSince(e, t0-100*day, t0-100*day), "retention changes the days before its cut-offs")
+	require.True(t, tr.ChangedSince(e, t0, t0+day))
+	require.False(t, tr.ChangedSince(e, t0+2*day, t0+8*day), "and not those after the newest (raw series, 7 days)")
 }

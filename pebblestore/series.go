@@ -41,8 +41,8 @@ type SeriesOptions struct {
 	IncrementInterval time.Duration
 	// Changes, if set, is told the sample times of every committed append
 	// (samples, increments, a cut's series) once queries can read them,
-	// and of every retention run: a cache of query results learns from it
-	// what went stale (internal/changes.Tracker).
+	// and the cut-off of every retention run: a cache of query results
+	// learns from it what went stale (internal/changes.Tracker).
 	Changes ChangeNoter
 }
 
@@ -50,7 +50,7 @@ type SeriesOptions struct {
 // visible to queries.
 type ChangeNoter interface {
 	Note(minMs, maxMs int64) // samples in [minMs, maxMs] changed
-	NoteAll()                // samples of any time may have changed
+	NoteBefore(tMs int64)    // samples up to tMs may have changed
 }
 
 // SeriesStore is the time-series store in the database: series with their
@@ -209,13 +209,15 @@ func (s *SeriesStore) raiseFloor(raw, hourly, all int64) {
 			}
 		}
 	}
-	s.noteAll()
+	s.noteBefore(max(raw, hourly, all))
 }
 
-// noteAll tells the change noter, if any, that anything may have changed.
-func (s *SeriesStore) noteAll() {
+// noteBefore tells the change noter, if any, that anything up to t may
+// have changed: reads stop at the retention cut-offs, and what is older
+// is deleted. Nothing after the newest cut-off changes.
+func (s *SeriesStore) noteBefore(t int64) {
 	if s.changes != nil {
-		s.changes.NoteAll()
+		s.changes.NoteBefore(t)
 	}
 }
 

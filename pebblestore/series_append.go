@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/proxylens/proxylens/internal/changes"
 )
 
 // Appender implements storage.Appendable.
@@ -41,7 +43,7 @@ func (s *SeriesStore) AppenderV2(ctx context.Context) storage.AppenderV2 {
 }
 
 func (s *SeriesStore) newAppender() *appender {
-	return &appender{s: s, staged: map[*memSeries]*staging{}, minT: math.MaxInt64, maxT: math.MinInt64}
+	return &appender{s: s, staged: map[*memSeries]*staging{}}
 }
 
 // appender buffers samples until Commit, which merges them with what is
@@ -54,9 +56,8 @@ type appender struct {
 	pending map[uint64][]*memSeries // new series by label hash, id 0 until written
 	touched []*memSeries            // series whose head writer write appended to
 	done    bool
-	anyAge  bool // accept samples of any age (the store's own gauges, written per cut interval)
-	// The oldest and newest sample staged, for SeriesOptions.Changes.
-	minT, maxT int64
+	anyAge  bool        // accept samples of any age (the store's own gauges, written per cut interval)
+	changed changes.Set // the hours of the samples staged, for SeriesOptions.Changes
 }
 
 // staging is what an appender holds for one series.
@@ -141,7 +142,9 @@ func (a *appender) series(ls labels.Labels, kind SeriesKind) (*memSeries, error)
 }
 
 func (a *appender) add(ms *memSeries, smp sample) error {
-	a.minT, a.maxT = min(a.minT, smp.t), max(a.maxT, smp.t)
+	if a.s.changes != nil {
+		a.changed.Add(smp.t)
+	}
 	st := a.staged[ms]
 	if st == nil {
 		a.s.commitMu.Lock()
@@ -269,8 +272,8 @@ func (s *SeriesStore) commit(a *appender, b *pebble.Batch, commitBatch func() er
 		return err
 	}
 	apply()
-	if s.changes != nil && a.minT <= a.maxT {
-		s.changes.Note(a.minT, a.maxT)
+	if s.changes != nil {
+		a.changed.NoteTo(s.changes)
 	}
 	return nil
 }

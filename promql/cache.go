@@ -13,28 +13,29 @@ import (
 
 // ChangeTracker says which sample times changed after an epoch:
 // internal/changes.Tracker, told by the store and the ingest pipeline.
-// The result cache takes an epoch before it evaluates a day and reuses
-// the day's answer only while nothing its evaluation read has changed
+// The result cache takes an epoch before it evaluates a piece and reuses
+// the piece's answer only while nothing its evaluation read has changed
 // since.
 type ChangeTracker interface {
 	Epoch() uint64
 	ChangedSince(epoch uint64, minMs, maxMs int64) bool
 }
 
-// cacheKey names one day of one range query's answer: the query as the
+// cacheKey names one piece of one range query's answer: the query as the
 // parser prints it, the grid of evaluation times (step and start modulo
 // step), what else changes the answer (lookback, raw data) and the UTC
-// day.
+// day or hour (its start and width, ms).
 type cacheKey struct {
 	query      string
 	stepMs     int64
 	phaseMs    int64
 	lookbackMs int64
 	raw        bool
-	day        int64
+	from       int64
+	width      int64
 }
 
-// cacheEntry is one day's answer: the matrix at the grid times from start
+// cacheEntry is one piece's answer: the matrix at the grid times from start
 // to end (ms, inclusive), evaluated at epoch over data in [dataMin,
 // dataMax].
 type cacheEntry struct {
@@ -46,7 +47,7 @@ type cacheEntry struct {
 	size             int64
 }
 
-// resultCache holds day answers up to maxBytes (estimated), dropping the
+// resultCache holds pieces' answers up to maxBytes (estimated), dropping the
 // least recently used first. All methods are safe for concurrent use.
 type resultCache struct {
 	maxBytes int64
@@ -67,17 +68,17 @@ func newResultCache(maxBytes int64, changes ChangeTracker, reg prometheus.Regist
 		changes:  changes,
 		entries:  map[cacheKey]*list.Element{},
 		hits: prometheus.NewCounter(prometheus.CounterOpts{Name: "proxylens_query_result_cache_hits_total",
-			Help: "Days of range queries answered from the result cache."}),
+			Help: "Pieces (days, hours of today) of range queries answered from the result cache."}),
 		misses: prometheus.NewCounter(prometheus.CounterOpts{Name: "proxylens_query_result_cache_misses_total",
-			Help: "Days of range queries that could be cached but were evaluated: not cached, or stale."}),
+			Help: "Pieces of range queries that could be cached but were evaluated: not cached, or stale."}),
 		invalidations: prometheus.NewCounter(prometheus.CounterOpts{Name: "proxylens_query_result_cache_invalidations_total",
-			Help: "Cached days found stale: data they read changed after they were evaluated."}),
+			Help: "Cached pieces found stale: data they read changed after they were evaluated."}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: "proxylens_query_result_cache_evictions_total",
-			Help: "Cached days dropped to stay within query.result_cache.max_bytes."}),
+			Help: "Cached pieces dropped to stay within query.result_cache.max_bytes."}),
 		bytesG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "proxylens_query_result_cache_bytes",
 			Help: "Estimated memory held by the result cache."}),
 		entriesG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "proxylens_query_result_cache_entries",
-			Help: "Days of range queries held by the result cache."}),
+			Help: "Pieces of range queries held by the result cache."}),
 	}
 	if reg != nil {
 		reg.MustRegister(c.hits, c.misses, c.invalidations, c.evictions, c.bytesG, c.entriesG)

@@ -224,36 +224,45 @@ func TestCacheSeesLateData(t *testing.T) {
 	}
 
 	// Three days up to now, at noon: the days before today are cached
-	// (the first from noon), today is live.
+	// (the first from noon), and the twelve hours of today before noon;
+	// the hour from noon is live.
 	q := `sum by (source) (increase(proxy_requests_total[1h]))`
 	start := cacheNow.Add(-3 * 24 * time.Hour)
 	before := f.same(t, q, start, cacheNow, 5*time.Minute)
-	require.Equal(t, []float64{0, 3, 0}, []float64{hits(), misses(), stale()})
+	require.Equal(t, []float64{0, 15, 0}, []float64{hits(), misses(), stale()})
 	require.Equal(t, before, f.same(t, q, start, cacheNow, 5*time.Minute))
-	require.Equal(t, []float64{3, 3, 0}, []float64{hits(), misses(), stale()})
+	require.Equal(t, []float64{15, 15, 0}, []float64{hits(), misses(), stale()})
 
-	// A late span for yesterday: yesterday is evaluated again, the two
-	// days before are not.
+	// A late span for yesterday noon: yesterday is evaluated again; the
+	// days before it and today's hours (the first reads from 23:00
+	// yesterday) are not.
 	late(cacheDay.Add(-12*time.Hour+7*time.Second), 1000)
 	after := f.same(t, q, start, cacheNow, 5*time.Minute)
 	require.NotEqual(t, before, after)
-	require.Equal(t, []float64{5, 4, 1}, []float64{hits(), misses(), stale()})
+	require.Equal(t, []float64{29, 16, 1}, []float64{hits(), misses(), stale()})
 
 	// A [1d] range reads the day before each day: a late span ten days
 	// ago changes that day's answer and the next one's.
 	q = `sum by (source) (increase(proxy_requests_total[1d]))`
 	start = cacheDay.Add(-20 * 24 * time.Hour)
 	f.same(t, q, start, cacheNow, time.Hour)
+	require.Equal(t, 16.0+20+12, misses(), "twenty whole days and twelve hours")
 	h0, m0, s0 := hits(), misses(), stale()
-	require.Equal(t, 20.0, m0-4) // twenty whole days, and today live
 	late(cacheDay.Add(-10*24*time.Hour+6*time.Hour), 500)
 	f.same(t, q, start, cacheNow, time.Hour)
-	require.Equal(t, []float64{h0 + 18, m0 + 2, s0 + 2}, []float64{hits(), misses(), stale()})
+	require.Equal(t, []float64{h0 + 30, m0 + 2, s0 + 2}, []float64{hits(), misses(), stale()})
 
-	// Retention changes every day.
+	// Data of the past hour of today changes that hour (and the live
+	// one), and the hours whose [1d] range reaches back to it: all
+	// today's hours after it.
+	late(cacheDay.Add(10*time.Hour+30*time.Minute), 1)
+	f.same(t, q, start, cacheNow, time.Hour)
+	require.Equal(t, s0+2+2, stale(), "10:00 and 11:00 read 10:30")
+
+	// Retention changes everything.
 	f.tracker.NoteAll()
 	f.same(t, q, start, cacheNow, time.Hour)
-	require.Equal(t, s0+2+20, stale())
+	require.Equal(t, s0+4+32, stale())
 }
 
 // TestCacheNeverCaches: @ and start()/end(), steps over a day and stats

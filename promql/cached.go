@@ -13,27 +13,31 @@ import (
 )
 
 // The result cache, as Thanos' and Mimir's query frontends have one: a
-// range query is split at UTC midnights into days whose evaluation times
-// stay on the query's grid (start + k·step). A day that has ended, and
-// whose data reaches no later than now, is looked up in the cache; the
-// others (the live part) are evaluated every time. Consecutive days to
-// evaluate go to the engine as one range query, whose answer is split
-// back into days. Under event time any past day can change (a late
-// span), so a cached day is reused only while the ChangeTracker says
-// that nothing in the data it read (its selectors' ranges, offsets and
-// lookback, from promql.FindMinMaxTime) changed after the epoch taken
-// before it was evaluated. The days' matrices merge into exactly what one
-// evaluation returns: a range query's steps are evaluated independently,
-// and subquery steps are aligned to absolute time.
+// range query is split at UTC midnights into days, and today into hours,
+// whose evaluation times stay on the query's grid (start + k·step). A
+// piece that has ended, and whose data reaches no later than now, is
+// looked up in the cache; the others (the live part, the current hour)
+// are evaluated every time. Consecutive pieces to evaluate go to the
+// engine as one range query, whose answer is split back into pieces.
+// Under event time any past hour can change (a late span), so a cached
+// piece is reused only while the ChangeTracker says that nothing in the
+// data it read (its selectors' ranges, offsets and lookback, from
+// promql.FindMinMaxTime) changed after the epoch taken before it was
+// evaluated. The pieces' matrices merge into exactly what one evaluation
+// returns: a range query's steps are evaluated independently.
 //
 // Never cached: queries with @ or start()/end() (their steps depend on
-// the query's range), subqueries (see splittable), steps longer than a day or not whole milliseconds,
-// times with sub-millisecond parts, answers with warnings or infos, and
-// HTTP queries asking for stats.
+// the query's range), subqueries (see splittable), steps longer than a
+// day or not whole milliseconds, times with sub-millisecond parts,
+// answers with warnings or infos, and HTTP queries asking for stats.
 
-const dayMs = 24 * 60 * 60 * 1000
+const (
+	hourMs = 60 * 60 * 1000
+	dayMs  = 24 * hourMs
+)
 
-// cachePlan is a cacheable range query split into days.
+// cachePlan is a cacheable range query split into pieces: days, and the
+// hours of today.
 type cachePlan struct {
 	expr   parser.Expr
 	query  string // the expression as the parser prints it
@@ -41,7 +45,7 @@ type cachePlan struct {
 	pieces []piece
 }
 
-// piece is one day of a plan: the grid times from start to end (ms,
+// piece is one day or hour of a plan: the grid times from start to end (ms,
 // inclusive), the data range their evaluation reads, and whether it may
 // be cached.
 type piece struct {
@@ -51,7 +55,7 @@ type piece struct {
 	cacheable        bool
 }
 
-// planCached splits req into days, or says that it is not to be cached.
+// planCached splits req into pieces, or says that it is not to be cached.
 func (a *API) planCached(req Request) (*cachePlan, bool) {
 	if req.Step%time.Millisecond != 0 || req.Step > 24*time.Hour ||
 		req.Start.Nanosecond()%int(time.Millisecond) != 0 || req.End.Nanosecond()%int(time.Millisecond) != 0 {
@@ -71,17 +75,23 @@ func (a *API) planCached(req Request) (*cachePlan, bool) {
 	p := &cachePlan{expr: expr, query: expr.String(), step: step}
 	key := cacheKey{query: p.query, stepMs: step, phaseMs: mod(start, step), lookbackMs: lookback.Milliseconds(), raw: req.RawData}
 	for d := floorDiv(start, dayMs); d <= floorDiv(end, dayMs); d++ {
-		lo, hi := max(start, d*dayMs), min(end, (d+1)*dayMs-1)
-		ps := start + ceilDiv(lo-start, step)*step
-		pe := start + floorDiv(hi-start, step)*step
-		if ps > pe {
-			continue // no evaluation time this day
+		width := int64(dayMs)
+		if (d+1)*dayMs > now {
+			width = hourMs // today: its past hours can be cached
 		}
-		dmin, dmax := promql.FindMinMaxTime(&parser.EvalStmt{Expr: expr, Start: time.UnixMilli(ps), End: time.UnixMilli(pe),
-			Interval: req.Step, LookbackDelta: lookback})
-		key.day = d
-		p.pieces = append(p.pieces, piece{key: key, start: ps, end: pe, dataMin: dmin, dataMax: dmax,
-			cacheable: (d+1)*dayMs <= now && dmax <= now})
+		for from := d * dayMs; from < (d+1)*dayMs && from <= end; from += width {
+			lo, hi := max(start, from), min(end, from+width-1)
+			ps := start + ceilDiv(lo-start, step)*step
+			pe := start + floorDiv(hi-start, step)*step
+			if ps > pe {
+				continue // no evaluation time in this piece
+			}
+			dmin, dmax := promql.FindMinMaxTime(&parser.EvalStmt{Expr: expr, Start: time.UnixMilli(ps), End: time.UnixMilli(pe),
+				Interval: req.Step, LookbackDelta: lookback})
+			key.from, key.width = from, width
+			p.pieces = append(p.pieces, piece{key: key, start: ps, end: pe, dataMin: dmin, dataMax: dmax,
+				cacheable: from+width <= now && dmax <= now})
+		}
 	}
 	return p, len(p.pieces) > 0
 }
@@ -108,8 +118,8 @@ func splittable(expr parser.Expr) bool {
 	return ok
 }
 
-// execCached answers req day by day from the cache, evaluating the days
-// it lacks in runs of consecutive days. The configured timeout bounds the
+// execCached answers req piece by piece from the cache, evaluating the
+// pieces it lacks in runs of consecutive ones. The configured timeout bounds the
 // whole; a failing run fails the query.
 func (a *API) execCached(ctx context.Context, req Request, p *cachePlan) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
@@ -129,7 +139,7 @@ func (a *API) execCached(ctx context.Context, req Request, p *cachePlan) (*Resul
 			i++
 			continue
 		}
-		// A run: this day and the following ones the cache lacks.
+		// A run: this piece and the following ones the cache lacks.
 		j := i + 1
 		for j < len(p.pieces) && !have[j] {
 			j++
@@ -228,9 +238,9 @@ func sliceHistograms(ps []promql.HPoint, start, end int64) []promql.HPoint {
 	return ps[i:j]
 }
 
-// mergeParts joins days' matrices, in time order, into one matrix sorted
-// by labels, as the engine returns a range query's: a series' points are
-// its points of each day, one day after the other. The parts are read,
+// mergeParts joins pieces' matrices, in time order, into one matrix
+// sorted by labels, as the engine returns a range query's: a series'
+// points are its points of each piece, one piece after the other. The parts are read,
 // never changed (cached ones are shared).
 func mergeParts(parts []promql.Matrix) promql.Matrix {
 	out := make(promql.Matrix, 0)
