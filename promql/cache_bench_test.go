@@ -23,10 +23,10 @@ import (
 // 1h) at noon, over 200 proxy_requests_total series (20 sources × 5
 // applications × 2 outcomes) and 20 duration histograms (12 bucket
 // series each) stored as the server stores its aggregates, an increment a
-// minute for 30 days and a half. cache=off is one evaluation (the
-// anchor); cache=warm answers the 30 past days from the cache and
-// evaluates the live half day; cache=cold finds every day stale (as
-// after retention) and evaluates and caches them all. Every answer is
+// minute for 31 days. cache=off is one evaluation (the anchor);
+// cache=warm answers the 30 past days and today's hours before noon from
+// the cache and evaluates the live hour; cache=cold finds every piece
+// stale (NoteAll, as after a restore) and evaluates and caches them all. Every answer is
 // checked byte for byte against the uncached one first.
 func BenchmarkResultCache(b *testing.B) {
 	tr := changes.New()

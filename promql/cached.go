@@ -245,8 +245,11 @@ func sliceHistograms(ps []promql.HPoint, start, end int64) []promql.HPoint {
 func mergeParts(parts []promql.Matrix) promql.Matrix {
 	out := make(promql.Matrix, 0)
 	byHash := map[uint64][]int{}
-	for _, part := range parts {
-		for _, s := range part {
+	var floats, hists []int // points per output series
+	at := make([][]int, len(parts))
+	for p, part := range parts {
+		at[p] = make([]int, len(part))
+		for i, s := range part {
 			h := s.Metric.Hash()
 			idx := -1
 			for _, k := range byHash[h] {
@@ -259,8 +262,24 @@ func mergeParts(parts []promql.Matrix) promql.Matrix {
 				idx = len(out)
 				byHash[h] = append(byHash[h], idx)
 				out = append(out, promql.Series{Metric: s.Metric, DropName: s.DropName})
+				floats, hists = append(floats, 0), append(hists, 0)
 			}
-			o := &out[idx]
+			at[p][i] = idx
+			floats[idx] += len(s.Floats)
+			hists[idx] += len(s.Histograms)
+		}
+	}
+	for i := range out {
+		if floats[i] > 0 {
+			out[i].Floats = make([]promql.FPoint, 0, floats[i])
+		}
+		if hists[i] > 0 {
+			out[i].Histograms = make([]promql.HPoint, 0, hists[i])
+		}
+	}
+	for p, part := range parts {
+		for i, s := range part {
+			o := &out[at[p][i]]
 			o.Floats = append(o.Floats, s.Floats...)
 			o.Histograms = append(o.Histograms, s.Histograms...)
 		}
