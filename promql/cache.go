@@ -44,6 +44,7 @@ type cacheEntry struct {
 	dataMin, dataMax int64
 	epoch            uint64
 	mat              promql.Matrix
+	fp               fingerprint // the series the store returned (see cached.go)
 	size             int64
 }
 
@@ -58,8 +59,8 @@ type resultCache struct {
 	entries map[cacheKey]*list.Element
 	bytes   int64
 
-	hits, misses, invalidations, evictions prometheus.Counter
-	bytesG, entriesG                       prometheus.Gauge
+	hits, misses, invalidations, evictions, mixed prometheus.Counter
+	bytesG, entriesG                              prometheus.Gauge
 }
 
 func newResultCache(maxBytes int64, changes ChangeTracker, reg prometheus.Registerer) *resultCache {
@@ -75,21 +76,23 @@ func newResultCache(maxBytes int64, changes ChangeTracker, reg prometheus.Regist
 			Help: "Cached pieces found stale: data they read changed after they were evaluated."}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: "proxylens_query_result_cache_evictions_total",
 			Help: "Cached pieces dropped to stay within query.result_cache.max_bytes."}),
+		mixed: prometheus.NewCounter(prometheus.CounterOpts{Name: "proxylens_query_result_cache_uncached_total",
+			Help: "Range queries evaluated whole after all, because the store returned other series for some of their pieces than for others."}),
 		bytesG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "proxylens_query_result_cache_bytes",
 			Help: "Estimated memory held by the result cache."}),
 		entriesG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "proxylens_query_result_cache_entries",
 			Help: "Pieces of range queries held by the result cache."}),
 	}
 	if reg != nil {
-		reg.MustRegister(c.hits, c.misses, c.invalidations, c.evictions, c.bytesG, c.entriesG)
+		reg.MustRegister(c.hits, c.misses, c.invalidations, c.evictions, c.mixed, c.bytesG, c.entriesG)
 	}
 	return c
 }
 
-// get returns the cached answer of key if it holds the grid times from
+// get returns the cached entry of key if it holds the grid times from
 // start to end and nothing it read has changed since it was evaluated.
-// The matrix is shared: read it, never change it.
-func (c *resultCache) get(key cacheKey, start, end int64) (promql.Matrix, bool) {
+// The entry is shared: read it, never change it.
+func (c *resultCache) get(key cacheKey, start, end int64) (*cacheEntry, bool) {
 	c.mu.Lock()
 	el, ok := c.entries[key]
 	if !ok {
@@ -114,7 +117,7 @@ func (c *resultCache) get(key cacheKey, start, end int64) (promql.Matrix, bool) 
 		return nil, false
 	}
 	c.hits.Inc()
-	return e.mat, true
+	return e, true
 }
 
 // remove drops e if it is still the entry of its key.
@@ -139,7 +142,7 @@ func (c *resultCache) removeLocked(el *list.Element) {
 // entry of its key, and evicts the least recently used entries past
 // maxBytes. An entry larger than a quarter of the cache is not kept.
 func (c *resultCache) put(e *cacheEntry) {
-	e.size = matrixSize(e.mat) + int64(len(e.key.query)) + entryOverhead
+	e.size = matrixSize(e.mat) + int64(len(e.key.query)) + entryOverhead + 16*int64(len(e.fp))
 	if e.size > c.maxBytes/4 {
 		return
 	}

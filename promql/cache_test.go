@@ -332,3 +332,41 @@ func TestCacheConcurrent(t *testing.T) {
 		f.same(t, q, start, cacheNow, 5*time.Minute)
 	}
 }
+
+// TestCacheSourceGoesQuiet: a source that sent for two days and stopped
+// reads 0 in the store's answer over a range that holds its data, and
+// nothing over a range that does not. The cache's pieces then disagree
+// on the series; the query is answered as one evaluation answers it.
+func TestCacheSourceGoesQuiet(t *testing.T) {
+	f := newCacheFixture(t, 64<<20)
+	from := cacheDay.Add(-20 * 24 * time.Hour)
+	require.NoError(t, f.store.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		for ts := from; ts.Before(from.Add(48 * time.Hour)); ts = ts.Add(5 * time.Minute) {
+			if err := add(labels.FromStrings("__name__", "proxy_requests_total", "application", "web", "source", "retired"), ts.UnixMilli(), 3); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	long, short := cacheDay.Add(-25*24*time.Hour), cacheDay.Add(-5*24*time.Hour)
+	for _, q := range []string{
+		`sum by (source) (increase(proxy_requests_total[1h]))`,
+		`count(proxy_requests_total)`,
+		`proxy_requests_total{source="retired"}`,
+		`count by (source) (increase(proxy_requests_total[1h]) == 0)`,
+	} {
+		// Pieces cached by a short range, then reused by a long one, and
+		// the other way round.
+		f.same(t, q, short, cacheNow, time.Hour)
+		f.same(t, q, long, cacheNow, time.Hour)
+		f.same(t, q, long, cacheNow, time.Hour)
+		f.same(t, q, short, cacheNow, time.Hour)
+	}
+	require.Positive(t, f.metric(t, "proxylens_query_result_cache_uncached_total"))
+	// A query whose every piece sees the same series is still cached.
+	uncached := f.metric(t, "proxylens_query_result_cache_uncached_total")
+	hits := f.metric(t, "proxylens_query_result_cache_hits_total")
+	f.same(t, `sum by (source) (increase(proxy_requests_total[1h]))`, short, cacheNow, time.Hour)
+	require.Equal(t, uncached, f.metric(t, "proxylens_query_result_cache_uncached_total"))
+	require.Greater(t, f.metric(t, "proxylens_query_result_cache_hits_total"), hits)
+}

@@ -27,9 +27,21 @@ import (
 // returns: a range query's steps are evaluated independently.
 //
 // Never cached: queries with @ or start()/end() (their steps depend on
-// the query's range), subqueries (see splittable), steps longer than a
-// day or not whole milliseconds, times with sub-millisecond parts,
+// the query's range), sort functions and subqueries (see splittable),
+// steps longer than a day or not whole milliseconds, times with sub-millisecond parts,
 // answers with warnings or infos, and HTTP queries asking for stats.
+//
+// One more condition makes the merge exact. The series store's answer for
+// a step does not depend on that step alone: a selector returns every
+// series with data anywhere in the query's range, and an increment series
+// reads 0, not nothing, where it was silent. So a source that stopped
+// sending ten days ago has zeros in a 30-day answer but is absent from an
+// answer of the last day alone. Each piece is therefore evaluated alone,
+// and the cache keeps with it a fingerprint of the series the store
+// returned for each selector. Merging is exact when every piece had the
+// same ones: then each piece saw what one evaluation of the whole range
+// sees (the union of the pieces' series). Otherwise the query is
+// evaluated whole, as without the cache.
 
 const (
 	hourMs = 60 * 60 * 1000
@@ -98,7 +110,8 @@ func (a *API) planCached(req Request) (*cachePlan, bool) {
 
 // splittable reports whether expr's steps evaluate the same in a range
 // query of any start and end: it has no @ modifier, no start() or end(),
-// and no subquery. A subquery's steps are aligned to absolute time, but
+// no sort function (whose warning depends on the range having more than
+// one step) and no subquery. A subquery's steps are aligned to absolute time, but
 // the engine tells the store the subquery's step with the outer query's
 // start (storage.SelectHints), and the series store places the exact
 // window boundaries of rate(), increase() and delta() on that grid (see
@@ -112,6 +125,13 @@ func splittable(expr parser.Expr) bool {
 			ok = ok && n.Timestamp == nil && n.StartOrEnd == 0
 		case *parser.SubqueryExpr:
 			ok = false
+		case *parser.Call:
+			// The engine warns that these are ineffective in a range
+			// query, but not in a piece of one step.
+			switch n.Func.Name {
+			case "sort", "sort_desc", "sort_by_label", "sort_by_label_desc":
+				ok = false
+			}
 		}
 		return nil
 	})
@@ -119,37 +139,50 @@ func splittable(expr parser.Expr) bool {
 }
 
 // execCached answers req piece by piece from the cache, evaluating the
-// pieces it lacks in runs of consecutive ones. The configured timeout bounds the
+// pieces it lacks one by one. The configured timeout bounds the
 // whole; a failing run fails the query.
 func (a *API) execCached(ctx context.Context, req Request, p *cachePlan) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 	parts := make([]promql.Matrix, len(p.pieces))
 	have := make([]bool, len(p.pieces))
+	entries := make([]*cacheEntry, len(p.pieces))
 	for i, pc := range p.pieces {
 		if pc.cacheable {
-			if m, ok := a.cache.get(pc.key, pc.start, pc.end); ok {
-				parts[i], have[i] = viewRange(m, pc.start, pc.end), true
+			if e, ok := a.cache.get(pc.key, pc.start, pc.end); ok {
+				parts[i], have[i], entries[i] = viewRange(e.mat, pc.start, pc.end), true, e
 			}
 		}
 	}
-	var warnings annotations.Annotations
-	for i := 0; i < len(p.pieces); {
+	fps := make([]fingerprint, len(p.pieces))
+	for i := range p.pieces {
 		if have[i] {
-			i++
+			fps[i] = entries[i].fp
+		}
+	}
+	var warnings annotations.Annotations
+	for i := range p.pieces {
+		if have[i] {
 			continue
 		}
-		// A run: this piece and the following ones the cache lacks.
-		j := i + 1
-		for j < len(p.pieces) && !have[j] {
-			j++
-		}
-		w, err := a.runPieces(ctx, req, p, i, j, parts)
+		w, err := a.runPiece(ctx, req, p, i, parts, fps)
 		warnings = warnings.Merge(w)
 		if err != nil {
 			return &Result{Warnings: warnings}, err
 		}
-		i = j
+	}
+	for i := range fps {
+		if !fps[i].equal(fps[0]) {
+			// The store selected other series for some pieces than for
+			// others: one evaluation selects them all for every step (see
+			// fingerprint). Answer as it does.
+			a.cache.mixed.Inc()
+			res, err := a.run(ctx, req, a.queryable)
+			if err != nil {
+				return res, err
+			}
+			return res, nil
+		}
 	}
 	out := mergeParts(parts)
 	if out.TotalSamples() > a.cfg.MaxSamples {
@@ -159,14 +192,16 @@ func (a *API) execCached(ctx context.Context, req Request, p *cachePlan) (*Resul
 	return &Result{Value: out, Warnings: warnings}, nil
 }
 
-// runPieces evaluates the pieces i to j−1 of p as one range query, splits
-// the answer into parts[i:j] and caches the cacheable ones, if the
-// answer carries no warnings.
-func (a *API) runPieces(ctx context.Context, req Request, p *cachePlan, i, j int, parts []promql.Matrix) (annotations.Annotations, error) {
+// runPiece evaluates piece i of p alone, puts its answer in parts[i] and
+// the fingerprint of the series the store selected for it in fps[i], and
+// caches it if it may be cached and carries no warnings.
+func (a *API) runPiece(ctx context.Context, req Request, p *cachePlan, i int, parts []promql.Matrix, fps []fingerprint) (annotations.Annotations, error) {
+	pc := p.pieces[i]
 	epoch := a.cache.changes.Epoch() // before the evaluation reads anything
 	sub := req
-	sub.Start, sub.End = time.UnixMilli(p.pieces[i].start).UTC(), time.UnixMilli(p.pieces[j-1].end).UTC()
-	res, err := a.run(ctx, sub)
+	sub.Start, sub.End = time.UnixMilli(pc.start).UTC(), time.UnixMilli(pc.end).UTC()
+	rec := &recorder{}
+	res, err := a.run(ctx, sub, recordingQueryable{Queryable: a.queryable, rec: rec})
 	if err != nil {
 		res.Close()
 		return res.Warnings, err
@@ -176,13 +211,10 @@ func (a *API) runPieces(ctx context.Context, req Request, p *cachePlan, i, j int
 	if !ok {
 		return res.Warnings, engineError(fmt.Errorf("range query returned a %s", res.Value.Type()))
 	}
-	for k := i; k < j; k++ {
-		pc := p.pieces[k]
-		parts[k] = copyRange(mat, pc.start, pc.end)
-		if pc.cacheable && len(res.Warnings) == 0 {
-			a.cache.put(&cacheEntry{key: pc.key, start: pc.start, end: pc.end, dataMin: pc.dataMin, dataMax: pc.dataMax,
-				epoch: epoch, mat: parts[k]})
-		}
+	parts[i], fps[i] = copyRange(mat, pc.start, pc.end), rec.fingerprint()
+	if pc.cacheable && len(res.Warnings) == 0 {
+		a.cache.put(&cacheEntry{key: pc.key, start: pc.start, end: pc.end, dataMin: pc.dataMin, dataMax: pc.dataMax,
+			epoch: epoch, mat: parts[i], fp: fps[i]})
 	}
 	return res.Warnings, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/stats"
 )
@@ -96,11 +97,12 @@ func (a *API) exec(ctx context.Context, req Request) (*Result, error) {
 			return a.execCached(ctx, req, p)
 		}
 	}
-	return a.run(ctx, req)
+	return a.run(ctx, req, a.queryable)
 }
 
-// run evaluates req with the engine, limits and gate, without the cache.
-func (a *API) run(ctx context.Context, req Request) (*Result, error) {
+// run evaluates req over q (the store, or the cache's view of it) with
+// the engine, limits and gate, without the cache.
+func (a *API) run(ctx context.Context, req Request, qa storage.Queryable) (*Result, error) {
 	res := &Result{}
 	if s, ok := a.queryable.(rawDataStore); ok && req.RawData {
 		ctx = s.WithRawData(ctx)
@@ -109,9 +111,9 @@ func (a *API) run(ctx context.Context, req Request) (*Result, error) {
 	q := a.pushdown(req.Query)
 	var err error
 	if req.Step > 0 {
-		res.qry, err = a.engine.NewRangeQuery(ctx, a.queryable, opts, q, req.Start, req.End, req.Step)
+		res.qry, err = a.engine.NewRangeQuery(ctx, qa, opts, q, req.Start, req.End, req.Step)
 	} else {
-		res.qry, err = a.engine.NewInstantQuery(ctx, a.queryable, opts, q, req.End)
+		res.qry, err = a.engine.NewInstantQuery(ctx, qa, opts, q, req.End)
 	}
 	if err != nil {
 		return res, constructionError(ctx, err)
