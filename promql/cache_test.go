@@ -252,17 +252,17 @@ func TestCacheSeesLateData(t *testing.T) {
 	f.same(t, q, start, cacheNow, time.Hour)
 	require.Equal(t, []float64{h0 + 30, m0 + 2, s0 + 2}, []float64{hits(), misses(), stale()})
 
-	// Data of the past hour of today changes that hour (and the live
-	// one), and the hours whose [1d] range reaches back to it: all
-	// today's hours after it.
+	// Data of a past hour of today changes the hours whose [1d] range
+	// reaches it (10:00 and 11:00), and those whose range ends within the
+	// store's four hours of slack before it (from 06:00).
 	late(cacheDay.Add(10*time.Hour+30*time.Minute), 1)
 	f.same(t, q, start, cacheNow, time.Hour)
-	require.Equal(t, s0+2+2, stale(), "10:00 and 11:00 read 10:30")
+	require.Equal(t, s0+2+6, stale())
 
-	// Retention changes everything.
+	// A restore changes everything.
 	f.tracker.NoteAll()
 	f.same(t, q, start, cacheNow, time.Hour)
-	require.Equal(t, s0+4+32, stale())
+	require.Equal(t, s0+8+32, stale())
 }
 
 // TestCacheNeverCaches: @ and start()/end(), steps over a day and stats
@@ -369,4 +369,29 @@ func TestCacheSourceGoesQuiet(t *testing.T) {
 	f.same(t, `sum by (source) (increase(proxy_requests_total[1h]))`, short, cacheNow, time.Hour)
 	require.Equal(t, uncached, f.metric(t, "proxylens_query_result_cache_uncached_total"))
 	require.Greater(t, f.metric(t, "proxylens_query_result_cache_hits_total"), hits)
+}
+
+// TestCacheLevelsSeeOlderData: a raw proxy_* selector reads the running
+// sum of every increment before each step, so a late increment ten days
+// ago changes every later day of such a query; a rate() does not change.
+func TestCacheLevelsSeeOlderData(t *testing.T) {
+	f := newCacheFixture(t, 64<<20)
+	start := cacheNow.Add(-3 * 24 * time.Hour)
+	queries := []string{
+		`sum(proxy_requests_total)`,
+		`max_over_time(proxy_requests_total{source="alpha"}[1h])`,
+		`sum by (source) (rate(proxy_requests_total[5m]))`,
+	}
+	before := map[string]string{}
+	for _, q := range queries {
+		before[q] = f.same(t, q, start, cacheNow, 10*time.Minute)
+		f.same(t, q, start, cacheNow, 10*time.Minute)
+	}
+	require.NoError(t, f.store.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		return add(labels.FromStrings("__name__", "proxy_requests_total", "application", "web", "source", "alpha"), cacheDay.Add(-10*24*time.Hour).UnixMilli(), 1e6)
+	}))
+	for i, q := range queries {
+		after := f.same(t, q, start, cacheNow, 10*time.Minute)
+		require.Equal(t, i == 2, before[q] == after, q)
+	}
 }

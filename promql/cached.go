@@ -3,6 +3,7 @@ package promql
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -22,8 +23,9 @@ import (
 // Under event time any past hour can change (a late span), so a cached
 // piece is reused only while the ChangeTracker says that nothing in the
 // data it read (its selectors' ranges, offsets and lookback, from
-// promql.FindMinMaxTime) changed after the epoch taken before it was
-// evaluated. The pieces' matrices merge into exactly what one evaluation
+// promql.FindMinMaxTime, widened by the store's window; everything
+// before it when it reads counter levels) changed after the epoch taken
+// before it was evaluated. The pieces' matrices merge into exactly what one evaluation
 // returns: a range query's steps are evaluated independently.
 //
 // Never cached: queries with @ or start()/end() (their steps depend on
@@ -55,6 +57,40 @@ type cachePlan struct {
 	query  string // the expression as the parser prints it
 	step   int64  // ms
 	pieces []piece
+	levels bool // reads counter levels (see readsLevels)
+}
+
+// storeSlack widens the data range a piece reads: the series store
+// selects series, and reads them, by two-hour windows, so a write up to a
+// window before or after the range can change which series it returns.
+const storeSlack = 2 * 2 * hourMs
+
+// readsLevels reports whether expr reads a counter's level rather than
+// only its changes: a selector outside rate(), increase(), delta(),
+// irate() and idelta(). A proxy_* series is the running sum of its
+// increments, so its level at any time changes with a late increment
+// before it, however long before: such a piece reads all the data before
+// it.
+func readsLevels(expr parser.Expr) bool {
+	levels := false
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		if _, ok := n.(*parser.VectorSelector); !ok || levels {
+			return nil
+		}
+		if len(path) >= 2 {
+			if _, ok := path[len(path)-1].(*parser.MatrixSelector); ok {
+				if c, ok := path[len(path)-2].(*parser.Call); ok {
+					switch c.Func.Name {
+					case "rate", "increase", "delta", "irate", "idelta":
+						return nil
+					}
+				}
+			}
+		}
+		levels = true
+		return nil
+	})
+	return levels
 }
 
 // piece is one day or hour of a plan: the grid times from start to end (ms,
@@ -84,7 +120,7 @@ func (a *API) planCached(req Request) (*cachePlan, bool) {
 	step := req.Step.Milliseconds()
 	start, end := req.Start.UnixMilli(), req.End.UnixMilli()
 	now := a.now().UnixMilli()
-	p := &cachePlan{expr: expr, query: expr.String(), step: step}
+	p := &cachePlan{expr: expr, query: expr.String(), step: step, levels: readsLevels(expr)}
 	key := cacheKey{query: p.query, stepMs: step, phaseMs: mod(start, step), lookbackMs: lookback.Milliseconds(), raw: req.RawData}
 	for d := floorDiv(start, dayMs); d <= floorDiv(end, dayMs); d++ {
 		width := int64(dayMs)
@@ -101,8 +137,12 @@ func (a *API) planCached(req Request) (*cachePlan, bool) {
 			dmin, dmax := promql.FindMinMaxTime(&parser.EvalStmt{Expr: expr, Start: time.UnixMilli(ps), End: time.UnixMilli(pe),
 				Interval: req.Step, LookbackDelta: lookback})
 			key.from, key.width = from, width
-			p.pieces = append(p.pieces, piece{key: key, start: ps, end: pe, dataMin: dmin, dataMax: dmax,
-				cacheable: from+width <= now && dmax <= now})
+			pc := piece{key: key, start: ps, end: pe, dataMin: dmin - storeSlack, dataMax: dmax + storeSlack,
+				cacheable: from+width <= now && dmax <= now}
+			if p.levels {
+				pc.dataMin = math.MinInt64
+			}
+			p.pieces = append(p.pieces, pc)
 		}
 	}
 	return p, len(p.pieces) > 0
