@@ -253,16 +253,16 @@ func TestCacheSeesLateData(t *testing.T) {
 	require.Equal(t, []float64{h0 + 30, m0 + 2, s0 + 2}, []float64{hits(), misses(), stale()})
 
 	// Data of a past hour of today changes the hours whose [1d] range
-	// reaches it (10:00 and 11:00), and those whose range ends within the
-	// store's four hours of slack before it (from 06:00).
+	// reaches it, 10:00 and 11:00 (09:00 reads up to the end of the
+	// store's window 08:00–10:00, not into the next).
 	late(cacheDay.Add(10*time.Hour+30*time.Minute), 1)
 	f.same(t, q, start, cacheNow, time.Hour)
-	require.Equal(t, s0+2+6, stale())
+	require.Equal(t, s0+2+2, stale())
 
 	// A restore changes everything.
 	f.tracker.NoteAll()
 	f.same(t, q, start, cacheNow, time.Hour)
-	require.Equal(t, s0+8+32, stale())
+	require.Equal(t, s0+4+32, stale())
 }
 
 // TestCacheNeverCaches: @ and start()/end(), steps over a day and stats

@@ -60,10 +60,11 @@ type cachePlan struct {
 	levels bool // reads counter levels (see readsLevels)
 }
 
-// storeSlack widens the data range a piece reads: the series store
-// selects series, and reads them, by two-hour windows, so a write up to a
-// window before or after the range can change which series it returns.
-const storeSlack = 2 * 2 * hourMs
+// storeWindow widens the data range a piece reads: the series store
+// selects series, and reads them, by two-hour windows aligned to the
+// epoch, so a write in the window of the range's end, or up to a window
+// before the window of its start, can change which series it returns.
+const storeWindow = 2 * hourMs
 
 // readsLevels reports whether expr reads a counter's level rather than
 // only its changes: a selector outside rate(), increase(), delta(),
@@ -137,7 +138,7 @@ func (a *API) planCached(req Request) (*cachePlan, bool) {
 			dmin, dmax := promql.FindMinMaxTime(&parser.EvalStmt{Expr: expr, Start: time.UnixMilli(ps), End: time.UnixMilli(pe),
 				Interval: req.Step, LookbackDelta: lookback})
 			key.from, key.width = from, width
-			pc := piece{key: key, start: ps, end: pe, dataMin: dmin - storeSlack, dataMax: dmax + storeSlack,
+			pc := piece{key: key, start: ps, end: pe, dataMin: dmin - 2*storeWindow, dataMax: floorDiv(dmax, storeWindow)*storeWindow + storeWindow - 1,
 				cacheable: from+width <= now && dmax <= now}
 			if p.levels {
 				pc.dataMin = math.MinInt64
