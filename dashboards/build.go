@@ -43,6 +43,10 @@ type panel struct {
 	// query's column).
 	thresholds []float64
 	targets    []target
+	// matrix, for a table, lays its one query's instant values out as a
+	// grid: rows by the first label, columns by the second, each cell
+	// coloured by its value (a heatmap).
+	matrix *[2]string
 }
 
 // A dashboard is one Grafana dashboard.
@@ -161,6 +165,13 @@ func (d dashboard) json() ([]byte, error) {
 				map[string]any{"id": "merge", "options": map[string]any{}},
 				map[string]any{"id": "organize", "options": map[string]any{"excludeByName": map[string]any{"Time": true}}},
 			}
+			if p.matrix != nil {
+				jp["transformations"] = []any{map[string]any{"id": "groupingToMatrix", "options": map[string]any{
+					"rowField": p.matrix[0], "columnField": p.matrix[1], "valueField": "Value", "emptyValue": "null",
+				}}}
+				custom["cellOptions"] = map[string]any{"type": "color-background", "mode": "gradient"}
+				defaults["color"] = map[string]any{"mode": "continuous-GrYlRd"}
+			}
 		default:
 			return nil, fmt.Errorf("dashboard %s: panel %q: unknown type %q", d.uid, p.title, p.kind)
 		}
@@ -168,7 +179,7 @@ func (d dashboard) json() ([]byte, error) {
 			defaults["custom"] = custom
 		}
 		overrides := []any{}
-		if p.kind == "table" {
+		if p.kind == "table" && p.matrix == nil {
 			// Name each query's column after its legend (Grafana calls
 			// them "Value #A", "Value #B", …, or "Value" if there is one).
 			for j, t := range p.targets {
@@ -222,6 +233,17 @@ func (d dashboard) json() ([]byte, error) {
 		"options": []any{},
 	}}
 	for _, v := range d.variables {
+		if v == "tz" {
+			// One time zone at a time, UTC unless the config adds one.
+			q := "label_values(proxy_peak_source_requests_total, tz)"
+			vars = append(vars, map[string]any{
+				"name": "tz", "label": "Time zone", "type": "query", "datasource": datasourceRef,
+				"definition": q, "query": q, "refresh": 2, "multi": false, "includeAll": false,
+				"current": map[string]any{"selected": true, "text": "UTC", "value": "UTC"},
+				"sort":    1, "regex": "", "hide": 0, "options": []any{},
+			})
+			continue
+		}
 		metric := cmp.Or(d.valuesFrom, "proxy_requests_total")
 		q := "label_values(" + metric + ", " + v + ")"
 		if v == "application" && contains(d.variables, "source") {

@@ -118,11 +118,25 @@ func usage() dashboard {
 	}
 }
 
-// drop is a source's success rate over the past 7 days minus the one over
-// the last hour: positive when the source does worse than usual. The
-// alert ProxySourceDegrading uses the same expression.
-func drop() string {
-	return "(\n" + successRate("source", "7d") + "\n)\n-\n(\n" + successRate("source", "1h") + "\n)"
+// degraded selects metric (with extra matchers) for the sources degraded
+// now and not retired, one series per source and signal.
+func degraded(metric, extra string) string {
+	m := []string{mSource}
+	if extra != "" {
+		m = append(m, extra)
+	}
+	return "max by (source, signal) (\n  " + sel(metric, m...) +
+		"\n  and on (source, signal) (proxy_source_degraded == 1)\n  unless on (source) proxy_source_retired\n)"
+}
+
+// peak sums an hour-of-week counter's increase over the time range by
+// weekday and hour, in the time zone of the tz variable.
+func peak(metric, entity, extra string) string {
+	m := []string{entity, `tz="$tz"`}
+	if extra != "" {
+		m = append(m, extra)
+	}
+	return "sum by (weekday, hour) (increase(" + sel(metric, m...) + "[$__range]))"
 }
 
 func latency(q, by, window string) string {
@@ -137,8 +151,8 @@ func latency(q, by, window string) string {
 func sources() dashboard {
 	return dashboard{
 		file: "source-performance.json", uid: "proxylens-sources", title: "Source performance",
-		desc:      "Success rate, latency and errors per proxy source, and which sources are degrading against their own past week.",
-		variables: []string{"source", "application"},
+		desc:      "Success rate, latency and errors per proxy source, the sources degraded against their own baseline or silent, and the busiest hours of the week.",
+		variables: []string{"source", "application", "tz"},
 		timeFrom:  "now-24h",
 		panels: []panel{
 			{kind: "row", title: "Success rate"},
@@ -171,20 +185,39 @@ func sources() dashboard {
 				targets: []target{{expr: "sum by (status_code) (rate(" + requests(`status_code=~"[45].."`) + "[$__rate_interval]))", legend: "{{status_code}}"}}},
 			{kind: "table", title: "Failures by source and error type over the time range", unit: "short", w: 24, h: 9,
 				targets: []target{{expr: "sort_desc(sum by (source, error_type) (increase(" + requests(mFailure) + "[$__range])))", legend: "Failures", instant: true}}},
-			{kind: "row", title: "Degrading sources"},
-			{kind: "timeseries", title: "Success-rate drop against the past 7 days", unit: "percentunit", w: 24, h: 9, thresholds: []float64{0.05},
-				desc: "Success rate over the past 7 days minus the success rate over the last hour, per source, in percentage points. " +
-					"A source is degrading above the dashed line (5 points), the threshold of the ProxySourceDegrading alert; the curve shows since when.",
-				targets: []target{{expr: drop(), legend: "{{source}}"}}},
-			{kind: "table", title: "Degrading sources", w: 24, h: 10, unit: "percentunit", thresholds: []float64{0.05},
-				desc: "Sources sorted by success-rate drop. Degraded for: time since the drop was last at or below 5 points, " +
-					"looking back over the time range at a 15-minute resolution: 0 for a healthy source, empty for one degraded over the whole range.",
+			{kind: "row", title: "Degraded and silent sources"},
+			{kind: "table", title: "Degraded sources", w: 24, h: 8,
+				desc: "Sources the detector judges degraded now, on their success rate or their p95 latency, against their own baseline " +
+					"(docs/insights.md#degraded-sources). Now and Baseline are the signal's value: a success ratio, or a p95 in seconds. " +
+					"Retired sources are left out. The alert ProxySourceDegraded reads the same series.",
 				targets: []target{
-					{expr: "sort_desc(\n" + drop() + "\n)", legend: "Drop", instant: true},
-					{expr: successRate("source", "1h"), legend: "Success rate, last hour", instant: true},
-					{expr: successRate("source", "7d"), legend: "Success rate, 7 days", instant: true},
-					{expr: "time() - max_over_time(timestamp(\n(\n" + drop() + "\n) <= 0.05\n)[$__range:15m])", legend: "Degraded for", instant: true, unit: "s"},
+					{expr: "1000 * " + degraded("proxy_source_degraded_onset_timestamp_seconds", ""), legend: "Degraded since", instant: true, unit: "dateTimeAsIso"},
+					{expr: "time() - " + degraded("proxy_source_degraded_onset_timestamp_seconds", ""), legend: "For", instant: true, unit: "s"},
+					{expr: degraded("proxy_source_signal", `window="current"`), legend: "Now", instant: true},
+					{expr: degraded("proxy_source_signal", `window="baseline"`), legend: "Baseline", instant: true},
 				}},
+			{kind: "timeseries", title: "Degradations over the time range", unit: "short", w: 12, h: 8, min: f(0), max: f(1), interval: "1m",
+				desc:    "1 wherever the detector judged a source degraded on a signal.",
+				targets: []target{{expr: "max by (source, signal) (max_over_time(" + sel("proxy_source_degraded", mSource) + "[$__interval])) == 1", legend: "{{source}} {{signal}}"}}},
+			{kind: "timeseries", title: "proxylens running", unit: "short", w: 12, h: 8, min: f(0), max: f(1), interval: "1m",
+				desc: "1 while proxylens ran, 0 where it did not (proxylens_up is written every flush interval while it runs): " +
+					"a gap in traffic where this is 1 was no traffic, not missing data.",
+				targets: []target{{expr: "max(max_over_time(proxylens_up[$__interval])) or vector(0)", legend: "proxylens up"}}},
+			{kind: "table", title: "Silent sources", unit: "short", w: 24, h: 8,
+				desc: "Sources with traffic in the past 7 days and none in the last hour, retired ones left out: " +
+					"check proxylens running above before blaming the source.",
+				targets: []target{{expr: "sort_desc(\n  sum by (source) (increase(" + requests() + "[7d]))\n  unless on (source) (sum by (source) (increase(" + requests() + "[1h])) > 0)\n  unless on (source) proxy_source_retired\n)", legend: "Requests in the past 7 days", instant: true}}},
+			{kind: "row", title: "Peak hours"},
+			{kind: "table", title: "Requests by hour of the week ($tz), selected sources", w: 24, h: 9, unit: "short", matrix: &[2]string{"weekday", "hour"},
+				desc:    "Requests per hour of the day (columns) and day of the week (rows) over the time range, from the hour-of-week counters.",
+				targets: []target{{expr: peak("proxy_peak_source_requests_total", mSource, ""), instant: true}}},
+			{kind: "table", title: "Success rate by hour of the week ($tz)", w: 24, h: 9, unit: "percentunit", matrix: &[2]string{"weekday", "hour"},
+				targets: []target{{expr: peak("proxy_peak_source_requests_total", mSource, mSuccess) + "\n/\n" + peak("proxy_peak_source_requests_total", mSource, ""), instant: true}}},
+			{kind: "table", title: "Mean latency by hour of the week ($tz)", w: 24, h: 9, unit: "s", matrix: &[2]string{"weekday", "hour"},
+				desc:    "Mean duration of the selected sources' requests; the p95 of the same hours is on the latency panels above.",
+				targets: []target{{expr: peak("proxy_peak_source_duration_seconds_total", mSource, "") + "\n/\n" + peak("proxy_peak_source_requests_total", mSource, ""), instant: true}}},
+			{kind: "table", title: "Requests by hour of the week ($tz), selected applications", w: 24, h: 9, unit: "short", matrix: &[2]string{"weekday", "hour"},
+				targets: []target{{expr: peak("proxy_peak_application_requests_total", mApplication, ""), instant: true}}},
 		},
 	}
 }
@@ -222,6 +255,12 @@ func health() dashboard {
 				targets: []target{q("proxylens_sampling_probability", "keep probability")}},
 			{kind: "timeseries", title: "Measured span rate (drives the sampler)", unit: "short", w: 12, h: 8,
 				targets: []target{q("proxylens_ingest_rate_per_minute", "spans per minute")}},
+			{kind: "timeseries", title: "proxylens running", unit: "short", w: 12, h: 8, min: f(0), max: f(1), interval: "1m",
+				desc:    "1 while proxylens ran, 0 where it did not: proxylens_up is written every flush interval while it runs.",
+				targets: []target{q("max(max_over_time(proxylens_up[$__interval])) or vector(0)", "proxylens up")}},
+			{kind: "timeseries", title: "Degraded sources", unit: "short", w: 12, h: 8,
+				desc:    "Source and signal pairs the degradation detector judges degraded (see the Source performance dashboard).",
+				targets: []target{q("sum(proxy_source_degraded == 1) or vector(0)", "degraded")}},
 			{kind: "row", title: "Storage"},
 			{kind: "timeseries", title: "Storage size", unit: "bytes", w: 12, h: 8,
 				targets: []target{

@@ -65,6 +65,7 @@ type jsonPanel struct {
 var exampleValues = strings.NewReplacer(
 	"$source", "(brightdata|oxylabs)",
 	"$application", ".*",
+	"$tz", "UTC",
 	"$__rate_interval", "1m",
 	"$__range_s", "86400",
 	"$__range", "1d",
@@ -96,6 +97,9 @@ func TestDashboards(t *testing.T) {
 			case "datasource":
 				require.Equal(t, "datasource", v.Type, name)
 				require.Equal(t, "prometheus", v.Query, name)
+			case "tz":
+				require.Equal(t, "query", v.Type, name)
+				require.False(t, v.Multi, "%s: one time zone at a time", name)
 			case "source", "application":
 				require.Equal(t, "query", v.Type, name)
 				require.True(t, v.Multi && v.IncludeAll, "%s: $%s multi and include all", name, v.Name)
@@ -121,7 +125,7 @@ func TestDashboards(t *testing.T) {
 				for _, tg := range pn.Targets {
 					require.Equal(t, pn.Datasource, tg.Datasource, where)
 					require.NotEmpty(t, tg.RefID, where)
-					for _, v := range []string{"source", "application"} {
+					for _, v := range []string{"source", "application", "tz"} {
 						if strings.Contains(tg.Expr, "$"+v) {
 							require.True(t, vars[v], "%s uses $%s, not a variable of the dashboard", where, v)
 						}
@@ -151,17 +155,31 @@ func TestAlertRules(t *testing.T) {
 			require.NotEmpty(t, r.Alert, "only alerting rules: %s", r.Expr)
 			require.NotEmpty(t, r.Annotations["summary"], r.Alert)
 			alerts[r.Alert] = true
-			if r.Alert == "ProxySourceDegrading" {
-				require.Positive(t, r.For, "ProxySourceDegrading needs a for:")
-				require.Contains(t, r.Expr, "[7d]")
-				require.Contains(t, r.Expr, "[1h]")
+			switch r.Alert {
+			case "ProxySourceDegraded":
+				require.Contains(t, r.Expr, "proxy_source_degraded")
+				require.Contains(t, r.Annotations["description"], "proxy_source_signal", "how bad: current against baseline")
+				require.Contains(t, r.Annotations["description"], "proxy_source_degraded_onset_timestamp_seconds", "since when")
+			case "ProxyCostSpike":
+				require.Contains(t, r.Expr, "offset 1w")
+			case "ProxySourceOverBudget":
+				require.Contains(t, r.Expr, "proxy_cost_budget")
 			}
 		}
 	}
-	for _, name := range []string{"ProxySourceDegrading", "ProxylensSpansRefused", "ProxylensCommitFailures",
-		"ProxylensFlushFailures", "ProxylensNoFlushes", "ProxylensSeriesOverflow", "ProxylensStorageGrowing"} {
+	for _, name := range []string{"ProxySourceDegraded", "ProxySourceFailing", "ProxyCostSpike", "ProxySourceOverBudget",
+		"ProxylensSpansRefused", "ProxylensCommitFailures", "ProxylensFlushFailures", "ProxylensNoFlushes",
+		"ProxylensSeriesOverflow", "ProxylensStorageGrowing", "ProxylensRuleEvaluationFailures", "ProxylensNotificationsFailing"} {
 		require.True(t, alerts[name], "alert %s missing", name)
 	}
+	require.False(t, alerts["ProxySourceDegrading"], "replaced by ProxySourceDegraded")
+}
+
+// TestRulesFileEmbedded: the binary carries the committed rule file.
+func TestRulesFileEmbedded(t *testing.T) {
+	b, err := os.ReadFile("alerts/proxylens.rules.yml")
+	require.NoError(t, err)
+	require.Equal(t, string(b), string(RulesFile))
 }
 
 // TestProvisioning: the data source is proxylens, with the uid the

@@ -42,6 +42,12 @@ const (
 	// SubscriptionPeriodMetric is the gauge of a subscription period's
 	// length in seconds, with the labels of SubscriptionCostMetric.
 	SubscriptionPeriodMetric = "proxy_subscription_period_seconds"
+	// BudgetMetric is the gauge of a source's budget per budget period
+	// (CostModel.BudgetPeriod): labels source, currency and period.
+	BudgetMetric = "proxy_cost_budget"
+	// BudgetPeriodMetric is the gauge of a budget period's length in
+	// seconds, with the labels of BudgetMetric.
+	BudgetPeriodMetric = "proxy_cost_budget_period_seconds"
 )
 
 // Values of the component label of CostMetric.
@@ -98,6 +104,20 @@ type CostModel struct {
 	// days), year (365 days) or a Prometheus duration such as 720h or 30d.
 	// A duration is stored in Prometheus' canonical form (720h → 30d).
 	Period string `yaml:"period,omitempty" json:"period,omitempty"`
+	// Budget, when set, is what the source may cost, all spend counted,
+	// per BudgetPeriod, in the model's currency: written as the gauge
+	// proxy_cost_budget, which the shipped rule ProxySourceOverBudget
+	// compares the spend with. Nil means no budget.
+	Budget *float64 `yaml:"budget,omitempty" json:"budget,omitempty"`
+}
+
+// BudgetPeriod is the period of Budget: the model's billing period, or a
+// month (30 days) when it has none.
+func (m CostModel) BudgetPeriod() string {
+	if m.Period == "" {
+		return "month"
+	}
+	return m.Period
 }
 
 // PeriodSeconds returns the length of the model's billing period in
@@ -148,7 +168,7 @@ func (m CostModel) clone() CostModel {
 		v := *p
 		return &v
 	}
-	m.PerRequest, m.PerGB, m.Subscription = dup(m.PerRequest), dup(m.PerGB), dup(m.Subscription)
+	m.PerRequest, m.PerGB, m.Subscription, m.Budget = dup(m.PerRequest), dup(m.PerGB), dup(m.Subscription), dup(m.Budget)
 	if m.Until != nil {
 		u := *m.Until
 		m.Until = &u
@@ -212,6 +232,9 @@ func ValidateCostModels(models []CostModel) error {
 			if p != nil && (math.IsNaN(*p) || math.IsInf(*p, 0) || *p < 0) {
 				fail(i, priceFields[j], "must be a finite number ≥ 0, got %v", *p)
 			}
+		}
+		if b := m.Budget; b != nil && (math.IsNaN(*b) || math.IsInf(*b, 0) || *b < 0) {
+			fail(i, "budget", "must be a finite number ≥ 0, got %v", *b)
 		}
 		uses, known := modelPrices[m.Model]
 		switch {

@@ -73,6 +73,8 @@ func Metadata() map[string]metadata.Metadata {
 	out[AllocatedCostMetric] = metadata.Metadata{Type: model.MetricTypeCounter, Help: "All spend, usage and subscriptions, allocated to applications, in the cost model's currency, by event time."}
 	out[SubscriptionCostMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Price of a source's subscription per billing period."}
 	out[SubscriptionPeriodMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Length of a source's subscription billing period.", Unit: "seconds"}
+	out[BudgetMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "A source's budget, all spend counted, per budget period."}
+	out[BudgetPeriodMetric] = metadata.Metadata{Type: model.MetricTypeGauge, Help: "Length of a source's budget period.", Unit: "seconds"}
 	return out
 }
 

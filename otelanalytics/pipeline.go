@@ -55,6 +55,13 @@ type PipelineConfig struct {
 	// (internal/changes.Tracker). The series a cut writes are told by the
 	// store.
 	Changes interface{ Note(minMs, maxMs int64) }
+	// PeakZones are the time zones the hour-of-week counters are written
+	// in (see PeakZones; nil: none are written).
+	PeakZones []*time.Location
+	// AfterCut, if set, is called with every cut once it is written, on
+	// the flush goroutine, with the time the cut was taken: the
+	// degradation detector follows the aggregates through it.
+	AfterCut func(c *Cut, now time.Time)
 }
 
 // Pipeline takes batches of mapped records, commits them durably, and keeps
@@ -330,7 +337,7 @@ func (p *Pipeline) Flush() error {
 
 	start := time.Now()
 	// Ingest goes on while the cut is written, at a lower priority.
-	sc := &storeCut{c: c, dict: p.dict, book: book, seq: p.maxSeq.Load()}
+	sc := &storeCut{c: c, dict: p.dict, book: book, seq: p.maxSeq.Load(), zones: p.cfg.PeakZones}
 	if book != nil {
 		sc.usage = c.usage()
 		sc.alloc = p.agg.ledger.plan(sc.usage, p.dict, book, p.cfg.CostAllocation, now)
@@ -345,6 +352,9 @@ func (p *Pipeline) Flush() error {
 	p.unwritten = false
 	if sc.alloc != nil {
 		p.agg.ledger.commit(sc.alloc)
+	}
+	if p.cfg.AfterCut != nil {
+		p.cfg.AfterCut(c, now)
 	}
 	p.m.flushSeconds.UpdateDuration(start)
 	p.m.flushes.Inc()

@@ -112,7 +112,9 @@ func (b *CostBook) Models() []CostModel {
 // {source, currency, period}: SubscriptionCostMetric, the price of one
 // period, and SubscriptionPeriodMetric, the period's length in seconds.
 // PromQL amortises a subscription over a range as price ÷ period seconds ×
-// range seconds. Sources come in sorted order.
+// range seconds. A model with a budget adds BudgetMetric and
+// BudgetPeriodMetric, labelled with its BudgetPeriod. Sources come in
+// sorted order.
 func (b *CostBook) SubscriptionSamples(tMs int64, fn func(ls labels.Labels, v float64) error) error {
 	if b == nil {
 		return nil
@@ -120,17 +122,29 @@ func (b *CostBook) SubscriptionSamples(tMs int64, fn func(ls labels.Labels, v fl
 	sb := labels.NewScratchBuilder(4)
 	for _, src := range b.sources {
 		m := b.Lookup(src, tMs)
-		if m == nil || m.Subscription == nil {
+		if m == nil {
 			continue
 		}
-		for _, s := range [...]struct {
-			name string
-			v    float64
-		}{{SubscriptionCostMetric, *m.Subscription}, {SubscriptionPeriodMetric, m.PeriodSeconds()}} {
+		type gauge struct {
+			name, period string
+			v            float64
+		}
+		var gauges [4]gauge
+		n := 0
+		if m.Subscription != nil {
+			gauges[n], gauges[n+1] = gauge{SubscriptionCostMetric, m.Period, *m.Subscription}, gauge{SubscriptionPeriodMetric, m.Period, m.PeriodSeconds()}
+			n += 2
+		}
+		if m.Budget != nil {
+			_, secs, _ := parsePeriod(m.BudgetPeriod())
+			gauges[n], gauges[n+1] = gauge{BudgetMetric, m.BudgetPeriod(), *m.Budget}, gauge{BudgetPeriodMetric, m.BudgetPeriod(), secs}
+			n += 2
+		}
+		for _, s := range gauges[:n] {
 			sb.Reset()
 			sb.Add(model.MetricNameLabel, s.name)
 			sb.Add("currency", m.Currency)
-			sb.Add("period", m.Period)
+			sb.Add("period", s.period)
 			sb.Add("source", src)
 			if err := fn(sb.Labels(), s.v); err != nil {
 				return err

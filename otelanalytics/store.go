@@ -2,6 +2,7 @@ package otelanalytics
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -78,6 +79,8 @@ type storeCut struct {
 	dict *Dict
 	book *CostBook // nil: no cost series
 	seq  uint64
+	// zones are the time zones of the hour-of-week counters (nil: none).
+	zones []*time.Location
 
 	usage map[costKey]*costUsage // what the cut used, priced; nil: not worked out yet
 	alloc *allocPlan             // the fixed costs it writes; nil: none
@@ -121,6 +124,9 @@ func (s *storeCut) Records(entry []byte, dict func(id uint32, s string) error, r
 func (s *storeCut) Write(totals func(key, value []byte) error, increment, sample func(ls labels.Labels, t int64, v float64) error) error {
 	if err := s.c.Increments(s.dict, increment); err != nil {
 		return fmt.Errorf("cut increments: %w", err)
+	}
+	if err := s.c.peakHours(s.dict, s.zones, increment); err != nil {
+		return fmt.Errorf("cut hour-of-week counters: %w", err)
 	}
 	if err := s.price(increment, sample); err != nil {
 		return fmt.Errorf("cut costs: %w", err)

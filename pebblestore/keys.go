@@ -40,6 +40,7 @@ var (
 	keyRetention  = []byte("mretention")  // the retention policy, JSON
 	keyCosts      = []byte("mcosts")      // the cost models, JSON (the admin API's shape)
 	keySampling   = []byte("msampling")   // the sampling settings the admin API set, JSON (the server's shape)
+	keyRetired    = []byte("mretired")    // the retired sources, JSON (the admin API's shape)
 	// keyAuditHead holds the hash of the newest audit entry: removing the
 	// newest entries breaks the chain too.
 	keyAuditHead = []byte("maudithead")

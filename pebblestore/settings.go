@@ -8,7 +8,7 @@ import (
 )
 
 // The settings the admin API changes and the store keeps as the caller
-// encoded them: the cost models and the sampling thresholds. (The
+// encoded them: the cost models, the sampling thresholds and the retired sources. (The
 // retention policy, which the store itself applies, is in retention.go.)
 
 // CostModels returns the stored cost models as the caller stored them
@@ -31,6 +31,16 @@ func (d *DB) Sampling() ([]byte, error) { return d.setting(keySampling) }
 // same synced batch, as SetCostModels does.
 func (d *DB) SetSampling(v []byte, e AuditEntry) error {
 	return d.setSetting(keySampling, v, e, "sampling.update", "sampling")
+}
+
+// RetiredSources returns the retired sources as the caller stored them
+// (nil if never set).
+func (d *DB) RetiredSources() ([]byte, error) { return d.setting(keyRetired) }
+
+// SetRetiredSources stores the retired sources and audits the change in
+// the same synced batch, as SetCostModels does.
+func (d *DB) SetRetiredSources(v []byte, e AuditEntry) error {
+	return d.setSetting(keyRetired, v, e, "sources.retire", "sources")
 }
 
 func (d *DB) setting(key []byte) ([]byte, error) {

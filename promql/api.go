@@ -37,6 +37,7 @@ type API struct {
 	now       func() time.Time
 	audit     func(context.Context, Access)
 	cache     *resultCache // nil: range queries are not cached
+	rules     RulesAPI
 }
 
 // Options are an API's collaborators. Metadata and Logger may be nil.
@@ -58,6 +59,17 @@ type Options struct {
 	// by day from a result cache (see cached.go); without it, nothing is
 	// cached.
 	Changes ChangeTracker
+	// Rules, if set, answers /api/v1/rules and /api/v1/alerts (a ruler);
+	// without it both answer empty lists.
+	Rules RulesAPI
+}
+
+// RulesAPI answers /api/v1/rules and /api/v1/alerts: the data of
+// Prometheus' answer, which the API wraps in its envelope. An error is
+// the request's fault (bad_data).
+type RulesAPI interface {
+	Rules(r *http.Request) (any, error)
+	Alerts(r *http.Request) (any, error)
 }
 
 // Access is one answered data request, for the audit log.
@@ -96,7 +108,7 @@ func New(cfg Config, q storage.Queryable, opts Options) *API {
 		Parser:                   p,
 	})
 	a := &API{cfg: cfg, queryable: q, engine: engine, parser: p, metadata: opts.Metadata,
-		build: withGoBuildInfo(opts.BuildInfo), log: log, now: now, audit: opts.Audit}
+		build: withGoBuildInfo(opts.BuildInfo), log: log, now: now, audit: opts.Audit, rules: opts.Rules}
 	if cfg.ResultCache.MaxBytes > 0 && opts.Changes != nil {
 		a.cache = newResultCache(cfg.ResultCache.MaxBytes, opts.Changes, opts.Registerer)
 	}
@@ -141,11 +153,26 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/label/{name}/values", a.audited("label_values", a.wrap(a.labelValues)))
 	mux.HandleFunc("GET /api/v1/metadata", a.audited("metadata", a.wrap(a.metadataHandler)))
 	mux.HandleFunc("GET /api/v1/status/buildinfo", a.wrap(a.buildInfo))
-	// Grafana asks for rules and alerts when it starts; there are none.
-	mux.HandleFunc("GET /api/v1/rules", a.wrap(func(*http.Request) result {
+	// Grafana asks for rules and alerts when it starts.
+	rules, alerts := func(*http.Request) result {
 		return result{data: map[string]any{"groups": []any{}}}
-	}))
-	mux.HandleFunc("GET /api/v1/alerts", a.wrap(func(*http.Request) result {
+	}, func(*http.Request) result {
 		return result{data: map[string]any{"alerts": []any{}}}
-	}))
+	}
+	if a.rules != nil {
+		rules, alerts = ruleHandler(a.rules.Rules), ruleHandler(a.rules.Alerts)
+	}
+	mux.HandleFunc("GET /api/v1/rules", a.wrap(rules))
+	mux.HandleFunc("GET /api/v1/alerts", a.wrap(alerts))
+}
+
+// ruleHandler answers with f's data, or its error as bad_data.
+func ruleHandler(f func(*http.Request) (any, error)) func(*http.Request) result {
+	return func(r *http.Request) result {
+		data, err := f(r)
+		if err != nil {
+			return result{err: badData("%w", err)}
+		}
+		return result{data: data}
+	}
 }

@@ -29,6 +29,9 @@ type Request struct {
 	// noCache evaluates a range query without the result cache (an HTTP
 	// query asking for stats, which come from one evaluation).
 	noCache bool
+	// Unaudited leaves the query out of the audit hook: rule
+	// evaluations, which run every evaluation interval.
+	Unaudited bool
 }
 
 // Result is a query's answer. Close it once done with Value: the engine
@@ -65,7 +68,7 @@ func (r *Result) Close() {
 func (a *API) Exec(ctx context.Context, req Request) (*Result, error) {
 	start := time.Now()
 	res, err := a.exec(ctx, req)
-	if a.audit != nil {
+	if a.audit != nil && !req.Unaudited {
 		acc := Access{Action: "query", Query: req.Query, Start: req.End.UTC().Format(time.RFC3339Nano), Took: time.Since(start)}
 		if req.Step > 0 {
 			acc.Action, acc.Start = "query_range", req.Start.UTC().Format(time.RFC3339Nano)

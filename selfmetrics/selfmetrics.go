@@ -151,7 +151,20 @@ func unitOf(name string) string {
 // the traffic: counters and gauges as they are, histograms as classic
 // _bucket, _sum and _count series.
 func (r *Registry) AppendTo(app storage.Appender, t int64) error {
-	mfs, err := r.Gather()
+	return AppendGathered(app, r, t)
+}
+
+// Gatherer is what AppendGathered reads: prometheus.Gatherer.
+type Gatherer interface {
+	Gather() ([]*dto.MetricFamily, error)
+}
+
+// AppendGathered appends one sample at t (Unix ms) of every counter,
+// gauge and classic histogram g gathers, as AppendTo does for a Registry
+// (summaries are left out): the rule engine's and the notifier's
+// prometheus_* metrics reach the series store this way.
+func AppendGathered(app storage.Appender, g Gatherer, t int64) error {
+	mfs, err := g.Gather()
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
@@ -62,4 +63,27 @@ func (r *recorder) Append(_ storage.SeriesRef, ls labels.Labels, t int64, v floa
 	}
 	r.got = append(r.got, fmt.Sprintf("%s %v", ls, v))
 	return 0, nil
+}
+
+// TestAppendGathered: a client_golang registry's counters, gauges and
+// histograms (classic buckets, also when native ones are on) are appended;
+// summaries are not.
+func TestAppendGathered(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prometheus_rule_evaluation_failures_total"}, []string{"rule_group"})
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d_seconds", Buckets: []float64{1}, NativeHistogramBucketFactor: 1.1})
+	s := prometheus.NewSummary(prometheus.SummaryOpts{Name: "s_seconds"})
+	reg.MustRegister(c, h, s)
+	c.WithLabelValues("a;g").Add(3)
+	h.Observe(0.5)
+	s.Observe(1)
+	var app recorder
+	require.NoError(t, AppendGathered(&app, reg, 1000))
+	require.ElementsMatch(t, []string{
+		`{__name__="prometheus_rule_evaluation_failures_total", rule_group="a;g"} 3`,
+		`{__name__="d_seconds_bucket", le="1.0"} 1`,
+		`{__name__="d_seconds_bucket", le="+Inf"} 1`,
+		`{__name__="d_seconds_sum"} 0.5`,
+		`{__name__="d_seconds_count"} 1`,
+	}, app.got)
 }

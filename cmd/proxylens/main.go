@@ -19,6 +19,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// The time zone database, so that peak_hours.tz works on hosts
+	// without one (a static binary in a scratch container).
+	_ "time/tzdata"
 )
 
 func main() {

@@ -60,6 +60,9 @@ func (s *Server) newAdminHandler(token *[sha256.Size]byte) *adminHandler {
 	h.mux.HandleFunc("GET /api/v1/admin/audit/verify", h.verifyAudit)
 	h.mux.HandleFunc("GET /api/v1/audit", h.getAudit)
 	h.mux.HandleFunc("POST /api/v1/admin/retention/enforce", h.enforce)
+	h.mux.HandleFunc("GET /api/v1/admin/sources/retired", h.getRetired)
+	h.mux.HandleFunc("PUT /api/v1/admin/sources/retired/{source}", h.putRetired)
+	h.mux.HandleFunc("DELETE /api/v1/admin/sources/retired/{source}", h.deleteRetired)
 	return h
 }
 

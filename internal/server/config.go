@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxylens/proxylens/internal/backup"
+	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -73,6 +75,20 @@ type Config struct {
 	Auth AuthConfig `yaml:"auth"`
 	// TLS, when set, serves every listener over TLS (1.2 or later).
 	TLS TLSConfig `yaml:"tls"`
+	// Degradation tunes the detection of degraded sources.
+	Degradation otelanalytics.DegradationConfig `yaml:"degradation"`
+	// PeakHours configures the hour-of-week counters.
+	PeakHours PeakHoursConfig `yaml:"peak_hours"`
+	// Rules are the top-level rule_files, alerting, evaluation_interval
+	// and shipped_rules keys, as Prometheus has them (docs/alerting.md).
+	Rules ruler.Config `yaml:",inline"`
+}
+
+// PeakHoursConfig is the peak_hours section of the config file.
+type PeakHoursConfig struct {
+	// TZ is an IANA time zone (e.g. Europe/Berlin) in which the
+	// hour-of-week counters are written too, beside UTC. Empty: UTC only.
+	TZ string `yaml:"tz"`
 }
 
 // ReceiverConfig is the receiver section of the config file.
@@ -128,6 +144,8 @@ func DefaultConfig() Config {
 		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour},
 		Query:       promql.DefaultConfig(),
 		Backup:      backup.DefaultConfig(),
+		Degradation: otelanalytics.DefaultDegradationConfig(),
+		Rules:       ruler.DefaultConfig(),
 	}
 }
 
@@ -142,6 +160,7 @@ func LoadFile(path string) (Config, error) {
 	if err := Parse(b, &cfg); err != nil {
 		return cfg, fmt.Errorf("config file %s: %w", path, err)
 	}
+	cfg.Rules.SetDirectory(filepath.Dir(path)) // rule files are relative to the config file, as in Prometheus
 	return cfg, nil
 }
 
@@ -313,7 +332,12 @@ func (c *Config) Validate() error {
 	if c.Receiver.MaxInflightRecords < 1 {
 		add("receiver.max_inflight_records: must be at least 1, got %d", c.Receiver.MaxInflightRecords)
 	}
-	for _, v := range []interface{ Validate() error }{c.Mapping, c.Sampling, c.Aggregation, c.Query} {
+	if c.PeakHours.TZ != "" {
+		if _, err := time.LoadLocation(c.PeakHours.TZ); err != nil {
+			add("peak_hours.tz: %q is not an IANA time zone such as Europe/Berlin", c.PeakHours.TZ)
+		}
+	}
+	for _, v := range []interface{ Validate() error }{c.Mapping, c.Sampling, c.Aggregation, c.Query, c.Degradation} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}
@@ -363,6 +387,9 @@ func (c *Config) Validate() error {
 		if _, err := readAdminToken(c.AdminTokenFile); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.Rules.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Storage.OutOfOrderWindow < 0 {
 		add("storage.out_of_order_window: must not be negative, got %q", c.Storage.OutOfOrderWindow.String())

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/discovery"
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/internal/backup"
@@ -71,6 +72,18 @@ func TestGoodConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate())
 
+	require.Equal(t, []string{"testdata/rules/*.good.yml"}, cfg.Rules.RuleFiles, "relative to the config file")
+	require.Equal(t, 30*time.Second, cfg.Rules.EvaluationInterval)
+	require.False(t, cfg.Rules.ShippedRules)
+	require.Len(t, cfg.Rules.Alerting.AlertmanagerConfigs, 1)
+	am := cfg.Rules.Alerting.AlertmanagerConfigs[0]
+	require.Equal(t, "5s", am.Timeout.String())
+	require.Equal(t, "http", am.Scheme, "Prometheus' default")
+	require.Equal(t, "v2", string(am.APIVersion))
+	require.Equal(t, "alertmanager:9093", string(am.ServiceDiscoveryConfigs[0].(discovery.StaticConfig)[0].Targets[0]["__address__"]))
+	require.Len(t, cfg.Rules.Alerting.AlertRelabelConfigs, 1)
+	require.Equal(t, "drop", string(cfg.Rules.Alerting.AlertRelabelConfigs[0].Action))
+
 	require.Equal(t, Config{
 		DataDir:             "/var/lib/proxylens",
 		OTLPGRPCAddr:        "0.0.0.0:4317",
@@ -104,6 +117,7 @@ func TestGoodConfig(t *testing.T) {
 		}},
 		CostAllocation: "bytes",
 		TLS:            TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
+		Rules:          cfg.Rules, // checked above
 		Auth: AuthConfig{
 			Users:            []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
 			Tokens:           []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
@@ -114,6 +128,9 @@ func TestGoodConfig(t *testing.T) {
 		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
 			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20}},
+		Degradation: otelanalytics.DegradationConfig{Window: 10 * time.Minute, Baseline: 336 * time.Hour, MinRequests: 100,
+			MinSuccessDrop: 0.1, MinLatencyRatio: 2, Significance: 1e-5, MinDuration: 2 * time.Minute, MaxSources: 200},
+		PeakHours: PeakHoursConfig{TZ: "Europe/Berlin"},
 	}, cfg)
 
 	// good.yaml exercises every key: each field differs from its default,
@@ -234,6 +251,17 @@ var badConfigs = map[string][]string{
 		`costs[0].per_gb: not used by model "per_request"`,
 	},
 	"storage_cache_size.bad.yaml": {"storage.cache_size: must be at least 1048576 (1 MiB), got 1000"},
+	"degradation.bad.yaml": {
+		`degradation.window: must be from 1m to 30m, got "30s"`,
+		`degradation.baseline: must be whole hours from 1h to 720h, got "1h30m0s"`,
+		"degradation.min_requests: must be at least 1, got 0",
+		"degradation.min_success_drop: must be between 0 and 1, got 1",
+		"degradation.min_latency_ratio: must be more than 1, got 0.5",
+		"degradation.significance: must be between 0 and 0.5, got 0.5",
+		`degradation.min_duration: must be from 0 to the window (30s), got "-1s"`,
+		"degradation.max_sources: must be at least 1, got 0",
+	},
+	"peak_hours_tz.bad.yaml": {`peak_hours.tz: "Mars/Olympus_Mons" is not an IANA time zone such as Europe/Berlin`},
 	"query_limits.bad.yaml": {
 		`query.timeout: must not be negative, got "-1s"`,
 		"query.max_samples: must not be negative, got -5",
@@ -245,6 +273,14 @@ var badConfigs = map[string][]string{
 	},
 
 	// Every problem of a file is reported at once.
+	// rules
+	"rule_file_broken.bad.yaml": {
+		`rule_files: testdata/rules/broken.rules.yml: 8:15: group "proxy", rule 2, "Broken": could not parse expression: 1:52: parse error: unclosed left parenthesis`,
+	},
+	"evaluation_interval.bad.yaml":    {`evaluation_interval: must be at least 1s, got "500ms"`},
+	"alerting_unknown_key.bad.yaml":   {"line 4: alerting.alertmanagers[0].static_config: unknown key"},
+	"alerting_target_scheme.bad.yaml": {`alerting: "http://alertmanager:9093" is not a valid hostname`},
+
 	"several_problems.bad.yaml": {
 		"data_dir: must not be empty",
 		`otlp_grpc_addr: "localhost" is not a host:port address with a port from 0 to 65535`,

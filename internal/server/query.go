@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/model/metadata"
 
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // metadata lists the families the series store holds, for
@@ -54,6 +55,12 @@ func (s *Server) appendSelfMetrics(ctx context.Context, now time.Time) error {
 	ts := now.UnixMilli()
 	app := s.store.Series().Appender(ctx)
 	err := s.self.AppendTo(app, ts)
+	if err == nil && s.ruleReg != nil {
+		err = selfmetrics.AppendGathered(app, s.ruleReg, ts)
+	}
+	if err == nil {
+		err = s.appendSourceState(app, ts)
+	}
 	if err == nil {
 		err = s.costs.Book().AppendSubscriptions(ts, func(ls labels.Labels, t int64, v float64) error {
 			_, err := app.Append(0, ls, t, v)

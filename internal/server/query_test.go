@@ -29,7 +29,7 @@ import (
 )
 
 // queryClient is client_golang's Prometheus API client for s.
-func queryClient(t *testing.T, s *Server) v1.API {
+func queryClient(t testing.TB, s *Server) v1.API {
 	c, err := api.NewClient(api.Config{Address: "http://" + s.HTTPAddr().String()})
 	require.NoError(t, err)
 	return v1.NewAPI(c)

@@ -35,6 +35,7 @@ import (
 
 	"github.com/proxylens/proxylens/internal/changes"
 	"github.com/proxylens/proxylens/internal/export"
+	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
@@ -74,10 +75,15 @@ type Server struct {
 	series   *receiver.SeriesWriter
 	changes  *changes.Tracker // what the series store and ingest changed, for the query result cache
 	meters   *sdkmetric.MeterProvider
+	ruler    *ruler.Ruler
+	ruleReg  *prometheus.Registry // the rule engine's and notifier's metrics: on /metrics and in the store
 	httpSrv  *http.Server
 	httpLn   net.Listener
 
 	costs         otelanalytics.Costs
+	detector      *otelanalytics.Detector
+	retired       retired    // the retired sources; replaced whole under retiredMu
+	retiredMu     sync.Mutex // one change of the retired sources at a time
 	tls           *tls.Config
 	backupMu      sync.Mutex
 	exports       *export.Jobs
@@ -157,6 +163,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := s.loadRetired(); err != nil {
+		return err
+	}
+	var extraZones []string
+	if s.cfg.PeakHours.TZ != "" {
+		extraZones = append(extraZones, s.cfg.PeakHours.TZ)
+	}
+	zones, err := otelanalytics.PeakZones(extraZones)
+	if err != nil {
+		return fmt.Errorf("peak_hours.tz: %w", err)
+	}
+	s.detector = otelanalytics.NewDetector(s.cfg.Degradation, s.cfg.FlushInterval, s.self)
+	s.detector.SetRetired(s.retired.lookup)
 	s.sampler = otelanalytics.NewSampler(sampling)
 	s.pipeline = otelanalytics.NewPipeline(otelanalytics.PipelineConfig{
 		FlushInterval:      s.cfg.FlushInterval,
@@ -164,6 +183,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Costs:              &s.costs,
 		CostAllocation:     s.cfg.CostAllocation,
 		Changes:            s.changes,
+		PeakZones:          zones,
+		AfterCut:           s.judgeSources,
 	}, s.dict, s.sampler, s.agg, s.store, nextSeq, s.self, s.log, s.opts.Now)
 	if err := s.pipeline.Start(ctx); err != nil {
 		return err
@@ -186,6 +207,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startMetricsPush(ctx); err != nil {
 		return err
 	}
+	s.newRuler()
 	s.api = promql.New(s.cfg.Query, s.store.Series(), promql.Options{
 		Metadata:   s.metadata,
 		BuildInfo:  promql.BuildInfo{Version: Version},
@@ -194,6 +216,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Now:        s.opts.Now,
 		Audit:      s.auditAccess,
 		Changes:    s.changes,
+		Rules:      s.ruler,
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
 		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
@@ -217,11 +240,18 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.loadCosts(); err != nil {
 		return err
 	}
+	if err := s.seedDetector(ctx); err != nil {
+		// The detector learns its baselines again from live traffic.
+		s.log.Warn("seed the degradation baselines from the store, starting them empty", "err", err)
+	}
 	s.bgDone.Go(func() { s.retentionLoop(bgCtx, s.cfg.Storage.RetentionInterval) })
 	if s.cfg.Backup.Interval > 0 {
 		s.bgDone.Go(func() { s.backupLoop(bgCtx) })
 	}
 	if err := s.startHTTP(ctx); err != nil {
+		return err
+	}
+	if err := s.ruler.Start(ctx); err != nil {
 		return err
 	}
 
@@ -291,7 +321,7 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	}
 	s.httpLn = ln
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.promReg, s.self}, promhttp.HandlerOpts{
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.promReg, s.ruleReg, s.self}, promhttp.HandlerOpts{
 		EnableOpenMetrics: true,
 		ErrorHandling:     promhttp.ContinueOnError,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -392,6 +422,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if s.stopBg != nil {
 		s.stopBg()
 		s.bgDone.Wait()
+	}
+	if s.ruler != nil {
+		if err := s.ruler.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if s.meters != nil {
 		if err := s.meters.Shutdown(ctx); err != nil {
