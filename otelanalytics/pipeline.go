@@ -11,6 +11,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/proxylens/proxylens/internal/changes"
 	"github.com/proxylens/proxylens/selfmetrics"
 )
 
@@ -48,6 +49,12 @@ type PipelineConfig struct {
 	// CostAllocation is what fixed costs are allocated to applications
 	// by: AllocateByRequests (the default) or AllocateByBytes.
 	CostAllocation string
+	// Changes, if set, is told the times of the increments each batch
+	// changes, once they are in the aggregates: a cache of query results
+	// learns from it that a late span changed a past day
+	// (internal/changes.Tracker). The series a cut writes are told by the
+	// store.
+	Changes interface{ Note(minMs, maxMs int64) }
 	// PeakZones are the time zones the hour-of-week counters are written
 	// in (see PeakZones; nil: none are written).
 	PeakZones []*time.Location
@@ -158,10 +165,11 @@ func NewPipeline(cfg PipelineConfig, dict *Dict, sampler *Sampler, agg *Aggregat
 }
 
 type scratch struct {
-	refs  []Refs
-	kept  []bool
-	dict  []DictEntry
-	entry []byte // the journal entry
+	refs    []Refs
+	kept    []bool
+	dict    []DictEntry
+	changed changes.Set // the hours the batch changed, for PipelineConfig.Changes
+	entry   []byte      // the journal entry
 }
 
 // Start starts the flush loop.
@@ -244,6 +252,9 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 	err := p.store.CommitBatch(sc.entry, func() {
 		p.agg.Apply(recs, refs)
 		p.committed.Add(1)
+		if p.cfg.Changes != nil {
+			p.noteChanges(&sc.changed, recs)
+		}
 	})
 	p.commitMu.RUnlock()
 	if err != nil {
@@ -263,6 +274,17 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 		}
 	}
 	return nil
+}
+
+// noteChanges tells the change tracker the hours of the increments recs
+// changed: each counts at the end of its flush interval.
+func (p *Pipeline) noteChanges(set *changes.Set, recs []Record) {
+	set.Reset()
+	const ms = int64(time.Millisecond)
+	for i := range recs {
+		set.Add(p.agg.IntervalEnd(recs[i].EndTime) / ms)
+	}
+	set.NoteTo(p.cfg.Changes)
 }
 
 func (p *Pipeline) admit(n int) error {

@@ -311,3 +311,32 @@ func TestShutdownWritesReplayedBatches(t *testing.T) {
 	n, _ := countRecords(t, st3)
 	require.Equal(t, 25, n)
 }
+
+// noteRecorder records the ranges a pipeline notes.
+type noteRecorder struct {
+	mu     sync.Mutex
+	ranges [][2]int64
+}
+
+func (n *noteRecorder) Note(minMs, maxMs int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ranges = append(n.ranges, [2]int64{minMs, maxMs})
+}
+
+// TestConsumeNotesChanges: each batch tells the change tracker the hours
+// of its increments' times, the ends of their flush intervals (1 s here),
+// after it is in the aggregates: a late span adds its own hour, not every
+// hour since.
+func TestConsumeNotesChanges(t *testing.T) {
+	rec := &noteRecorder{}
+	st := newStack(t, t.TempDir(), otelanalytics.PipelineConfig{FlushInterval: time.Hour, Changes: rec}, nil)
+	defer st.close(t)
+	recs := batch(50, 7)
+	recs[3].EndTime = now.Add(-48*time.Hour + 300*time.Millisecond).UnixNano() // a late span
+	recs[9].EndTime = now.Add(1500 * time.Millisecond).UnixNano()
+	require.NoError(t, st.p.Consume(context.Background(), recs))
+	hour := time.Hour.Milliseconds()
+	late, last := now.Add(-48*time.Hour).UnixMilli(), now.UnixMilli()
+	require.Equal(t, [][2]int64{{late, late + hour - 1}, {last - hour, last + hour - 1}}, rec.ranges, "the late span's hour, and the hours of the others")
+}

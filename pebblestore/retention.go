@@ -223,6 +223,7 @@ func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.T
 	// Reads stop at the cut-offs first, so that nothing older is
 	// answered while it is being deleted.
 	s.raiseFloor(e.RawBefore, e.HourlyBefore, e.DailyBefore)
+	defer s.noteBefore(max(e.RawBefore, e.HourlyBefore, e.DailyBefore)) // and once more when the deletions are done
 
 	b := d.db.NewBatch()
 	defer b.Close()

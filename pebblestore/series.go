@@ -39,6 +39,18 @@ type SeriesOptions struct {
 	// covers (the flush interval): a sample at t counts what happened in
 	// (t − interval, t]. Default 15s.
 	IncrementInterval time.Duration
+	// Changes, if set, is told the sample times of every committed append
+	// (samples, increments, a cut's series) once queries can read them,
+	// and the cut-off of every retention run: a cache of query results
+	// learns from it what went stale (internal/changes.Tracker).
+	Changes ChangeNoter
+}
+
+// ChangeNoter is told which sample times changed, after the change is
+// visible to queries.
+type ChangeNoter interface {
+	Note(minMs, maxMs int64) // samples in [minMs, maxMs] changed
+	NoteBefore(tMs int64)    // samples up to tMs may have changed
 }
 
 // SeriesStore is the time-series store in the database: series with their
@@ -52,6 +64,7 @@ type SeriesStore struct {
 	db       *pebble.DB
 	ooo      int64 // out-of-order window, ms
 	interval int64 // increment interval, ms
+	changes  ChangeNoter
 
 	mu       sync.RWMutex
 	byHash   map[uint64][]*memSeries
@@ -136,6 +149,7 @@ func openSeries(db *pebble.DB, opts SeriesOptions) (*SeriesStore, error) {
 		db:       db,
 		ooo:      opts.OutOfOrderWindow.Milliseconds(),
 		interval: opts.IncrementInterval.Milliseconds(),
+		changes:  opts.Changes,
 		byHash:   map[uint64][]*memSeries{},
 		byID:     map[uint64]*memSeries{},
 		postings: map[string]map[string][]uint64{},
@@ -203,6 +217,16 @@ func (s *SeriesStore) raiseFloor(raw, hourly, all int64) {
 				break
 			}
 		}
+	}
+	s.noteBefore(max(raw, hourly, all))
+}
+
+// noteBefore tells the change noter, if any, that anything up to t may
+// have changed: reads stop at the retention cut-offs, and what is older
+// is deleted. Nothing after the newest cut-off changes.
+func (s *SeriesStore) noteBefore(t int64) {
+	if s.changes != nil {
+		s.changes.NoteBefore(t)
 	}
 }
 

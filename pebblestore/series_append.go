@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/proxylens/proxylens/internal/changes"
 )
 
 // Appender implements storage.Appendable.
@@ -54,7 +56,8 @@ type appender struct {
 	pending map[uint64][]*memSeries // new series by label hash, id 0 until written
 	touched []*memSeries            // series whose head writer write appended to
 	done    bool
-	anyAge  bool // accept samples of any age (the store's own gauges, written per cut interval)
+	anyAge  bool        // accept samples of any age (the store's own gauges, written per cut interval)
+	changed changes.Set // the hours of the samples staged, for SeriesOptions.Changes
 }
 
 // staging is what an appender holds for one series.
@@ -139,6 +142,9 @@ func (a *appender) series(ls labels.Labels, kind SeriesKind) (*memSeries, error)
 }
 
 func (a *appender) add(ms *memSeries, smp sample) error {
+	if a.s.changes != nil {
+		a.changed.Add(smp.t)
+	}
 	st := a.staged[ms]
 	if st == nil {
 		a.s.commitMu.Lock()
@@ -266,6 +272,9 @@ func (s *SeriesStore) commit(a *appender, b *pebble.Batch, commitBatch func() er
 		return err
 	}
 	apply()
+	if s.changes != nil {
+		a.changed.NoteTo(s.changes)
+	}
 	return nil
 }
 

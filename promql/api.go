@@ -36,6 +36,7 @@ type API struct {
 	log       *slog.Logger
 	now       func() time.Time
 	audit     func(context.Context, Access)
+	cache     *resultCache // nil: range queries are not cached
 	rules     RulesAPI
 }
 
@@ -53,6 +54,11 @@ type Options struct {
 	// series, label and metadata lookup once it is answered, with the
 	// context of the request (which says who asked).
 	Audit func(ctx context.Context, a Access)
+	// Changes says which sample times changed since when. With it, and
+	// Config.ResultCache.MaxBytes above 0, range queries are answered day
+	// by day from a result cache (see cached.go); without it, nothing is
+	// cached.
+	Changes ChangeTracker
 	// Rules, if set, answers /api/v1/rules and /api/v1/alerts (a ruler);
 	// without it both answer empty lists.
 	Rules RulesAPI
@@ -101,8 +107,12 @@ func New(cfg Config, q storage.Queryable, opts Options) *API {
 		EnablePerStepStats:       true,
 		Parser:                   p,
 	})
-	return &API{cfg: cfg, queryable: q, engine: engine, parser: p, metadata: opts.Metadata,
+	a := &API{cfg: cfg, queryable: q, engine: engine, parser: p, metadata: opts.Metadata,
 		build: withGoBuildInfo(opts.BuildInfo), log: log, now: now, audit: opts.Audit, rules: opts.Rules}
+	if cfg.ResultCache.MaxBytes > 0 && opts.Changes != nil {
+		a.cache = newResultCache(cfg.ResultCache.MaxBytes, opts.Changes, opts.Registerer)
+	}
+	return a
 }
 
 // withGoBuildInfo fills the empty fields of bi from the binary's build

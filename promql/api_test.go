@@ -581,8 +581,10 @@ func TestMaxConcurrent(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	require.NoError(t, promql.DefaultConfig().Validate())
-	err := promql.Config{Timeout: -1, MaxSamples: -1, MaxConcurrent: -1, MaxPoints: -1, MaxQueryLength: -1, LookbackDelta: -1}.Validate()
-	for _, k := range []string{"query.timeout", "query.max_samples", "query.max_concurrent", "query.max_points_per_series", "query.max_query_length", "query.lookback_delta"} {
+	err := promql.Config{Timeout: -1, MaxSamples: -1, MaxConcurrent: -1, MaxPoints: -1, MaxQueryLength: -1, LookbackDelta: -1,
+		ResultCache: promql.ResultCacheConfig{MaxBytes: -1}}.Validate()
+	for _, k := range []string{"query.timeout", "query.max_samples", "query.max_concurrent", "query.max_points_per_series", "query.max_query_length", "query.lookback_delta",
+		"query.result_cache.max_bytes"} {
 		require.ErrorContains(t, err, k)
 	}
 }

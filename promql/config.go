@@ -7,7 +7,7 @@ import (
 )
 
 // Config sets the query limits. Zero fields take the defaults, Prometheus'
-// own.
+// own, except ResultCache.MaxBytes, where 0 disables the cache.
 type Config struct {
 	// Timeout is the longest a query may run. Default 2m; a request's
 	// timeout parameter can only shorten it.
@@ -25,11 +25,22 @@ type Config struct {
 	MaxQueryLength time.Duration `yaml:"max_query_length"`
 	// LookbackDelta is how far back an instant selector looks. Default 5m.
 	LookbackDelta time.Duration `yaml:"lookback_delta"`
+	// ResultCache caches range queries' answers day by day.
+	ResultCache ResultCacheConfig `yaml:"result_cache"`
+}
+
+// ResultCacheConfig configures the result cache of range queries.
+type ResultCacheConfig struct {
+	// MaxBytes bounds the estimated memory of the cached answers; the
+	// least recently used go first. 0 disables the cache. Default (from
+	// DefaultConfig) 268435456 (256 MiB).
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // DefaultConfig returns Prometheus' limits.
 func DefaultConfig() Config {
-	return Config{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, MaxConcurrent: 20, MaxPoints: 11000, LookbackDelta: 5 * time.Minute}
+	return Config{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, MaxConcurrent: 20, MaxPoints: 11000, LookbackDelta: 5 * time.Minute,
+		ResultCache: ResultCacheConfig{MaxBytes: 256 << 20}}
 }
 
 // Validate reports every problem of c at once.
@@ -52,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.LookbackDelta < 0 {
 		errs = append(errs, fmt.Errorf("query.lookback_delta: must not be negative, got %q", c.LookbackDelta.String()))
+	}
+	if c.ResultCache.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("query.result_cache.max_bytes: must not be negative, got %d", c.ResultCache.MaxBytes))
 	}
 	return errors.Join(errs...)
 }

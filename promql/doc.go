@@ -14,10 +14,16 @@
 // cheaper with the same result, and WithRawData(context.Context), for
 // max_source_resolution=raw.
 //
+// Range queries, HTTP or Exec, are answered day by day (today hour by
+// hour) from a bounded result cache when Options.Changes says which
+// sample times changed since when: cached.go splits, evaluates and
+// merges, cache.go holds the pieces (LRU by estimated bytes),
+// fingerprint.go records which series the store returned to each piece.
+//
 // The files: api.go (the API and its options), exec.go (the entry point
 // and the query handlers), lookups.go (series, labels, metadata and the
 // other endpoints), params.go, limits.go, errors.go, response.go and
-// json.go (the envelope and the result encoding).
+// json.go (the envelope and the result encoding), and the cache's three.
 //
 // All methods are safe for concurrent use.
 package promql

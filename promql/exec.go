@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/stats"
 )
@@ -25,6 +26,9 @@ type Request struct {
 	// RawData asks the store to answer from raw samples only, never from
 	// rollups (max_source_resolution=raw).
 	RawData bool
+	// noCache evaluates a range query without the result cache (an HTTP
+	// query asking for stats, which come from one evaluation).
+	noCache bool
 	// Unaudited leaves the query out of the audit hook: rule
 	// evaluations, which run every evaluation interval.
 	Unaudited bool
@@ -91,6 +95,18 @@ func (a *API) exec(ctx context.Context, req Request) (*Result, error) {
 	if aerr := a.preflight(req.Query, span, req.Step); aerr != nil {
 		return res, aerr
 	}
+	if a.cache != nil && req.Step > 0 && !req.Stats && !req.noCache {
+		if p, ok := a.planCached(req); ok {
+			return a.execCached(ctx, req, p)
+		}
+	}
+	return a.run(ctx, req, a.queryable)
+}
+
+// run evaluates req over q (the store, or the cache's view of it) with
+// the engine, limits and gate, without the cache.
+func (a *API) run(ctx context.Context, req Request, qa storage.Queryable) (*Result, error) {
+	res := &Result{}
 	if s, ok := a.queryable.(rawDataStore); ok && req.RawData {
 		ctx = s.WithRawData(ctx)
 	}
@@ -98,9 +114,9 @@ func (a *API) exec(ctx context.Context, req Request) (*Result, error) {
 	q := a.pushdown(req.Query)
 	var err error
 	if req.Step > 0 {
-		res.qry, err = a.engine.NewRangeQuery(ctx, a.queryable, opts, q, req.Start, req.End, req.Step)
+		res.qry, err = a.engine.NewRangeQuery(ctx, qa, opts, q, req.Start, req.End, req.Step)
 	} else {
-		res.qry, err = a.engine.NewInstantQuery(ctx, a.queryable, opts, q, req.End)
+		res.qry, err = a.engine.NewInstantQuery(ctx, qa, opts, q, req.End)
 	}
 	if err != nil {
 		return res, constructionError(ctx, err)
@@ -217,6 +233,7 @@ func (a *API) serveQuery(r *http.Request, req Request) result {
 	if aerr != nil {
 		return result{err: aerr}
 	}
+	req.noCache = r.Form.Get("stats") != ""
 	ctx, cancel, aerr := a.queryOptions(r, &req)
 	if aerr != nil {
 		return result{err: aerr}

@@ -127,7 +127,7 @@ func TestGoodConfig(t *testing.T) {
 			{Name: "git-lfs", Command: []string{"/usr/local/bin/push-backup", "--remote", "origin"}, Timeout: 5 * time.Minute},
 		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
-			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute},
+			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20}},
 		Degradation: otelanalytics.DegradationConfig{Window: 10 * time.Minute, Baseline: 336 * time.Hour, MinRequests: 100,
 			MinSuccessDrop: 0.1, MinLatencyRatio: 2, Significance: 1e-5, MinDuration: 2 * time.Minute, MaxSources: 200},
 		PeakHours: PeakHoursConfig{TZ: "Europe/Berlin"},
@@ -269,6 +269,7 @@ var badConfigs = map[string][]string{
 		"query.max_points_per_series: must not be negative, got -10",
 		`query.max_query_length: must not be negative, got "-1h0m0s"`,
 		`query.lookback_delta: must not be negative, got "-1m0s"`,
+		"query.result_cache.max_bytes: must not be negative, got -1",
 	},
 
 	// Every problem of a file is reported at once.

@@ -33,6 +33,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 
+	"github.com/proxylens/proxylens/internal/changes"
 	"github.com/proxylens/proxylens/internal/export"
 	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -72,6 +73,7 @@ type Server struct {
 	recv     *receiver.Receiver
 	api      *promql.API
 	series   *receiver.SeriesWriter
+	changes  *changes.Tracker // what the series store and ingest changed, for the query result cache
 	meters   *sdkmetric.MeterProvider
 	ruler    *ruler.Ruler
 	ruleReg  *prometheus.Registry // the rule engine's and notifier's metrics: on /metrics and in the store
@@ -135,12 +137,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.self = selfmetrics.New()
 	s.self.Gauge("proxylens_build_info{version=\""+Version+"\"}", "proxylens build information.", func() float64 { return 1 })
+	s.changes = changes.New()
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
 		CacheSize: s.cfg.Storage.CacheSize,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
+			Changes:           s.changes,
 		},
 	})
 	if err != nil {
@@ -181,6 +185,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
 		Costs:              &s.costs,
 		CostAllocation:     s.cfg.CostAllocation,
+		Changes:            s.changes,
 		PeakZones:          zones,
 		AfterCut:           s.judgeSources,
 	}, s.dict, s.sampler, s.agg, s.store, nextSeq, s.self, s.log, s.opts.Now)
@@ -213,6 +218,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Registerer: s.promReg,
 		Now:        s.opts.Now,
 		Audit:      s.auditAccess,
+		Changes:    s.changes,
 		Rules:      s.ruler,
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
