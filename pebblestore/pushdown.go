@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/common/model"
@@ -22,6 +23,15 @@ import (
 // engine applies rate() or increase() to them (see PushDown).
 const sumPushdownLabel = "__proxylens_sum__"
 
+// subqueryLabel names the matcher with which PushDown marks a selector
+// inside a subquery. The engine gives such a selector the subquery's step
+// but not its grid: a subquery evaluates at multiples of its step, while
+// the hints start from the outer query's start. The mark carries the
+// selector's own offset in milliseconds, from which Select places the
+// windows on the subquery's grid; or "raw" under an @ modifier, where
+// Select answers with the selector's true points only.
+const subqueryLabel = "__proxylens_subquery__"
+
 // maxPushdownPoints bounds the points a pushed-down sum holds (groups ×
 // window boundaries); beyond it the store answers series by series.
 const maxPushdownPoints = 20_000_000
@@ -35,7 +45,16 @@ const maxPushdownPoints = 20_000_000
 // the same (see sumSelect). It reports whether it changed expr.
 func (s *SeriesStore) PushDown(expr parser.Expr) bool {
 	changed := false
-	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok && inSubquery(path) && !slices.ContainsFunc(vs.LabelMatchers, isSubqueryMark) {
+			mark := strconv.FormatInt(vs.OriginalOffset.Milliseconds(), 10)
+			if vs.Timestamp != nil || vs.StartOrEnd != 0 || atInPath(path) {
+				mark = "raw"
+			}
+			vs.LabelMatchers = append(vs.LabelMatchers, labels.MustNewMatcher(labels.MatchEqual, subqueryLabel, mark))
+			changed = true
+			return nil
+		}
 		agg, ok := n.(*parser.AggregateExpr)
 		if !ok || agg.Op != parser.SUM {
 			return nil
@@ -62,6 +81,48 @@ func (s *SeriesStore) PushDown(expr parser.Expr) bool {
 	})
 	return changed
 }
+
+// inSubquery reports whether a node under path is evaluated by a
+// subquery.
+func inSubquery(path []parser.Node) bool {
+	return slices.ContainsFunc(path, func(n parser.Node) bool {
+		_, ok := n.(*parser.SubqueryExpr)
+		return ok
+	})
+}
+
+// atInPath reports whether a subquery of path has an @ modifier.
+func atInPath(path []parser.Node) bool {
+	return slices.ContainsFunc(path, func(n parser.Node) bool {
+		sq, ok := n.(*parser.SubqueryExpr)
+		return ok && (sq.Timestamp != nil || sq.StartOrEnd != 0)
+	})
+}
+
+func isSubqueryMark(m *labels.Matcher) bool { return m.Name == subqueryLabel }
+
+// subqueryGrid removes the subquery mark from ms. For a marked selector
+// it returns hints moved onto the subquery's grid (windows ending at
+// multiples of the step, less the selector's offset), or ok false where
+// they cannot be (an @ modifier): then only true points answer.
+func subqueryGrid(ms []*labels.Matcher, hints *storage.SelectHints) (rest []*labels.Matcher, moved *storage.SelectHints, sub, ok bool) {
+	i := slices.IndexFunc(ms, isSubqueryMark)
+	if i < 0 {
+		return ms, hints, false, true
+	}
+	rest = append(slices.Clone(ms[:i]), ms[i+1:]...)
+	offset, err := strconv.ParseInt(ms[i].Value, 10, 64)
+	if err != nil || hints == nil || hints.Step <= 0 {
+		return rest, hints, true, err == nil
+	}
+	h := *hints
+	first := h.Start + h.Range - 1 // the earliest window end the hints allow
+	end := first + mod(mod(-offset, h.Step)-first, h.Step)
+	h.Start = end - h.Range + 1
+	return rest, &h, true, true
+}
+
+func mod(a, b int64) int64 { return (a%b + b) % b }
 
 // sumMatcher is the mark that asks for the sum by (or without) the
 // grouping labels; splitPushdown reads it back.

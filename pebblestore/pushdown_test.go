@@ -217,3 +217,101 @@ func TestSumPushdownDeclines(t *testing.T) {
 	}
 	var _ storage.Queryable = s
 }
+
+// TestSubqueryWindows: a selector inside a subquery is evaluated on the
+// subquery's grid (multiples of its step, less the selector's offset),
+// which the engine's hints do not give; the store places its windows
+// there, so increase() inside a subquery is exact, with or without the
+// sum pushdown, at any outer time, as computed here from the increments.
+func TestSubqueryWindows(t *testing.T) {
+	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Series: pebblestore.SeriesOptions{IncrementInterval: 15 * time.Second}})
+	require.NoError(t, err)
+	defer db.Close()
+	s := db.Series()
+	const iv = int64(15000)
+	end := int64(1_800_000_000_000) / 3600000 * 3600000
+	start := end - 6*3600000
+	rnd := rand.New(rand.NewPCG(4, 2))
+	type inc struct {
+		t int64
+		v float64
+	}
+	var incs [3][]inc
+	require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+		for t := start + iv; t <= end; t += iv {
+			for i := range incs {
+				if rnd.IntN(4) == 0 {
+					continue
+				}
+				v := float64(1 + rnd.IntN(9))
+				incs[i] = append(incs[i], inc{t, v})
+				if err := add(labels.FromStrings("__name__", "x_total", "i", fmt.Sprint(i)), t, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}))
+	// sumIn is the increments of the series in (from, to].
+	sumIn := func(series []int, from, to int64) float64 {
+		var n float64
+		for _, i := range series {
+			for _, x := range incs[i] {
+				if x.t > from && x.t <= to {
+					n += x.v
+				}
+			}
+		}
+		return n
+	}
+	p := parser.NewParser(parser.Options{})
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute, Parser: p})
+	checked := 0
+	for _, tc := range []struct {
+		q              string
+		bySeries       bool
+		window, offset int64
+	}{
+		{`max_over_time(sum(increase(x_total[5m]))[1h:7m])`, false, 300000, 0},
+		{`max_over_time((sum by (i) (increase(x_total[10m] offset 3m)))[50m:4m])`, true, 600000, 180000},
+		{`max_over_time(sum(increase(x_total[5m]) * 1)[1h:7m])`, false, 300000, 0}, // no pushdown: series by series
+	} {
+		expr, err := p.ParseExpr(tc.q)
+		require.NoError(t, err)
+		require.True(t, s.PushDown(expr), "the selector is marked")
+		sub := unparenSubquery(t, p, tc.q)
+		step, rng := sub.Step.Milliseconds(), sub.Range.Milliseconds()
+		for _, at := range []int64{end - 1234, end - 3600000 - 77777, end - 2*3600000} {
+			got := runQuery(t, engine, s, context.Background(), expr.String(), 0, at, 0)
+			groups := [][]int{{0, 1, 2}}
+			if tc.bySeries {
+				groups = [][]int{{0}, {1}, {2}}
+			}
+			require.Len(t, got, len(groups), "%s at %d", tc.q, at)
+			for gi, g := range groups {
+				// The subquery evaluates at the multiples of its step in
+				// (at − range, at]: the maximum of the exact increases.
+				want := math.Inf(-1)
+				for e := (at - rng) / step * step; e <= at; e += step {
+					if e > at-rng {
+						want = math.Max(want, sumIn(g, e-tc.offset-tc.window, e-tc.offset))
+					}
+				}
+				require.InDelta(t, want, got[gi].Floats[0].F, want*1e-4, "%s at %d, group %v", tc.q, at, g)
+				checked++
+			}
+		}
+	}
+	require.Equal(t, 15, checked)
+}
+
+// unparenSubquery returns the subquery that is the argument of q's outer
+// function.
+func unparenSubquery(t *testing.T, p parser.Parser, q string) *parser.SubqueryExpr {
+	t.Helper()
+	e, err := p.ParseExpr(q)
+	require.NoError(t, err)
+	sq, ok := e.(*parser.Call).Args[0].(*parser.SubqueryExpr)
+	require.True(t, ok)
+	return sq
+}

@@ -98,10 +98,13 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	if hints != nil {
 		mint, maxt, limit = max(mint, hints.Start), min(maxt, hints.End), hints.Limit
 	}
+	ms, hints, _, onGrid := subqueryGrid(ms, hints)
 	if rest, without, grouping, ok := splitPushdown(ms); ok {
 		ms = rest
-		if set := q.sumSelect(ctx, hints, mint, maxt, without, grouping, ms); set != nil {
-			return set
+		if onGrid {
+			if set := q.sumSelect(ctx, hints, mint, maxt, without, grouping, ms); set != nil {
+				return set
+			}
 		}
 	}
 	series, ov := q.selectSeries(mint, maxt, ms)
@@ -111,8 +114,10 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 			ov = ov[:limit]
 		}
 	}
-	if set := q.pointSelect(ctx, hints, mint, maxt, series, ov); set != nil {
-		return set
+	if onGrid {
+		if set := q.pointSelect(ctx, hints, mint, maxt, series, ov); set != nil {
+			return set
+		}
 	}
 	set := &seriesSet{q: q, series: series, ov: ov, mint: mint, maxt: maxt, i: -1}
 	if hints != nil && hints.Range > 0 && hints.Step >= 0 && boundedFuncs[hints.Func] {
