@@ -122,6 +122,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err := d.loadAudit(); err != nil {
 		return nil, errors.Join(fmt.Errorf("load audit log: %w", err), pdb.Close())
 	}
+	if opts.Series.Now == nil {
+		opts.Series.Now = now
+	}
 	if d.series, err = openSeries(pdb, opts.Series); err != nil {
 		return nil, errors.Join(err, pdb.Close())
 	}

@@ -27,6 +27,9 @@ const (
 	prefixDays      = 'y' // y<id:8 BE><day:8>                      → base, total of the day (increment series)
 	prefixMetadata  = 'n' // n<family name>                         → type, help, unit
 	prefixAudit     = 'l' // l<time:8 BE ns><seq:8 BE>              → audit entry, JSON
+	// The series feed (feed.go), written only with SeriesOptions.Feed.
+	prefixFeed         = 'f' // f<seq:8 BE>                         → the samples of one series commit
+	prefixFeedConsumer = 'o' // o<len(name)><name>[<id:8 BE>]       → a consumer's position [its state of series id]
 
 	// Versions before 2026-11-29 also wrote postings, p<name><value><id>,
 	// which nothing reads; they stay until their series do.

@@ -44,6 +44,12 @@ type SeriesOptions struct {
 	// and the cut-off of every retention run: a cache of query results
 	// learns from it what went stale (internal/changes.Tracker).
 	Changes ChangeNoter
+	// Feed makes every commit also write the samples it committed to the
+	// series feed (feed.go), for remote write out. Off (the default), a
+	// feed left from a run with it on is deleted at open.
+	Feed bool
+	// Now stamps feed entries with their commit time; default time.Now.
+	Now func() time.Time
 }
 
 // ChangeNoter is told which sample times changed, after the change is
@@ -65,6 +71,9 @@ type SeriesStore struct {
 	ooo      int64 // out-of-order window, ms
 	interval int64 // increment interval, ms
 	changes  ChangeNoter
+	now      func() time.Time
+	feedOn   bool
+	feed     feedState // guarded by commitMu
 
 	mu       sync.RWMutex
 	byHash   map[uint64][]*memSeries
@@ -145,11 +154,16 @@ func openSeries(db *pebble.DB, opts SeriesOptions) (*SeriesStore, error) {
 	if opts.IncrementInterval <= 0 {
 		opts.IncrementInterval = 15 * time.Second
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	s := &SeriesStore{
 		db:       db,
 		ooo:      opts.OutOfOrderWindow.Milliseconds(),
 		interval: opts.IncrementInterval.Milliseconds(),
 		changes:  opts.Changes,
+		now:      opts.Now,
+		feedOn:   opts.Feed,
 		byHash:   map[uint64][]*memSeries{},
 		byID:     map[uint64]*memSeries{},
 		postings: map[string]map[string][]uint64{},
@@ -172,6 +186,9 @@ func openSeries(db *pebble.DB, opts SeriesOptions) (*SeriesStore, error) {
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("load series: %w", err)
+	}
+	if err := s.loadFeed(opts.Feed); err != nil {
+		return nil, fmt.Errorf("load series feed: %w", err)
 	}
 	if err := s.meta.load(db); err != nil {
 		return nil, fmt.Errorf("load metadata: %w", err)

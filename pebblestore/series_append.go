@@ -58,6 +58,7 @@ type appender struct {
 	done    bool
 	anyAge  bool        // accept samples of any age (the store's own gauges, written per cut interval)
 	changed changes.Set // the hours of the samples staged, for SeriesOptions.Changes
+	feed    *feedEntry  // the samples written, for the series feed (SeriesOptions.Feed)
 }
 
 // staging is what an appender holds for one series.
@@ -264,6 +265,10 @@ func (s *SeriesStore) commit(a *appender, b *pebble.Batch, commitBatch func() er
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	apply, err := a.writeLocked(b)
+	var feedApply func()
+	if err == nil {
+		feedApply, err = s.writeFeedLocked(b, a.feed)
+	}
 	if err == nil {
 		err = commitBatch()
 	}
@@ -272,6 +277,7 @@ func (s *SeriesStore) commit(a *appender, b *pebble.Batch, commitBatch func() er
 		return err
 	}
 	apply()
+	feedApply()
 	if s.changes != nil {
 		a.changed.NoteTo(s.changes)
 	}
@@ -339,6 +345,14 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 		}
 		slices.SortStableFunc(samples, func(x, y sample) int { return cmp.Compare(x.t, y.t) })
 		samples = a.s.dedupe(ms.kind, samples)
+		if a.s.feedOn {
+			if a.feed == nil {
+				a.feed = &feedEntry{}
+			}
+			if err := a.feed.add(ms.id, samples); err != nil {
+				return nil, err
+			}
+		}
 		u := headUpdate{ms: ms, window: ms.headWindow, head: ms.head, maxT: ms.maxT, last: ms.last, base: ms.headBase,
 			day: ms.headDay, dayB: ms.dayBase, minW: min(ms.minW.Load(), windowOf(samples[0].t)), merges: ms.merges}
 		// whole: the newest window's value is written whole, not appended
