@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -54,6 +55,8 @@ type FeedRead struct {
 	Series  []FeedSeries
 	Samples int          // samples in Series
 	Next    FeedPosition // the position after them
+	// First is the commit time of the first entry read from.
+	First time.Time
 	// Oldest is the commit time of the entry at Next, zero when Next is
 	// past the newest entry (nothing left to read).
 	Oldest time.Time
@@ -64,6 +67,7 @@ type feedState struct {
 	seq     uint64        // the newest entry, 0 before the first
 	samples uint64        // samples written through it
 	notify  chan struct{} // closed when an entry is committed
+	total   atomic.Uint64 // samples, for readers that do not lock
 }
 
 // feed entry value: uvarint commit time (Unix ms), uvarint samples before
@@ -111,6 +115,7 @@ func (s *SeriesStore) loadFeed(enabled bool) error {
 	}
 	// With every entry pruned, the consumers' positions say where the
 	// feed stood.
+	defer func() { s.feed.total.Store(s.feed.samples) }()
 	return scan(s.db, []byte{prefixFeedConsumer}, func(k, v []byte) error {
 		if name, id := splitConsumerKey(k); name != nil && id == nil {
 			pos, err := decodeFeedPosition(v)
@@ -190,6 +195,7 @@ func (s *SeriesStore) writeFeedLocked(b *pebble.Batch, e *feedEntry) (func(), er
 	}
 	return func() {
 		s.feed.seq, s.feed.samples = seq, s.feed.samples+e.n
+		s.feed.total.Store(s.feed.samples)
 		close(s.feed.notify)
 		s.feed.notify = make(chan struct{})
 	}, nil
@@ -202,6 +208,10 @@ func (s *SeriesStore) FeedHead() (FeedPosition, <-chan struct{}) {
 	defer s.commitMu.Unlock()
 	return FeedPosition{Seq: s.feed.seq + 1, Cum: s.feed.samples}, s.feed.notify
 }
+
+// FeedSamples returns how many samples the feed has held, through its
+// newest entry, without waiting for a commit in progress.
+func (s *SeriesStore) FeedSamples() uint64 { return s.feed.total.Load() }
 
 // FeedEnabled reports whether commits write the feed.
 func (s *SeriesStore) FeedEnabled() bool { return s.feedOn }
@@ -230,6 +240,9 @@ func (s *SeriesStore) ReadFeed(pos FeedPosition, max int) (FeedRead, error) {
 		h, err := decodeFeedHeader(v)
 		if err != nil {
 			return out, fmt.Errorf("feed entry %d: %w", seq, err)
+		}
+		if out.First.IsZero() {
+			out.First = time.UnixMilli(int64(h.time))
 		}
 		skip := uint64(0)
 		if seq == out.Next.Seq {

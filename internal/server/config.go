@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxylens/proxylens/internal/backup"
+	"github.com/proxylens/proxylens/internal/remotewrite"
 	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
@@ -82,6 +83,10 @@ type Config struct {
 	// Rules are the top-level rule_files, alerting, evaluation_interval
 	// and shipped_rules keys, as Prometheus has them (docs/alerting.md).
 	Rules ruler.Config `yaml:",inline"`
+	// RemoteWrite is the top-level remote_write, external_labels and
+	// remote_write_send: what is sent to Prometheus remote write
+	// receivers (docs/scaling.md).
+	RemoteWrite remotewrite.Config `yaml:",inline"`
 }
 
 // PeakHoursConfig is the peak_hours section of the config file.
@@ -146,6 +151,7 @@ func DefaultConfig() Config {
 		Backup:      backup.DefaultConfig(),
 		Degradation: otelanalytics.DefaultDegradationConfig(),
 		Rules:       ruler.DefaultConfig(),
+		RemoteWrite: remotewrite.DefaultConfig(),
 	}
 }
 
@@ -161,6 +167,7 @@ func LoadFile(path string) (Config, error) {
 		return cfg, fmt.Errorf("config file %s: %w", path, err)
 	}
 	cfg.Rules.SetDirectory(filepath.Dir(path)) // rule files are relative to the config file, as in Prometheus
+	cfg.RemoteWrite.SetDirectory(filepath.Dir(path))
 	return cfg, nil
 }
 
@@ -389,6 +396,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Rules.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.RemoteWrite.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Storage.OutOfOrderWindow < 0 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/discovery"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/internal/backup"
@@ -117,7 +118,8 @@ func TestGoodConfig(t *testing.T) {
 		}},
 		CostAllocation: "bytes",
 		TLS:            TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
-		Rules:          cfg.Rules, // checked above
+		Rules:          cfg.Rules,       // checked above
+		RemoteWrite:    cfg.RemoteWrite, // checked below
 		Auth: AuthConfig{
 			Users:            []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
 			Tokens:           []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
@@ -132,6 +134,30 @@ func TestGoodConfig(t *testing.T) {
 			MinSuccessDrop: 0.1, MinLatencyRatio: 2, Significance: 1e-5, MinDuration: 2 * time.Minute, MaxSources: 200},
 		PeakHours: PeakHoursConfig{TZ: "Europe/Berlin"},
 	}, cfg)
+
+	rw := cfg.RemoteWrite
+	require.Equal(t, `{proxylens_instance="eu-1"}`, rw.ExternalLabels.String())
+	require.Equal(t, "all", rw.Send)
+	require.Len(t, rw.RemoteWrite, 2)
+	mimir := rw.RemoteWrite[0]
+	require.Equal(t, "mimir", mimir.RemoteName())
+	require.Equal(t, "https://mimir.example.com/api/v1/push", mimir.URL.String())
+	require.Equal(t, "10s", mimir.RemoteTimeout.String())
+	require.Equal(t, map[string]string{"X-Scope-OrgID": "proxies"}, mimir.Headers)
+	require.Equal(t, "testdata/secrets/rw.token", mimir.HTTPClientConfig.Authorization.CredentialsFile, "relative to the config file")
+	require.Equal(t, "Bearer", mimir.HTTPClientConfig.Authorization.Type)
+	require.True(t, mimir.HTTPClientConfig.TLSConfig.InsecureSkipVerify)
+	require.Equal(t, "io.prometheus.write.v2.Request", string(mimir.ProtobufMessage))
+	q := mimir.QueueConfig
+	require.Equal(t, []any{20000, 5000, "2s", "100ms", "10s", true},
+		[]any{q.Capacity, q.MaxSamplesPerSend, q.BatchSendDeadline.String(), q.MinBackoff.String(), q.MaxBackoff.String(), q.RetryOnRateLimit})
+	require.Len(t, mimir.WriteRelabelConfigs, 1)
+	vm := rw.RemoteWrite[1]
+	require.Equal(t, "http://vm.example.com:8428/api/v1/write", vm.RemoteName(), "named by its URL")
+	require.Equal(t, "proxylens", vm.HTTPClientConfig.BasicAuth.Username)
+	require.Equal(t, "prometheus.WriteRequest", string(vm.ProtobufMessage), "Prometheus' default")
+	require.Equal(t, 10000, vm.QueueConfig.Capacity, "Prometheus' default")
+	require.False(t, vm.QueueConfig.RetryOnRateLimit, "Prometheus' default")
 
 	// good.yaml exercises every key: each field differs from its default,
 	// so a new key that is not added to good.yaml fails here.
@@ -151,7 +177,7 @@ func leafFields(got, def reflect.Value, prefix string) []leafField {
 	for i := range got.NumField() {
 		sf := got.Type().Field(i)
 		key := prefix + strings.Split(sf.Tag.Get("yaml"), ",")[0]
-		if sf.Type.Kind() == reflect.Struct && sf.Type != reflect.TypeFor[time.Duration]() {
+		if sf.Type.Kind() == reflect.Struct && sf.Type != reflect.TypeFor[time.Duration]() && sf.Type != reflect.TypeFor[labels.Labels]() {
 			out = append(out, leafFields(got.Field(i), def.Field(i), key+".")...)
 			continue
 		}
@@ -273,6 +299,23 @@ var badConfigs = map[string][]string{
 	},
 
 	// Every problem of a file is reported at once.
+	// remote write
+	"remote_write_url.bad.yaml": {
+		`remote_write[0]: url: scheme must be http or https, got "ftp://vm.example.com/api/v1/write"`,
+		"remote_write[1]: queue_config.capacity: must be at least max_samples_per_send (100), got 10",
+		`remote_write[3]: the same name (or, without one, URL) as remote_write[2]: "twice"`,
+		"remote_write[3]: sigv4: not supported by proxylens",
+	},
+	"remote_write_no_url.bad.yaml":      {"remote_write: url for remote_write is empty"},
+	"remote_write_unknown_key.bad.yaml": {"line 4: remote_write[0].queue_config.capacityy: unknown key"},
+	"remote_write_send.bad.yaml": {
+		`remote_write_send: must be proxy or all, got "everything"`,
+		`external_labels: "__replica__" is not a valid label name`,
+	},
+	"remote_write_protobuf.bad.yaml": {
+		"remote_write: invalid protobuf_message value: unknown type for remote write protobuf message prometheus.WriteRequestV3, supported: prometheus.WriteRequest, io.prometheus.write.v2.Request",
+	},
+
 	// rules
 	"rule_file_broken.bad.yaml": {
 		`rule_files: testdata/rules/broken.rules.yml: 8:15: group "proxy", rule 2, "Broken": could not parse expression: 1:52: parse error: unclosed left parenthesis`,

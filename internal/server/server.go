@@ -35,6 +35,7 @@ import (
 
 	"github.com/proxylens/proxylens/internal/changes"
 	"github.com/proxylens/proxylens/internal/export"
+	"github.com/proxylens/proxylens/internal/remotewrite"
 	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
@@ -76,6 +77,7 @@ type Server struct {
 	changes  *changes.Tracker // what the series store and ingest changed, for the query result cache
 	meters   *sdkmetric.MeterProvider
 	ruler    *ruler.Ruler
+	remote   *remotewrite.Manager // remote write out; nil without remote_write
 	ruleReg  *prometheus.Registry // the rule engine's and notifier's metrics: on /metrics and in the store
 	httpSrv  *http.Server
 	httpLn   net.Listener
@@ -145,6 +147,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
 			Changes:           s.changes,
+			Feed:              len(s.cfg.RemoteWrite.RemoteWrite) > 0,
 		},
 	})
 	if err != nil {
@@ -228,6 +231,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Logger:          s.log,
 		Now:             s.opts.Now,
 	})
+	if err := s.startRemoteWrite(ctx); err != nil {
+		return err
+	}
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	s.stopBg, s.retentionKick = stopBg, make(chan struct{}, 1)
 	s.bgDone.Go(func() { s.recordSelfMetrics(bgCtx) })
@@ -276,6 +282,22 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.ready.Store(true)
 	return nil
+}
+
+// startRemoteWrite starts sending the store's series to the remote_write
+// receivers, if any (docs/scaling.md#remote-write-out).
+func (s *Server) startRemoteWrite(ctx context.Context) error {
+	if len(s.cfg.RemoteWrite.RemoteWrite) == 0 {
+		return nil
+	}
+	m, err := remotewrite.New(s.cfg.RemoteWrite, s.store.Series(), remotewrite.Options{
+		Logger: s.log, Metrics: s.self, Now: s.opts.Now, UserAgent: "proxylens/" + Version,
+	})
+	if err != nil {
+		return err
+	}
+	s.remote = m
+	return m.Start(ctx)
 }
 
 func (s *Server) startMetricsPush(ctx context.Context) error {
@@ -425,6 +447,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if s.stopBg != nil {
 		s.stopBg()
 		s.bgDone.Wait()
+	}
+	if s.remote != nil {
+		if err := s.remote.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if s.ruler != nil {
 		if err := s.ruler.Shutdown(ctx); err != nil {
