@@ -315,8 +315,7 @@ func (s *SeriesStore) seriesByID(id uint64) *memSeries {
 	if ms != nil {
 		return ms
 	}
-	s.commitMu.Lock()
-	s.commitMu.Unlock() //nolint:staticcheck // an empty critical section: waits for the commit in progress
+	s.waitForCommit()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.byID[id]

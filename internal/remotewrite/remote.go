@@ -13,6 +13,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/prompb"
@@ -357,7 +358,7 @@ func (r *remote) outLabelsOf(fs pebblestore.FeedSeries) *outLabels {
 		return ol
 	}
 	ol := &outLabels{}
-	if r.m.cfg.Send != SendAll && !strings.HasPrefix(fs.Labels.Get(labels.MetricName), "proxy_") {
+	if r.m.cfg.Send != SendAll && !strings.HasPrefix(fs.Labels.Get(model.MetricNameLabel), "proxy_") {
 		ol.skip = true
 	} else {
 		lb := labels.NewBuilder(fs.Labels)
