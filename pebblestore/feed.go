@@ -72,8 +72,9 @@ type feedState struct {
 
 // feed entry value: uvarint commit time (Unix ms), uvarint samples before
 // the entry, uvarint samples in it, uvarint series count, then per series
-// uvarint id, uvarint length and a window value (appendWindow) of its
-// samples.
+// uvarint id, uvarint sample count, uvarint length and a window value
+// (appendWindow) of its samples. The count lets a read resume in the
+// middle of an entry without decoding the series before it.
 
 func feedKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixFeed}, seq)
@@ -170,6 +171,7 @@ func (e *feedEntry) add(id uint64, samples []sample) error {
 	}
 	win := appendWindow(nil, w.chunks)
 	e.body = binary.AppendUvarint(e.body, id)
+	e.body = binary.AppendUvarint(e.body, uint64(len(samples)))
 	e.body = binary.AppendUvarint(e.body, uint64(len(win)))
 	e.body = append(e.body, win...)
 	e.n += uint64(len(samples))
@@ -259,15 +261,23 @@ func (s *SeriesStore) ReadFeed(pos FeedPosition, max int) (FeedRead, error) {
 		read := uint64(0) // samples of this entry before the current series
 		for range h.series {
 			id := rd.Uvarint()
+			n := rd.Uvarint()
 			win := rd.LenBytes()
 			if rd.Err != nil {
 				return out, fmt.Errorf("feed entry %d: %w", seq, errCorrupt)
+			}
+			if read+n <= skip { // read before
+				read += n
+				continue
 			}
 			if chunks, err = decodeWindow(win, chunks[:0]); err != nil {
 				return out, fmt.Errorf("feed entry %d: %w", seq, err)
 			}
 			if smps, err = windowSamples(chunks, smps[:0]); err != nil {
 				return out, fmt.Errorf("feed entry %d: %w", seq, err)
+			}
+			if uint64(len(smps)) != n {
+				return out, fmt.Errorf("feed entry %d: series %d: %d samples, header says %d: %w", seq, id, len(smps), n, errCorrupt)
 			}
 			from, to := uint64(0), uint64(len(smps))
 			if skip > read {
