@@ -271,6 +271,16 @@ var badConfigs = map[string][]string{
 		`query.lookback_delta: must not be negative, got "-1m0s"`,
 		"query.result_cache.max_bytes: must not be negative, got -1",
 	},
+	"query_upstream.bad.yaml": {
+		`query.upstream.url: must be an http or https URL, got "ftp://vm:8428"`,
+		"query.upstream.headers: set Authorization with authorization or basic_auth, not as a header",
+		`query.upstream.timeout: must not be negative, got "-1s"`,
+		"query.upstream.max_response_bytes: must not be negative, got -5",
+		"query.upstream: at most one of basic_auth, oauth2 & authorization must be configured",
+	},
+	"query_upstream_unknown_key.bad.yaml": {
+		"line 4: query.upstream.bearer_tokn: unknown key",
+	},
 
 	// Every problem of a file is reported at once.
 	// rules
