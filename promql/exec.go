@@ -32,6 +32,10 @@ type Request struct {
 	// Unaudited leaves the query out of the audit hook: rule
 	// evaluations, which run every evaluation interval.
 	Unaudited bool
+	// Local evaluates the query over the local queryable even when an
+	// upstream answers the others: for what judges this instance's own
+	// traffic (the degradation detector's baselines).
+	Local bool
 }
 
 // Result is a query's answer. Close it once done with Value: the engine
@@ -95,7 +99,7 @@ func (a *API) exec(ctx context.Context, req Request) (*Result, error) {
 	if aerr := a.preflight(req.Query, span, req.Step); aerr != nil {
 		return res, aerr
 	}
-	if a.upstream != nil {
+	if a.upstream != nil && !req.Local {
 		return a.execUpstream(ctx, req)
 	}
 	if a.cache != nil && req.Step > 0 && !req.Stats && !req.noCache {

@@ -371,3 +371,20 @@ func TestUpstreamConfigValidate(t *testing.T) {
 	require.EqualError(t, err, "query.upstream.url: required")
 	require.NoError(t, promql.Config{Upstream: &promql.UpstreamConfig{URL: "https://mimir.example/prometheus"}}.Validate())
 }
+
+// TestExecLocal: Request.Local evaluates over the local store, never the
+// upstream; without it, Exec goes to the upstream.
+func TestExecLocal(t *testing.T) {
+	up := newFakeUpstream(t, answerJSON(200, `{"status":"success","data":{"resultType":"scalar","result":[1000,"7"]}}`))
+	_, a := startProxy(t, promql.Config{}, promql.UpstreamConfig{URL: up.URL}, promql.Options{})
+	res, err := a.Exec(context.Background(), promql.Request{Query: "vector(1)", End: time.Unix(1000, 0), Local: true})
+	require.NoError(t, err)
+	require.Equal(t, "{} => 1 @[1000000]", res.Value.String())
+	res.Close()
+	require.Zero(t, up.count())
+	res, err = a.Exec(context.Background(), promql.Request{Query: "vector(1)", End: time.Unix(1000, 0)})
+	require.NoError(t, err)
+	require.Equal(t, "scalar: 7 @[1000000]", res.Value.String())
+	res.Close()
+	require.Equal(t, 1, up.count())
+}
