@@ -1,7 +1,9 @@
 package promql_test
 
 import (
+	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -164,6 +166,13 @@ func TestUpstreamAnswersPassThrough(t *testing.T) {
 		switch r.Form.Get("query") {
 		case "heavy":
 			answerJSON(http.StatusUnprocessableEntity, errBody)(w, r)
+		case "gz":
+			require.Equal(t, "gzip", r.Header.Get("Accept-Encoding"))
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			_, _ = io.WriteString(zw, okBody)
+			_ = zw.Close()
 		case "html":
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(http.StatusBadGateway)
@@ -180,11 +189,21 @@ func TestUpstreamAnswersPassThrough(t *testing.T) {
 	require.Equal(t, "application/json", ct)
 	require.Equal(t, okBody, body)
 
+	code, _, body = rawDo(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"gz"}}, nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, okBody, body, "a gzip answer, decompressed")
+
+	small, _ := startProxy(t, promql.Config{}, promql.UpstreamConfig{URL: up.URL, MaxResponseBytes: int64(len(okBody) - 1)}, promql.Options{})
+	code, env, _ := do(t, http.MethodPost, small.URL+"/api/v1/query", url.Values{"query": {"gz"}})
+	require.Equal(t, http.StatusUnprocessableEntity, code)
+	require.Equal(t, "execution", env.ErrorType)
+	require.Contains(t, env.Error, fmt.Sprintf("answered more than query.upstream.max_response_bytes (%d bytes)", len(okBody)-1))
+
 	code, _, body = rawDo(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"heavy"}}, nil)
 	require.Equal(t, http.StatusUnprocessableEntity, code)
 	require.Equal(t, errBody, body)
 
-	code, env, _ := do(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"html"}})
+	code, env, _ = do(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"html"}})
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, "unavailable", env.ErrorType)
 	require.Contains(t, env.Error, "answered 502 (text/html) and not with the Prometheus API")
@@ -192,7 +211,7 @@ func TestUpstreamAnswersPassThrough(t *testing.T) {
 
 	require.Equal(t, 1.0, upstreamCount(t, reg, "/api/v1/query", "error"))
 	require.Equal(t, 1.0, upstreamCount(t, reg, "/api/v1/query", "unavailable"))
-	require.Equal(t, 1.0, upstreamCount(t, reg, "/api/v1/query", "success"))
+	require.Equal(t, 2.0, upstreamCount(t, reg, "/api/v1/query", "success"))
 
 	// The upstream goes away.
 	up.Close()
