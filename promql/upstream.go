@@ -44,6 +44,14 @@ type UpstreamConfig struct {
 	HTTPClientConfig config.HTTPClientConfig `yaml:",inline"`
 }
 
+// UnmarshalYAML starts from Prometheus' client defaults
+// (follow_redirects and enable_http2 true), as remote_write does.
+func (c *UpstreamConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = UpstreamConfig{HTTPClientConfig: config.DefaultHTTPClientConfig}
+	type plain UpstreamConfig
+	return unmarshal((*plain)(c))
+}
+
 // defaultMaxResponseBytes bounds an upstream answer held in memory.
 const defaultMaxResponseBytes = 256 << 20
 

@@ -128,3 +128,29 @@ func TestQueryProxy(t *testing.T) {
 		return false
 	}, 30*time.Second, 100*time.Millisecond, "the rule over the upstream did not fire")
 }
+
+// TestQueryUpstreamConfig: query.upstream reads Prometheus' client keys
+// with Prometheus' client defaults.
+func TestQueryUpstreamConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	require.NoError(t, Parse([]byte(`
+query:
+  upstream:
+    url: https://mimir.example/prometheus
+    headers: {X-Scope-OrgID: team-a}
+    timeout: 30s
+    authorization: {type: Bearer, credentials_file: /etc/proxylens/upstream.token}
+    tls_config: {ca_file: /etc/proxylens/ca.pem, insecure_skip_verify: false}
+`), &cfg))
+	up := cfg.Query.Upstream
+	require.NotNil(t, up)
+	require.Equal(t, "https://mimir.example/prometheus", up.URL)
+	require.Equal(t, map[string]string{"X-Scope-OrgID": "team-a"}, up.Headers)
+	require.Equal(t, 30*time.Second, up.Timeout)
+	require.Equal(t, "/etc/proxylens/upstream.token", up.HTTPClientConfig.Authorization.CredentialsFile)
+	require.Equal(t, "/etc/proxylens/ca.pem", up.HTTPClientConfig.TLSConfig.CAFile)
+	require.True(t, up.HTTPClientConfig.FollowRedirects, "Prometheus' default")
+	require.True(t, up.HTTPClientConfig.EnableHTTP2, "Prometheus' default")
+	require.NoError(t, cfg.Validate())
+	require.Nil(t, DefaultConfig().Query.Upstream, "no upstream: the local store answers")
+}
