@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
@@ -85,7 +86,11 @@ func TestQueryProxy(t *testing.T) {
 	require.Equal(t, direct, proxied)
 
 	// Series written into proxylens itself are not what the proxy answers.
-	remoteWrite(t, s, []prompb.Label{{Name: "__name__", Value: "local_only"}}, prompb.Sample{Timestamp: now.UnixMilli(), Value: 1})
+	app := s.store.Series().Appender(t.Context())
+	var err error
+	_, err = app.Append(0, labels.FromStrings("__name__", "local_only"), now.UnixMilli(), 1)
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
 	code, proxied = get(base, "/api/v1/query", url.Values{"query": {"local_only"}, "time": {strconv.FormatInt(now.Unix(), 10)}}, "vera")
 	require.Equal(t, http.StatusOK, code)
 	require.Empty(t, proxied["data"].(map[string]any)["result"])
