@@ -206,6 +206,9 @@ func (a *API) execUpstream(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return res, upstreamError(err)
 	}
+	if err := ans.decode(); err != nil {
+		return res, &apiError{typ: errorExec, err: fmt.Errorf("decode the query upstream's answer: %w", err)}
+	}
 	for _, w := range append(ans.env.Warnings, ans.env.Infos...) {
 		res.Warnings.Add(errors.New(w))
 	}

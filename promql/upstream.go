@@ -234,6 +234,11 @@ func (u *Upstream) send(ctx context.Context, method, path string, form url.Value
 		return nil, fmt.Errorf("%w: %s answered more than query.upstream.max_response_bytes (%d bytes)", errUpstreamTooLarge, u.base+path, u.maxBody)
 	}
 	ans := &upstreamAnswer{code: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b}
+	if status, ok := answerStatus(b); ok && status == "success" {
+		// Passed on as it is: not decoded unless Exec needs its values.
+		ans.env.Status = status
+		return ans, nil
+	}
 	if err := json.Unmarshal(b, &ans.env); err != nil || (ans.env.Status != "success" && ans.env.Status != "error") {
 		snippet := b[:min(len(b), 256)]
 		return nil, fmt.Errorf("%w: %s answered %d (%s) and not with the Prometheus API: %q", errUpstreamUnavailable, u.base+path, resp.StatusCode, ans.contentType, bytes.TrimSpace(snippet))
@@ -245,34 +250,20 @@ func (u *Upstream) send(ctx context.Context, method, path string, form url.Value
 }
 
 // count is how many series, samples, names or metric families the
-// answer's data holds, for the audit log.
+// answer's data holds, for the audit log; 0 for an error.
 func (ans *upstreamAnswer) count() int {
-	d := bytes.TrimSpace(ans.env.Data)
-	if len(d) == 0 {
+	if ans.env.Status != "success" {
 		return 0
 	}
-	var list []json.RawMessage
-	if d[0] == '[' {
-		if json.Unmarshal(d, &list) == nil {
-			return len(list)
-		}
-		return 0
+	return max(answerCount(ans.body), 0)
+}
+
+// decode decodes the whole envelope (send decodes only errors').
+func (ans *upstreamAnswer) decode() error {
+	if ans.env.Data != nil {
+		return nil
 	}
-	var qd struct {
-		ResultType string          `json:"resultType"`
-		Result     json.RawMessage `json:"result"`
-	}
-	if json.Unmarshal(d, &qd) == nil && qd.ResultType != "" {
-		if json.Unmarshal(qd.Result, &list) == nil && (qd.ResultType == "matrix" || qd.ResultType == "vector") {
-			return len(list)
-		}
-		return 1
-	}
-	var families map[string]json.RawMessage // metadata
-	if json.Unmarshal(d, &families) == nil {
-		return len(families)
-	}
-	return 0
+	return json.Unmarshal(ans.body, &ans.env)
 }
 
 // apiError returns the answer's error, or nil on success.
