@@ -32,7 +32,7 @@
 // and the query handlers), lookups.go (series, labels, metadata and the
 // other endpoints), params.go, limits.go, errors.go, response.go and
 // json.go (the envelope and the result encoding), the cache's three, and
-// the proxy's two.
+// the proxy's three (proxy.go, upstream.go, jsonscan.go).
 //
 // All methods are safe for concurrent use.
 package promql
