@@ -88,6 +88,7 @@ func (c *UpstreamConfig) Validate() error {
 // concurrent use.
 type Upstream struct {
 	base    string // URL without its trailing slash
+	shown   string // base with any password redacted, for errors and logs
 	headers map[string]string
 	client  *http.Client
 	maxBody int64
@@ -120,6 +121,10 @@ func NewUpstream(c UpstreamConfig, opts UpstreamOptions) (*Upstream, error) {
 	}
 	u := &Upstream{base: strings.TrimRight(c.URL, "/"), headers: c.Headers, client: client,
 		maxBody: c.MaxResponseBytes, timeout: c.Timeout}
+	u.shown = u.base
+	if pu, err := url.Parse(u.base); err == nil {
+		u.shown = pu.Redacted()
+	}
 	if u.maxBody == 0 {
 		u.maxBody = defaultMaxResponseBytes
 	}
@@ -134,6 +139,9 @@ func NewUpstream(c UpstreamConfig, opts UpstreamOptions) (*Upstream, error) {
 	}
 	return u, nil
 }
+
+// String returns the upstream's URL, any password in it redacted.
+func (u *Upstream) String() string { return u.shown }
 
 // Close releases the client's idle connections.
 func (u *Upstream) Close() { u.client.CloseIdleConnections() }
@@ -209,16 +217,16 @@ func (u *Upstream) send(ctx context.Context, method, path string, form url.Value
 	resp, err := u.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("query upstream %s: %w", u.base+path, ctx.Err())
+			return nil, fmt.Errorf("query upstream %s: %w", u.shown+path, ctx.Err())
 		}
-		return nil, fmt.Errorf("%w: %s: %w", errUpstreamUnavailable, u.base+path, err)
+		return nil, fmt.Errorf("%w: %s: %w", errUpstreamUnavailable, u.shown+path, err)
 	}
 	defer resp.Body.Close()
 	var r io.Reader = resp.Body
 	if resp.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(resp.Body)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: read the gzip answer: %w", errUpstreamUnavailable, u.base+path, err)
+			return nil, fmt.Errorf("%w: %s: read the gzip answer: %w", errUpstreamUnavailable, u.shown+path, err)
 		}
 		defer zr.Close()
 		r = zr
@@ -226,12 +234,12 @@ func (u *Upstream) send(ctx context.Context, method, path string, form url.Value
 	b, err := io.ReadAll(io.LimitReader(r, u.maxBody+1))
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("query upstream %s: read the answer: %w", u.base+path, ctx.Err())
+			return nil, fmt.Errorf("query upstream %s: read the answer: %w", u.shown+path, ctx.Err())
 		}
-		return nil, fmt.Errorf("%w: %s: read the answer: %w", errUpstreamUnavailable, u.base+path, err)
+		return nil, fmt.Errorf("%w: %s: read the answer: %w", errUpstreamUnavailable, u.shown+path, err)
 	}
 	if int64(len(b)) > u.maxBody {
-		return nil, fmt.Errorf("%w: %s answered more than query.upstream.max_response_bytes (%d bytes)", errUpstreamTooLarge, u.base+path, u.maxBody)
+		return nil, fmt.Errorf("%w: %s answered more than query.upstream.max_response_bytes (%d bytes)", errUpstreamTooLarge, u.shown+path, u.maxBody)
 	}
 	ans := &upstreamAnswer{code: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b}
 	if status, ok := answerStatus(b); ok && status == "success" {
@@ -241,7 +249,7 @@ func (u *Upstream) send(ctx context.Context, method, path string, form url.Value
 	}
 	if err := json.Unmarshal(b, &ans.env); err != nil || (ans.env.Status != "success" && ans.env.Status != "error") {
 		snippet := b[:min(len(b), 256)]
-		return nil, fmt.Errorf("%w: %s answered %d (%s) and not with the Prometheus API: %q", errUpstreamUnavailable, u.base+path, resp.StatusCode, ans.contentType, bytes.TrimSpace(snippet))
+		return nil, fmt.Errorf("%w: %s answered %d (%s) and not with the Prometheus API: %q", errUpstreamUnavailable, u.shown+path, resp.StatusCode, ans.contentType, bytes.TrimSpace(snippet))
 	}
 	if ans.env.Status == "error" && ans.env.ErrorType == "" {
 		ans.env.ErrorType = errorExec

@@ -389,6 +389,9 @@ func TestUpstreamConfigValidate(t *testing.T) {
 	_, err = promql.NewUpstream(promql.UpstreamConfig{}, promql.UpstreamOptions{})
 	require.EqualError(t, err, "query.upstream.url: required")
 	require.NoError(t, promql.Config{Upstream: &promql.UpstreamConfig{URL: "https://mimir.example/prometheus"}}.Validate())
+	u, err := promql.NewUpstream(promql.UpstreamConfig{URL: "https://user:secret@mimir.example/prometheus/"}, promql.UpstreamOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "https://user:xxxxx@mimir.example/prometheus", u.String(), "no password in errors and logs")
 }
 
 // TestExecLocal: Request.Local evaluates over the local store, never the

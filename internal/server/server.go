@@ -220,6 +220,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return err
 		}
 		upstream = up
+		s.log.Info("queries go to the query upstream; the result cache is off", "url", up.String())
 	}
 	s.api = promql.New(s.cfg.Query, s.store.Series(), promql.Options{
 		Metadata:   s.metadata,
