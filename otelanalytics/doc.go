@@ -25,6 +25,11 @@
 //     samples (series.go: the names and labels of /metrics), priced by
 //     pricing.go; Restore rebuilds the dictionary and aggregates from what
 //     the store hands back; ScanRecords reads the stored records.
+//   - What a cut derives: the hour-of-week counters (peakhours.go), written
+//     with the cut; and the Detector (degradation.go,
+//     degradation_stats.go), which the pipeline hands every written cut
+//     (PipelineConfig.AfterCut) to judge each source's success rate and
+//     p95 latency against its own baseline.
 //   - Overlay (overlay.go): the increments no cut has written yet, pending
 //     or being written, as the Prometheus series a cut writes, for the
 //     store to serve to queries before the cut (pebblestore.Overlay).

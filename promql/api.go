@@ -38,6 +38,8 @@ type API struct {
 	audit     func(context.Context, Access)
 	cache     *resultCache // nil: range queries are not cached
 	rules     RulesAPI
+	gate      *gate
+	upstream  *Upstream // nil: the local engine answers (see proxy.go)
 }
 
 // Options are an API's collaborators. Metadata and Logger may be nil.
@@ -62,6 +64,11 @@ type Options struct {
 	// Rules, if set, answers /api/v1/rules and /api/v1/alerts (a ruler);
 	// without it both answer empty lists.
 	Rules RulesAPI
+	// Upstream, if set, answers queries, series, labels, metadata and
+	// exemplars in place of the engine over the queryable, for HTTP and
+	// Exec alike (proxy.go). The result cache is then off: proxylens
+	// cannot know when the upstream's data changes.
+	Upstream *Upstream
 }
 
 // RulesAPI answers /api/v1/rules and /api/v1/alerts: the data of
@@ -94,12 +101,13 @@ func New(cfg Config, q storage.Queryable, opts Options) *API {
 		now = time.Now
 	}
 	p := parser.NewParser(parser.Options{})
+	g := newGate(cfg.MaxConcurrent)
 	engine := promql.NewEngine(promql.EngineOpts{
 		Logger:                   log,
 		Reg:                      opts.Registerer,
 		MaxSamples:               cfg.MaxSamples,
 		Timeout:                  cfg.Timeout,
-		ActiveQueryTracker:       newGate(cfg.MaxConcurrent),
+		ActiveQueryTracker:       g,
 		LookbackDelta:            cfg.LookbackDelta,
 		NoStepSubqueryIntervalFn: noStepInterval,
 		EnableAtModifier:         true,
@@ -108,8 +116,9 @@ func New(cfg Config, q storage.Queryable, opts Options) *API {
 		Parser:                   p,
 	})
 	a := &API{cfg: cfg, queryable: q, engine: engine, parser: p, metadata: opts.Metadata,
-		build: withGoBuildInfo(opts.BuildInfo), log: log, now: now, audit: opts.Audit, rules: opts.Rules}
-	if cfg.ResultCache.MaxBytes > 0 && opts.Changes != nil {
+		build: withGoBuildInfo(opts.BuildInfo), log: log, now: now, audit: opts.Audit, rules: opts.Rules,
+		gate: g, upstream: opts.Upstream}
+	if cfg.ResultCache.MaxBytes > 0 && opts.Changes != nil && opts.Upstream == nil {
 		a.cache = newResultCache(cfg.ResultCache.MaxBytes, opts.Changes, opts.Registerer)
 	}
 	return a
@@ -137,21 +146,33 @@ func withGoBuildInfo(bi BuildInfo) BuildInfo {
 	return bi
 }
 
-// Close stops the engine.
-func (a *API) Close() error { return a.engine.Close() }
+// Close stops the engine and lets the upstream's idle connections go.
+func (a *API) Close() error {
+	if a.upstream != nil {
+		a.upstream.Close()
+	}
+	return a.engine.Close()
+}
 
 // Register adds the API's handlers to mux.
 func (a *API) Register(mux *http.ServeMux) {
+	query, queryRange, series, labelNames, labelValues, metadata, exemplars :=
+		a.query, a.queryRange, a.series, a.labelNames, a.labelValues, a.metadataHandler, a.exemplars
+	if a.upstream != nil {
+		query, queryRange, series, labelNames, labelValues, metadata, exemplars =
+			a.upQuery, a.upQueryRange, a.upLookup("/api/v1/series", true), a.upLookup("/api/v1/labels", false),
+			a.upLabelValues, a.upMetadata, a.upExemplars
+	}
 	for _, m := range []string{http.MethodGet, http.MethodPost} {
-		mux.HandleFunc(m+" /api/v1/query", a.audited("query", a.wrap(a.query)))
-		mux.HandleFunc(m+" /api/v1/query_range", a.audited("query_range", a.wrap(a.queryRange)))
-		mux.HandleFunc(m+" /api/v1/series", a.audited("series", a.wrap(a.series)))
-		mux.HandleFunc(m+" /api/v1/labels", a.audited("labels", a.wrap(a.labelNames)))
-		mux.HandleFunc(m+" /api/v1/query_exemplars", a.audited("query_exemplars", a.wrap(a.exemplars)))
+		mux.HandleFunc(m+" /api/v1/query", a.audited("query", a.wrap(query)))
+		mux.HandleFunc(m+" /api/v1/query_range", a.audited("query_range", a.wrap(queryRange)))
+		mux.HandleFunc(m+" /api/v1/series", a.audited("series", a.wrap(series)))
+		mux.HandleFunc(m+" /api/v1/labels", a.audited("labels", a.wrap(labelNames)))
+		mux.HandleFunc(m+" /api/v1/query_exemplars", a.audited("query_exemplars", a.wrap(exemplars)))
 		mux.HandleFunc(m+" /api/v1/format_query", a.wrap(a.formatQuery))
 	}
-	mux.HandleFunc("GET /api/v1/label/{name}/values", a.audited("label_values", a.wrap(a.labelValues)))
-	mux.HandleFunc("GET /api/v1/metadata", a.audited("metadata", a.wrap(a.metadataHandler)))
+	mux.HandleFunc("GET /api/v1/label/{name}/values", a.audited("label_values", a.wrap(labelValues)))
+	mux.HandleFunc("GET /api/v1/metadata", a.audited("metadata", a.wrap(metadata)))
 	mux.HandleFunc("GET /api/v1/status/buildinfo", a.wrap(a.buildInfo))
 	// Grafana asks for rules and alerts when it starts.
 	rules, alerts := func(*http.Request) result {

@@ -27,6 +27,10 @@ type Config struct {
 	LookbackDelta time.Duration `yaml:"lookback_delta"`
 	// ResultCache caches range queries' answers day by day.
 	ResultCache ResultCacheConfig `yaml:"result_cache"`
+	// Upstream, if set, makes proxylens a query proxy: the engine it
+	// names answers queries, series, labels and metadata (proxy.go).
+	// Default nil: the local series store answers.
+	Upstream *UpstreamConfig `yaml:"upstream"`
 }
 
 // ResultCacheConfig configures the result cache of range queries.
@@ -66,6 +70,11 @@ func (c Config) Validate() error {
 	}
 	if c.ResultCache.MaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("query.result_cache.max_bytes: must not be negative, got %d", c.ResultCache.MaxBytes))
+	}
+	if c.Upstream != nil {
+		if err := c.Upstream.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -20,10 +20,19 @@
 // merges, cache.go holds the pieces (LRU by estimated bytes),
 // fingerprint.go records which series the store returned to each piece.
 //
+// With Options.Upstream (the query proxy, proxy.go and upstream.go), a
+// Prometheus-compatible engine answers instead of the engine over the
+// queryable: the data endpoints check what can be checked before a query
+// runs (parse, length, points per series, the subquery guard, the gate),
+// forward the request and write the upstream's answer byte for byte;
+// Exec forwards too and decodes the answer into the engine's values. The
+// result cache is then off.
+//
 // The files: api.go (the API and its options), exec.go (the entry point
 // and the query handlers), lookups.go (series, labels, metadata and the
 // other endpoints), params.go, limits.go, errors.go, response.go and
-// json.go (the envelope and the result encoding), and the cache's three.
+// json.go (the envelope and the result encoding), the cache's three, and
+// the proxy's three (proxy.go, upstream.go, jsonscan.go).
 //
 // All methods are safe for concurrent use.
 package promql

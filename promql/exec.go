@@ -32,6 +32,10 @@ type Request struct {
 	// Unaudited leaves the query out of the audit hook: rule
 	// evaluations, which run every evaluation interval.
 	Unaudited bool
+	// Local evaluates the query over the local queryable even when an
+	// upstream answers the others: for what judges this instance's own
+	// traffic (the degradation detector's baselines).
+	Local bool
 }
 
 // Result is a query's answer. Close it once done with Value: the engine
@@ -94,6 +98,9 @@ func (a *API) exec(ctx context.Context, req Request) (*Result, error) {
 	}
 	if aerr := a.preflight(req.Query, span, req.Step); aerr != nil {
 		return res, aerr
+	}
+	if a.upstream != nil && !req.Local {
+		return a.execUpstream(ctx, req)
 	}
 	if a.cache != nil && req.Step > 0 && !req.Stats && !req.noCache {
 		if p, ok := a.planCached(req); ok {
@@ -200,30 +207,39 @@ func (a *API) query(r *http.Request) result {
 }
 
 func (a *API) queryRange(r *http.Request) result {
+	start, end, step, aerr := a.rangeParams(r)
+	if aerr != nil {
+		return result{err: aerr}
+	}
+	return a.serveQuery(r, Request{Query: r.Form.Get("query"), Start: start, End: end, Step: step})
+}
+
+// rangeParams reads a range query's start, end and step.
+func (a *API) rangeParams(r *http.Request) (start, end time.Time, step time.Duration, aerr *apiError) {
 	start, err := parseTime(r.Form.Get("start"))
 	if err != nil {
-		return result{err: badData("invalid parameter %q: %v", "start", err)}
+		return start, end, step, badData("invalid parameter %q: %v", "start", err)
 	}
-	end, err := parseTime(r.Form.Get("end"))
+	end, err = parseTime(r.Form.Get("end"))
 	if err != nil {
-		return result{err: badData("invalid parameter %q: %v", "end", err)}
+		return start, end, step, badData("invalid parameter %q: %v", "end", err)
 	}
 	if end.Before(start) {
-		return result{err: badData("end timestamp must not be before start time")}
+		return start, end, step, badData("end timestamp must not be before start time")
 	}
-	step, err := parseDuration(r.Form.Get("step"))
+	step, err = parseDuration(r.Form.Get("step"))
 	if err != nil {
-		return result{err: badData("invalid parameter %q: %v", "step", err)}
+		return start, end, step, badData("invalid parameter %q: %v", "step", err)
 	}
 	if step <= 0 {
-		return result{err: badData("zero or negative query resolution step widths are not accepted. Try a positive integer")}
+		return start, end, step, badData("zero or negative query resolution step widths are not accepted. Try a positive integer")
 	}
 	// Like Prometheus, refuse queries that would produce more than
 	// MaxPoints points per series.
 	if end.Sub(start)/step > time.Duration(a.cfg.MaxPoints) {
-		return result{err: badData("exceeded maximum resolution of %s points per timeseries. Try decreasing the query resolution (?step=XX)", thousands(a.cfg.MaxPoints))}
+		return start, end, step, badData("exceeded maximum resolution of %s points per timeseries. Try decreasing the query resolution (?step=XX)", thousands(a.cfg.MaxPoints))
 	}
-	return a.serveQuery(r, Request{Query: r.Form.Get("query"), Start: start, End: end, Step: step})
+	return start, end, step, nil
 }
 
 // serveQuery runs an HTTP query and shapes its result: the limit

@@ -20,6 +20,7 @@ type result struct {
 	warnings annotations.Annotations
 	query    string
 	finalize func()
+	raw      *upstreamAnswer // the query upstream's answer, written as it came
 }
 
 type response struct {
@@ -47,6 +48,12 @@ func (a *API) wrap(f func(*http.Request) result) http.HandlerFunc {
 			acc.Results = resultCount(res.data)
 			if res.err != nil {
 				acc.Err = res.err.Error()
+			}
+			if res.raw != nil {
+				acc.Results = res.raw.count()
+				if aerr := res.raw.apiError(); aerr != nil {
+					acc.Err = aerr.Error()
+				}
 			}
 		}
 		a.write(w, r, res)
@@ -110,6 +117,16 @@ func valueCount(v parser.Value) int {
 }
 
 func (a *API) write(w http.ResponseWriter, _ *http.Request, res result) {
+	if res.raw != nil && res.err == nil {
+		ct := res.raw.contentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(res.raw.code)
+		_, _ = w.Write(res.raw.body)
+		return
+	}
 	resp := response{Status: "success", Data: res.data}
 	resp.Warnings, resp.Infos = res.warnings.AsStrings(res.query, 10, 10)
 	code := http.StatusOK

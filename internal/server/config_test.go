@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/discovery"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
@@ -129,7 +130,12 @@ func TestGoodConfig(t *testing.T) {
 			{Name: "git-lfs", Command: []string{"/usr/local/bin/push-backup", "--remote", "origin"}, Timeout: 5 * time.Minute},
 		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
-			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20}},
+			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20},
+			Upstream: &promql.UpstreamConfig{URL: "http://vmselect:8481/select/0/prometheus", Headers: map[string]string{"X-Scope-OrgID": "team-a"},
+				Timeout: 90 * time.Second, MaxResponseBytes: 64 << 20, HTTPClientConfig: promconfig.HTTPClientConfig{
+					Authorization:   &promconfig.Authorization{Type: "Bearer", CredentialsFile: "/etc/proxylens/upstream.token"},
+					FollowRedirects: true, EnableHTTP2: true,
+				}}},
 		Degradation: otelanalytics.DegradationConfig{Window: 10 * time.Minute, Baseline: 336 * time.Hour, MinRequests: 100,
 			MinSuccessDrop: 0.1, MinLatencyRatio: 2, Significance: 1e-5, MinDuration: 2 * time.Minute, MaxSources: 200},
 		PeakHours: PeakHoursConfig{TZ: "Europe/Berlin"},
@@ -296,6 +302,16 @@ var badConfigs = map[string][]string{
 		`query.max_query_length: must not be negative, got "-1h0m0s"`,
 		`query.lookback_delta: must not be negative, got "-1m0s"`,
 		"query.result_cache.max_bytes: must not be negative, got -1",
+	},
+	"query_upstream.bad.yaml": {
+		`query.upstream.url: must be an http or https URL, got "ftp://vm:8428"`,
+		"query.upstream.headers: set Authorization with authorization or basic_auth, not as a header",
+		`query.upstream.timeout: must not be negative, got "-1s"`,
+		"query.upstream.max_response_bytes: must not be negative, got -5",
+		"query.upstream: at most one of basic_auth, oauth2 & authorization must be configured",
+	},
+	"query_upstream_unknown_key.bad.yaml": {
+		"line 4: query.upstream.bearer_tokn: unknown key",
 	},
 
 	// Every problem of a file is reported at once.

@@ -214,6 +214,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.newRuler()
+	var upstream *promql.Upstream
+	if s.cfg.Query.Upstream != nil {
+		// The query proxy (docs/query-proxy.md): the upstream answers
+		// queries, HTTP and Exec (rules, exports, reports) alike.
+		up, err := promql.NewUpstream(*s.cfg.Query.Upstream, promql.UpstreamOptions{UserAgent: "proxylens/" + Version, Registerer: s.promReg})
+		if err != nil {
+			return err
+		}
+		upstream = up
+		s.log.Info("queries go to the query upstream; the result cache is off", "url", up.String())
+	}
 	s.api = promql.New(s.cfg.Query, s.store.Series(), promql.Options{
 		Metadata:   s.metadata,
 		BuildInfo:  promql.BuildInfo{Version: Version},
@@ -223,6 +234,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Audit:      s.auditAccess,
 		Changes:    s.changes,
 		Rules:      s.ruler,
+		Upstream:   upstream,
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
 		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,

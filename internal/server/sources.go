@@ -209,6 +209,7 @@ func (s *Server) seedDetector(ctx context.Context) error {
 	end := s.opts.Now().Truncate(time.Hour).Add(-time.Hour)
 	res, err := s.api.Exec(ctx, promql.Request{
 		Query: seedQuery, Start: end.Add(-s.cfg.Degradation.Baseline + time.Hour), End: end, Step: time.Hour, Unaudited: true,
+		Local: true, // this instance's traffic, also in front of a query upstream
 	})
 	if err != nil {
 		return err
