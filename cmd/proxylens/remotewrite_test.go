@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/proxylens/proxylens/internal/enginetest"
+	"github.com/proxylens/proxylens/internal/upstreamtest"
 )
 
 // TestRemoteWriteOutExact: spans over OTLP → the proxylens binary →
@@ -21,14 +21,12 @@ import (
 // proxylens acknowledged, exactly, through a receiver crash and restart,
 // a graceful restart of proxylens and a kill -9 of it.
 func TestRemoteWriteOutExact(t *testing.T) {
-	engines := []*enginetest.Engine{enginetest.StartVictoriaMetrics(t)}
-	switch ok, required := enginetest.Available(enginetest.Prometheus); {
-	case ok:
-		engines = append(engines, enginetest.StartPrometheus(t))
-	case required:
-		enginetest.Binary(t, enginetest.Prometheus) // fails, naming what is missing
+	engines := []upstreamtest.Engine{upstreamtest.StartVictoriaMetrics(t)}
+	switch built, required := upstreamtest.Available(upstreamtest.Prometheus); {
+	case built || required:
+		engines = append(engines, upstreamtest.StartPrometheus(t)) // fails if required and missing
 	default:
-		t.Logf("%s not in %s: testing against VictoriaMetrics only", enginetest.Prometheus, enginetest.Dir())
+		t.Logf("%s not in %s: testing against VictoriaMetrics only", upstreamtest.Prometheus, upstreamtest.EnginesDir())
 	}
 	vm := engines[0]
 

@@ -1,6 +1,8 @@
 // Package upstreamtest starts real Prometheus-compatible engines
 // (VictoriaMetrics single node, Prometheus) on loopback for tests of the
-// query proxy, and writes samples into them with remote write 1.0.
+// query proxy and of remote write out, writes samples into them with
+// remote write 1.0, queries them, and kills and restarts them on their
+// data to test what survives a receiver's crash.
 //
 // The binaries are taken from $PROXYLENS_ENGINES_DIR (default
 // $HOME/.cache/proxylens/engines), where .ci/engines builds them with go
@@ -8,8 +10,7 @@
 // when the environment variable CI is set and is skipped otherwise;
 // Prometheus, whose build takes 5 to 30 minutes, is required under CI
 // only with PROXYLENS_ENGINES_PROMETHEUS=1, as .ci/engines builds it
-// (the same rules as the rwout branch's internal/enginetest, into which
-// this package can fold).
+// (Available says which engines a run has and requires).
 //
 // Each engine is a child process of the test with its data in
 // t.TempDir(), killed and waited for by t.Cleanup. The functions are safe
@@ -18,13 +19,16 @@ package upstreamtest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -51,16 +55,33 @@ func EnginesDir() string {
 	return filepath.Join(home, ".cache", "proxylens", "engines")
 }
 
+// Names of the engine binaries in EnginesDir.
+const (
+	VictoriaMetrics = "victoria-metrics"
+	Prometheus      = "prometheus"
+)
+
+// Available reports whether the engine binary name is built, and whether
+// this run requires it (CI; for Prometheus, CI with
+// PROXYLENS_ENGINES_PROMETHEUS=1).
+func Available(name string) (built, required bool) {
+	required = os.Getenv("CI") != ""
+	if name == Prometheus && os.Getenv("PROXYLENS_ENGINES_PROMETHEUS") != "1" {
+		required = false
+	}
+	_, err := os.Stat(filepath.Join(EnginesDir(), name))
+	return err == nil, required
+}
+
 // Binary returns the path of the engine binary name, failing the test
 // under CI and skipping it otherwise when it is absent.
 func Binary(t testing.TB, name, module string) string {
 	t.Helper()
 	path := filepath.Join(EnginesDir(), name)
-	if _, err := os.Stat(path); err != nil {
+	if built, required := Available(name); !built {
 		msg := fmt.Sprintf("%s is not built at %s (build it with .ci/engines, or: GOBIN=%s go install %s)", name, path, EnginesDir(), module)
-		required := os.Getenv("CI") != ""
-		if name == "prometheus" && os.Getenv("PROXYLENS_ENGINES_PROMETHEUS") != "1" {
-			required = false
+		if name == Prometheus {
+			msg += "; .ci/engines builds it with PROXYLENS_ENGINES_PROMETHEUS=1 (5 to 30 minutes)"
 		}
 		if required {
 			t.Fatal(msg)
@@ -70,9 +91,22 @@ func Binary(t testing.TB, name, module string) string {
 	return path
 }
 
-// Engine is a running engine.
+// Engine is a running engine. Copies share the process.
 type Engine struct {
 	URL string // http://127.0.0.1:PORT, the API root
+	p   *process
+}
+
+// process is an engine's child process, restartable on its data.
+type process struct {
+	t      testing.TB
+	bin    string
+	addr   string
+	health string
+	args   []string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	out    *bytes.Buffer // written by the process until done is closed
 }
 
 // StartVictoriaMetrics starts a VictoriaMetrics single node that returns
@@ -80,7 +114,7 @@ type Engine struct {
 // answers, and waits until it is healthy.
 func StartVictoriaMetrics(t testing.TB) Engine {
 	t.Helper()
-	bin := Binary(t, "victoria-metrics", "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics@"+VictoriaMetricsVersion)
+	bin := Binary(t, VictoriaMetrics, "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics@"+VictoriaMetricsVersion)
 	addr := freeAddr(t)
 	return start(t, bin, addr, "/health",
 		"-httpListenAddr="+addr,
@@ -96,7 +130,7 @@ func StartVictoriaMetrics(t testing.TB) Engine {
 // no scrape targets, and waits until it is ready.
 func StartPrometheus(t testing.TB) Engine {
 	t.Helper()
-	bin := Binary(t, "prometheus", "github.com/prometheus/prometheus/cmd/prometheus@"+PrometheusVersion)
+	bin := Binary(t, Prometheus, "github.com/prometheus/prometheus/cmd/prometheus@"+PrometheusVersion)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
 	require.NoError(t, os.WriteFile(cfg, []byte("global:\n  scrape_interval: 1m\n"), 0o600))
@@ -113,43 +147,132 @@ func StartPrometheus(t testing.TB) Engine {
 
 func start(t testing.TB, bin, addr, health string, args ...string) Engine {
 	t.Helper()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
+	p := &process{t: t, bin: bin, addr: addr, health: health, args: args}
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), p.out.String())
+		}
+	})
+	p.start()
+	return Engine{URL: "http://" + addr, p: p}
+}
+
+func (p *process) start() {
+	t := p.t
+	t.Helper()
+	p.out = &bytes.Buffer{}
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	require.NoError(t, p.cmd.Start())
 	done := make(chan struct{})
+	p.done = done
+	cmd := p.cmd
 	go func() {
 		_ = cmd.Wait()
 		close(done)
 	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), out.String())
-		}
-	})
-	e := Engine{URL: "http://" + addr}
 	require.Eventually(t, func() bool {
 		select {
 		case <-done:
 			return true // exited: reported below
 		default:
 		}
-		resp, err := http.Get(e.URL + health)
+		resp, err := http.Get("http://" + p.addr + p.health)
 		if err != nil {
 			return false
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, time.Minute, 50*time.Millisecond, "%s did not become healthy", bin)
+	}, time.Minute, 50*time.Millisecond, "%s did not become healthy", p.bin)
 	select {
 	case <-done:
-		t.Fatalf("%s exited at start: %s", bin, out.String())
+		t.Fatalf("%s exited at start: %s", p.bin, p.out.String())
 	default:
 	}
-	return e
+}
+
+func (p *process) kill() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Name is the engine's binary name: VictoriaMetrics or Prometheus.
+func (e Engine) Name() string { return filepath.Base(e.p.bin) }
+
+// WriteURL is the engine's remote write endpoint.
+func (e Engine) WriteURL() string { return e.URL + "/api/v1/write" }
+
+// Kill stops the engine with SIGKILL, as a crash would, and waits for it.
+func (e Engine) Kill() { e.p.kill() }
+
+// Restart kills the engine if it runs and starts it again on the same
+// data and port, waiting until it is healthy.
+func (e Engine) Restart() {
+	e.p.t.Helper()
+	e.p.kill()
+	e.p.start()
+}
+
+// Query runs an instant PromQL query (uncached) and returns the single
+// value of its result; ok is false for an empty vector.
+func (e Engine) Query(q string) (v float64, ok bool, err error) {
+	resp, err := http.PostForm(e.URL+"/api/v1/query", url.Values{"query": {q}, "nocache": {"1"}})
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false, err
+	}
+	var r struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			ResultType string          `json:"resultType"`
+			Result     json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return 0, false, fmt.Errorf("%s: %w: %s", e.Name(), err, body)
+	}
+	if r.Status != "success" {
+		return 0, false, fmt.Errorf("%s: query %s: %s", e.Name(), q, r.Error)
+	}
+	var val []any
+	switch r.Data.ResultType {
+	case "scalar":
+		if err := json.Unmarshal(r.Data.Result, &val); err != nil {
+			return 0, false, err
+		}
+	case "vector":
+		var vec []struct {
+			Value []any `json:"value"`
+		}
+		if err := json.Unmarshal(r.Data.Result, &vec); err != nil {
+			return 0, false, err
+		}
+		if len(vec) == 0 {
+			return 0, false, nil
+		}
+		if len(vec) > 1 {
+			return 0, false, fmt.Errorf("%s: query %s: %d series, want one", e.Name(), q, len(vec))
+		}
+		val = vec[0].Value
+	default:
+		return 0, false, fmt.Errorf("%s: query %s: result type %s", e.Name(), q, r.Data.ResultType)
+	}
+	if len(val) != 2 {
+		return 0, false, fmt.Errorf("%s: query %s: value %v", e.Name(), q, val)
+	}
+	str, _ := val[1].(string)
+	v, err = strconv.ParseFloat(str, 64)
+	return v, err == nil, err
 }
 
 // freeAddr returns a loopback address with a port free a moment ago.
