@@ -97,4 +97,11 @@ func TestRemoteWriteOutExact(t *testing.T) {
 	require.Eventually(t, func() bool { return p.metric(t, "proxylens_remote_storage_samples_pending") == 0 }, 30*time.Second, 50*time.Millisecond)
 	upstream("once nothing is pending: no double count")
 	require.Zero(t, p.metric(t, "proxylens_remote_storage_samples_failed_total"))
+
+	// The self-metrics are in proxylens' own store too, for PromQL.
+	self := upstreamtest.Engine{URL: "http://" + p.http}
+	require.Eventually(t, func() bool {
+		v, ok, err := self.Query(`sum(proxylens_remote_storage_samples_total{remote_name="victoria-metrics"})`)
+		return err == nil && ok && v > 0
+	}, 30*time.Second, 100*time.Millisecond)
 }

@@ -201,8 +201,15 @@ func (p *process) kill() {
 	<-p.done
 }
 
-// Name is the engine's binary name: VictoriaMetrics or Prometheus.
-func (e Engine) Name() string { return filepath.Base(e.p.bin) }
+// Name is the engine's binary name, VictoriaMetrics or Prometheus, or
+// its URL for an Engine this package did not start (any Prometheus API,
+// proxylens' own, to Query).
+func (e Engine) Name() string {
+	if e.p == nil {
+		return e.URL
+	}
+	return filepath.Base(e.p.bin)
+}
 
 // WriteURL is the engine's remote write endpoint.
 func (e Engine) WriteURL() string { return e.URL + "/api/v1/write" }
