@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/snappy"
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
@@ -353,20 +351,8 @@ func TestOTLPMetricsIngest(t *testing.T) {
 func TestRemoteWriteServed(t *testing.T) {
 	s := start(t, testConfig(t), Options{})
 	now := time.Now()
-	req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
-		Labels:  []prompb.Label{{Name: "__name__", Value: "node_load1"}, {Name: "instance", Value: "n1"}},
-		Samples: []prompb.Sample{{Timestamp: now.Add(-time.Minute).UnixMilli(), Value: 0.5}, {Timestamp: now.UnixMilli(), Value: 0.75}},
-	}}}
-	raw, err := req.Marshal()
-	require.NoError(t, err)
-	r, err := http.NewRequest(http.MethodPost, "http://"+s.HTTPAddr().String()+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw)))
-	require.NoError(t, err)
-	r.Header.Set("Content-Encoding", "snappy")
-	r.Header.Set("Content-Type", "application/x-protobuf")
-	resp, err := http.DefaultClient.Do(r)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	remoteWrite(t, s, []prompb.Label{{Name: "__name__", Value: "node_load1"}, {Name: "instance", Value: "n1"}},
+		prompb.Sample{Timestamp: now.Add(-time.Minute).UnixMilli(), Value: 0.5}, prompb.Sample{Timestamp: now.UnixMilli(), Value: 0.75})
 
 	v, _, _, err := queryClient(t, s).Query(context.Background(), `max_over_time(node_load1[5m])`, now)
 	require.NoError(t, err)
