@@ -14,9 +14,10 @@
 //     segments), Load's replay of it, and the cut that writes a sealed
 //     segment's records and the pipeline's totals and series;
 //   - records.go: scans of the stored records, as bytes;
-//   - series.go, series_append.go, series_read.go, window.go: the
-//     time-series store (storage.Storage): the label index, appends of
-//     samples and increments, reads, and the chunk encoding of a window;
+//   - series.go, series_append.go, series_commit.go, series_read.go,
+//     window.go: the time-series store (storage.Storage): the label
+//     index, appends of samples and increments (staged, then committed in
+//     one batch), reads, and the chunk encoding of a window;
 //   - rollup.go, pushdown.go: the window bases, summaries and daily rollup
 //     written with the data, and the reads that use them;
 //   - overlay.go: the increments not committed yet, served by queriers on
