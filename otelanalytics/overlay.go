@@ -210,24 +210,6 @@ func (o *Overlay) build(f Family, rf *rawFamily) []overlaySeries {
 	return out
 }
 
-// expandIncrement appends the values of the Prometheus series of one
-// increment (v, the family's width), in the order of seriesLabels.
-func expandIncrement(f Family, v []float64, dst []float64) []float64 {
-	switch f {
-	case FamilyDuration:
-		var cum float64
-		for j := range durationBuckets {
-			cum += v[j]
-			dst = append(dst, cum)
-		}
-		return append(dst, v[durationSum], cum)
-	case FamilyTransfer:
-		return append(dst, v[transferSent], v[transferReceived])
-	default:
-		return append(dst, v[0])
-	}
-}
-
 // seriesLabels returns the labels of the Prometheus series of a family's
 // series idx (key k), as Cut.Increments names them, built once.
 func (o *Overlay) seriesLabels(f Family, idx uint32, k SeriesKey) []labels.Labels {
@@ -240,33 +222,7 @@ func (o *Overlay) seriesLabels(f Family, idx uint32, k SeriesKey) []labels.Label
 	for int(idx) >= len(*cache) {
 		*cache = append(*cache, nil)
 	}
-	base := seriesLabels(f, k, o.dict)
-	mk := func(name string, extra ...labels.Label) labels.Labels {
-		b := labels.NewScratchBuilder(len(base) + 2)
-		b.Add(model.MetricNameLabel, name)
-		for _, l := range base {
-			b.Add(l.Name, l.Value)
-		}
-		for _, l := range extra {
-			b.Add(l.Name, l.Value)
-		}
-		b.Sort()
-		return b.Labels()
-	}
-	var out []labels.Labels
-	switch f {
-	case FamilyDuration:
-		for _, ub := range DurationBuckets {
-			out = append(out, mk("proxy_request_duration_seconds_bucket", labels.Label{Name: "le", Value: formatBound(ub)}))
-		}
-		out = append(out, mk("proxy_request_duration_seconds_bucket", labels.Label{Name: "le", Value: "+Inf"}),
-			mk("proxy_request_duration_seconds_sum"), mk("proxy_request_duration_seconds_count"))
-	case FamilyTransfer:
-		out = append(out, mk(f.Name(), labels.Label{Name: "direction", Value: "sent"}),
-			mk(f.Name(), labels.Label{Name: "direction", Value: "received"}))
-	default:
-		out = append(out, mk(f.Name()))
-	}
+	out := promSeries(f, seriesLabels(f, k, o.dict))
 	(*cache)[idx] = out
 	return out
 }
