@@ -144,6 +144,7 @@ func TestGoodConfig(t *testing.T) {
 	rw := cfg.RemoteWrite
 	require.Equal(t, `{proxylens_instance="eu-1"}`, rw.ExternalLabels.String())
 	require.Equal(t, "all", rw.Send)
+	require.Equal(t, int64(256<<20), rw.MaxPendingBytes)
 	require.Len(t, rw.RemoteWrite, 2)
 	mimir := rw.RemoteWrite[0]
 	require.Equal(t, "mimir", mimir.RemoteName())
