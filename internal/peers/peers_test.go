@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -207,7 +208,7 @@ func localScan(rs []otelanalytics.Record, err error) ScanFunc {
 
 // servePeer answers the peer endpoint with the records of scan, as a
 // proxylens does, checking the bearer token.
-func servePeer(t *testing.T, token string, scan ScanFunc) *httptest.Server {
+func servePeer(t testing.TB, token string, scan ScanFunc) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != RecordsPath {
@@ -222,15 +223,22 @@ func servePeer(t *testing.T, token string, scan ScanFunc) *httptest.Server {
 		f, err := ParseFilter(r.URL.Query())
 		require.NoError(t, err)
 		w.Header().Set("Content-Type", ContentType)
+		bw := bufio.NewWriter(w)
 		var b []byte
 		n := int64(0)
-		err = scan(r.Context(), f, func(rec *otelanalytics.Record) error { b = AppendRecord(b, rec); n++; return nil })
+		err = scan(r.Context(), f, func(rec *otelanalytics.Record) error {
+			b = AppendRecord(b[:0], rec)
+			n++
+			_, err := bw.Write(b)
+			return err
+		})
 		if err != nil {
-			b = AppendError(b, err)
+			b = AppendError(b[:0], err)
 		} else {
-			b = AppendEnd(b, n)
+			b = AppendEnd(b[:0], n)
 		}
-		_, _ = w.Write(b)
+		_, _ = bw.Write(b)
+		_ = bw.Flush()
 	}))
 	t.Cleanup(srv.Close)
 	return srv
