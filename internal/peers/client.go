@@ -139,6 +139,7 @@ type Stream struct {
 	ctx    context.Context
 	idle   *time.Timer
 	line   wireLine
+	intern interner
 	rec    otelanalytics.Record
 	n      int64
 	done   bool
@@ -151,7 +152,7 @@ type Stream struct {
 func (p *Peer) Open(ctx context.Context, f otelanalytics.RecordFilter) (_ *Stream, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	idle := time.AfterFunc(p.timeout, func() { cancel(errIdle) })
-	s := &Stream{peer: p, cancel: cancel, ctx: ctx, idle: idle}
+	s := &Stream{peer: p, cancel: cancel, ctx: ctx, idle: idle, intern: interner{}}
 	defer func() {
 		if err != nil {
 			idle.Stop()
@@ -254,7 +255,7 @@ func (s *Stream) Next() (*otelanalytics.Record, error) {
 		s.finish(outcomeOf(s.ctx, "broken"))
 		return nil, fmt.Errorf("%s: %w after %d records: %w", s.peer, ErrBroken, s.n, err)
 	}
-	kind, n, msg, err := decodeLine(s.sc.Bytes(), &s.line, &s.rec)
+	kind, n, msg, err := decodeLine(s.sc.Bytes(), &s.line, &s.rec, s.intern)
 	switch {
 	case err != nil:
 		s.finish("broken")

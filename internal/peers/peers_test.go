@@ -46,16 +46,23 @@ func TestWireRoundTrip(t *testing.T) {
 		line := AppendRecord(nil, &r)
 		require.True(t, strings.HasSuffix(string(line), "}\n"))
 		require.Equal(t, 1, strings.Count(string(line), "\n"), "one line")
-		kind, _, _, err := decodeLine(line, &w, &got)
+		kind, _, _, err := decodeLine(line, &w, &got, nil)
 		require.NoError(t, err)
 		require.Equal(t, lineRecord, kind)
 		require.Equal(t, r, got)
+		// The fast path reads every line without an escape, the same.
+		var fast otelanalytics.Record
+		line = line[:len(line)-1] // as the stream's scanner hands it
+		require.Equal(t, !strings.Contains(string(line), `\`), fastRecord(line, &fast, interner{}), "%s", line)
+		if !strings.Contains(string(line), `\`) {
+			require.Equal(t, r, fast)
+		}
 	}
-	kind, n, _, err := decodeLine(AppendEnd(nil, 42), &w, &got)
+	kind, n, _, err := decodeLine(AppendEnd(nil, 42), &w, &got, interner{})
 	require.NoError(t, err)
 	require.Equal(t, lineEnd, kind)
 	require.EqualValues(t, 42, n)
-	kind, _, msg, err := decodeLine(AppendError(nil, errors.New(`disk "gone"`)), &w, &got)
+	kind, _, msg, err := decodeLine(AppendError(nil, errors.New(`disk "gone"`)), &w, &got, interner{})
 	require.NoError(t, err)
 	require.Equal(t, lineError, kind)
 	require.Equal(t, `disk "gone"`, msg)
@@ -65,7 +72,7 @@ func TestWireRoundTrip(t *testing.T) {
 		`{"t":1,"span_id":"00"}`:   `span_id "00" is not 16 hex digits`,
 		`<html>`:                   "invalid character",
 	} {
-		_, _, _, err := decodeLine([]byte(line), &w, &got)
+		_, _, _, err := decodeLine([]byte(line), &w, &got, interner{})
 		require.ErrorIs(t, err, errBadLine, line)
 		require.ErrorContains(t, err, want, line)
 	}
@@ -348,4 +355,29 @@ func TestScanFailures(t *testing.T) {
 			require.NotContains(t, err.Error(), `"fine"`)
 		})
 	}
+}
+
+// FuzzDecodeLine holds the fast path to encoding/json: a line the fast
+// path reads, encoding/json reads as the same record.
+func FuzzDecodeLine(f *testing.F) {
+	for _, r := range sampleRecords() {
+		line := AppendRecord(nil, &r)
+		f.Add(line[:len(line)-1]) // as the stream's scanner hands it
+	}
+	f.Add([]byte(`{"t":1,"d":-0,"source":"é","tier":"","proxy":"","application":"","domain":"","method":"get","status_code":65535,"success":false,"error_type":"","bytes_sent":18446744073709551615,"bytes_received":0,"weight":1e400}`))
+	f.Add([]byte(`{"t":01,"d":0,"source":"a\u0041","tier":"","proxy":"","application":"","domain":"","method":"","status_code":0,"success":true,"error_type":"","bytes_sent":0,"bytes_received":0,"weight":null,"trace_id":"0102030405060708090A0B0C0D0E0F10"}`))
+	f.Add(AppendEnd(nil, 3))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var (
+			fast, slow otelanalytics.Record
+			w          wireLine
+		)
+		if !fastRecord(line, &fast, interner{}) {
+			return
+		}
+		kind, _, _, err := decodeLine(line, &w, &slow, nil)
+		require.NoError(t, err, "the fast path read %q", line)
+		require.Equal(t, lineRecord, kind)
+		require.Equal(t, slow, fast, "%q", line)
+	})
 }

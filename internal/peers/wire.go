@@ -130,7 +130,10 @@ const (
 
 // decodeLine decodes one line into r (a record), or returns the end
 // line's count or the error line's message.
-func decodeLine(line []byte, w *wireLine, r *otelanalytics.Record) (lineKind, int64, string, error) {
+func decodeLine(line []byte, w *wireLine, r *otelanalytics.Record, in interner) (lineKind, int64, string, error) {
+	if in != nil && fastRecord(line, r, in) {
+		return lineRecord, 0, "", nil
+	}
 	*w = wireLine{}
 	if err := json.Unmarshal(line, w); err != nil {
 		return 0, 0, "", fmt.Errorf("%w: %w", errBadLine, err)
