@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxylens/proxylens/internal/backup"
+	"github.com/proxylens/proxylens/internal/peers"
 	"github.com/proxylens/proxylens/internal/remotewrite"
 	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -87,6 +88,10 @@ type Config struct {
 	// remote_write_send: what is sent to Prometheus remote write
 	// receivers (docs/scaling.md).
 	RemoteWrite remotewrite.Config `yaml:",inline"`
+	// Peers are the other proxylens instances whose raw records an export
+	// of records also asks for, merged in time order (docs/scaling.md).
+	// Empty: this instance's records only.
+	Peers []peers.Config `yaml:"peers"`
 }
 
 // PeakHoursConfig is the peak_hours section of the config file.
@@ -168,6 +173,7 @@ func LoadFile(path string) (Config, error) {
 	}
 	cfg.Rules.SetDirectory(filepath.Dir(path)) // rule files are relative to the config file, as in Prometheus
 	cfg.RemoteWrite.SetDirectory(filepath.Dir(path))
+	peers.SetDirectory(cfg.Peers, filepath.Dir(path))
 	return cfg, nil
 }
 
@@ -400,6 +406,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.RemoteWrite.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := peers.Validate(c.Peers); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Peers) > 0 && c.AdminTokenFile == "" && !c.Auth.Enabled() {
+		add("peers: exports, which peers serve, are off without auth.users, auth.tokens or admin_token_file")
 	}
 	if c.Storage.OutOfOrderWindow < 0 {
 		add("storage.out_of_order_window: must not be negative, got %q", c.Storage.OutOfOrderWindow.String())
