@@ -44,10 +44,11 @@ type FeedSample struct {
 // FeedSeries is the samples of one series read from the feed, in time
 // order within one entry.
 type FeedSeries struct {
-	Ref     uint64
-	Labels  labels.Labels
-	Kind    SeriesKind
-	Samples []FeedSample
+	Ref       uint64
+	Labels    labels.Labels
+	Kind      SeriesKind
+	Committed int64 // when the entry was committed, Unix ms
+	Samples   []FeedSample
 }
 
 // FeedRead is what one ReadFeed returns.
@@ -338,7 +339,7 @@ func (s *SeriesStore) ReadFeed(pos FeedPosition, max int) (FeedRead, error) {
 			if ms == nil {
 				return out, fmt.Errorf("feed entry %d: series %d: %w", seq, id, errCorrupt)
 			}
-			fs := FeedSeries{Ref: id, Labels: ms.lset, Kind: ms.kind, Samples: make([]FeedSample, 0, to-from)}
+			fs := FeedSeries{Ref: id, Labels: ms.lset, Kind: ms.kind, Committed: int64(h.time), Samples: make([]FeedSample, 0, to-from)}
 			for _, smp := range smps[from:to] {
 				fs.Samples = append(fs.Samples, FeedSample{T: smp.t, F: smp.f, H: smp.h, FH: smp.fh})
 			}

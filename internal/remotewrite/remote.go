@@ -310,8 +310,9 @@ func (r *remote) pendingBytes() uint64 {
 func (r *remote) feedFull() bool { return r.pendingBytes() > uint64(r.m.cfg.MaxPendingBytes) }
 
 // build turns what was read into a request: increments become the
-// cumulative counter, stamped at their time or, when late, 1 ms after the
-// series' last sent sample.
+// cumulative counter, stamped at their time or, when late (not after the
+// series' last sent sample), at their commit time, or 1 ms after the last
+// sent sample if that is later.
 func (r *remote) build(rd pebblestore.FeedRead) *batch {
 	b := &batch{first: rd.First, next: rd.Next, oldest: rd.Oldest, changed: map[uint64][]byte{}, maxT: math.MinInt64}
 	v2 := r.cfg.ProtobufMessage == remoteapi.WriteV2MessageType
@@ -364,7 +365,11 @@ func (r *remote) build(rd pebblestore.FeedRead) *batch {
 			}
 			for _, smp := range fs.Samples {
 				st.v += smp.F
-				st.t = max(smp.T, st.t+1)
+				if smp.T > st.t {
+					st.t = smp.T // on time: at its interval's end
+				} else {
+					st.t = max(st.t+1, fs.Committed) // late: when it was committed
+				}
 				add(st.t, st.v)
 			}
 			b.changed[fs.Ref] = st.encode()
