@@ -134,6 +134,7 @@ http_addr: 127.0.0.1:$((PORT_BASE + 200 + i))
 data_dir: $WORK/data/proxylens-$i
 external_labels:
   proxylens_instance: i$i
+fixed_costs: $([ "$i" = 0 ] && echo accrue || echo skip)  # subscriptions are the fleet's: one instance accrues them
 remote_write:
   - url: $WRITE_URL
     name: $TSDB

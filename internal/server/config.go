@@ -71,6 +71,11 @@ type Config struct {
 	// CostAllocation is what a subscription is allocated to applications
 	// by, hour by hour: requests (the default) or bytes.
 	CostAllocation string `yaml:"cost_allocation"`
+	// FixedCosts says whether this instance accrues the subscriptions and
+	// writes the subscription and budget gauges: accrue (the default) or
+	// skip. In a fleet writing into one TSDB, every instance but one
+	// skips them (docs/scaling.md#several-instances).
+	FixedCosts string `yaml:"fixed_costs"`
 	// Backup configures scheduled backups and their uploads.
 	Backup backup.Config `yaml:"backup"`
 	// Auth lists the users and tokens of the HTTP endpoints.
@@ -130,6 +135,12 @@ type StorageConfig struct {
 	RetentionInterval time.Duration `yaml:"retention_interval"`
 }
 
+// Values of Config.FixedCosts.
+const (
+	FixedCostsAccrue = "accrue"
+	FixedCostsSkip   = "skip"
+)
+
 // DefaultConfig returns the embedded defaults: everything on loopback,
 // data in ./data.
 func DefaultConfig() Config {
@@ -140,6 +151,7 @@ func DefaultConfig() Config {
 		OTLPHTTPAddr:  rc.HTTPAddr,
 		HTTPAddr:      "127.0.0.1:9464",
 		FlushInterval: 15 * time.Second,
+		FixedCosts:    FixedCostsAccrue,
 		LogLevel:      "info",
 		LogFormat:     "text",
 		Receiver: ReceiverConfig{
@@ -395,6 +407,11 @@ func (c *Config) Validate() error {
 	case "", otelanalytics.AllocateByRequests, otelanalytics.AllocateByBytes:
 	default:
 		add("cost_allocation: must be requests or bytes, got %q", c.CostAllocation)
+	}
+	switch c.FixedCosts {
+	case FixedCostsAccrue, FixedCostsSkip:
+	default:
+		add("fixed_costs: must be accrue or skip, got %q", c.FixedCosts)
 	}
 	if c.AdminTokenFile != "" {
 		if _, err := readAdminToken(c.AdminTokenFile); err != nil {

@@ -118,6 +118,7 @@ func TestGoodConfig(t *testing.T) {
 			PerRequest: new(0.001), PerGB: new(3.5), Subscription: new(500.0), Period: "month",
 		}},
 		CostAllocation: "bytes",
+		FixedCosts:     "skip",
 		TLS:            TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
 		Rules:          cfg.Rules,       // checked above
 		RemoteWrite:    cfg.RemoteWrite, // checked below

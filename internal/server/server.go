@@ -191,6 +191,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
 		Costs:              &s.costs,
 		CostAllocation:     s.cfg.CostAllocation,
+		SkipFixedCosts:     s.cfg.FixedCosts == FixedCostsSkip,
 		Changes:            s.changes,
 		PeakZones:          zones,
 		AfterCut:           s.judgeSources,
