@@ -110,6 +110,7 @@ thanos)
 		start "thanos-receive-$i" "$ENGINES/thanos" receive --tsdb.path="$WORK/data/receive-$i" \
 			--grpc-address="$grpc" --http-address=127.0.0.1:$((PORT_BASE + 21 + i)) \
 			--remote-write.address=127.0.0.1:$((PORT_BASE + 31 + i)) \
+			--receive.capnproto-address=127.0.0.1:$((PORT_BASE + 41 + i)) \
 			--receive.hashrings-file="$WORK/hashring.json" --receive.local-endpoint="$grpc" \
 			--receive.replication-factor=1 --label="receive_replica=\"$i\"" \
 			--tsdb.out-of-order.time-window=2h --tsdb.retention=1d
