@@ -73,7 +73,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 		fam.dirty, fam.spareDirty = fam.spareDirty[:0], nil
 		fam.pend, fam.sparePend = fam.sparePend, nil
 		if fam.pend == nil {
-			fam.pend = make(map[pendKey]uint32, len(tk[f].pend))
+			fam.pend = make(map[pendKey]uint32, min(len(tk[f].pend), retainedPend))
 		}
 		fam.pkeys, fam.pvals = nil, nil
 	}
@@ -95,18 +95,28 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 			fc.IncTimes[i] = pk.t
 		}
 		fc.IncValues = t.pvals
-		clear(t.pend)
+		if len(t.pend) <= retainedPend {
+			clear(t.pend)
+		} else {
+			t.pend = nil // a map keeps its buckets when cleared: drop a big one
+		}
 	}
 	a.mu.Lock()
 	for f := range tk {
 		fam := &a.fams[f]
 		if fam.sparePend == nil && fam.spareDirty == nil {
-			fam.sparePend, fam.spareDirty = tk[f].pend, tk[f].dirty[:0]
+			fam.sparePend = tk[f].pend // nil if dropped above
+			fam.spareDirty = tk[f].dirty[:0]
 		}
 	}
 	a.mu.Unlock()
 	return c
 }
+
+// retainedPend is the largest increment table a cut keeps for reuse (and
+// the most a new one is sized for): live traffic fills a few intervals of
+// each series, a backfill millions of them.
+const retainedPend = 1 << 16
 
 // Restore puts back a cut that could not be written, so that the next cut
 // carries its totals and increments.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/storage"
 )
 
 // Cut is what WriteCut writes, as the ingest pipeline (package
@@ -65,11 +64,15 @@ const recordBatchBytes = 4 << 20
 
 // WriteCut writes the records and dictionary entries that c makes of the
 // entries of the journal segments up to sealed into Pebble, sorted by key
-// (cheap memtable inserts), then, in one synced batch, the cut's totals
-// and series samples and the new journal checkpoint; only then are the
-// segments removed. A crash at any point leaves either the old checkpoint,
-// and the segments are replayed and written again (the same keys, the same
-// values), or the new one.
+// (cheap memtable inserts); stages the cut's series samples; then writes,
+// in one synced batch, the cut's totals and the new journal checkpoint,
+// and applies the staged samples in bounded pieces (cut_pieces.go); only
+// then are the segments removed. A crash before the checkpoint leaves the
+// old one, and the segments are replayed and written again (the same
+// keys, the same values); a crash after it leaves the samples not
+// applied yet staged, and Load applies them. Once the checkpoint is
+// written WriteCut returns nil: a piece that fails is logged and left
+// staged for the next cut, which applies it first.
 func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 	d.cutMu.Lock()
 	defer d.cutMu.Unlock()
@@ -96,39 +99,67 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 		}
 	}
 
-	// The cut's series samples go in the same batch as its totals and
-	// the checkpoint: all or nothing.
-	wb := d.batchLocked()
-	defer wb.Reset()
-	app := d.series.newAppender()
-	app.anyAge = true // the pipeline's gauges, written per interval of event time
+	// A cut before this one whose staged samples could not all be
+	// applied: first those (its checkpoint is written, the journal no
+	// longer holds them).
+	if pending, err := d.stagedPending(); err != nil {
+		return err
+	} else if pending {
+		d.series.applyMu.Lock()
+		err := d.applyStagedLocked()
+		d.series.applyMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("apply the previous cut's series: %w", err)
+		}
+	}
+
+	// The cut's series samples are staged in bounded batches, then the
+	// totals, the checkpoint and the mark that staged samples wait go in
+	// one synced batch, then the staged samples are applied in bounded
+	// pieces (cut_pieces.go). Past the checkpoint the cut is written: a
+	// crash, or a failed piece, leaves the rest staged for Load or the
+	// next cut to apply.
+	g := newStager(d)
+	wb := d.db.NewBatch()
+	defer wb.Close() // not kept: its size follows the series that changed
 	var key []byte
 	err = c.Write(func(k, v []byte) error {
 		key = append(append(key[:0], prefixTotals), k...)
 		return wb.Set(key, v, nil)
-	}, app.AppendIncrement, func(ls labels.Labels, t int64, v float64) error {
-		_, err := app.Append(0, ls, 0, t, v, nil, nil, storage.AppendV2Options{})
-		return err
-	})
+	}, g.increment, g.sample)
 	if err != nil {
 		return err
 	}
-	if err := d.series.commit(app, wb, func() error {
-		cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), c.Seq())
-		if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
-			return fmt.Errorf("add journal checkpoint: %w", err)
-		}
-		if err := wb.Commit(pebble.Sync); err != nil {
-			return fmt.Errorf("commit cut: %w", err)
-		}
-		return nil
-	}); err != nil {
+	if err := g.flush(); err != nil {
 		return err
 	}
-	d.series.noteCheckpoint(sealed)
+	cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), c.Seq())
+	if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
+		return fmt.Errorf("add journal checkpoint: %w", err)
+	}
+	if g.samples > 0 {
+		if err := wb.Set(keyCutApply, binary.AppendUvarint(nil, sealed), nil); err != nil {
+			return fmt.Errorf("add cut apply marker: %w", err)
+		}
+	}
+	// A querier whose snapshot holds keyCutApply waits on applyMu: it is
+	// taken before keyCutApply is committed.
+	d.series.applyMu.Lock()
+	defer d.series.applyMu.Unlock()
+	if err := wb.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("commit cut: %w", err)
+	}
 	d.mu.Lock()
 	d.checkpoint, d.seq = sealed, c.Seq()
 	d.mu.Unlock()
+	if g.samples > 0 {
+		if err := d.applyStagedLocked(); err != nil {
+			// Not an error of the cut: it is committed, and the pipeline
+			// must not write its increments again.
+			d.log.Error("cut's series not all written; the rest stays staged for the next cut", "err", err)
+		}
+	}
+	d.series.noteCheckpoint(sealed)
 	return d.j.retire(sealed)
 }
 

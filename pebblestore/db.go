@@ -64,9 +64,11 @@ type DB struct {
 
 	journalSyncs *metrics.PrometheusHistogram // journal fdatasync latency
 
-	// The Pebble batch of the cuts' writes (held under cutMu), kept from
-	// cut to cut with its memory: a cut's batch is megabytes.
+	// The Pebble batch of the cuts' records (held under cutMu), kept from
+	// cut to cut with its memory: a few megabytes.
 	cutBatch *pebble.Batch
+	// pieces bounds what a cut stages and applies at once (cut_pieces.go).
+	pieces pieceLimits
 
 	retentionMu sync.Mutex // serializes policy changes
 	cutMu       sync.Mutex // held by a cut and by a backup's snapshot
@@ -115,7 +117,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
-	d := &DB{db: pdb, dir: dir, log: log}
+	d := &DB{db: pdb, dir: dir, log: log, pieces: defaultPieces}
 	if err := d.checkFormat(now()); err != nil {
 		return nil, errors.Join(err, pdb.Close())
 	}
@@ -171,10 +173,12 @@ func (d *DB) checkFormat(now time.Time) error {
 	}
 	ver, n := binary.Uvarint(v)
 	_ = closer.Close()
-	if n > 0 && ver == FormatVersion-1 {
-		// Version 4 is version 5 without window values of several groups:
-		// this version reads it as it is, and stamps it so that the
-		// versions before, which would refuse such values, refuse it.
+	if n > 0 && (ver == 4 || ver == 5) {
+		// Version 4 is version 5 without window values of several groups,
+		// version 5 is version 6 without a cut's staged samples (the z
+		// key space): this version reads both as they are, and stamps
+		// them so that the versions before, which would refuse such
+		// values or ignore staged samples, refuse it.
 		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
 			return fmt.Errorf("upgrade format version: %w", err)
 		}

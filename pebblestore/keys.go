@@ -12,7 +12,7 @@ import (
 // reading them.
 
 // FormatVersion is the on-disk format this package writes and reads.
-const FormatVersion = 5
+const FormatVersion = 6
 
 // Key spaces: the first byte of every key.
 const (
@@ -30,6 +30,9 @@ const (
 	// The series feed (feed.go), written only with SeriesOptions.Feed.
 	prefixFeed         = 'f' // f<seq:8 BE>                         → the samples of one series commit
 	prefixFeedConsumer = 'o' // o<len(name)><name>[<id:8 BE>]       → a consumer's position [its state of series id]
+	// A cut's samples staged before they are applied in pieces
+	// (cut_pieces.go): chunk 0 of a series holds its kind and labels.
+	prefixCutStage = 'z' // z<sid:4 BE><chunk:4 BE>                → kind, labels | samples (varint t, 8-byte LE float)
 
 	// Versions before 2026-11-29 also wrote postings, p<name><value><id>,
 	// which nothing reads; they stay until their series do.
@@ -40,6 +43,7 @@ var (
 	keyFormat     = []byte("mformat")     // uvarint FormatVersion
 	keyCreated    = []byte("mcreated")    // 8-byte BE Unix ns of the store's creation
 	keyCheckpoint = []byte("mcheckpoint") // uvarint last journal segment in Pebble, uvarint the pipeline's sequence number (Cut.Seq)
+	keyCutApply   = []byte("mcutapply")   // uvarint the journal segment of the cut whose staged samples (z) are not all applied
 	keyRetention  = []byte("mretention")  // the retention policy, JSON
 	keyCosts      = []byte("mcosts")      // the cost models, JSON (the admin API's shape)
 	keySampling   = []byte("msampling")   // the sampling settings the admin API set, JSON (the server's shape)

@@ -26,6 +26,21 @@ func (d *DB) Load(dict func(id uint32, s string) error, totals func(key, value [
 	if d.j != nil {
 		return 0, errors.New("store already loaded")
 	}
+	// A cut that crashed while applying its staged samples: the rest of
+	// them, before anything is read (cut_pieces.go).
+	if pending, err := d.stagedPending(); err != nil {
+		return 0, err
+	} else if pending {
+		d.cutMu.Lock()
+		d.series.applyMu.Lock()
+		err := d.applyStagedLocked()
+		d.series.applyMu.Unlock()
+		d.cutMu.Unlock()
+		if err != nil {
+			return 0, fmt.Errorf("apply the interrupted cut's series: %w", err)
+		}
+		d.log.Info("applied the series of a cut interrupted by a stop")
+	}
 	if err := d.scan([]byte{prefixDict}, func(k, v []byte) error {
 		if len(k) != 5 {
 			return fmt.Errorf("dictionary key of %d bytes: %w", len(k), errCorrupt)

@@ -82,6 +82,9 @@ type SeriesStore struct {
 	nextID   uint64
 
 	commitMu sync.Mutex // one commit at a time; guards every memSeries' head
+	// applyMu is held while a cut's staged samples are applied, piece by
+	// piece (cut_pieces.go): a querier whose snapshot is mid-cut waits.
+	applyMu sync.Mutex
 
 	// The oldest times reads answer (Unix ms), raised by retention: raw
 	// samples of sample series, and everything.

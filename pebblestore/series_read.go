@@ -25,6 +25,18 @@ func (s *SeriesStore) Querier(mint, maxt int64) (storage.Querier, error) {
 		view = (*o).OverlayView()
 	}
 	snap := s.db.NewSnapshot()
+	// A snapshot between two pieces of a cut (cut_pieces.go) would see it
+	// half written: wait for the rest and take it again. Once: an apply
+	// that failed is retried by the next cut only.
+	if mid, err := snapshotMidCut(snap); err != nil {
+		return nil, errors.Join(fmt.Errorf("read the cut apply marker: %w", err), snap.Close())
+	} else if mid {
+		if err := snap.Close(); err != nil {
+			return nil, err
+		}
+		s.waitForApply()
+		snap = s.db.NewSnapshot()
+	}
 	ov, err := s.overlayParts(view, snap)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("read the journal checkpoint for the overlay: %w", err), snap.Close())

@@ -180,13 +180,27 @@ func (s *Server) appendSourceState(app storage.Appender, ts int64) error {
 // restart, the journal's batches are judged again) are skipped.
 func (s *Server) judgeSources(c *otelanalytics.Cut, now time.Time) {
 	app := s.store.Series().Appender(context.Background())
+	// A cut of history (a backfill) is judged interval by interval, weeks
+	// of them: the verdicts are committed every verdictBatch samples, so
+	// that the appender does not hold them all.
+	n := 0
 	err := s.detector.Observe(c, s.dict, now, func(ls labels.Labels, t int64, v float64) error {
 		_, err := app.Append(0, ls, t, v)
 		if errors.Is(err, storage.ErrOutOfOrderSample) || errors.Is(err, storage.ErrTooOldSample) ||
 			errors.Is(err, storage.ErrDuplicateSampleForTimestamp) {
 			return nil
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		if n++; n >= verdictBatch {
+			n = 0
+			if err := app.Commit(); err != nil {
+				return err
+			}
+			app = s.store.Series().Appender(context.Background())
+		}
+		return nil
 	})
 	if err == nil {
 		err = app.Commit()
@@ -197,6 +211,9 @@ func (s *Server) judgeSources(c *otelanalytics.Cut, now time.Time) {
 		s.log.Warn("store the degradation verdicts, skipping this cut's", "err", err)
 	}
 }
+
+// verdictBatch is how many verdict samples one commit holds at most.
+const verdictBatch = 65536
 
 // seedQuery is every source's hourly requests by outcome and latency
 // bucket, as the detector keeps its baseline.
