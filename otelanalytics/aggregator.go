@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -111,7 +112,9 @@ type AggregationConfig struct {
 	// to further domains go to the overflow series. Default 10000.
 	MaxDomains int `yaml:"max_domains"`
 	// MaxPendingIncrements bounds the per-interval increments held between
-	// two cuts; past it the pipeline cuts early. Default 1000000.
+	// two cuts; past it the pipeline cuts early, and past twice as many
+	// (while a cut of history is still being written) it refuses batches
+	// with ErrOverloaded until a cut takes them. Default 1000000.
 	MaxPendingIncrements int `yaml:"max_pending_increments"`
 }
 
@@ -149,8 +152,9 @@ type Aggregator struct {
 	domains    []uint64 // bitset of admitted domain ids
 	nDomains   int
 	maxDomains int
-	pending    int    // increments held, all families
-	gen        uint32 // cut generation, for the increment slot caches
+	pending    int          // increments held, all families
+	held       atomic.Int64 // pending, for Saturated without the lock
+	gen        uint32       // cut generation, for the increment slot caches
 
 	// For the Overlay: version changes with every change of the
 	// increments held (Apply, cut, Restore, cutWritten); inflight is the
@@ -330,6 +334,7 @@ func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 			inc[0] += w
 		}
 	}
+	a.held.Store(int64(a.pending))
 	if a.pending >= a.maxPending && before < a.maxPending {
 		select {
 		case a.cutRequest <- struct{}{}:
@@ -507,6 +512,11 @@ func (a *Aggregator) SeriesCount(f Family) int {
 
 // OverflowSpans returns how many spans went to the overflow series of f.
 func (a *Aggregator) OverflowSpans(f Family) uint64 { return a.overflow[f].Get() }
+
+// Saturated reports whether the increments held reached twice
+// MaxPendingIncrements: a cut was requested at once, and is not done
+// yet (a cut of history takes a while); ingest should wait for it.
+func (a *Aggregator) Saturated() bool { return a.held.Load() >= 2*int64(a.maxPending) }
 
 // Pending returns the number of increments held until the next cut.
 func (a *Aggregator) Pending() int {

@@ -52,6 +52,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 	// changing.
 	a.mu.Lock()
 	a.pending = 0
+	a.held.Store(0)
 	a.gen++
 	a.version++
 	if sealed > 0 {
@@ -146,6 +147,7 @@ func (a *Aggregator) Restore(c *Cut) {
 			}
 		}
 	}
+	a.held.Store(int64(a.pending))
 }
 
 // cutWritten tells that the cut being written is committed: the store

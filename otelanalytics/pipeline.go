@@ -303,6 +303,11 @@ func (p *Pipeline) admit(n int) error {
 	if p.inflight > 0 && p.inflight+n > p.cfg.MaxInflightRecords {
 		return ErrOverloaded
 	}
+	if p.agg.Saturated() {
+		// History arrives faster than cuts write it: the increments held
+		// are bounded, the client retries.
+		return ErrOverloaded
+	}
 	p.inflight += n
 	p.active.Add(1)
 	return nil

@@ -340,3 +340,34 @@ func TestConsumeNotesChanges(t *testing.T) {
 	late, last := now.Add(-48*time.Hour).UnixMilli(), now.UnixMilli()
 	require.Equal(t, [][2]int64{{late, late + hour - 1}, {last - hour, last + hour - 1}}, rec.ranges, "the late span's hour, and the hours of the others")
 }
+
+// TestPendingIncrementsBound: spans spread over an hour of event time at a
+// one-second resolution make an increment each; past twice
+// MaxPendingIncrements the pipeline refuses batches until a cut takes them.
+func TestPendingIncrementsBound(t *testing.T) {
+	db, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	require.NoError(t, err)
+	dict := otelanalytics.NewDict(0)
+	agg := otelanalytics.NewAggregator(otelanalytics.AggregationConfig{MaxPendingIncrements: 1000}, time.Second, nil)
+	next, err := otelanalytics.Restore(db, dict, agg)
+	require.NoError(t, err)
+	p := otelanalytics.NewPipeline(otelanalytics.PipelineConfig{}, dict, otelanalytics.NewSampler(otelanalytics.DefaultSamplingConfig()), agg, db, next, nil, nil, ticker(time.Millisecond))
+	defer func() { require.NoError(t, errors.Join(p.Shutdown(context.Background()), db.Close())) }()
+
+	ctx := context.Background()
+	accepted := 0
+	for i := range 100 {
+		err := p.Consume(ctx, batch(100, uint64(i)))
+		if errors.Is(err, otelanalytics.ErrOverloaded) {
+			break
+		}
+		require.NoError(t, err)
+		accepted += 100
+	}
+	require.Less(t, accepted, 10000, "refused before every batch was taken")
+	require.GreaterOrEqual(t, agg.Pending(), 2000)
+	require.Less(t, agg.Pending(), 2000+100*5, "at most one batch past the bound")
+	require.NoError(t, p.Flush())
+	require.NoError(t, p.Consume(ctx, batch(100, 1000)), "taken again once a cut took the increments")
+	require.Equal(t, float64(accepted+100), requestsTotal(agg))
+}
