@@ -117,14 +117,20 @@ func (g *stager) add(ls labels.Labels, kind SeriesKind, t int64, v float64) erro
 		return fmt.Errorf("series %s: handed over as increments and as samples", ls)
 	}
 	n := len(ss.buf)
-	ss.buf = binary.AppendVarint(ss.buf, t)
-	ss.buf = binary.LittleEndian.AppendUint64(ss.buf, math.Float64bits(v))
+	ss.buf = appendStagedSample(ss.buf, t, v)
 	g.buffered += len(ss.buf) - n
 	g.samples++
 	if g.buffered >= g.d.pieces.stageBytes {
 		return g.flush()
 	}
 	return nil
+}
+
+// appendStagedSample encodes one staged sample: varint t (Unix ms), then
+// v as float64 LE.
+func appendStagedSample(dst []byte, t int64, v float64) []byte {
+	dst = binary.AppendVarint(dst, t)
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
 }
 
 // flush writes the samples buffered, and the header of every series not

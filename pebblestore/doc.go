@@ -10,9 +10,10 @@
 // The pieces, by file:
 //
 //   - db.go: opening, the format version, closing;
-//   - journal.go, replay.go, cut.go: the ingest journal (group-committed
-//     segments), Load's replay of it, and the cut that writes a sealed
-//     segment's records and the pipeline's totals and series;
+//   - journal.go, replay.go, cut.go, cut_pieces.go: the ingest journal
+//     (group-committed segments), Load's replay of it, and the cut that
+//     writes a sealed segment's records and the pipeline's totals and
+//     series, the series staged and applied in bounded pieces;
 //   - records.go: scans of the stored records, as bytes;
 //   - series.go, series_append.go, series_commit.go, series_read.go,
 //     window.go: the time-series store (storage.Storage): the label
@@ -44,6 +45,7 @@
 //	DB.cutMu              one cut or snapshot at a time
 //	journal.prepMu        the spare segment
 //	journal.mu            the segment being written
+//	SeriesStore.applyMu   a cut's staged samples being applied (cut_pieces.go)
 //	SeriesStore.commitMu  one series commit at a time; guards every series' head
 //	SeriesStore.mu        the label index
 //	DB.auditMu            the audit chain
@@ -51,8 +53,9 @@
 //
 // metadataStore.mu and querier.mu are leaves. A querier takes no lock to
 // read the overlay (overlay.go) with its snapshot; it only waits, taking
-// and releasing SeriesStore.commitMu while it holds nothing, when its
-// snapshot holds a cut whose commit has not updated the index yet. The
+// and releasing SeriesStore.applyMu or commitMu while it holds nothing,
+// when its snapshot holds a cut whose pieces are not all applied, or
+// whose commit has not updated the index yet. The
 // overlay's implementation takes its own locks (otelanalytics: the
 // overlay's, then the aggregator's), never while it holds one of these. A function that needs a
 // lock held says so in its name (…Locked) and its comment names the lock.

@@ -16,6 +16,13 @@ func TestKeysFrozen(t *testing.T) {
 	require.Equal(t, "6e"+"7570", hex.EncodeToString(metadataKey("up")))
 }
 
+// TestStagedCutFrozen freezes a cut's staged samples (cut_pieces.go).
+func TestStagedCutFrozen(t *testing.T) {
+	require.Equal(t, "7a"+"00000007"+"00000002", hex.EncodeToString(stageKey(7, 2)))
+	require.Equal(t, "d00f"+"000000000000f83f", hex.EncodeToString(appendStagedSample(nil, 1000, 1.5)))
+	require.Equal(t, "6d6375746170706c79", hex.EncodeToString(keyCutApply))
+}
+
 // TestSeriesEncodingFrozen freezes the series store's keys and values.
 func TestSeriesEncodingFrozen(t *testing.T) {
 	ls := labels.FromStrings("__name__", "up", "job", "a")
