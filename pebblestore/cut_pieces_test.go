@@ -201,3 +201,34 @@ func TestCutPiecesRetried(t *testing.T) {
 	e.cut(t)
 	requireSameSeries(t, want, storedSeries(t, e.db))
 }
+
+// TestQueryMidCutWaits: a query whose snapshot falls between two pieces
+// of a cut waits for the rest and answers the whole cut, never half of it.
+func TestQueryMidCutWaits(t *testing.T) {
+	batches := [][]otelanalytics.Record{history(1500, 31)}
+	want := reference(t, batches)
+
+	e := openPieced(t, t.TempDir())
+	defer func() { require.NoError(t, e.db.Close()) }()
+	e.commit(t, batches[0], nil, 1)
+	saw := make(chan struct{})
+	e.db.series.sawMidCut = func() { close(saw) }
+	got := make(chan map[string]seriesState, 1)
+	e.db.pieces.fail = func(n int) error {
+		if n != 3 {
+			return nil
+		}
+		// Pieces 1 and 2 are written, the rest not: a query now.
+		go func() { got <- storedSeries(t, e.db) }()
+		select {
+		case <-saw: // it saw the cut half written, and waits for the rest
+			return nil
+		case r := <-got:
+			t.Error("the query answered from a cut half written")
+			got <- r
+			return nil
+		}
+	}
+	e.cut(t)
+	requireSameSeries(t, want, <-got)
+}

@@ -85,6 +85,9 @@ type SeriesStore struct {
 	// applyMu is held while a cut's staged samples are applied, piece by
 	// piece (cut_pieces.go): a querier whose snapshot is mid-cut waits.
 	applyMu sync.Mutex
+	// sawMidCut, in tests, is called when a querier's snapshot is mid-cut,
+	// before it waits.
+	sawMidCut func()
 
 	// The oldest times reads answer (Unix ms), raised by retention: raw
 	// samples of sample series, and everything.

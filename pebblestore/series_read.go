@@ -26,13 +26,22 @@ func (s *SeriesStore) Querier(mint, maxt int64) (storage.Querier, error) {
 	}
 	snap := s.db.NewSnapshot()
 	// A snapshot between two pieces of a cut (cut_pieces.go) would see it
-	// half written: wait for the rest and take it again. Once: an apply
-	// that failed is retried by the next cut only.
-	if mid, err := snapshotMidCut(snap); err != nil {
-		return nil, errors.Join(fmt.Errorf("read the cut apply marker: %w", err), snap.Close())
-	} else if mid {
+	// half written: wait for the rest and take it again; again if the
+	// next cut began meanwhile. A few times at most: a cut whose apply
+	// failed leaves its mark until the next cut.
+	for range 8 {
+		mid, err := snapshotMidCut(snap)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("read the cut apply marker: %w", err), snap.Close())
+		}
+		if !mid {
+			break
+		}
 		if err := snap.Close(); err != nil {
 			return nil, err
+		}
+		if s.sawMidCut != nil {
+			s.sawMidCut()
 		}
 		s.waitForApply()
 		snap = s.db.NewSnapshot()

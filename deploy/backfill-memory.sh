@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# C24 in docs/benchmarks.md: memory during and after a backfill. Starts a
+# fresh proxylens on its defaults (binary from $PROXYLENS, default
+# /tmp/proxylens) on 127.0.0.1:25317/25464, sends spans whose end times
+# spread over the past 30 days with the bench load generator ($LOADGEN,
+# default /tmp/loadgen/loadgen; ../shared/bench/loadgen) for $DUR (default
+# 5s, about 0.4–0.8 M spans here), waits until the server is idle (under
+# 0.3 s of CPU in 10 s, at least one cut written), and prints one JSON
+# line: loadgen's, the peak RSS (VmHWM), the idle RSS, the Go heap in use
+# after a forced GC, the spans counted, the cuts and their seconds. Run the
+# anchor binary and this one alternately.
+# Usage: PROXYLENS=… deploy/backfill-memory.sh LABEL
+set -uo pipefail
+PL=${PROXYLENS:-/tmp/proxylens}; LOADGEN=${LOADGEN:-/tmp/loadgen/loadgen}; dur=${DUR:-5s}
+label=${1:?a label}
+work=$(mktemp -d /tmp/backfill-memory-XXXX)
+"$PL" serve --data-dir "$work/data" --otlp-grpc-addr 127.0.0.1:25317 --otlp-http-addr 127.0.0.1:25318 \
+  --http-addr 127.0.0.1:25464 --log-level warn >"$work/log" 2>&1 &
+PID=$!
+trap 'kill -9 $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do curl -sf http://127.0.0.1:25464/-/ready >/dev/null && break; sleep 0.2; done
+t0=$(date +%s)
+lg=$("$LOADGEN" --endpoint 127.0.0.1:25317 --backfill 720h --duration "$dur" --conns 4)
+m() { curl -s http://127.0.0.1:25464/metrics; }
+tck=$(getconf CLK_TCK)
+cpu() { awk -v t="$tck" '{printf "%.2f", ($14+$15)/t}' "/proc/$PID/stat"; }
+for _ in $(seq 120); do
+  a=$(cpu); sleep 10; b=$(cpu)
+  n=$(m | awk '$1=="proxylens_flush_duration_seconds_count"{print $2}')
+  awk -v a="$a" -v b="$b" -v n="$n" 'BEGIN{exit !((b-a) < 0.3 && n >= 1)}' && break
+done
+idle_s=$(( $(date +%s) - t0 ))
+curl -s "http://127.0.0.1:25464/debug/pprof/heap?gc=1" -o /dev/null
+hwm=$(awk '/^VmHWM/{printf "%.0f", $2/1024}' /proc/$PID/status)
+rss=$(awk '/^VmRSS/{printf "%.0f", $2/1024}' /proc/$PID/status)
+heap=$(m | awk '$1=="go_memstats_heap_inuse_bytes"{printf "%.0f", $2/1048576}')
+counted=$(m | awk '$1 ~ /^proxy_requests_total/ {s+=$2} END {printf "%.0f", s}')
+cuts=$(m | awk '$1=="proxylens_flush_duration_seconds_count"{c=$2} $1=="proxylens_flush_duration_seconds_sum"{s=$2} END{printf "\"cuts\":%d,\"cut_s\":%.1f", c, s}')
+echo "{\"label\":\"$label\",\"loadgen\":$lg,\"hwm_mib\":$hwm,\"idle_rss_mib\":$rss,\"idle_heap_inuse_mib\":$heap,\"counted\":$counted,$cuts,\"idle_after_s\":$idle_s}"
