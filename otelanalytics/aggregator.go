@@ -162,6 +162,7 @@ type Aggregator struct {
 	// newest cut sealed.
 	version    uint64
 	inflight   *rawPart
+	written    func() // the Overlay's release, called after cutWritten (nil: none)
 	lastSealed uint64
 
 	overflow   [NumFamilies]*metrics.Counter // spans sent to overflow series

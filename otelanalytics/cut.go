@@ -154,7 +154,11 @@ func (a *Aggregator) Restore(c *Cut) {
 // serves its increments from now on.
 func (a *Aggregator) cutWritten() {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.version++
 	a.inflight = nil
+	written := a.written
+	a.mu.Unlock()
+	if written != nil {
+		written() // takes the Overlay's lock, which comes before a.mu
+	}
 }

@@ -56,7 +56,20 @@ type Overlay struct {
 // NewOverlay returns the overlay of agg's increments, whose label strings
 // are in dict.
 func NewOverlay(agg *Aggregator, dict *Dict) *Overlay {
-	return &Overlay{agg: agg, dict: dict}
+	o := &Overlay{agg: agg, dict: dict}
+	agg.mu.Lock()
+	agg.written = o.release
+	agg.mu.Unlock()
+	return o
+}
+
+// release drops the cached view once a cut is written: it holds the cut's
+// increments (after a backfill, tens of megabytes), which no query needs
+// any more, and an idle server would keep them until the next query.
+func (o *Overlay) release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.view, o.cached = nil, false
 }
 
 // rawPart is a part as the aggregator holds it: a cut's increments, or a
