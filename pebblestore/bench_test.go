@@ -230,7 +230,9 @@ func BenchmarkFlush(b *testing.B) {
 		batch    = 512
 		perCut   = rate * int(interval/time.Second)
 	)
-	db, err := Open(b.TempDir(), Options{})
+	now := t0
+	clock := func() time.Time { return now } // the store's and the pipeline's: the traffic is live
+	db, err := Open(b.TempDir(), Options{Series: SeriesOptions{Now: clock}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -241,7 +243,6 @@ func BenchmarkFlush(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	now := t0
 	p := otelanalytics.NewPipeline(otelanalytics.PipelineConfig{FlushInterval: interval}, dict,
 		otelanalytics.NewSampler(otelanalytics.DefaultSamplingConfig()), agg, db, next, nil, nil, func() time.Time { return now })
 	g := traffic.NewGenerator(traffic.NewModel(500), 1)

@@ -130,10 +130,35 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 	if err != nil {
 		return err
 	}
+	cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), c.Seq())
+	if g.whole() {
+		// A live cut: its samples, totals and checkpoint in one synced
+		// batch, all or nothing, with no staged copy.
+		app := d.series.newAppender()
+		app.anyAge = true // the pipeline's gauges, written per interval of event time
+		if err := g.appendTo(app); err != nil {
+			return err
+		}
+		if err := d.series.commit(app, wb, func() error {
+			if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
+				return fmt.Errorf("add journal checkpoint: %w", err)
+			}
+			if err := wb.Commit(pebble.Sync); err != nil {
+				return fmt.Errorf("commit cut: %w", err)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.checkpoint, d.seq = sealed, c.Seq()
+		d.mu.Unlock()
+		d.series.noteCheckpoint(sealed)
+		return d.j.retire(sealed)
+	}
 	if err := g.flush(); err != nil {
 		return err
 	}
-	cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), c.Seq())
 	if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
 		return fmt.Errorf("add journal checkpoint: %w", err)
 	}

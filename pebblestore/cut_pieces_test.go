@@ -232,3 +232,36 @@ func TestQueryMidCutWaits(t *testing.T) {
 	e.cut(t)
 	requireSameSeries(t, want, <-got)
 }
+
+// TestLiveCutWhole: a cut whose samples are all recent and fit in memory
+// (a live cut) is written in one batch with its checkpoint, staging
+// nothing, and stores what the same spans give through the pieces.
+func TestLiveCutWhole(t *testing.T) {
+	batches := [][]otelanalytics.Record{requests(300, 21, t0.Add(-10*time.Minute), time.Second)}
+	want := reference(t, batches) // tiny stage batches: staged and applied in pieces
+	e := openPieced(t, t.TempDir())
+	defer func() { require.NoError(t, e.db.Close()) }()
+	e.db.pieces.stageBytes = 8 << 20
+	calls := 0
+	e.db.pieces.fail = func(int) error { calls++; return nil }
+	for _, b := range batches {
+		e.commit(t, b, nil, 1)
+	}
+	e.cut(t)
+	require.Zero(t, calls, "nothing staged, no piece")
+	pending, err := e.db.stagedPending()
+	require.NoError(t, err)
+	require.False(t, pending)
+	requireSameSeries(t, want, storedSeries(t, e.db))
+
+	// The same spans an hour and a half older than the store's clock are
+	// history: staged and applied in pieces.
+	e2 := openPieced(t, t.TempDir())
+	defer func() { require.NoError(t, e2.db.Close()) }()
+	e2.db.pieces.stageBytes = 8 << 20
+	calls = 0
+	e2.db.pieces.fail = func(int) error { calls++; return nil }
+	e2.commit(t, requests(300, 21, t0.Add(-90*time.Minute), time.Second), nil, 1)
+	e2.cut(t)
+	require.Positive(t, calls, "staged")
+}
