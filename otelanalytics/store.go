@@ -2,6 +2,7 @@ package otelanalytics
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -119,6 +120,24 @@ func (s *storeCut) Records(entry []byte, dict func(id uint32, s string) error, r
 		}
 	}
 	return nil
+}
+
+// MinTime is the oldest time (Unix ms) Write hands over: the store writes
+// a cut with nothing older than its out-of-order window in one batch, and
+// stages an older one (pebblestore.DB.WriteCut).
+func (s *storeCut) MinTime() int64 {
+	m := int64(math.MaxInt64)
+	for f := range s.c.Families {
+		for _, t := range s.c.Families[f].IncTimes {
+			m = min(m, t/1e6)
+		}
+	}
+	if s.alloc != nil {
+		for _, inc := range s.alloc.incs {
+			m = min(m, inc.t)
+		}
+	}
+	return m
 }
 
 // Write hands over the cut's totals, its increments as Prometheus series

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
 )
 
 // Cut is what WriteCut writes, as the ingest pipeline (package
@@ -119,6 +120,9 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 	// pieces (cut_pieces.go). Past the checkpoint the cut is written: a
 	// crash, or a failed piece, leaves the rest staged for Load or the
 	// next cut to apply.
+	if d.liveCut(c) {
+		return d.writeWholeLocked(sealed, c)
+	}
 	g := newStager(d)
 	wb := d.db.NewBatch()
 	defer wb.Close() // not kept: its size follows the series that changed
@@ -131,31 +135,6 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 		return err
 	}
 	cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), c.Seq())
-	if g.whole() {
-		// A live cut: its samples, totals and checkpoint in one synced
-		// batch, all or nothing, with no staged copy.
-		app := d.series.newAppender()
-		app.anyAge = true // the pipeline's gauges, written per interval of event time
-		if err := g.appendTo(app); err != nil {
-			return err
-		}
-		if err := d.series.commit(app, wb, func() error {
-			if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
-				return fmt.Errorf("add journal checkpoint: %w", err)
-			}
-			if err := wb.Commit(pebble.Sync); err != nil {
-				return fmt.Errorf("commit cut: %w", err)
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		d.mu.Lock()
-		d.checkpoint, d.seq = sealed, c.Seq()
-		d.mu.Unlock()
-		d.series.noteCheckpoint(sealed)
-		return d.j.retire(sealed)
-	}
 	if err := g.flush(); err != nil {
 		return err
 	}
@@ -184,6 +163,54 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 			d.log.Error("cut's series not all written; the rest stays staged for the next cut", "err", err)
 		}
 	}
+	d.series.noteCheckpoint(sealed)
+	return d.j.retire(sealed)
+}
+
+// liveCut reports whether c hands over nothing older than the
+// out-of-order window of the store's clock (a cut of live traffic): each
+// of its samples lands at the end of its series' newest window, a Merge
+// operand of its own samples rather than a rewrite of an old window, so
+// one batch holds it at about the size of its samples.
+func (d *DB) liveCut(c Cut) bool {
+	mt, ok := c.(interface{ MinTime() int64 })
+	return ok && mt.MinTime() >= d.series.now().UnixMilli()-d.series.ooo
+}
+
+// writeWholeLocked writes a live cut's series samples, totals and
+// checkpoint in one synced batch, all or nothing, with no staged copy; the
+// caller holds cutMu.
+func (d *DB) writeWholeLocked(sealed uint64, c Cut) error {
+	wb := d.batchLocked()
+	defer wb.Reset()
+	app := d.series.newAppender()
+	app.anyAge = true // the pipeline's gauges, written per interval of event time
+	var key []byte
+	err := c.Write(func(k, v []byte) error {
+		key = append(append(key[:0], prefixTotals), k...)
+		return wb.Set(key, v, nil)
+	}, app.AppendIncrement, func(ls labels.Labels, t int64, v float64) error {
+		_, err := app.Append(0, ls, 0, t, v, nil, nil, storage.AppendV2Options{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.series.commit(app, wb, func() error {
+		cp := binary.AppendUvarint(binary.AppendUvarint(nil, sealed), c.Seq())
+		if err := wb.Set(keyCheckpoint, cp, nil); err != nil {
+			return fmt.Errorf("add journal checkpoint: %w", err)
+		}
+		if err := wb.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("commit cut: %w", err)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.checkpoint, d.seq = sealed, c.Seq()
+	d.mu.Unlock()
 	d.series.noteCheckpoint(sealed)
 	return d.j.retire(sealed)
 }

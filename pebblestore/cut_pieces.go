@@ -72,11 +72,6 @@ type stager struct {
 	buffered int
 	flushed  bool // the first batch, which clears the z key space, is written
 	samples  int
-	// recent is the oldest time (Unix ms) of a live cut's samples: a cut
-	// whose samples are all at or after it, held in memory whole, is
-	// written in one batch (writeWhole); old is set by one before it.
-	recent int64
-	old    bool
 }
 
 type stagedSeries struct {
@@ -88,41 +83,7 @@ type stagedSeries struct {
 }
 
 func newStager(d *DB) *stager {
-	recent := d.series.now().UnixMilli() - d.series.ooo
-	return &stager{d: d, byHash: map[uint64][]*stagedSeries{}, recent: recent}
-}
-
-// whole reports whether the cut can be written in one batch with its
-// checkpoint, as live cuts are: its samples are all in memory (fewer than
-// stageBytes of them) and none is older than the out-of-order window, so
-// each lands at the end of its series' newest window (a Merge operand of
-// its own samples, not a rewrite of an old window) and the batch stays
-// about as small as the staged samples.
-func (g *stager) whole() bool { return !g.flushed && !g.old }
-
-// appendTo hands every staged sample to app, series by series.
-func (g *stager) appendTo(app *appender) error {
-	for _, ss := range g.series {
-		rd := varint.Reader{B: ss.buf}
-		for len(rd.B) > 0 {
-			t := rd.Varint()
-			if rd.Err != nil || len(rd.B) < 8 {
-				return fmt.Errorf("staged sample: %w", errCorrupt)
-			}
-			v := math.Float64frombits(binary.LittleEndian.Uint64(rd.B))
-			rd.B = rd.B[8:]
-			var err error
-			if ss.kind == KindIncrements {
-				err = app.AppendIncrement(ss.ls, t, v)
-			} else {
-				_, err = app.Append(0, ss.ls, 0, t, v, nil, nil, storage.AppendV2Options{})
-			}
-			if err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return &stager{d: d, byHash: map[uint64][]*stagedSeries{}}
 }
 
 func (g *stager) increment(ls labels.Labels, t int64, v float64) error {
@@ -154,9 +115,6 @@ func (g *stager) add(ls labels.Labels, kind SeriesKind, t int64, v float64) erro
 		g.series = append(g.series, ss)
 	} else if ss.kind != kind {
 		return fmt.Errorf("series %s: handed over as increments and as samples", ls)
-	}
-	if t < g.recent {
-		g.old = true
 	}
 	n := len(ss.buf)
 	ss.buf = appendStagedSample(ss.buf, t, v)
