@@ -32,8 +32,8 @@ type upstream struct{ name, root string }
 // engine's increase() is exact: VictoriaMetrics) the acknowledged counts.
 func TestFleetSeveralInstances(t *testing.T) {
 	t.Parallel()
+	ring := upstreamtest.StartThanosReceive(t, 2, "2h") // first: skips at once without Thanos
 	vm := upstreamtest.StartVictoriaMetrics(t)
-	ring := upstreamtest.StartThanosReceive(t, 2, "2h")
 	query := upstreamtest.StartThanosQuery(t, ring.GRPC)
 	receiver := ring.Receivers[0]
 	upstreams := []upstream{{"victoria-metrics", vm.URL}, {"thanos-query", query.URL}}
@@ -190,8 +190,8 @@ func TestFleetSeveralInstances(t *testing.T) {
 // acknowledged: no gap, no double count.
 func TestFleetHAPair(t *testing.T) {
 	t.Parallel()
+	ring := upstreamtest.StartThanosReceive(t, 2, "2h") // first: skips at once without Thanos
 	vm := upstreamtest.StartVictoriaMetrics(t, "-dedup.minScrapeInterval=1s")
-	ring := upstreamtest.StartThanosReceive(t, 2, "2h")
 	query := upstreamtest.StartThanosQuery(t, ring.GRPC, "replica")
 	upstreams := []upstream{{"victoria-metrics", vm.URL}, {"thanos-query", query.URL}}
 
