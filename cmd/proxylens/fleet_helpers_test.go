@@ -243,11 +243,13 @@ func alertExpr(t *testing.T, name string) string {
 	return ""
 }
 
-// writeConfig writes a proxylens config file and returns its path.
+// writeConfig writes a proxylens config file and returns its path. The
+// scheduled backups are off: the first would come a minute after start,
+// into ./backups, the package's source directory.
 func writeConfig(t *testing.T, cfg string) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "proxylens.yaml")
-	require.NoError(t, os.WriteFile(f, []byte(cfg), 0o600))
+	require.NoError(t, os.WriteFile(f, []byte(cfg+"backup:\n  interval: 0s\n"), 0o600))
 	return f
 }
 
