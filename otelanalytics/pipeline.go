@@ -49,6 +49,13 @@ type PipelineConfig struct {
 	// CostAllocation is what fixed costs are allocated to applications
 	// by: AllocateByRequests (the default) or AllocateByBytes.
 	CostAllocation string
+	// SkipFixedCosts leaves the fixed costs to another instance: no
+	// subscription accrues here (proxy_cost_allocated_total's
+	// subscription component) and no subscription or budget gauge is
+	// written; usage costs still are. In a fleet writing into one TSDB,
+	// every instance but one sets it, or each would count the fleet's
+	// subscriptions once more.
+	SkipFixedCosts bool
 	// Changes, if set, is told the times of the increments each batch
 	// changes, once they are in the aggregates: a cache of query results
 	// learns from it that a late span changed a past day
@@ -318,9 +325,13 @@ func (p *Pipeline) Flush() error {
 	if p.cfg.Costs != nil {
 		book = p.cfg.Costs.Book()
 	}
+	fixed := book // the fixed costs this instance accrues
+	if p.cfg.SkipFixedCosts {
+		fixed = nil
+	}
 	now := p.now()
 	p.commitMu.Lock()
-	if p.committed.Load() == 0 && !p.unwritten && !p.store.Replayed() && !p.agg.ledger.due(book, now) {
+	if p.committed.Load() == 0 && !p.unwritten && !p.store.Replayed() && !p.agg.ledger.due(fixed, now) {
 		p.commitMu.Unlock()
 		return nil
 	}
@@ -337,10 +348,12 @@ func (p *Pipeline) Flush() error {
 
 	start := time.Now()
 	// Ingest goes on while the cut is written, at a lower priority.
-	sc := &storeCut{c: c, dict: p.dict, book: book, seq: p.maxSeq.Load(), zones: p.cfg.PeakZones}
+	sc := &storeCut{c: c, dict: p.dict, book: book, noFixed: p.cfg.SkipFixedCosts, seq: p.maxSeq.Load(), zones: p.cfg.PeakZones}
 	if book != nil {
 		sc.usage = c.usage()
-		sc.alloc = p.agg.ledger.plan(sc.usage, p.dict, book, p.cfg.CostAllocation, now)
+	}
+	if fixed != nil {
+		sc.alloc = p.agg.ledger.plan(sc.usage, p.dict, fixed, p.cfg.CostAllocation, now)
 	}
 	if err := background(func() error { return p.store.WriteCut(sealed, sc) }); err != nil {
 		p.agg.Restore(c)

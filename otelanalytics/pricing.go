@@ -353,6 +353,9 @@ func (s *storeCut) price(increment, sample func(ls labels.Labels, t int64, v flo
 			times[t/1e6] = struct{}{}
 		}
 	}
+	if s.noFixed {
+		return nil
+	}
 	for t := range times {
 		if err := s.book.AppendSubscriptions(t, sample); err != nil {
 			return err

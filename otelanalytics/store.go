@@ -78,7 +78,10 @@ type storeCut struct {
 	c    *Cut
 	dict *Dict
 	book *CostBook // nil: no cost series
-	seq  uint64
+	// noFixed: the subscription and budget gauges are another
+	// instance's (PipelineConfig.SkipFixedCosts).
+	noFixed bool
+	seq     uint64
 	// zones are the time zones of the hour-of-week counters (nil: none).
 	zones []*time.Location
 

@@ -44,10 +44,11 @@ type FeedSample struct {
 // FeedSeries is the samples of one series read from the feed, in time
 // order within one entry.
 type FeedSeries struct {
-	Ref     uint64
-	Labels  labels.Labels
-	Kind    SeriesKind
-	Samples []FeedSample
+	Ref       uint64
+	Labels    labels.Labels
+	Kind      SeriesKind
+	Committed int64 // when the entry was committed, Unix ms
+	Samples   []FeedSample
 }
 
 // FeedRead is what one ReadFeed returns.
@@ -64,14 +65,18 @@ type FeedRead struct {
 
 // feedState is the feed's head, guarded by SeriesStore.commitMu.
 type feedState struct {
-	seq     uint64        // the newest entry, 0 before the first
-	samples uint64        // samples written through it
-	notify  chan struct{} // closed when an entry is committed
-	total   atomic.Uint64 // samples, for readers that do not lock
+	seq        uint64        // the newest entry, 0 before the first
+	samples    uint64        // samples written through it
+	bytes      uint64        // entry bytes (keys and values) written through it
+	notify     chan struct{} // closed when an entry is committed
+	total      atomic.Uint64 // samples, for readers that do not lock
+	totalBytes atomic.Uint64 // bytes, for readers that do not lock
 }
 
 // feed entry value: uvarint commit time (Unix ms), uvarint samples before
-// the entry, uvarint samples in it, uvarint series count, then per series
+// the entry, uvarint bytes of the entries before it (keys and values,
+// counted since the feed was last empty), uvarint samples in it, uvarint
+// series count, then per series
 // uvarint id, uvarint sample count, uvarint length and a window value
 // (appendWindow) of its samples. The count lets a read resume in the
 // middle of an entry without decoding the series before it.
@@ -110,13 +115,17 @@ func (s *SeriesStore) loadFeed(enabled bool) error {
 		}
 		s.feed.seq = binary.BigEndian.Uint64(it.Key()[1:])
 		s.feed.samples = h.cum + h.n
+		s.feed.bytes = h.bytes + uint64(len(it.Key())+len(it.Value()))
 	}
 	if err := it.Close(); err != nil {
 		return err
 	}
 	// With every entry pruned, the consumers' positions say where the
 	// feed stood.
-	defer func() { s.feed.total.Store(s.feed.samples) }()
+	defer func() {
+		s.feed.total.Store(s.feed.samples)
+		s.feed.totalBytes.Store(s.feed.bytes)
+	}()
 	return scan(s.db, []byte{prefixFeedConsumer}, func(k, v []byte) error {
 		if name, id := splitConsumerKey(k); name != nil && id == nil {
 			pos, err := decodeFeedPosition(v)
@@ -146,11 +155,14 @@ func splitConsumerKey(k []byte) (name, id []byte) {
 	return name, nil
 }
 
-type feedHeader struct{ time, cum, n, series uint64 }
+type feedHeader struct{ time, cum, bytes, n, series uint64 }
+
+// feedHeaderFields is the number of uvarints before an entry's series.
+const feedHeaderFields = 5
 
 func decodeFeedHeader(v []byte) (feedHeader, error) {
 	rd := varint.Reader{B: v}
-	h := feedHeader{time: rd.Uvarint(), cum: rd.Uvarint(), n: rd.Uvarint(), series: rd.Uvarint()}
+	h := feedHeader{time: rd.Uvarint(), cum: rd.Uvarint(), bytes: rd.Uvarint(), n: rd.Uvarint(), series: rd.Uvarint()}
 	if rd.Err != nil {
 		return h, errCorrupt
 	}
@@ -189,15 +201,19 @@ func (s *SeriesStore) writeFeedLocked(b *pebble.Batch, e *feedEntry) (func(), er
 	seq := s.feed.seq + 1
 	v := binary.AppendUvarint(nil, uint64(s.now().UnixMilli()))
 	v = binary.AppendUvarint(v, s.feed.samples)
+	v = binary.AppendUvarint(v, s.feed.bytes)
 	v = binary.AppendUvarint(v, e.n)
 	v = binary.AppendUvarint(v, e.series)
 	v = append(v, e.body...)
-	if err := b.Set(feedKey(seq), v, nil); err != nil {
+	k := feedKey(seq)
+	if err := b.Set(k, v, nil); err != nil {
 		return nil, err
 	}
 	return func() {
 		s.feed.seq, s.feed.samples = seq, s.feed.samples+e.n
+		s.feed.bytes += uint64(len(k) + len(v))
 		s.feed.total.Store(s.feed.samples)
+		s.feed.totalBytes.Store(s.feed.bytes)
 		close(s.feed.notify)
 		s.feed.notify = make(chan struct{})
 	}, nil
@@ -214,6 +230,32 @@ func (s *SeriesStore) FeedHead() (FeedPosition, <-chan struct{}) {
 // FeedSamples returns how many samples the feed has held, through its
 // newest entry, without waiting for a commit in progress.
 func (s *SeriesStore) FeedSamples() uint64 { return s.feed.total.Load() }
+
+// FeedBytes returns the bytes (keys and values) of the feed's entries
+// through its newest, counted since the feed was last empty, without
+// waiting for a commit in progress.
+func (s *SeriesStore) FeedBytes() uint64 { return s.feed.totalBytes.Load() }
+
+// FeedBytesBefore returns FeedBytes as it stood before entry seq was
+// written: FeedBytes minus FeedBytesBefore(pos.Seq) is what the feed
+// holds from pos on (the entry pos is in counts whole). Past the newest
+// entry, it is FeedBytes.
+func (s *SeriesStore) FeedBytesBefore(seq uint64) (uint64, error) {
+	head := s.FeedBytes()
+	v, closer, err := s.db.Get(feedKey(seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return head, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	h, err := decodeFeedHeader(v)
+	if err != nil {
+		return 0, fmt.Errorf("feed entry %d: %w", seq, err)
+	}
+	return h.bytes, nil
+}
 
 // FeedEnabled reports whether commits write the feed.
 func (s *SeriesStore) FeedEnabled() bool { return s.feedOn }
@@ -255,7 +297,7 @@ func (s *SeriesStore) ReadFeed(pos FeedPosition, max int) (FeedRead, error) {
 			return out, nil
 		}
 		rd := varint.Reader{B: v}
-		for range 4 {
+		for range feedHeaderFields {
 			rd.Uvarint()
 		}
 		read := uint64(0) // samples of this entry before the current series
@@ -297,7 +339,7 @@ func (s *SeriesStore) ReadFeed(pos FeedPosition, max int) (FeedRead, error) {
 			if ms == nil {
 				return out, fmt.Errorf("feed entry %d: series %d: %w", seq, id, errCorrupt)
 			}
-			fs := FeedSeries{Ref: id, Labels: ms.lset, Kind: ms.kind, Samples: make([]FeedSample, 0, to-from)}
+			fs := FeedSeries{Ref: id, Labels: ms.lset, Kind: ms.kind, Committed: int64(h.time), Samples: make([]FeedSample, 0, to-from)}
 			for _, smp := range smps[from:to] {
 				fs.Samples = append(fs.Samples, FeedSample{T: smp.t, F: smp.f, H: smp.h, FH: smp.fh})
 			}

@@ -100,6 +100,20 @@ func TestFeedFollowsCommits(t *testing.T) {
 	require.Equal(t, time.UnixMilli(1_000_000), r.Oldest)
 	require.Equal(t, KindIncrements, r.Series[0].Kind)
 
+	// Bytes: entry 1 and entry 2 (the exact duplicate wrote none), each
+	// counted whole from where it starts.
+	total := s.FeedBytes()
+	b1, err := s.FeedBytesBefore(1)
+	require.NoError(t, err)
+	b2, err := s.FeedBytesBefore(2)
+	require.NoError(t, err)
+	past, err := s.FeedBytesBefore(3)
+	require.NoError(t, err)
+	require.Zero(t, b1)
+	require.Positive(t, b2)
+	require.Less(t, b2, total)
+	require.Equal(t, total, past, "past the newest entry")
+
 	// A consumer's position and state survive a restart, as does the head.
 	require.NoError(t, s.SaveFeedConsumer("a", r.Next, map[uint64][]byte{7: []byte("x")}))
 	require.NoError(t, s.SaveFeedConsumer("ab", FeedPosition{Seq: 3, Cum: 7}, nil))
@@ -108,6 +122,10 @@ func TestFeedFollowsCommits(t *testing.T) {
 	s = db.Series()
 	head, _ = s.FeedHead()
 	require.Equal(t, FeedPosition{Seq: 3, Cum: 7}, head)
+	require.Equal(t, total, s.FeedBytes())
+	b, err := s.FeedBytesBefore(2)
+	require.NoError(t, err)
+	require.Equal(t, b2, b)
 	pos, st, ok, err := s.FeedConsumer("a")
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -123,6 +141,9 @@ func TestFeedFollowsCommits(t *testing.T) {
 	s = db.Series()
 	head, _ = s.FeedHead()
 	require.Equal(t, FeedPosition{Seq: 3, Cum: 7}, head)
+	b, err = s.FeedBytesBefore(head.Seq)
+	require.NoError(t, err)
+	require.Equal(t, s.FeedBytes(), b, "an empty feed holds nothing")
 
 	// A consumer no longer configured is dropped; the others stay.
 	require.NoError(t, s.DropFeedConsumers([]string{"ab"}))

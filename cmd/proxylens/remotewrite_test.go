@@ -32,9 +32,20 @@ func TestRemoteWriteOutExact(t *testing.T) {
 
 	var cfg strings.Builder
 	cfg.WriteString("flush_interval: 1s\nexternal_labels:\n  proxylens_instance: a\nremote_write:\n")
+	const queue = "    queue_config: {batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 500ms}\n"
 	for _, e := range engines {
-		fmt.Fprintf(&cfg, "  - url: %s\n    name: %s\n    queue_config: {batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 500ms}\n",
-			e.WriteURL(), e.Name())
+		fmt.Fprintf(&cfg, "  - url: %s\n    name: %s\n"+queue, e.WriteURL(), e.Name())
+	}
+	// Prometheus takes RW 2.0 too: a second remote to it sends the same
+	// counters with it, told apart by a label.
+	queries := map[upstreamtest.Engine][]string{}
+	for _, e := range engines {
+		queries[e] = []string{`sum(proxy_requests_total{proxylens_instance="a",rw=""})`}
+		if e.Name() == upstreamtest.Prometheus {
+			fmt.Fprintf(&cfg, "  - url: %s\n    name: %s-v2\n    protobuf_message: io.prometheus.write.v2.Request\n"+queue+
+				"    write_relabel_configs: [{target_label: rw, replacement: v2}]\n", e.WriteURL(), e.Name())
+			queries[e] = append(queries[e], `sum(proxy_requests_total{proxylens_instance="a",rw="v2"})`)
+		}
 	}
 	cfgFile := filepath.Join(t.TempDir(), "proxylens.yaml")
 	require.NoError(t, os.WriteFile(cfgFile, []byte(cfg.String()), 0o600))
@@ -50,16 +61,18 @@ func TestRemoteWriteOutExact(t *testing.T) {
 	upstream := func(why string) {
 		t.Helper()
 		for _, e := range engines {
-			var (
-				last    float64
-				lastErr error
-			)
-			if !assert.Eventually(t, func() bool {
-				v, ok, err := e.Query(`sum(proxy_requests_total{proxylens_instance="a"})`)
-				last, lastErr = v, err
-				return ok && err == nil && v == float64(acked)
-			}, 60*time.Second, 100*time.Millisecond) {
-				t.Fatalf("%s: %s answers %v (err %v), want %d\nproxylens:\n%s", why, e.Name(), last, lastErr, acked, p.stderr.String())
+			for _, q := range queries[e] {
+				var (
+					last    float64
+					lastErr error
+				)
+				if !assert.Eventually(t, func() bool {
+					v, ok, err := e.Query(q)
+					last, lastErr = v, err
+					return ok && err == nil && v == float64(acked)
+				}, 60*time.Second, 100*time.Millisecond) {
+					t.Fatalf("%s: %s answers %s = %v (err %v), want %d\nproxylens:\n%s", why, e.Name(), q, last, lastErr, acked, p.stderr.String())
+				}
 			}
 		}
 	}

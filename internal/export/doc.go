@@ -3,7 +3,9 @@
 // Jobs (jobs.go) is the job queue behind /api/v1/exports: a bounded
 // queue, two jobs at a time, each written beside its description in the
 // data directory so that a restart still knows it. The datasets
-// (datasets.go) are the stored records, scanned with a record filter; the
+// (datasets.go) are the stored records, scanned with a record filter
+// (Options.Records: with peers configured, the server hands a scan that
+// merges the peers' records in, internal/peers); the
 // hourly and daily summaries per source and application, with their cost,
 // PromQL queries built from label matchers and run through the query
 // API's entry point, with its limits, concurrency gate and audit; and the

@@ -108,8 +108,12 @@ type Options struct {
 	Logger *slog.Logger // nil: discarded
 	Now    func() time.Time
 	// Records scans the stored records a filter selects, in end-time
-	// order (the records dataset).
+	// order (the records dataset): this instance's, merged with those of
+	// the Peers.
 	Records func(ctx context.Context, f otelanalytics.RecordFilter, fn func(*otelanalytics.Record) error) error
+	// Peers names the other instances Records asks (the peers: of the
+	// config), for the audit log of exports of records. Nil: none.
+	Peers []string
 	// Query runs a PromQL query on behalf of user through the query
 	// API's entry point, with its limits, gate and audit (the hourly and
 	// daily datasets).
@@ -315,6 +319,9 @@ func (e *Jobs) run(ctx context.Context, j *Job) {
 	}
 	if err != nil {
 		entry.Error = err.Error()
+	}
+	if j.Kind == "" && j.Dataset == "records" && len(e.opts.Peers) > 0 {
+		entry.Detail = "peers: " + strings.Join(e.opts.Peers, ", ")
 	}
 	if err := e.opts.Audit(entry); err != nil {
 		e.opts.Logger.Warn("audit a job, going on", "action", action, "id", j.ID, "err", err)

@@ -34,10 +34,20 @@ type Config struct {
 	// Send says which series are sent: proxy (the default, the proxy_*
 	// series) or all (every stored series).
 	Send string `yaml:"remote_write_send"`
+	// MaxPendingBytes bounds the series feed on disk: the bytes a remote
+	// may leave unsent (from its position to the newest entry). Past it,
+	// the remote drops its oldest unsent batches, counted, without
+	// sending them: counters lose points, not counts. Default 1 GiB.
+	MaxPendingBytes int64 `yaml:"remote_write_max_pending_bytes"`
 }
 
-// DefaultConfig returns the defaults: no remote, proxy_* series.
-func DefaultConfig() Config { return Config{Send: SendProxy} }
+// DefaultMaxPendingBytes is the default MaxPendingBytes: 1 GiB, about
+// half a day of 20,000 series at a 15 s flush interval.
+const DefaultMaxPendingBytes = 1 << 30
+
+// DefaultConfig returns the defaults: no remote, proxy_* series, 1 GiB
+// of feed a remote may leave unsent.
+func DefaultConfig() Config { return Config{Send: SendProxy, MaxPendingBytes: DefaultMaxPendingBytes} }
 
 // RemoteWriteConfig is one entry of remote_write: Prometheus'
 // config.RemoteWriteConfig (url, name, headers, basic_auth, authorization,
@@ -83,6 +93,9 @@ func (c *Config) Validate() error {
 	case SendProxy, SendAll:
 	default:
 		errs = append(errs, fmt.Errorf("remote_write_send: must be proxy or all, got %q", c.Send))
+	}
+	if c.MaxPendingBytes <= 0 {
+		errs = append(errs, fmt.Errorf("remote_write_max_pending_bytes: must be positive, got %d", c.MaxPendingBytes))
 	}
 	if err := c.ExternalLabels.Validate(func(l labels.Label) error {
 		if !model.UTF8Validation.IsValidLabelName(l.Name) || strings.HasPrefix(l.Name, "__") {

@@ -42,8 +42,9 @@ type Manager struct {
 	pruneMu sync.Mutex // one prune at a time
 }
 
-// New builds the senders of cfg (which must be valid) over store, whose
-// series feed must be on when cfg lists remotes.
+// New builds the senders of cfg (which must be valid; a MaxPendingBytes
+// of 0 is the default) over store, whose series feed must be on when cfg
+// lists remotes.
 func New(cfg Config, store *pebblestore.SeriesStore, opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -52,6 +53,9 @@ func New(cfg Config, store *pebblestore.SeriesStore, opts Options) (*Manager, er
 		opts.Now = time.Now
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
 	m := &Manager{cfg: cfg, store: store, log: opts.Logger, now: opts.Now}
 	if len(cfg.RemoteWrite) > 0 && !store.FeedEnabled() {
 		return nil, errors.New("remote write needs the store's series feed (pebblestore.SeriesOptions.Feed)")

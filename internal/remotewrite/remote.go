@@ -46,6 +46,8 @@ type remote struct {
 	// handled yet, for the lag; meaningful while samples are pending.
 	oldestUnsent atomic.Int64
 	highestSent  atomic.Int64 // Unix ms, math.MinInt64 before the first
+
+	shed bool // owned by the sender: a batch was dropped for feed_full since the last prune
 }
 
 // seriesState is what a remote sent last of an increment series: the
@@ -145,7 +147,8 @@ func (r *remote) run(ctx context.Context) {
 		if b == nil || !r.send(ctx, b) {
 			return
 		}
-		if b.oldest.IsZero() || sent%64 == 63 {
+		if b.oldest.IsZero() || sent%64 == 63 || r.shed {
+			r.shed = false
 			if err := r.m.prune(); err != nil {
 				r.log.Warn("prune the series feed, trying again later", "err", err)
 			}
@@ -201,11 +204,16 @@ func (r *remote) wait(ctx context.Context, notify <-chan struct{}, d time.Durati
 	}
 }
 
-// send sends b, drops it if the receiver refuses it for good, and saves
-// the position after it. It returns false when ctx ended first.
+// send sends b, drops it if the receiver refuses it for good or if the
+// feed holds more than remote_write_max_pending_bytes for this remote, and
+// saves the position after it. It returns false when ctx ended first.
 func (r *remote) send(ctx context.Context, b *batch) bool {
 	r.oldestUnsent.Store(b.first.UnixMilli())
-	if b.samples > 0 {
+	switch {
+	case b.samples == 0:
+	case r.feedFull():
+		r.drop(b, "feed_full", nil)
+	default:
 		var (
 			msg any = b.v1
 			typ     = remoteapi.WriteV1MessageType
@@ -213,21 +221,31 @@ func (r *remote) send(ctx context.Context, b *batch) bool {
 		if b.v2 != nil {
 			msg, typ = b.v2, remoteapi.WriteV2MessageType
 		}
-		_, err := r.api.Write(ctx, typ, msg, remoteapi.WithWriteRetryCallback(func(err error) {
+		// A retry gives up on the batch when the feed grew past its bound
+		// meanwhile.
+		sendCtx, cancel := context.WithCancel(ctx)
+		full := false
+		_, err := r.api.Write(sendCtx, typ, msg, remoteapi.WithWriteRetryCallback(func(err error) {
 			r.metrics.retried.Add(b.samples)
 			r.log.Debug("remote write failed, retrying after backoff", "err", err, "samples", b.samples)
+			if r.feedFull() {
+				full = true
+				cancel()
+			}
 		}))
+		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return false
+		case full:
+			r.drop(b, "feed_full", err)
 		case err != nil:
 			reason := "error"
 			if strings.Contains(err.Error(), "server returned HTTP status 4") {
 				reason = "http_4xx"
 			}
 			r.metrics.failed.Add(b.samples)
-			r.metrics.droppedCounter(reason).Add(b.samples)
-			r.log.Warn("remote write refused a batch, dropping it", "err", err, "samples", b.samples, "reason", reason)
+			r.drop(b, reason, err)
 		default:
 			r.metrics.sent.Add(b.samples)
 			for {
@@ -263,9 +281,38 @@ func (r *remote) send(ctx context.Context, b *batch) bool {
 	return true
 }
 
+// drop counts b's samples as dropped for reason. The counters it held
+// are not lost: the per-series state saved with the position already
+// adds them, and the next sample of each series carries them.
+func (r *remote) drop(b *batch, reason string, err error) {
+	r.metrics.droppedCounter(reason).Add(b.samples)
+	msg := "remote write refused a batch, dropping it"
+	if reason == "feed_full" {
+		r.shed = true
+		msg = "the series feed holds more than remote_write_max_pending_bytes for this remote: dropping its oldest unsent batch"
+	}
+	r.log.Warn(msg, "err", err, "samples", b.samples, "reason", reason, "pending_bytes", r.pendingBytes())
+}
+
+// pendingBytes is the bytes of the feed from the saved position on (the
+// entry it is in counted whole): what this remote keeps on disk.
+func (r *remote) pendingBytes() uint64 {
+	head := r.m.store.FeedBytes()
+	before, err := r.m.store.FeedBytesBefore(r.sentPos().Seq)
+	if err != nil || before > head {
+		return 0
+	}
+	return head - before
+}
+
+// feedFull reports whether the remote keeps more of the feed than
+// remote_write_max_pending_bytes.
+func (r *remote) feedFull() bool { return r.pendingBytes() > uint64(r.m.cfg.MaxPendingBytes) }
+
 // build turns what was read into a request: increments become the
-// cumulative counter, stamped at their time or, when late, 1 ms after the
-// series' last sent sample.
+// cumulative counter, stamped at their time or, when late (not after the
+// series' last sent sample), at their commit time, or 1 ms after the last
+// sent sample if that is later.
 func (r *remote) build(rd pebblestore.FeedRead) *batch {
 	b := &batch{first: rd.First, next: rd.Next, oldest: rd.Oldest, changed: map[uint64][]byte{}, maxT: math.MinInt64}
 	v2 := r.cfg.ProtobufMessage == remoteapi.WriteV2MessageType
@@ -318,7 +365,11 @@ func (r *remote) build(rd pebblestore.FeedRead) *batch {
 			}
 			for _, smp := range fs.Samples {
 				st.v += smp.F
-				st.t = max(smp.T, st.t+1)
+				if smp.T > st.t {
+					st.t = smp.T // on time: at its interval's end
+				} else {
+					st.t = max(st.t+1, fs.Committed) // late: when it was committed
+				}
 				add(st.t, st.v)
 			}
 			b.changed[fs.Ref] = st.encode()
@@ -400,6 +451,9 @@ func newMetrics(reg *selfmetrics.Registry, r *remote) *remoteMetrics {
 	reg.Gauge(name("samples_pending"), "Samples committed to the store and not yet sent to the remote (read from the series feed).", func() float64 {
 		return float64(r.pending())
 	})
+	reg.Gauge(name("bytes_pending"), "Bytes of the series feed kept on disk for the remote: its entries from the remote's position to the newest, bounded by remote_write_max_pending_bytes.", func() float64 {
+		return float64(r.pendingBytes())
+	})
 	reg.Gauge(name("highest_sent_timestamp_seconds"), "Newest sample timestamp the remote acknowledged, in seconds since the epoch.", func() float64 {
 		t := r.highestSent.Load()
 		if t == math.MinInt64 {
@@ -413,7 +467,7 @@ func newMetrics(reg *selfmetrics.Registry, r *remote) *remoteMetrics {
 		}
 		return max(0, float64(r.m.now().UnixMilli()-r.oldestUnsent.Load())/1000)
 	})
-	for _, reason := range []string{"relabel", "http_4xx", "error"} {
+	for _, reason := range []string{"relabel", "http_4xx", "error", "feed_full"} {
 		rm.droppedCounter(reason)
 	}
 	return rm
@@ -426,7 +480,7 @@ func (rm *remoteMetrics) droppedCounter(reason string) *metrics.Counter {
 	c := rm.dropped[reason]
 	if c == nil {
 		c = rm.reg.Counter("proxylens_remote_storage_samples_dropped_total{"+rm.labels+`,reason="`+reason+`"}`,
-			"Samples not sent, by reason: relabel (write_relabel_configs), http_4xx (the remote refused them for good), error (another error that is not retried).")
+			"Samples not sent, by reason: relabel (write_relabel_configs), http_4xx (the remote refused them for good), error (another error that is not retried), feed_full (unsent past remote_write_max_pending_bytes).")
 		rm.dropped[reason] = c
 	}
 	return c

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,7 @@ type receiver struct {
 	series   map[string][]prompb.Sample // by labels
 	attempts []time.Time
 	refuse   []func(w http.ResponseWriter) bool // taken one per request; true: refused
+	down     atomic.Bool                        // every request answered 503
 	v2       int                                // RW 2.0 requests seen
 }
 
@@ -52,6 +54,10 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.attempts = append(r.attempts, time.Now())
+	if r.down.Load() {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
 	if len(r.refuse) > 0 {
 		f := r.refuse[0]
 		r.refuse = r.refuse[1:]
@@ -197,7 +203,9 @@ func TestCumulativeCountersAcrossRestarts(t *testing.T) {
 		e.add(a, int64(15_000*(i+1)), 1)
 		e.add(b, int64(15_000*(i+1)), 2)
 	}
-	e.add(a, 15_000, 5) // late: counted at its arrival
+	committed := time.Now().UnixMilli()
+	e.add(a, 15_000, 5) // late: counted when it was committed
+	committedBy := time.Now().UnixMilli()
 	app := e.db.Series().Appender(context.Background())
 	_, err := app.Append(0, other, 1000, 1)
 	require.NoError(t, err)
@@ -210,11 +218,13 @@ func TestCumulativeCountersAcrossRestarts(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Len(t, recv.last(), 2, "up is not proxy_*: not sent")
 	recv.mu.Lock()
-	require.Equal(t, 150_001, int(recv.series[wantA][len(recv.series[wantA])-1].Timestamp), "the late increment 1 ms after the newest")
+	late := recv.series[wantA][len(recv.series[wantA])-1].Timestamp
 	recv.mu.Unlock()
+	require.GreaterOrEqual(t, late, committed, "the late increment stamped at its commit")
+	require.LessOrEqual(t, late, committedBy)
 	require.Eventually(t, func() bool { return e.metric(metricName("samples_total", recv.srv.URL)) == 21 }, 10*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool { return e.metric(metricName("samples_pending", recv.srv.URL)) == 0 }, 10*time.Second, 10*time.Millisecond)
-	require.Equal(t, 150.001, e.metric(metricName("highest_sent_timestamp_seconds", recv.srv.URL)))
+	require.Equal(t, float64(late)/1000, e.metric(metricName("highest_sent_timestamp_seconds", recv.srv.URL)))
 	e.stop()
 
 	// Committed while the sender is stopped: sent after the restart, the
@@ -287,6 +297,77 @@ func TestRateLimitedBatchRetriedAfterRetryAfter(t *testing.T) {
 	recv.mu.Unlock()
 	require.Equal(t, 1.0, e.metric(metricName("samples_retried_total", recv.srv.URL)))
 	require.Equal(t, 0.0, e.metric(metricName("samples_failed_total", recv.srv.URL)))
+}
+
+// TestFeedBoundedWhileReceiverDown: with the receiver down, the feed kept
+// for it stays within remote_write_max_pending_bytes (the oldest unsent
+// batches dropped, counted, their entries deleted), and once the receiver
+// is back every counter's total arrives: points are lost, counts are not.
+func TestFeedBoundedWhileReceiverDown(t *testing.T) {
+	recv := newReceiver(t)
+	recv.down.Store(true)
+	const bound = 4 << 10
+	e := openEnv(t, t.TempDir())
+	defer e.stop()
+	name := "bounded"
+	e.start(Config{Send: SendProxy, MaxPendingBytes: bound, RemoteWrite: []*RemoteWriteConfig{remoteConfig(t, recv.srv.URL+"/api/v1/write", func(c *config.RemoteWriteConfig) {
+		c.Name = name
+		c.QueueConfig.MaxSamplesPerSend = 50
+		c.QueueConfig.Capacity = 100
+	})}})
+	metric := func(n string, extra ...string) float64 {
+		lbl := `remote_name="` + name + `", url="` + recv.srv.URL + `/api/v1/write"`
+		if len(extra) > 0 {
+			lbl = extra[0] + ", " + lbl
+		}
+		return e.metric(`{__name__="proxylens_remote_storage_` + n + `", ` + lbl + `}`)
+	}
+	const series, commits = 20, 200
+	s := e.db.Series()
+	commit := func(k int) {
+		require.NoError(t, s.AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+			for i := range series {
+				if err := add(labels.FromStrings("__name__", "proxy_requests_total", "source", strconv.Itoa(i)), int64(15_000*(k+1)), 1); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	}
+	for k := range commits {
+		commit(k)
+	}
+	require.Greater(t, s.FeedBytes(), uint64(4*bound), "the test commits several times the bound")
+	// Once the sender's next retry has looked, what it keeps is bounded
+	// and the entries before its position are gone from the store.
+	require.Eventually(t, func() bool { return metric("bytes_pending") <= bound }, 10*time.Second, 10*time.Millisecond)
+	require.Positive(t, metric("samples_dropped_total", `reason="feed_full"`))
+	require.Zero(t, metric("samples_total"))
+	pos, _, ok, err := s.FeedConsumer(name)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Eventually(t, func() bool {
+		rd, err := s.ReadFeed(pebblestore.FeedPosition{}, 1)
+		require.NoError(t, err)
+		return rd.Next.Seq >= pos.Seq
+	}, 10*time.Second, 10*time.Millisecond, "entries before the position %v deleted", pos)
+
+	recv.down.Store(false)
+	commit(commits)
+	require.Eventually(t, func() bool {
+		l := recv.last()
+		if len(l) != series {
+			return false
+		}
+		for _, v := range l {
+			if v != commits+1 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "every counter's total upstream")
+	require.Eventually(t, func() bool { return metric("bytes_pending") == 0 && metric("samples_pending") == 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, float64(series*(commits+1)), metric("samples_total")+metric("samples_dropped_total", `reason="feed_full"`))
 }
 
 // RW 2.0, every series, relabelled.

@@ -255,7 +255,7 @@ func requiredRole(path string) string {
 	switch {
 	case strings.HasPrefix(path, "/api/v1/admin/"):
 		return RoleAdmin
-	case strings.HasPrefix(path, "/api/v1/exports"), strings.HasPrefix(path, "/api/v1/reports"):
+	case strings.HasPrefix(path, "/api/v1/exports"), strings.HasPrefix(path, "/api/v1/reports"), strings.HasPrefix(path, "/api/v1/peer/"):
 		return RoleAnalyst
 	}
 	return RoleViewer

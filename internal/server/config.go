@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/proxylens/proxylens/internal/backup"
+	"github.com/proxylens/proxylens/internal/peers"
 	"github.com/proxylens/proxylens/internal/remotewrite"
 	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -70,6 +71,11 @@ type Config struct {
 	// CostAllocation is what a subscription is allocated to applications
 	// by, hour by hour: requests (the default) or bytes.
 	CostAllocation string `yaml:"cost_allocation"`
+	// FixedCosts says whether this instance accrues the subscriptions and
+	// writes the subscription and budget gauges: accrue (the default) or
+	// skip. In a fleet writing into one TSDB, every instance but one
+	// skips them (docs/scaling.md#several-instances).
+	FixedCosts string `yaml:"fixed_costs"`
 	// Backup configures scheduled backups and their uploads.
 	Backup backup.Config `yaml:"backup"`
 	// Auth lists the users and tokens of the HTTP endpoints.
@@ -87,6 +93,10 @@ type Config struct {
 	// remote_write_send: what is sent to Prometheus remote write
 	// receivers (docs/scaling.md).
 	RemoteWrite remotewrite.Config `yaml:",inline"`
+	// Peers are the other proxylens instances whose raw records an export
+	// of records also asks for, merged in time order (docs/scaling.md).
+	// Empty: this instance's records only.
+	Peers []peers.Config `yaml:"peers"`
 }
 
 // PeakHoursConfig is the peak_hours section of the config file.
@@ -125,6 +135,12 @@ type StorageConfig struct {
 	RetentionInterval time.Duration `yaml:"retention_interval"`
 }
 
+// Values of Config.FixedCosts.
+const (
+	FixedCostsAccrue = "accrue"
+	FixedCostsSkip   = "skip"
+)
+
 // DefaultConfig returns the embedded defaults: everything on loopback,
 // data in ./data.
 func DefaultConfig() Config {
@@ -135,6 +151,7 @@ func DefaultConfig() Config {
 		OTLPHTTPAddr:  rc.HTTPAddr,
 		HTTPAddr:      "127.0.0.1:9464",
 		FlushInterval: 15 * time.Second,
+		FixedCosts:    FixedCostsAccrue,
 		LogLevel:      "info",
 		LogFormat:     "text",
 		Receiver: ReceiverConfig{
@@ -168,6 +185,7 @@ func LoadFile(path string) (Config, error) {
 	}
 	cfg.Rules.SetDirectory(filepath.Dir(path)) // rule files are relative to the config file, as in Prometheus
 	cfg.RemoteWrite.SetDirectory(filepath.Dir(path))
+	peers.SetDirectory(cfg.Peers, filepath.Dir(path))
 	return cfg, nil
 }
 
@@ -390,6 +408,11 @@ func (c *Config) Validate() error {
 	default:
 		add("cost_allocation: must be requests or bytes, got %q", c.CostAllocation)
 	}
+	switch c.FixedCosts {
+	case FixedCostsAccrue, FixedCostsSkip:
+	default:
+		add("fixed_costs: must be accrue or skip, got %q", c.FixedCosts)
+	}
 	if c.AdminTokenFile != "" {
 		if _, err := readAdminToken(c.AdminTokenFile); err != nil {
 			errs = append(errs, err)
@@ -400,6 +423,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.RemoteWrite.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := peers.Validate(c.Peers); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Peers) > 0 && c.AdminTokenFile == "" && !c.Auth.Enabled() {
+		add("peers: exports, which peers serve, are off without auth.users, auth.tokens or admin_token_file")
 	}
 	if c.Storage.OutOfOrderWindow < 0 {
 		add("storage.out_of_order_window: must not be negative, got %q", c.Storage.OutOfOrderWindow.String())

@@ -118,9 +118,11 @@ func TestGoodConfig(t *testing.T) {
 			PerRequest: new(0.001), PerGB: new(3.5), Subscription: new(500.0), Period: "month",
 		}},
 		CostAllocation: "bytes",
+		FixedCosts:     "skip",
 		TLS:            TLSConfig{CertFile: "testdata/tls-cert.pem", KeyFile: "testdata/tls-key.pem"},
 		Rules:          cfg.Rules,       // checked above
 		RemoteWrite:    cfg.RemoteWrite, // checked below
+		Peers:          cfg.Peers,       // checked below
 		Auth: AuthConfig{
 			Users:            []AuthUser{{Name: "vera", Role: RoleViewer, PasswordHash: "$2a$04$Gq4S0vDr1L8u8qDk2VYwY.5kUqbXqKcbw2v0j0YzGm2Q3oIhQ6c1W"}},
 			Tokens:           []AuthToken{{Name: "grafana", Role: RoleViewer, TokenSHA256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"}},
@@ -144,6 +146,7 @@ func TestGoodConfig(t *testing.T) {
 	rw := cfg.RemoteWrite
 	require.Equal(t, `{proxylens_instance="eu-1"}`, rw.ExternalLabels.String())
 	require.Equal(t, "all", rw.Send)
+	require.Equal(t, int64(256<<20), rw.MaxPendingBytes)
 	require.Len(t, rw.RemoteWrite, 2)
 	mimir := rw.RemoteWrite[0]
 	require.Equal(t, "mimir", mimir.RemoteName())
@@ -164,6 +167,14 @@ func TestGoodConfig(t *testing.T) {
 	require.Equal(t, "prometheus.WriteRequest", string(vm.ProtobufMessage), "Prometheus' default")
 	require.Equal(t, 10000, vm.QueueConfig.Capacity, "Prometheus' default")
 	require.False(t, vm.QueueConfig.RetryOnRateLimit, "Prometheus' default")
+
+	require.Len(t, cfg.Peers, 1)
+	peer := cfg.Peers[0]
+	require.Equal(t, []any{"eu-2", "https://proxylens-eu-2.example.com:9464", 30 * time.Second}, []any{peer.Name, peer.URL, peer.Timeout})
+	require.Equal(t, "testdata/secrets/peer.token", peer.HTTPClientConfig.Authorization.CredentialsFile, "relative to the config file")
+	require.Equal(t, "Bearer", peer.HTTPClientConfig.Authorization.Type)
+	require.Equal(t, "testdata/tls-cert.pem", peer.HTTPClientConfig.TLSConfig.CAFile)
+	require.True(t, peer.HTTPClientConfig.FollowRedirects, "Prometheus' default")
 
 	// good.yaml exercises every key: each field differs from its default,
 	// so a new key that is not added to good.yaml fails here.
@@ -331,6 +342,16 @@ var badConfigs = map[string][]string{
 	"remote_write_protobuf.bad.yaml": {
 		"remote_write: invalid protobuf_message value: unknown type for remote write protobuf message prometheus.WriteRequestV3, supported: prometheus.WriteRequest, io.prometheus.write.v2.Request",
 	},
+
+	// peers
+	"peers.bad.yaml": {
+		`peers[0].url: must be an http or https URL, got "proxylens-eu-2:9464"`,
+		`peers[1].timeout: must not be negative, got "-5s"`,
+		"peers[1]: at most one of basic_auth, oauth2 & authorization must be configured",
+		`peers[1]: the same name (or, without one, host:port) as peers[0]: "eu-2"`,
+		"peers: exports, which peers serve, are off without auth.users, auth.tokens or admin_token_file",
+	},
+	"peers_unknown_key.bad.yaml": {"line 4: peers[0].bearer_tokn: unknown key"},
 
 	// rules
 	"rule_file_broken.bad.yaml": {

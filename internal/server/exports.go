@@ -25,7 +25,8 @@ func (s *Server) startExporter() error {
 		Dir:     filepath.Join(s.cfg.DataDir, "exports"),
 		Logger:  s.log,
 		Now:     s.opts.Now,
-		Records: s.ScanRecords,
+		Records: s.scanFleet,
+		Peers:   s.peers.Names(),
 		Query:   s.queryAs,
 		Costs:   func() []otelanalytics.CostModel { return s.costs.Book().Models() },
 		Audit:   s.store.Audit,
@@ -35,7 +36,7 @@ func (s *Server) startExporter() error {
 		return err
 	}
 	s.exports = jobs
-	opts.Dir, opts.Records = filepath.Join(s.cfg.DataDir, "reports"), nil
+	opts.Dir, opts.Records, opts.Peers = filepath.Join(s.cfg.DataDir, "reports"), nil, nil
 	if s.reports, err = export.Start(opts); err != nil {
 		return fmt.Errorf("start report jobs: %w", err)
 	}

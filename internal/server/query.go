@@ -61,7 +61,7 @@ func (s *Server) appendSelfMetrics(ctx context.Context, now time.Time) error {
 	if err == nil {
 		err = s.appendSourceState(app, ts)
 	}
-	if err == nil {
+	if err == nil && s.cfg.FixedCosts != FixedCostsSkip {
 		err = s.costs.Book().AppendSubscriptions(ts, func(ls labels.Labels, t int64, v float64) error {
 			_, err := app.Append(0, ls, t, v)
 			return err

@@ -35,6 +35,7 @@ import (
 
 	"github.com/proxylens/proxylens/internal/changes"
 	"github.com/proxylens/proxylens/internal/export"
+	"github.com/proxylens/proxylens/internal/peers"
 	"github.com/proxylens/proxylens/internal/remotewrite"
 	"github.com/proxylens/proxylens/internal/ruler"
 	"github.com/proxylens/proxylens/otelanalytics"
@@ -90,6 +91,8 @@ type Server struct {
 	backupMu      sync.Mutex
 	exports       *export.Jobs
 	reports       *export.Jobs   // report jobs: the export queue in <data-dir>/reports
+	peers         *peers.Peers   // the instances exports of records also ask; nil without peers
+	peerStreams   chan struct{}  // the peer records streams served at once
 	auth          *authenticator // set when users, tokens or an ingest token are configured
 	enforceMu     sync.Mutex
 	retentionKick chan struct{}
@@ -188,6 +191,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxInflightRecords: s.cfg.Receiver.MaxInflightRecords,
 		Costs:              &s.costs,
 		CostAllocation:     s.cfg.CostAllocation,
+		SkipFixedCosts:     s.cfg.FixedCosts == FixedCostsSkip,
 		Changes:            s.changes,
 		PeakZones:          zones,
 		AfterCut:           s.judgeSources,
@@ -254,6 +258,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	if s.cfg.AdminTokenFile != "" || s.cfg.Auth.Enabled() {
 		// Exports need a credential: the bootstrap admin token or users.
+		if s.peers, err = peers.New(s.cfg.Peers, peers.Options{UserAgent: "proxylens/" + Version, Registerer: s.promReg}); err != nil {
+			return err
+		}
 		if err := s.startExporter(); err != nil {
 			return err
 		}
@@ -385,7 +392,8 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		path    string
 		running bool
 		handler func() http.Handler
-	}{{"/api/v1/exports", s.exports != nil, s.exportsHandler}, {"/api/v1/reports", s.reports != nil, s.reportsHandler}} {
+	}{{"/api/v1/exports", s.exports != nil, s.exportsHandler}, {"/api/v1/reports", s.reports != nil, s.reportsHandler},
+		{peers.RecordsPath, s.exports != nil, s.peerRecordsHandler}} {
 		h := http.NotFoundHandler() // disabled without a credential
 		if jobs.running {
 			h = s.requireAdmin(token, jobs.handler())
@@ -486,6 +494,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if s.reports != nil {
 		s.reports.Close()
 	}
+	s.peers.Close()
 	if s.api != nil {
 		if err := s.api.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("stop query engine: %w", err))

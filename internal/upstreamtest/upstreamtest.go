@@ -138,8 +138,8 @@ func StartVictoriaMetrics(t testing.TB, extra ...string) Engine {
 	}, extra...)...)
 }
 
-// StartPrometheus starts a Prometheus with its remote write receiver and
-// no scrape targets, and waits until it is ready.
+// StartPrometheus starts a Prometheus with its remote write receiver (RW
+// 1.0 and 2.0) and no scrape targets, and waits until it is ready.
 func StartPrometheus(t testing.TB) Engine {
 	t.Helper()
 	bin := Binary(t, Prometheus, "github.com/prometheus/prometheus/cmd/prometheus@"+PrometheusVersion)
@@ -152,6 +152,8 @@ func StartPrometheus(t testing.TB) Engine {
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr,
 		"--web.enable-remote-write-receiver",
+		"--web.remote-write-receiver.accepted-protobuf-messages=prometheus.WriteRequest",
+		"--web.remote-write-receiver.accepted-protobuf-messages=io.prometheus.write.v2.Request",
 		"--storage.tsdb.retention.time=100y",
 		"--log.level=error",
 	)
