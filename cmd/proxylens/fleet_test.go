@@ -344,14 +344,14 @@ func TestFleetQueryProxyThanos(t *testing.T) {
 	})
 
 	p := runBinary(t, t.TempDir(), "--config", writeConfig(t, "query:\n  upstream:\n    url: "+query.URL+"\n"))
-	reqs := grafanaRequests(start)
+	reqs := upstreamtest.GrafanaRequests(start)
 	for _, r := range reqs {
-		sameAnswer(t, "http://"+p.http, query.URL, r.method, r.path, r.form)
+		upstreamtest.SameAnswer(t, "http://"+p.http, query.URL, r)
 	}
 
 	// The dashboard's range query, decoded: source i's web traffic is
 	// i+1 a second, as written.
-	body := sameAnswer(t, "http://"+p.http, query.URL, reqs[6].method, reqs[6].path, reqs[6].form)
+	body := upstreamtest.SameAnswer(t, "http://"+p.http, query.URL, reqs[6])
 	var m struct {
 		Data struct {
 			Result []struct {
