@@ -2,7 +2,6 @@ package promql_test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
@@ -55,13 +53,6 @@ func ownStore(b *testing.B) *pebblestore.SeriesStore {
 		} else if ownDir, ownErr = os.MkdirTemp("", "proxylens-bench-own-"); ownErr != nil {
 			return
 		}
-		ownDB, ownErr = pebblestore.Open(ownDir, pebblestore.Options{})
-		if ownErr != nil {
-			return
-		}
-		if _, ownErr = otelanalytics.Restore(ownDB, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, benchInterval, nil)); ownErr != nil {
-			return
-		}
 		var series []labels.Labels
 		for s := range benchSources {
 			src := fmt.Sprintf("source-%02d", s)
@@ -76,24 +67,7 @@ func ownStore(b *testing.B) *pebblestore.SeriesStore {
 				}
 			}
 		}
-		rnd := rand.New(rand.NewPCG(3, 3))
-		const step, chunk = 5 * 60 * 1000, 6 * 3600 * 1000
-		from := benchEnd.Add(-30 * 24 * time.Hour).UnixMilli()
-		for t0 := from; t0 < benchEnd.UnixMilli() && ownErr == nil; t0 += chunk {
-			ownErr = ownDB.Series().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
-				for _, ls := range series {
-					for t := t0 + step; t <= t0+chunk; t += step {
-						if err := add(ls, t, float64(1+rnd.IntN(8))); err != nil {
-							return err
-						}
-					}
-				}
-				return nil
-			})
-		}
-		if ownErr == nil {
-			_, _, ownErr = ownDB.SeriesBytes() // compacted, as in the steady state
-		}
+		ownDB, ownErr = buildIncrements(ownDir, series, 3)
 	})
 	if ownErr != nil {
 		b.Fatal(ownErr)
