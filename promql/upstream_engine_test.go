@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 	promqlengine "github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
 
@@ -20,34 +19,13 @@ import (
 	"github.com/proxylens/proxylens/promql"
 )
 
-// engineFixture writes into e two hours of proxy_requests_total at 60 s
-// resolution from start: source i (alpha, beta, gamma) of application
-// "web" grows by i+1 requests a second, and "batch" by 1; it waits
-// until the engine answers for all of it.
+// engineFixture writes upstreamtest.Fixture(start) into e and waits until
+// the engine answers for all of it.
 func engineFixture(t testing.TB, e upstreamtest.Engine, start time.Time) {
 	t.Helper()
-	var series []prompb.TimeSeries
-	for i, src := range fixtureSources {
-		for _, app := range []string{"web", "batch"} {
-			perSec := 1.0
-			if app == "web" {
-				perSec = float64(i + 1)
-			}
-			ts := prompb.TimeSeries{Labels: []prompb.Label{
-				{Name: "__name__", Value: "proxy_requests_total"}, {Name: "application", Value: app}, {Name: "source", Value: src},
-			}}
-			for k := 0; k <= 120; k++ {
-				ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: start.Add(time.Duration(k) * time.Minute).UnixMilli(), Value: perSec * 60 * float64(k)})
-			}
-			series = append(series, ts)
-		}
-	}
+	series, want := upstreamtest.Fixture(start)
 	e.RemoteWrite(t, series)
 	end := start.Add(2 * time.Hour)
-	want := 0.0
-	for i := range fixtureSources {
-		want += float64(i+2) * 7200
-	}
 	require.Eventually(t, func() bool {
 		resp, err := http.PostForm(e.URL+"/api/v1/query", url.Values{"query": {"sum(proxy_requests_total)"}, "time": {strconv.FormatInt(end.Unix(), 10)}})
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
@@ -311,25 +310,8 @@ func TestFleetQueryProxyThanos(t *testing.T) {
 	// Two hours at 60 s resolution, ending an hour ago: source i's web
 	// traffic grows by i+1 requests a second, its batch traffic by 1.
 	start := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
-	sources := []string{"alpha", "beta", "gamma"}
-	var series []prompb.TimeSeries
-	want := 0.0
-	for i, src := range sources {
-		for _, app := range []string{"web", "batch"} {
-			perSec := 1.0
-			if app == "web" {
-				perSec = float64(i + 1)
-			}
-			ts := prompb.TimeSeries{Labels: []prompb.Label{
-				{Name: "__name__", Value: "proxy_requests_total"}, {Name: "application", Value: app}, {Name: "source", Value: src},
-			}}
-			for k := 0; k <= 120; k++ {
-				ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: start.Add(time.Duration(k) * time.Minute).UnixMilli(), Value: perSec * 60 * float64(k)})
-			}
-			series = append(series, ts)
-			want += perSec * 7200
-		}
-	}
+	sources := upstreamtest.FixtureSources
+	series, want := upstreamtest.Fixture(start)
 	ring.Receivers[0].RemoteWrite(t, series)
 	end := start.Add(2 * time.Hour)
 	eventually(t, "the fixture in Thanos", time.Minute, func() error {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,6 +19,33 @@ import (
 type Request struct {
 	Method, Path string
 	Form         url.Values
+}
+
+// FixtureSources are the sources of Fixture, in order.
+var FixtureSources = []string{"alpha", "beta", "gamma"}
+
+// Fixture is what GrafanaRequests ask about: two hours of
+// proxy_requests_total at 60 s resolution from start, where source i of
+// FixtureSources grows by i+1 requests a second in application "web" and
+// by 1 in "batch". total is sum(proxy_requests_total) at start + 2h.
+func Fixture(start time.Time) (series []prompb.TimeSeries, total float64) {
+	for i, src := range FixtureSources {
+		for _, app := range []string{"web", "batch"} {
+			perSec := 1.0
+			if app == "web" {
+				perSec = float64(i + 1)
+			}
+			ts := prompb.TimeSeries{Labels: []prompb.Label{
+				{Name: "__name__", Value: "proxy_requests_total"}, {Name: "application", Value: app}, {Name: "source", Value: src},
+			}}
+			for k := 0; k <= 120; k++ {
+				ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: start.Add(time.Duration(k) * time.Minute).UnixMilli(), Value: perSec * 60 * float64(k)})
+			}
+			series = append(series, ts)
+			total += perSec * 7200
+		}
+	}
+	return series, total
 }
 
 // GrafanaRequests are the requests Grafana's Prometheus data source sends
