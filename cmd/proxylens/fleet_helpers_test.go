@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -24,6 +28,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/proxylens/proxylens/dashboards"
 )
 
 // The tests of this file run proxylens as a fleet against real engines
@@ -188,18 +194,8 @@ func contains(list []string, s string) bool {
 // duration).
 func dashboardQuery(t *testing.T, file, title string, rng time.Duration) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "dashboards", file))
-	require.NoError(t, err)
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	require.NoError(t, json.Unmarshal(raw, &d))
-	for _, p := range d.Panels {
+	d := loadDashboard(t, filepath.Join("..", "..", "dashboards", file))
+	for _, p := range d.panels() {
 		if p.Title == title && len(p.Targets) > 0 {
 			return strings.NewReplacer(
 				"$source", ".*", "$application", ".*",
@@ -213,31 +209,17 @@ func dashboardQuery(t *testing.T, file, title string, rng time.Duration) string 
 }
 
 // alertExpr returns the expression of the shipped alert rule name
-// (dashboards/alerts/proxylens.rules.yml).
+// (dashboards/alerts/proxylens.rules.yml, embedded as dashboards.RulesFile).
 func alertExpr(t *testing.T, name string) string {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "dashboards", "alerts", "proxylens.rules.yml"))
-	require.NoError(t, err)
-	lines := strings.Split(string(raw), "\n")
-	for i, l := range lines {
-		if strings.TrimSpace(l) != "- alert: "+name {
-			continue
-		}
-		require.Less(t, i+1, len(lines))
-		expr := strings.TrimSpace(lines[i+1])
-		require.True(t, strings.HasPrefix(expr, "expr:"), "rule %s: %s", name, expr)
-		expr = strings.TrimSpace(strings.TrimPrefix(expr, "expr:"))
-		if expr != "|" {
-			return expr
-		}
-		var b strings.Builder
-		for _, m := range lines[i+2:] {
-			if strings.TrimSpace(m) != "" && !strings.HasPrefix(m, strings.Repeat(" ", 10)) {
-				break
+	groups, errs := rulefmt.Parse(dashboards.RulesFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
+	require.Empty(t, errs)
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == name {
+				return r.Expr
 			}
-			b.WriteString(m + "\n")
 		}
-		return b.String()
 	}
 	t.Fatalf("no alert %s", name)
 	return ""
