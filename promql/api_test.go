@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/proxylens/proxylens/internal/upstreamtest"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
@@ -31,7 +32,7 @@ import (
 // t0 is where the fixture's samples start.
 var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
-var fixtureSources = []string{"alpha", "beta", "gamma"}
+var fixtureSources = upstreamtest.FixtureSources
 
 // openStore opens a series store in a fresh directory.
 func openStore(t testing.TB) *pebblestore.SeriesStore {

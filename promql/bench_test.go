@@ -1,6 +1,7 @@
 package promql_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -253,13 +254,6 @@ func rollupStore(b *testing.B) *pebblestore.SeriesStore {
 		if rollupErr != nil {
 			return
 		}
-		rollupDB, rollupErr = pebblestore.Open(rollupDir, pebblestore.Options{})
-		if rollupErr != nil {
-			return
-		}
-		if _, rollupErr = otelanalytics.Restore(rollupDB, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, benchInterval, nil)); rollupErr != nil {
-			return
-		}
 		var series []labels.Labels
 		for s := range benchSources {
 			for d := range 500 {
@@ -267,29 +261,48 @@ func rollupStore(b *testing.B) *pebblestore.SeriesStore {
 					"domain", fmt.Sprintf("shop%d.example.com", d), "method", "GET", "source", fmt.Sprintf("source-%02d", s), "status_code", "200", "success", "true"))
 			}
 		}
-		rnd := rand.New(rand.NewPCG(2, 2))
-		const step, chunk = 5 * 60 * 1000, 6 * 3600 * 1000
-		from := benchEnd.Add(-30 * 24 * time.Hour).UnixMilli()
-		for t0 := from; t0 < benchEnd.UnixMilli() && rollupErr == nil; t0 += chunk {
-			rollupErr = rollupDB.Series().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
-				for _, ls := range series {
-					for t := t0 + step; t <= t0+chunk; t += step {
-						if err := add(ls, t, float64(1+rnd.IntN(8))); err != nil {
-							return err
-						}
-					}
-				}
-				return nil
-			})
-		}
-		if rollupErr == nil {
-			_, _, rollupErr = rollupDB.SeriesBytes() // compacted, as in the steady state
-		}
+		rollupDB, rollupErr = buildIncrements(rollupDir, series, 2)
 	})
 	if rollupErr != nil {
 		b.Fatal(rollupErr)
 	}
 	return rollupDB.Series()
+}
+
+// buildIncrements opens a store in dir and writes to every series 30 days
+// of increments ending at benchEnd, one every 5 minutes (random 1 to 8,
+// from seed), six hours to a commit, then compacts it as in the steady
+// state.
+func buildIncrements(dir string, series []labels.Labels, seed uint64) (*pebblestore.DB, error) {
+	db, err := pebblestore.Open(dir, pebblestore.Options{})
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*pebblestore.DB, error) { return nil, errors.Join(err, db.Close()) }
+	if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, benchInterval, nil)); err != nil {
+		return fail(err)
+	}
+	rnd := rand.New(rand.NewPCG(seed, seed))
+	const step, chunk = 5 * 60 * 1000, 6 * 3600 * 1000
+	from := benchEnd.Add(-30 * 24 * time.Hour).UnixMilli()
+	for t0 := from; t0 < benchEnd.UnixMilli(); t0 += chunk {
+		if err := db.Series().AppendIncrements(func(add func(labels.Labels, int64, float64) error) error {
+			for _, ls := range series {
+				for t := t0 + step; t <= t0+chunk; t += step {
+					if err := add(ls, t, float64(1+rnd.IntN(8))); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}); err != nil {
+			return fail(err)
+		}
+	}
+	if _, _, err := db.SeriesBytes(); err != nil { // compacted, as in the steady state
+		return fail(err)
+	}
+	return db, nil
 }
 
 // BenchmarkDailyRollup is the rollup benchmark: sum by (source)

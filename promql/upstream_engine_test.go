@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/prompb"
 	promqlengine "github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
 
@@ -20,34 +19,13 @@ import (
 	"github.com/proxylens/proxylens/promql"
 )
 
-// engineFixture writes into e two hours of proxy_requests_total at 60 s
-// resolution from start: source i (alpha, beta, gamma) of application
-// "web" grows by i+1 requests a second, and "batch" by 1; it waits
-// until the engine answers for all of it.
+// engineFixture writes upstreamtest.Fixture(start) into e and waits until
+// the engine answers for all of it.
 func engineFixture(t testing.TB, e upstreamtest.Engine, start time.Time) {
 	t.Helper()
-	var series []prompb.TimeSeries
-	for i, src := range fixtureSources {
-		for _, app := range []string{"web", "batch"} {
-			perSec := 1.0
-			if app == "web" {
-				perSec = float64(i + 1)
-			}
-			ts := prompb.TimeSeries{Labels: []prompb.Label{
-				{Name: "__name__", Value: "proxy_requests_total"}, {Name: "application", Value: app}, {Name: "source", Value: src},
-			}}
-			for k := 0; k <= 120; k++ {
-				ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: start.Add(time.Duration(k) * time.Minute).UnixMilli(), Value: perSec * 60 * float64(k)})
-			}
-			series = append(series, ts)
-		}
-	}
+	series, want := upstreamtest.Fixture(start)
 	e.RemoteWrite(t, series)
 	end := start.Add(2 * time.Hour)
-	want := 0.0
-	for i := range fixtureSources {
-		want += float64(i+2) * 7200
-	}
 	require.Eventually(t, func() bool {
 		resp, err := http.PostForm(e.URL+"/api/v1/query", url.Values{"query": {"sum(proxy_requests_total)"}, "time": {strconv.FormatInt(end.Unix(), 10)}})
 		if err != nil {
@@ -71,59 +49,6 @@ func engineFixture(t testing.TB, e upstreamtest.Engine, start time.Time) {
 // fixtureStart is where an engine's fixture starts: three hours ago on
 // the hour, inside any engine's retention and accepted by its ingest.
 func fixtureStart() time.Time { return time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour) }
-
-// sameAnswer sends one request to the proxy and to the engine directly
-// and requires the same status, content type and JSON, field by field,
-// but for the engine's own timing (stats.executionTimeMsec).
-func sameAnswer(t *testing.T, proxy, direct, method, path string, form url.Values) string {
-	t.Helper()
-	pc, pct, pbody := rawDo(t, method, proxy+path, form, nil)
-	dc, dct, dbody := rawDo(t, method, direct+path, form, nil)
-	require.Equal(t, dc, pc, "%s %s: status; direct %s, proxied %s", method, path, dbody, pbody)
-	require.Equal(t, dct, pct, "%s %s: content type", method, path)
-	t.Logf("%s %s → %d %.200s", method, path, pc, pbody)
-	var p, d map[string]any
-	require.NoError(t, json.Unmarshal([]byte(pbody), &p), pbody)
-	require.NoError(t, json.Unmarshal([]byte(dbody), &d), dbody)
-	for _, m := range []map[string]any{p, d} {
-		if st, ok := m["stats"].(map[string]any); ok {
-			delete(st, "executionTimeMsec")
-		}
-	}
-	require.Equal(t, d, p, "%s %s", method, path)
-	return pbody
-}
-
-// grafanaRequests are the requests Grafana's Prometheus data source sends
-// (docs: FACTS): Save & test, the start-up probes, the metric browser,
-// variables and a step-aligned dashboard range query.
-func grafanaRequests(start time.Time) []struct {
-	method, path string
-	form         url.Values
-} {
-	sec := func(t time.Time) string { return strconv.FormatInt(t.Unix(), 10) }
-	ms := func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
-	from, to := start.Add(30*time.Minute), start.Add(2*time.Hour)
-	return []struct {
-		method, path string
-		form         url.Values
-	}{
-		{http.MethodPost, "/api/v1/query", url.Values{"query": {"1+1"}, "time": {"4"}}},
-		{http.MethodGet, "/api/v1/query_exemplars", url.Values{"query": {"proxy_requests_total"}, "start": {ms(from)}, "end": {ms(to)}}},
-		{http.MethodGet, "/api/v1/label/__name__/values", url.Values{"start": {sec(from.Truncate(time.Minute))}, "end": {sec(to.Truncate(time.Minute))}, "limit": {"40000"}}},
-		{http.MethodGet, "/api/v1/label/source/values", url.Values{"match[]": {`proxy_requests_total{application="web"}`}, "start": {sec(from)}, "end": {sec(to)}}},
-		{http.MethodPost, "/api/v1/labels", url.Values{"match[]": {"proxy_requests_total"}, "start": {sec(from)}, "end": {sec(to)}}},
-		{http.MethodPost, "/api/v1/series", url.Values{"match[]": {`proxy_requests_total{source=~"al.*|beta",application!="batch"}`}, "start": {sec(from)}, "end": {sec(to)}}},
-		{http.MethodPost, "/api/v1/query_range", url.Values{
-			"query": {`sum by (source) (rate(proxy_requests_total{application="web"}[5m]))`},
-			"start": {sec(start.Add(time.Hour))}, "end": {sec(start.Add(90 * time.Minute))}, "step": {"60"}}},
-		{http.MethodPost, "/api/v1/query", url.Values{"query": {`sum by (application) (increase(proxy_requests_total[1h]))`}, "time": {sec(to)}}},
-		{http.MethodGet, "/api/v1/metadata", url.Values{"limit": {"10"}}},
-		// An error the engine finds when it runs the query (the regular
-		// expression is a string argument, not checked by the parser).
-		{http.MethodPost, "/api/v1/query", url.Values{"query": {`label_replace(proxy_requests_total, "a", "$1", "source", "(")`}, "time": {sec(to)}}},
-	}
-}
 
 // TestUpstreamVictoriaMetrics: Grafana's requests through the proxy
 // answer as VictoriaMetrics answers them directly; Exec (rules, exports,
@@ -150,19 +75,19 @@ func testUpstreamEngine(t *testing.T, e upstreamtest.Engine) {
 		},
 	})
 
-	for _, r := range grafanaRequests(start) {
-		sameAnswer(t, srv.URL, e.URL, r.method, r.path, r.form)
+	for _, r := range upstreamtest.GrafanaRequests(start) {
+		upstreamtest.SameAnswer(t, srv.URL, e.URL, r)
 	}
 	// Grafana POSTs buildinfo, and retries with GET on 405: proxylens
 	// answers it itself.
-	code, _, _ := rawDo(t, http.MethodPost, srv.URL+"/api/v1/status/buildinfo", nil, nil)
+	code, _, _ := upstreamtest.Do(t, http.MethodPost, srv.URL+"/api/v1/status/buildinfo", nil, nil)
 	require.Equal(t, http.StatusMethodNotAllowed, code)
 	code, env, _ := do(t, http.MethodGet, srv.URL+"/api/v1/status/buildinfo", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, string(env.Data), `"version":"1.2.3"`)
 
 	// The dashboard query, decoded: source i's web traffic is i+1 a second.
-	body := sameAnswer(t, srv.URL, e.URL, http.MethodPost, "/api/v1/query_range", grafanaRequests(start)[6].form)
+	body := upstreamtest.SameAnswer(t, srv.URL, e.URL, upstreamtest.GrafanaRequests(start)[6])
 	var m struct {
 		Data struct {
 			Result []struct {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/config"
 	"github.com/stretchr/testify/require"
 
+	"github.com/proxylens/proxylens/internal/upstreamtest"
 	"github.com/proxylens/proxylens/promql"
 )
 
@@ -78,31 +79,6 @@ func answerJSON(code int, body string) http.HandlerFunc {
 		w.WriteHeader(code)
 		_, _ = io.WriteString(w, body)
 	}
-}
-
-// rawDo sends a request and returns the status, content type and body.
-func rawDo(t testing.TB, method, u string, form url.Values, header http.Header) (int, string, string) {
-	t.Helper()
-	var body io.Reader
-	if method == http.MethodPost {
-		body = strings.NewReader(form.Encode())
-	} else if form != nil {
-		u += "?" + form.Encode()
-	}
-	req, err := http.NewRequest(method, u, body)
-	require.NoError(t, err)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
 }
 
 // TestUpstreamLimitsBeforeForwarding: what the limits refuse never
@@ -184,12 +160,12 @@ func TestUpstreamAnswersPassThrough(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	srv, _ := startProxy(t, promql.Config{}, promql.UpstreamConfig{URL: up.URL}, promql.Options{Registerer: reg})
 
-	code, ct, body := rawDo(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"1+1"}, "time": {"4"}}, nil)
+	code, ct, body := upstreamtest.Do(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"1+1"}, "time": {"4"}}, nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "application/json", ct)
 	require.Equal(t, okBody, body)
 
-	code, _, body = rawDo(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"gz"}}, nil)
+	code, _, body = upstreamtest.Do(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"gz"}}, nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, okBody, body, "a gzip answer, decompressed")
 
@@ -199,7 +175,7 @@ func TestUpstreamAnswersPassThrough(t *testing.T) {
 	require.Equal(t, "execution", env.ErrorType)
 	require.Contains(t, env.Error, fmt.Sprintf("answered more than query.upstream.max_response_bytes (%d bytes)", len(okBody)-1))
 
-	code, _, body = rawDo(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"heavy"}}, nil)
+	code, _, body = upstreamtest.Do(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"heavy"}}, nil)
 	require.Equal(t, http.StatusUnprocessableEntity, code)
 	require.Equal(t, errBody, body)
 
@@ -277,10 +253,10 @@ func TestUpstreamCredentials(t *testing.T) {
 		},
 	}, promql.Options{})
 	client := http.Header{"Authorization": {"Basic dmVyYTp2ZXJhLXBhc3M="}}
-	code, _, _ := rawDo(t, http.MethodGet, srv.URL+"/api/v1/labels", nil, client)
+	code, _, _ := upstreamtest.Do(t, http.MethodGet, srv.URL+"/api/v1/labels", nil, client)
 	require.Equal(t, http.StatusOK, code)
 	require.NoError(t, os.WriteFile(tokenFile, []byte("second-token\n"), 0o600))
-	code, _, _ = rawDo(t, http.MethodGet, srv.URL+"/api/v1/label/"+url.PathEscape("U__a_2e_b")+"/values", nil, client)
+	code, _, _ = upstreamtest.Do(t, http.MethodGet, srv.URL+"/api/v1/label/"+url.PathEscape("U__a_2e_b")+"/values", nil, client)
 	require.Equal(t, http.StatusOK, code)
 
 	up.mu.Lock()

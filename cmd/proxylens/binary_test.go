@@ -62,6 +62,10 @@ func runBinary(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, append([]string{"serve", "--data-dir", dataDir,
 		"--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...)...)
+	// Paths the config leaves relative (the default ./backups, where the
+	// first scheduled backup goes a minute after start) land in a
+	// directory of the test's, not in the source tree.
+	cmd.Dir = t.TempDir()
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

@@ -6,12 +6,10 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	"github.com/xuri/excelize/v2"
@@ -200,38 +198,6 @@ func TestNDJSONRoundTrip(t *testing.T) {
 	}
 }
 
-func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	alphabet := []string{"a", "é", "日", "\x00", "\x01", "\x1f", "\x7f", "\"", "\\", "/", "\n", "\r", "\t", "\b", "\f",
-		"\u2028", "\u2029", "\xff", "\xe2\x82", "😀", "<", ">", "&", " "}
-	for range 2000 {
-		var sb strings.Builder
-		for range rng.IntN(12) {
-			sb.WriteString(alphabet[rng.IntN(len(alphabet))])
-		}
-		s := sb.String()
-		got := appendJSONString(nil, s)
-		require.True(t, json.Valid(got), "%q -> %s", s, got)
-		var back string
-		require.NoError(t, json.Unmarshal(got, &back))
-		require.Equal(t, jsonRoundTrip(t, s), back, "%q", s)
-		if utf8.ValidString(s) {
-			require.Equal(t, s, back)
-		}
-	}
-}
-
-// jsonRoundTrip is s after encoding/json's Marshal and Unmarshal: invalid
-// UTF-8 bytes become U+FFFD.
-func jsonRoundTrip(t *testing.T, s string) string {
-	t.Helper()
-	b, err := json.Marshal(s)
-	require.NoError(t, err)
-	var back string
-	require.NoError(t, json.Unmarshal(b, &back))
-	return back
-}
-
 // excelEpoch is day 0 of Excel's 1900 date system for dates after 1900-03-01.
 var excelEpoch = time.Date(1899, 12, 30, 0, 0, 0, 0, time.UTC)
 
@@ -396,4 +362,15 @@ func TestWriteErrorsSurface(t *testing.T) {
 		require.NoError(t, w.Write(testRows[0]), f) // buffered
 		require.ErrorIs(t, w.Close(), boom, f)
 	}
+}
+
+// jsonRoundTrip is s after encoding/json's Marshal and Unmarshal: invalid
+// UTF-8 bytes become U+FFFD.
+func jsonRoundTrip(t *testing.T, s string) string {
+	t.Helper()
+	b, err := json.Marshal(s)
+	require.NoError(t, err)
+	var back string
+	require.NoError(t, json.Unmarshal(b, &back))
+	return back
 }

@@ -10,8 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/proxylens/proxylens/internal/jsonstr"
 	"github.com/proxylens/proxylens/otelanalytics"
 )
 
@@ -71,14 +71,14 @@ func AppendRecord(b []byte, r *otelanalytics.Record) []byte {
 		{`,"application":`, r.Application}, {`,"domain":`, r.Domain}, {`,"method":`, r.Method.String()},
 	} {
 		b = append(b, f.key...)
-		b = appendString(b, f.val)
+		b = jsonstr.AppendString(b, f.val)
 	}
 	b = append(b, `,"status_code":`...)
 	b = strconv.AppendUint(b, uint64(r.StatusCode), 10)
 	b = append(b, `,"success":`...)
 	b = strconv.AppendBool(b, r.Success)
 	b = append(b, `,"error_type":`...)
-	b = appendString(b, r.ErrorType)
+	b = jsonstr.AppendString(b, r.ErrorType)
 	b = append(b, `,"bytes_sent":`...)
 	b = strconv.AppendUint(b, r.BytesSent, 10)
 	b = append(b, `,"bytes_received":`...)
@@ -112,7 +112,7 @@ func AppendEnd(b []byte, n int64) []byte {
 // AppendError appends the line that ends a stream whose scan failed.
 func AppendError(b []byte, err error) []byte {
 	b = append(b, `{"error":`...)
-	b = appendString(b, err.Error())
+	b = jsonstr.AppendString(b, err.Error())
 	return append(b, '}', '\n')
 }
 
@@ -166,56 +166,6 @@ func decodeLine(line []byte, w *wireLine, r *otelanalytics.Record, in interner) 
 		}
 	}
 	return lineRecord, 0, "", nil
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string: quote, backslash and control
-// characters escaped, U+2028 and U+2029 too; invalid UTF-8 becomes
-// U+FFFD, as encoding/json does.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if (r == utf8.RuneError && size == 1) || r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			if r == utf8.RuneError {
-				b = append(b, `\ufffd`...)
-			} else {
-				b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			}
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // The query parameters of the peer records endpoint: the record filter.

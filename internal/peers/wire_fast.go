@@ -63,41 +63,42 @@ func (p *fastLine) number() []byte {
 	case i < len(b) && b[i] == '0':
 		i++
 	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
+		i = digitsEnd(b, i)
 	default:
 		p.ok = false
 		return nil
 	}
 	if i < len(b) && b[i] == '.' {
-		i++
-		j := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == j {
+		j := digitsEnd(b, i+1)
+		if j == i+1 {
 			p.ok = false
 			return nil
 		}
+		i = j
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		i++
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
 			i++
 		}
-		j := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == j {
+		j := digitsEnd(b, i)
+		if j == i {
 			p.ok = false
 			return nil
 		}
+		i = j
 	}
 	n := b[p.i:i]
 	p.i = i
 	return n
+}
+
+// digitsEnd returns the index after the decimal digits at b[i:].
+func digitsEnd(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // uint reads a JSON integer that fits in max (no sign, fraction or

@@ -1,5 +1,6 @@
 // Package upstreamtest starts real Prometheus-compatible engines
-// (VictoriaMetrics single node, Prometheus) on loopback for tests of the
+// (VictoriaMetrics single node, Prometheus, a Thanos Receive hashring and
+// Thanos Query) on loopback for tests of the
 // query proxy and of remote write out, writes samples into them with
 // remote write 1.0, queries them, and kills and restarts them on their
 // data to test what survives a receiver's crash.
@@ -8,9 +9,10 @@
 // $HOME/.cache/proxylens/engines), where .ci/engines builds them with go
 // install from the Go module proxy. A test whose engine is absent fails
 // when the environment variable CI is set and is skipped otherwise;
-// Prometheus, whose build takes 5 to 30 minutes, is required under CI
-// only with PROXYLENS_ENGINES_PROMETHEUS=1, as .ci/engines builds it
-// (Available says which engines a run has and requires).
+// Prometheus and Thanos, whose builds take 5 to 30 and 4 to 11 minutes,
+// are required under CI only with PROXYLENS_ENGINES_PROMETHEUS=1 and
+// PROXYLENS_ENGINES_THANOS=1, as .ci/engines builds them (Available says
+// which engines a run has and requires).
 //
 // Each engine is a child process of the test with its data in
 // t.TempDir(), killed and waited for by t.Cleanup. The functions are safe
@@ -29,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,11 +65,14 @@ const (
 )
 
 // Available reports whether the engine binary name is built, and whether
-// this run requires it (CI; for Prometheus, CI with
-// PROXYLENS_ENGINES_PROMETHEUS=1).
+// this run requires it (CI; for Prometheus and Thanos, CI with
+// PROXYLENS_ENGINES_PROMETHEUS=1 or PROXYLENS_ENGINES_THANOS=1).
 func Available(name string) (built, required bool) {
 	required = os.Getenv("CI") != ""
 	if name == Prometheus && os.Getenv("PROXYLENS_ENGINES_PROMETHEUS") != "1" {
+		required = false
+	}
+	if name == Thanos && os.Getenv("PROXYLENS_ENGINES_THANOS") != "1" {
 		required = false
 	}
 	_, err := os.Stat(filepath.Join(EnginesDir(), name))
@@ -80,6 +86,9 @@ func Binary(t testing.TB, name, module string) string {
 	path := filepath.Join(EnginesDir(), name)
 	if built, required := Available(name); !built {
 		msg := fmt.Sprintf("%s is not built at %s (build it with .ci/engines, or: GOBIN=%s go install %s)", name, path, EnginesDir(), module)
+		if name == Thanos {
+			msg = fmt.Sprintf("%s is not built at %s (PROXYLENS_ENGINES_THANOS=1 .ci/engines builds it, 4 to 11 minutes: %s)", name, path, module)
+		}
 		if name == Prometheus {
 			msg += "; .ci/engines builds it with PROXYLENS_ENGINES_PROMETHEUS=1 (5 to 30 minutes)"
 		}
@@ -93,8 +102,10 @@ func Binary(t testing.TB, name, module string) string {
 
 // Engine is a running engine. Copies share the process.
 type Engine struct {
-	URL string // http://127.0.0.1:PORT, the API root
-	p   *process
+	URL   string // http://127.0.0.1:PORT, the API root
+	p     *process
+	write string // the remote write endpoint when not URL/api/v1/write (Thanos Receive)
+	name  string // Name when not the binary's name
 }
 
 // process is an engine's child process, restartable on its data.
@@ -111,19 +122,20 @@ type process struct {
 
 // StartVictoriaMetrics starts a VictoriaMetrics single node that returns
 // the newest samples at once (-search.latencyOffset=0s) and caches no
-// answers, and waits until it is healthy.
-func StartVictoriaMetrics(t testing.TB) Engine {
+// answers, with the further flags extra (such as
+// -dedup.minScrapeInterval), and waits until it is healthy.
+func StartVictoriaMetrics(t testing.TB, extra ...string) Engine {
 	t.Helper()
 	bin := Binary(t, VictoriaMetrics, "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics@"+VictoriaMetricsVersion)
 	addr := freeAddr(t)
-	return start(t, bin, addr, "/health",
-		"-httpListenAddr="+addr,
-		"-storageDataPath="+t.TempDir(),
+	return start(t, bin, addr, "/health", append([]string{
+		"-httpListenAddr=" + addr,
+		"-storageDataPath=" + t.TempDir(),
 		"-search.latencyOffset=0s",
 		"-search.disableCache",
 		"-retentionPeriod=100y",
 		"-loggerLevel=ERROR",
-	)
+	}, extra...)...)
 }
 
 // StartPrometheus starts a Prometheus with its remote write receiver (RW
@@ -207,6 +219,9 @@ func (p *process) kill() {
 // its URL for an Engine this package did not start (any Prometheus API,
 // proxylens' own, to Query).
 func (e Engine) Name() string {
+	if e.name != "" {
+		return e.name
+	}
 	if e.p == nil {
 		return e.URL
 	}
@@ -214,10 +229,31 @@ func (e Engine) Name() string {
 }
 
 // WriteURL is the engine's remote write endpoint.
-func (e Engine) WriteURL() string { return e.URL + "/api/v1/write" }
+func (e Engine) WriteURL() string {
+	if e.write != "" {
+		return e.write
+	}
+	return e.URL + "/api/v1/write"
+}
 
 // Kill stops the engine with SIGKILL, as a crash would, and waits for it.
 func (e Engine) Kill() { e.p.kill() }
+
+// Stop stops the engine with SIGTERM, as an operator would, and waits
+// for it to exit (Kill after a minute). Restart starts it again.
+func (e Engine) Stop() {
+	e.p.t.Helper()
+	if e.p.cmd == nil {
+		return
+	}
+	_ = e.p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.p.done:
+	case <-time.After(time.Minute):
+		e.p.t.Errorf("%s did not stop within a minute of SIGTERM: killed", e.Name())
+		e.p.kill()
+	}
+}
 
 // Restart kills the engine if it runs and starts it again on the same
 // data and port, waiting until it is healthy.
@@ -300,7 +336,7 @@ func (e Engine) RemoteWrite(t testing.TB, series []prompb.TimeSeries) {
 	t.Helper()
 	raw, err := (&prompb.WriteRequest{Timeseries: series}).Marshal()
 	require.NoError(t, err)
-	req, err := http.NewRequest(http.MethodPost, e.URL+"/api/v1/write", bytes.NewReader(snappy.Encode(nil, raw)))
+	req, err := http.NewRequest(http.MethodPost, e.WriteURL(), bytes.NewReader(snappy.Encode(nil, raw)))
 	require.NoError(t, err)
 	req.Header.Set("Content-Encoding", "snappy")
 	req.Header.Set("Content-Type", "application/x-protobuf")
@@ -309,5 +345,5 @@ func (e Engine) RemoteWrite(t testing.TB, series []prompb.TimeSeries) {
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	require.Truef(t, resp.StatusCode/100 == 2, "remote write to %s: %d %s", e.URL, resp.StatusCode, body)
+	require.Truef(t, resp.StatusCode/100 == 2, "remote write to %s: %d %s", e.WriteURL(), resp.StatusCode, body)
 }
