@@ -147,6 +147,7 @@ type counterReader struct {
 	days                             bool           // every bound lies on the daily rollup's grid
 	raw                              bool           // raw windows only (WithRawData)
 	iter, sumIter, baseIter, dayIter *pebble.Iterator
+	viewIters                        map[**pebble.Iterator]*pebble.Iterator // the same, on a cut view's snapshot
 	chunks                           []timedChunk
 	sums                             []summary
 	it                               chunkenc.Iterator
@@ -163,6 +164,9 @@ func (r *counterReader) close() {
 		if it != nil {
 			_ = it.Close()
 		}
+	}
+	for _, it := range r.viewIters {
+		_ = it.Close()
 	}
 }
 
@@ -189,7 +193,7 @@ func (r *counterReader) addWithOverlay(q *querier, id uint64, o *ovSeries, mint,
 		if mint <= math.MinInt64+windowMs {
 			from = math.MinInt64
 		}
-		base, err := storedBefore(q.snap, id, from)
+		base, err := storedBefore(q.snapFor(id), id, from)
 		if err != nil {
 			return false, err
 		}
@@ -257,7 +261,7 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 	// every closed window of an increment series has them.
 	raw := first
 	if q.s.summarized() {
-		it, err := r.open(q, &r.sumIter, summaryKey(id, first), summaryKey(id, lastW+windowMs))
+		it, err := r.open(q, id, &r.sumIter, summaryKey(id, first), summaryKey(id, lastW+windowMs))
 		if err != nil {
 			return false, err
 		}
@@ -278,7 +282,7 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 				}
 			}
 			if len(r.chunks) == 0 { // the raw increments of this window
-				v, closer, err := q.snap.Get(chunkKey(id, w))
+				v, closer, err := q.snapFor(id).Get(chunkKey(id, w))
 				if errors.Is(err, pebble.ErrNotFound) && len(r.sums) > 0 {
 					// Retention removed them: the finest summary left
 					// is the best answer there is.
@@ -317,7 +321,7 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 	}
 	// The windows without summaries: the newest (or all, where increments
 	// are not finer than a minute).
-	it, err := r.open(q, &r.iter, chunkKey(id, raw), chunkKey(id, lastW+windowMs))
+	it, err := r.open(q, id, &r.iter, chunkKey(id, raw), chunkKey(id, lastW+windowMs))
 	if err != nil {
 		return false, err
 	}
@@ -348,7 +352,7 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 func (r *counterReader) addDays(q *querier, id uint64, mint, last int64, bounds []int64, acc []float64) (bool, error) {
 	lower := dayLevel.periodKey(id, dayOf(max(mint, math.MinInt64+dayMs)))
 	upper := dayLevel.periodKey(id, dayOf(min(last, math.MaxInt64-2*dayMs))+dayMs)
-	it, err := r.open(q, &r.dayIter, lower, upper)
+	it, err := r.open(q, id, &r.dayIter, lower, upper)
 	if err != nil {
 		return false, err
 	}
@@ -383,7 +387,7 @@ func (r *counterReader) addDays(q *querier, id uint64, mint, last int64, bounds 
 // firstBase returns the base of the series' first window in [first, last]
 // and that window (found false: no window there).
 func (r *counterReader) firstBase(q *querier, id uint64, first, last int64) (windowBase, int64, bool, error) {
-	it, err := r.open(q, &r.baseIter, baseKey(id, first), baseKey(id, last+windowMs))
+	it, err := r.open(q, id, &r.baseIter, baseKey(id, first), baseKey(id, last+windowMs))
 	if err != nil {
 		return windowBase{}, 0, false, err
 	}
@@ -399,7 +403,24 @@ func (r *counterReader) firstBase(q *querier, id uint64, first, last int64) (win
 }
 
 // open returns *it, created or reused, bounded to [lower, upper).
-func (r *counterReader) open(q *querier, it **pebble.Iterator, lower, upper []byte) (*pebble.Iterator, error) {
+func (r *counterReader) open(q *querier, id uint64, it **pebble.Iterator, lower, upper []byte) (*pebble.Iterator, error) {
+	if snap := q.snapFor(id); snap != q.snap {
+		// A series of a cut being applied (cut_view.go): its own
+		// iterators, on the view's snapshot.
+		if r.viewIters == nil {
+			r.viewIters = map[**pebble.Iterator]*pebble.Iterator{}
+		}
+		vit := r.viewIters[it]
+		if vit == nil {
+			vit, err := snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+			if err == nil {
+				r.viewIters[it] = vit
+			}
+			return vit, err
+		}
+		vit.SetBounds(lower, upper)
+		return vit, nil
+	}
 	if *it == nil {
 		var err error
 		*it, err = q.snap.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})

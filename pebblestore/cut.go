@@ -3,6 +3,7 @@ package pebblestore
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -106,10 +107,7 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 	if pending, err := d.stagedPending(); err != nil {
 		return err
 	} else if pending {
-		d.series.applyMu.Lock()
-		err := d.applyStagedLocked()
-		d.series.applyMu.Unlock()
-		if err != nil {
+		if err := d.applyStagedLocked(); err != nil {
 			return fmt.Errorf("apply the previous cut's series: %w", err)
 		}
 	}
@@ -146,12 +144,13 @@ func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 			return fmt.Errorf("add cut apply marker: %w", err)
 		}
 	}
-	// A querier whose snapshot holds keyCutApply waits on applyMu: it is
-	// taken before keyCutApply is committed.
-	d.series.applyMu.Lock()
-	defer d.series.applyMu.Unlock()
+	// Queries read the cut's series as they are now until every piece
+	// is applied (cut_view.go).
+	if g.samples > 0 {
+		d.series.beginCutView(g.labels())
+	}
 	if err := wb.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("commit cut: %w", err)
+		return errors.Join(fmt.Errorf("commit cut: %w", err), d.series.endCutView())
 	}
 	d.mu.Lock()
 	d.checkpoint, d.seq = sealed, c.Seq()

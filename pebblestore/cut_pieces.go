@@ -23,9 +23,9 @@ package pebblestore
 // Each piece is atomic, and deletes what it applied: a crash between two
 // pieces leaves exactly the staged keys not applied yet, and Load applies
 // them before anything else. Nothing acknowledged is lost, nothing is
-// counted twice. A query whose snapshot holds keyCutApply waits for the
-// apply to finish and takes its snapshot again (Querier), so no query
-// sees a cut half written.
+// counted twice. Queries do not wait for the apply: they read the cut's
+// series from a snapshot taken before it, with its increments from the
+// overlay, until the last piece is committed (cut_view.go).
 
 import (
 	"encoding/binary"
@@ -80,6 +80,15 @@ type stagedSeries struct {
 	kind   SeriesKind
 	chunks uint32 // chunks written, the header included
 	buf    []byte // samples not written yet: varint t, 8 bytes LE float bits
+}
+
+// labels returns the labels of every series staged.
+func (g *stager) labels() []labels.Labels {
+	out := make([]labels.Labels, len(g.series))
+	for i, ss := range g.series {
+		out[i] = ss.ls
+	}
+	return out
 }
 
 func newStager(d *DB) *stager {
@@ -175,13 +184,6 @@ func (g *stager) flush() error {
 	return nil
 }
 
-// waitForApply returns once no cut's staged samples are being applied.
-func (s *SeriesStore) waitForApply() {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	_ = s.nextID // nothing to do under the lock: waiting for it is the point
-}
-
 // applyStagedLocked applies the staged samples of the last cut to the
 // series, in pieces (see above). The caller holds cutMu and
 // SeriesStore.applyMu, the latter since before keyCutApply was committed,
@@ -263,7 +265,10 @@ func (d *DB) applyStagedLocked() (err error) {
 	if dropped > 0 {
 		d.log.Warn("cut samples refused by their series, dropped", "samples", dropped)
 	}
-	return d.commitPiece(app, piece+1, nil, true)
+	if err := d.commitPiece(app, piece+1, nil, true); err != nil {
+		return err
+	}
+	return d.series.endCutView()
 }
 
 // commitPiece commits what app holds, piece n of the apply, with the
@@ -307,19 +312,6 @@ func (d *DB) stagedPending() (bool, error) {
 	}
 	if err != nil {
 		return false, fmt.Errorf("read cut apply marker: %w", err)
-	}
-	return true, closer.Close()
-}
-
-// snapshotMidCut reports whether snap holds a cut whose staged samples
-// are not all applied.
-func snapshotMidCut(snap *pebble.Snapshot) (bool, error) {
-	_, closer, err := snap.Get(keyCutApply)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
 	}
 	return true, closer.Close()
 }

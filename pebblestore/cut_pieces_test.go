@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 
@@ -202,35 +205,214 @@ func TestCutPiecesRetried(t *testing.T) {
 	requireSameSeries(t, want, storedSeries(t, e.db))
 }
 
-// TestQueryMidCutWaits: a query whose snapshot falls between two pieces
-// of a cut waits for the rest and answers the whole cut, never half of it.
-func TestQueryMidCutWaits(t *testing.T) {
-	batches := [][]otelanalytics.Record{history(1500, 31)}
-	want := reference(t, batches)
-
+// TestQueryMidCutReadsBefore: queries run between every two pieces of a
+// cut of history, from inside the cut (a query that waited for the cut
+// would hang the test), over a store that already holds an older cut.
+// The overlay holds the cut's increments until WriteCut returns, as the
+// aggregator does: every answer, through the series iterators and
+// through the PromQL engine, equals the answer after the cut, never
+// half of it and never the cut counted twice; a series remote-written
+// mid-cut is read at once.
+func TestQueryMidCutReadsBefore(t *testing.T) {
 	e := openPieced(t, t.TempDir())
 	defer func() { require.NoError(t, e.db.Close()) }()
-	e.commit(t, batches[0], nil, 1)
-	saw := make(chan struct{})
-	e.db.series.sawMidCut = func() { close(saw) }
-	got := make(chan map[string]seriesState, 1)
+	e.commit(t, history(1000, 41), nil, 1)
+	e.cut(t)
+	e.commit(t, history(1500, 42), nil, 1)
+	e.db.pieces.samples, e.db.pieces.series = 8000, 800 // about ten pieces
+
+	ov := &cutOverlay{}
+	e.db.Series().SetOverlay(ov)
+	sealed, err := e.db.Seal()
+	require.NoError(t, err)
+	c := &recordingCut{Cut: otelanalytics.NewStoreCut(e.agg.Cut(), e.dict, nil, e.next-1), ov: ov, sealed: sealed}
+
+	type answer struct {
+		series map[string]seriesState
+		promql []float64
+	}
+	ask := func() answer {
+		return answer{queryState(t, e.db), promqlSums(t, e.db)}
+	}
+	var mid []answer
+	rw := labels.FromStrings("__name__", "remote_written", "source", "a")
 	e.db.pieces.fail = func(n int) error {
-		if n != 3 {
-			return nil
+		if n == 0 {
+			return nil // staging
 		}
-		// Pieces 1 and 2 are written, the rest not: a query now.
-		go func() { got <- storedSeries(t, e.db) }()
-		select {
-		case <-saw: // it saw the cut half written, and waits for the rest
-			return nil
-		case r := <-got:
-			t.Error("the query answered from a cut half written")
-			got <- r
-			return nil
+		if n == 2 {
+			app := e.db.Series().Appender(context.Background())
+			_, err := app.Append(0, rw, t0.UnixMilli(), 7)
+			require.NoError(t, err)
+			require.NoError(t, app.Commit())
+		}
+		a := ask()
+		if n >= 2 {
+			require.Equal(t, seriesState{last: 7, points: 1}, a.series[rw.String()], "remote-written mid-cut, read at once")
+		}
+		delete(a.series, rw.String())
+		mid = append(mid, a)
+		return nil
+	}
+	require.NoError(t, e.db.WriteCut(sealed, c))
+	ov.set(nil) // cutWritten: the store serves the cut now
+	e.db.pieces.fail = nil
+	require.Greater(t, len(mid), 5, "queries between many pieces")
+	t.Logf("%d pieces", len(mid))
+
+	after := ask()
+	delete(after.series, rw.String())
+	for i, a := range mid {
+		require.Equal(t, len(after.series), len(a.series), "query %d: series", i)
+		for ls, w := range after.series {
+			g := a.series[ls]
+			require.Equal(t, w.points, g.points, "query %d: points of %s", i, ls)
+			require.InDelta(t, w.last, g.last, 1e-9*math.Abs(w.last), "query %d: counter of %s", i, ls)
+		}
+		require.Len(t, a.promql, len(after.promql))
+		for j, w := range after.promql {
+			require.InDelta(t, w, a.promql[j], 1e-9*math.Abs(w), "query %d: PromQL answer %d", i, j)
 		}
 	}
-	e.cut(t)
-	requireSameSeries(t, want, <-got)
+	// And the cut is the spans' own: the same as one store given them all
+	// in one cut.
+	want := reference(t, [][]otelanalytics.Record{history(1000, 41), history(1500, 42)})
+	got := storedSeries(t, e.db)
+	delete(got, rw.String())
+	requireSameSeries(t, want, got)
+}
+
+// cutOverlay is the aggregator's overlay as the store sees it while a
+// cut is written: the cut's increments, in a part sealed by it.
+type cutOverlay struct {
+	mu    sync.Mutex
+	parts []OverlayPart
+}
+
+func (o *cutOverlay) OverlayView() []OverlayPart {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.parts
+}
+
+func (o *cutOverlay) set(parts []OverlayPart) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.parts = parts
+}
+
+// recordingCut hands over Cut's increments to the overlay as they are
+// written, before anything is committed.
+type recordingCut struct {
+	Cut
+	ov     *cutOverlay
+	sealed uint64
+}
+
+func (c *recordingCut) MinTime() int64 { return c.Cut.(interface{ MinTime() int64 }).MinTime() }
+
+func (c *recordingCut) Write(totals func(key, value []byte) error, increment, sample func(ls labels.Labels, t int64, v float64) error) error {
+	type ser struct {
+		ls labels.Labels
+		at map[int64]float64
+	}
+	byKey := map[string]*ser{}
+	err := c.Cut.Write(totals, func(ls labels.Labels, t int64, v float64) error {
+		k := ls.String()
+		s := byKey[k]
+		if s == nil {
+			s = &ser{ls: ls.Copy(), at: map[int64]float64{}}
+			byKey[k] = s
+		}
+		s.at[t] += v
+		return increment(ls, t, v)
+	}, sample)
+	if err != nil {
+		return err
+	}
+	type flat struct {
+		ls labels.Labels
+		t  []int64
+		v  []float64
+	}
+	var all []flat
+	for _, s := range byKey {
+		f := flat{ls: s.ls}
+		for t := range s.at {
+			f.t = append(f.t, t)
+		}
+		slices.Sort(f.t)
+		for _, t := range f.t {
+			f.v = append(f.v, s.at[t])
+		}
+		all = append(all, f)
+	}
+	c.ov.set([]OverlayPart{{Sealed: c.sealed, Series: func(_ []*labels.Matcher, fn func(labels.Labels, []int64, []float64)) {
+		for _, f := range all {
+			fn(f.ls, f.t, f.v)
+		}
+	}}})
+	return nil
+}
+
+// queryState is what the store's series iterators answer for every
+// series: the counter at its newest point and the number of points.
+func queryState(t *testing.T, db *DB) map[string]seriesState {
+	t.Helper()
+	out := map[string]seriesState{}
+	q, err := db.Series().Querier(math.MinInt64, math.MaxInt64)
+	require.NoError(t, err)
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
+	for ss.Next() {
+		s := ss.At()
+		var st seriesState
+		it := s.Iterator(nil)
+		for it.Next() == chunkenc.ValFloat {
+			_, st.last = it.At()
+			st.points++
+		}
+		require.NoError(t, it.Err())
+		out[s.Labels().String()] = st
+	}
+	require.NoError(t, ss.Err())
+	require.NoError(t, q.Close())
+	return out
+}
+
+var eng = promql.NewEngine(promql.EngineOpts{MaxSamples: 50_000_000, Timeout: time.Minute})
+
+// promqlSums runs dashboard-shaped queries through the PromQL engine:
+// daily increases over 30 days (the pushed-down counter reads) and an
+// instant 31-day maximum; it returns every value of every answer.
+func promqlSums(t *testing.T, db *DB) []float64 {
+	t.Helper()
+	ctx := context.Background()
+	end := t0.Truncate(24 * time.Hour)
+	var out []float64
+	rq, err := eng.NewRangeQuery(ctx, db.Series(), nil, `sum by (source) (increase(proxy_requests_total[1d]))`, end.Add(-30*24*time.Hour), end, 24*time.Hour)
+	require.NoError(t, err)
+	res := rq.Exec(ctx)
+	require.NoError(t, res.Err)
+	m, err := res.Matrix()
+	require.NoError(t, err)
+	slices.SortFunc(m, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
+	for _, s := range m {
+		for _, p := range s.Floats {
+			out = append(out, p.F)
+		}
+	}
+	rq.Close()
+	iq, err := eng.NewInstantQuery(ctx, db.Series(), nil, `sum(max_over_time(proxy_requests_total[31d]))`, t0)
+	require.NoError(t, err)
+	res = iq.Exec(ctx)
+	require.NoError(t, res.Err)
+	v, err := res.Vector()
+	require.NoError(t, err)
+	require.Len(t, v, 1)
+	out = append(out, v[0].F)
+	iq.Close()
+	require.NotEmpty(t, out)
+	return out
 }
 
 // TestLiveCutWhole: a cut whose samples are all recent and fit in memory

@@ -222,6 +222,8 @@ func (d *DB) Close() error {
 		errs = append(errs, d.cutBatch.Close())
 		d.cutBatch = nil
 	}
+	// A cut whose apply failed leaves its view up (cut_view.go).
+	errs = append(errs, d.series.endCutView())
 	d.cutMu.Unlock()
 	if err := d.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close pebble database in %s: %w", d.dir, err))

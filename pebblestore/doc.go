@@ -45,17 +45,18 @@
 //	DB.cutMu              one cut or snapshot at a time
 //	journal.prepMu        the spare segment
 //	journal.mu            the segment being written
-//	SeriesStore.applyMu   a cut's staged samples being applied (cut_pieces.go)
+//	SeriesStore.viewMu    the view of a cut being applied (cut_view.go)
 //	SeriesStore.commitMu  one series commit at a time; guards every series' head
 //	SeriesStore.mu        the label index
 //	DB.auditMu            the audit chain
 //	DB.mu                 the journal checkpoint
 //
-// metadataStore.mu and querier.mu are leaves. A querier takes no lock to
-// read the overlay (overlay.go) with its snapshot; it only waits, taking
-// and releasing SeriesStore.applyMu or commitMu while it holds nothing,
-// when its snapshot holds a cut whose pieces are not all applied, or
-// whose commit has not updated the index yet. The
+// metadataStore.mu, querier.mu and cutView.mu are leaves. A querier
+// takes its snapshot and the cut view together under viewMu (read-locked,
+// for the time of a Pebble NewSnapshot: it never waits for a cut's
+// pieces) and reads the overlay (overlay.go) with no lock; it only
+// waits, taking and releasing commitMu while it holds nothing, when its
+// snapshot holds a cut whose commit has not updated the index yet. The
 // overlay's implementation takes its own locks (otelanalytics: the
 // overlay's, then the aggregator's), never while it holds one of these. A function that needs a
 // lock held says so in its name (…Locked) and its comment names the lock.

@@ -32,9 +32,7 @@ func (d *DB) Load(dict func(id uint32, s string) error, totals func(key, value [
 		return 0, err
 	} else if pending {
 		d.cutMu.Lock()
-		d.series.applyMu.Lock()
 		err := d.applyStagedLocked()
-		d.series.applyMu.Unlock()
 		d.cutMu.Unlock()
 		if err != nil {
 			return 0, fmt.Errorf("apply the interrupted cut's series: %w", err)

@@ -82,12 +82,10 @@ type SeriesStore struct {
 	nextID   uint64
 
 	commitMu sync.Mutex // one commit at a time; guards every memSeries' head
-	// applyMu is held while a cut's staged samples are applied, piece by
-	// piece (cut_pieces.go): a querier whose snapshot is mid-cut waits.
-	applyMu sync.Mutex
-	// sawMidCut, in tests, is called when a querier's snapshot is mid-cut,
-	// before it waits.
-	sawMidCut func()
+	// viewMu guards view, a cut of history being applied in pieces, as
+	// queries read it (cut_view.go).
+	viewMu sync.RWMutex
+	view   *cutView
 
 	// The oldest times reads answer (Unix ms), raised by retention: raw
 	// samples of sample series, and everything.

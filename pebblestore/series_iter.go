@@ -116,7 +116,7 @@ func (s *seriesIterator) start() bool {
 	if s.maxt < math.MaxInt64-windowMs {
 		upper = chunkKey(s.id, windowOf(s.maxt)+windowMs)
 	}
-	it, err := s.q.newIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := s.q.newIter(s.id, &pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		s.err, s.done = err, true
 		return false
@@ -129,7 +129,7 @@ func (s *seriesIterator) start() bool {
 		if s.mint <= math.MinInt64+windowMs {
 			from = math.MinInt64
 		}
-		base, err := storedBefore(s.q.snap, s.id, from)
+		base, err := storedBefore(s.q.snapFor(s.id), s.id, from)
 		if err != nil {
 			s.err, s.done = fmt.Errorf("series %d: %w", s.id, err), true
 			return false
@@ -143,15 +143,23 @@ func (s *seriesIterator) start() bool {
 	if s.kind == KindIncrements {
 		// The counter before the first window read is its base.
 		w := periodFromKey(it.Key())
-		wb, err := getBase(s.q.snap, s.id, w)
+		wb, err := getBase(s.q.snapFor(s.id), s.id, w)
 		if err != nil {
 			s.err, s.done = fmt.Errorf("series %d: %w", s.id, err), true
 			return false
 		}
 		s.sum = wb.base
 		if s.ov != nil {
-			s.sum += s.ov.before(w)
-			s.ovI, _ = slices.BinarySearch(s.ov.t, w)
+			// The overlay's increments from the window holding mint on
+			// (history may lie before the first stored window): the
+			// stored counter is wb.base until w.
+			from := windowOf(max(s.mint, math.MinInt64+windowMs))
+			if s.mint <= math.MinInt64+windowMs {
+				from = math.MinInt64
+			}
+			from = min(from, w)
+			s.sum += s.ov.before(from)
+			s.ovI, _ = slices.BinarySearch(s.ov.t, from)
 		}
 	}
 	return true

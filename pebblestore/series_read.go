@@ -24,33 +24,23 @@ func (s *SeriesStore) Querier(mint, maxt int64) (storage.Querier, error) {
 	if o := s.overlay.Load(); o != nil {
 		view = (*o).OverlayView()
 	}
-	snap := s.db.NewSnapshot()
-	// A snapshot between two pieces of a cut (cut_pieces.go) would see it
-	// half written: wait for the rest and take it again; again if the
-	// next cut began meanwhile. A few times at most: a cut whose apply
-	// failed leaves its mark until the next cut.
-	for range 8 {
-		mid, err := snapshotMidCut(snap)
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("read the cut apply marker: %w", err), snap.Close())
-		}
-		if !mid {
-			break
-		}
-		if err := snap.Close(); err != nil {
-			return nil, err
-		}
-		if s.sawMidCut != nil {
-			s.sawMidCut()
-		}
-		s.waitForApply()
-		snap = s.db.NewSnapshot()
+	// A cut of history being applied in pieces: its series are read
+	// from the view's snapshot, without the cut, and its increments
+	// from the overlay (cut_view.go).
+	snap, cv := s.snapshotAndView()
+	ovSnap := snap
+	if cv != nil {
+		ovSnap = cv.snap
 	}
-	ov, err := s.overlayParts(view, snap)
+	ov, err := s.overlayParts(view, ovSnap)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("read the journal checkpoint for the overlay: %w", err), snap.Close())
+		err = fmt.Errorf("read the journal checkpoint for the overlay: %w", err)
+		if cv != nil {
+			err = errors.Join(err, cv.release())
+		}
+		return nil, errors.Join(err, snap.Close())
 	}
-	return &querier{s: s, snap: snap, ov: ov, mint: mint, maxt: maxt}, nil
+	return &querier{s: s, snap: snap, view: cv, ov: ov, mint: mint, maxt: maxt}, nil
 }
 
 // ChunkQuerier implements storage.ChunkQueryable.
@@ -71,7 +61,8 @@ func (c chunkQuerier) Select(ctx context.Context, sortSeries bool, hints *storag
 type querier struct {
 	s          *SeriesStore
 	snap       *pebble.Snapshot
-	ov         []OverlayPart // the increments not in snap
+	view       *cutView      // a cut being applied (nil: none); its series are read from view.snap
+	ov         []OverlayPart // the increments not in snap (not in view.snap for the view's series)
 	mint, maxt int64
 
 	mu     sync.Mutex
@@ -92,17 +83,17 @@ func (q *querier) Close() error {
 		errs = append(errs, it.Close())
 	}
 	q.iters = nil
-	errs = append(errs, q.snap.Close())
+	errs = append(errs, q.snap.Close(), q.closeView())
 	return errors.Join(errs...)
 }
 
-func (q *querier) newIter(opts *pebble.IterOptions) (*pebble.Iterator, error) {
+func (q *querier) newIter(id uint64, opts *pebble.IterOptions) (*pebble.Iterator, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return nil, errors.New("querier closed")
 	}
-	it, err := q.snap.NewIter(opts)
+	it, err := q.snapFor(id).NewIter(opts)
 	if err != nil {
 		return nil, err
 	}
