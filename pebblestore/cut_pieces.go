@@ -274,7 +274,7 @@ func (d *DB) applyStagedLocked() (err error) {
 // commitPiece commits what app holds, piece n of the apply, with the
 // deletion of the staged keys before upTo (nil: all, and keyCutApply with
 // them, synced).
-func (d *DB) commitPiece(app *appender, n int, upTo []byte, last bool) error {
+func (d *DB) commitPiece(app *appender, n int, upTo []byte, last bool) (err error) {
 	if d.pieces.fail != nil {
 		if err := d.pieces.fail(n); err != nil {
 			return err
@@ -286,6 +286,23 @@ func (d *DB) commitPiece(app *appender, n int, upTo []byte, last bool) error {
 		upTo = []byte{prefixCutStage + 1}
 	}
 	app.done = true
+	// The windows the piece rewrites, read by one iterator: it sees the
+	// pieces committed before this one, and the cut holds cutMu.
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixChunks}, UpperBound: []byte{prefixChunks + 1}})
+	if err != nil {
+		return fmt.Errorf("read the windows of a cut piece: %w", err)
+	}
+	bases, err := d.db.NewIter(nil)
+	if err != nil {
+		return errors.Join(fmt.Errorf("read the bases of a cut piece: %w", err), it.Close())
+	}
+	app.windows, app.bases = it, bases
+	defer func() {
+		app.windows, app.bases = nil, nil
+		if cerr := errors.Join(it.Close(), bases.Close()); err == nil && cerr != nil {
+			err = fmt.Errorf("read the windows of a cut piece: %w", cerr)
+		}
+	}()
 	return d.series.commit(app, b, func() error {
 		if err := b.DeleteRange([]byte{prefixCutStage}, upTo, nil); err != nil {
 			return fmt.Errorf("delete applied staged samples: %w", err)

@@ -51,7 +51,7 @@ func (lv baseLevel) periodKey(id uint64, period int64) []byte {
 // move the base of every later period of the series: that costs a write
 // per later period, once, so that reads never have to sum from the
 // series' start.
-func (s *SeriesStore) writeBasesLocked(b *pebble.Batch, id uint64, isNew bool, lv baseLevel, head int64, headBase windowBase, incs []sample) (int64, windowBase, error) {
+func (s *SeriesStore) writeBasesLocked(b *pebble.Batch, reuse *pebble.Iterator, id uint64, isNew bool, lv baseLevel, head int64, headBase windowBase, incs []sample) (int64, windowBase, error) {
 	type delta struct {
 		w int64
 		d float64
@@ -81,15 +81,22 @@ func (s *SeriesStore) writeBasesLocked(b *pebble.Batch, id uint64, isNew bool, l
 		prevEnd = headBase.end()
 	default:
 		prefix := seriesPrefix(lv.prefix, id)
-		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
-		if err != nil {
-			return 0, windowBase{}, err
+		it := reuse
+		closeIt := func() error { return nil }
+		if it != nil {
+			it.SetBounds(prefix, prefixEnd(prefix))
+		} else {
+			var err error
+			if it, err = s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)}); err != nil {
+				return 0, windowBase{}, err
+			}
+			closeIt = it.Close
 		}
 		before := it.SeekLT(lv.periodKey(id, deltas[0].w))
 		if before {
 			wb, err := decodeBase(it.Value())
 			if err != nil {
-				_ = it.Close()
+				_ = closeIt()
 				return 0, windowBase{}, err
 			}
 			prevEnd = wb.end()
@@ -97,12 +104,12 @@ func (s *SeriesStore) writeBasesLocked(b *pebble.Batch, id uint64, isNew bool, l
 		for valid := it.SeekGE(lv.periodKey(id, deltas[0].w)); valid; valid = it.Next() {
 			wb, err := decodeBase(it.Value())
 			if err != nil {
-				_ = it.Close()
+				_ = closeIt()
 				return 0, windowBase{}, err
 			}
 			existing = append(existing, win{periodFromKey(it.Key()), wb})
 		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
+		if err := errors.Join(it.Error(), closeIt()); err != nil {
 			return 0, windowBase{}, fmt.Errorf("read bases: %w", err)
 		}
 		if !before && len(existing) > 0 {

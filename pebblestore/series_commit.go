@@ -137,10 +137,10 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 		if ms.kind == KindIncrements {
 			_, isNew := fresh[ms]
 			var err error
-			if _, u.base, err = a.s.writeBasesLocked(b, ms.id, isNew, windowLevel, ms.headWindow, ms.headBase, samples); err != nil {
+			if _, u.base, err = a.s.writeBasesLocked(b, a.bases, ms.id, isNew, windowLevel, ms.headWindow, ms.headBase, samples); err != nil {
 				return nil, err
 			}
-			if u.day, u.dayB, err = a.s.writeBasesLocked(b, ms.id, isNew, dayLevel, ms.headDay, ms.dayBase, samples); err != nil {
+			if u.day, u.dayB, err = a.s.writeBasesLocked(b, a.bases, ms.id, isNew, dayLevel, ms.headDay, ms.dayBase, samples); err != nil {
 				return nil, err
 			}
 		}
@@ -156,7 +156,7 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 			for j < split && windowOf(samples[j].t) == w {
 				j++
 			}
-			committed, err := a.s.readWindowLocked(ms, w)
+			committed, err := a.readWindowLocked(ms, w)
 			if err != nil {
 				return nil, err
 			}
@@ -181,7 +181,7 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 				switch w := windowOf(smp.t); {
 				case w == u.window && u.head == nil:
 					// The head window as stored: rebuild its writer.
-					stored, err := a.s.readWindowLocked(ms, w)
+					stored, err := a.readWindowLocked(ms, w)
 					if err != nil {
 						return nil, err
 					}
@@ -192,7 +192,7 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 					if u.head == nil && u.window != math.MinInt64 {
 						// The stored head window closes: read it to
 						// write its summaries.
-						stored, err := a.s.readWindowLocked(ms, u.window)
+						stored, err := a.readWindowLocked(ms, u.window)
 						if err != nil {
 							return nil, err
 						}
