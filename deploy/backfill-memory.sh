@@ -8,20 +8,25 @@
 # 0.3 s of CPU in 10 s, at least one cut written), and prints one JSON
 # line: loadgen's, the peak RSS (VmHWM), the idle RSS, the Go heap in use
 # after a forced GC, the spans counted, the cuts and their seconds. Run the
-# anchor binary and this one alternately.
+# anchor binary and this one alternately. BACKFILL=0 sends live spans the
+# same way (the live figure the historical one is compared with); PORT
+# (default 25317) moves the ports: PORT, PORT+1 and PORT+2.
+# WORK_PREFIX (default /tmp/backfill-memory) names the data directory.
 # Usage: PROXYLENS=… deploy/backfill-memory.sh LABEL
 set -uo pipefail
 PL=${PROXYLENS:-/tmp/proxylens}; LOADGEN=${LOADGEN:-/tmp/loadgen/loadgen}; dur=${DUR:-5s}
+backfill=${BACKFILL:-720h}; port=${PORT:-25317}
+grpc=127.0.0.1:$port; otlphttp=127.0.0.1:$((port + 1)); web=127.0.0.1:$((port + 2))
 label=${1:?a label}
-work=$(mktemp -d /tmp/backfill-memory-XXXX)
-"$PL" serve --data-dir "$work/data" --otlp-grpc-addr 127.0.0.1:25317 --otlp-http-addr 127.0.0.1:25318 \
-  --http-addr 127.0.0.1:25464 --log-level warn >"$work/log" 2>&1 &
+work=$(mktemp -d "${WORK_PREFIX:-/tmp/backfill-memory}-XXXX")
+"$PL" serve --data-dir "$work/data" --otlp-grpc-addr "$grpc" --otlp-http-addr "$otlphttp" \
+  --http-addr "$web" --log-level warn >"$work/log" 2>&1 &
 PID=$!
 trap 'kill -9 $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do curl -sf http://127.0.0.1:25464/-/ready >/dev/null && break; sleep 0.2; done
+for _ in $(seq 100); do curl -sf http://$web/-/ready >/dev/null && break; sleep 0.2; done
 t0=$(date +%s)
-lg=$("$LOADGEN" --endpoint 127.0.0.1:25317 --backfill 720h --duration "$dur" --conns 4)
-m() { curl -s http://127.0.0.1:25464/metrics; }
+lg=$("$LOADGEN" --endpoint "$grpc" --backfill "$backfill" --duration "$dur" --conns 4)
+m() { curl -s http://$web/metrics; }
 tck=$(getconf CLK_TCK)
 cpu() { awk -v t="$tck" '{printf "%.2f", ($14+$15)/t}' "/proc/$PID/stat"; }
 for _ in $(seq 120); do
@@ -30,7 +35,7 @@ for _ in $(seq 120); do
   awk -v a="$a" -v b="$b" -v n="$n" 'BEGIN{exit !((b-a) < 0.3 && n >= 1)}' && break
 done
 idle_s=$(( $(date +%s) - t0 ))
-curl -s "http://127.0.0.1:25464/debug/pprof/heap?gc=1" -o /dev/null
+curl -s "http://$web/debug/pprof/heap?gc=1" -o /dev/null
 hwm=$(awk '/^VmHWM/{printf "%.0f", $2/1024}' /proc/$PID/status)
 rss=$(awk '/^VmRSS/{printf "%.0f", $2/1024}' /proc/$PID/status)
 heap=$(m | awk '$1=="go_memstats_heap_inuse_bytes"{printf "%.0f", $2/1048576}')
