@@ -143,7 +143,7 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 	reg = selfmetrics.OrNew(reg)
 	r := &Receiver{cfg: cfg, mapper: mapper, consumer: consumer, log: log, budget: budget{max: cfg.MaxInflightBytes}}
 	r.http = httpExports{limit: cfg.MaxRequestBytes, retryAfter: cfg.RetryAfter, budget: &r.budget}
-	r.decoders.New = func() any { return &decoder{m: mapper} }
+	r.decoders.New = func() any { return &decoder{m: mapper, hosts: otelanalytics.NewHostCache()} }
 	r.m.refused = func(reason string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_spans_refused_total{reason=%q}`, reason),
 			"Spans refused: rejected as unmappable (reported in partial_success) or refused with the whole request (overloaded, unavailable).")
