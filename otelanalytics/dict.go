@@ -143,10 +143,6 @@ func (d *Dict) Intern(recs []Record, refs []Refs, pending []DictEntry) []DictEnt
 	for i := range recs {
 		ss := recs[i].Strings()
 		for j, s := range ss {
-			if s == "" { // id 0, always durable: no lookup (most error types)
-				refs[i][j] = 0
-				continue
-			}
 			id, ok := d.ids[s]
 			if !ok {
 				id, missing = NoID, true
