@@ -3,6 +3,7 @@ package otelanalytics
 import (
 	"hash/maphash"
 	"strings"
+	"unsafe"
 )
 
 // HostCache memoises DomainOf and ProxyOf for one decoder: flat out, most
@@ -67,7 +68,8 @@ func (c *HostCache) Domain(s string) string {
 		return e.out
 	}
 	out := DomainOf(s)
-	e.key, e.out = strings.Clone(k), strings.Clone(out)
+	c1 := copies(k, out)
+	e.key, e.out = c1[0], c1[1]
 	return e.out
 }
 
@@ -110,6 +112,29 @@ func (c *HostCache) Proxy(s string) string {
 		return e.out
 	}
 	out := ProxyOf(s)
-	e.scheme, e.tail, e.out = strings.Clone(scheme), strings.Clone(tail), strings.Clone(out)
+	c3 := copies(scheme, tail, out)
+	e.scheme, e.tail, e.out = c3[0], c3[1], c3[2]
 	return e.out
+}
+
+// copies copies strings into one new allocation: the entries of a
+// HostCache never alias the values they were made from.
+func copies(ss ...string) [3]string {
+	n := 0
+	for _, s := range ss {
+		n += len(s)
+	}
+	var out [3]string
+	if n == 0 {
+		return out
+	}
+	buf := make([]byte, 0, n)
+	for _, s := range ss {
+		buf = append(buf, s...)
+	}
+	all := unsafe.String(&buf[0], n)
+	for i, s := range ss {
+		out[i], all = all[:len(s)], all[len(s):]
+	}
+	return out
 }
