@@ -19,7 +19,7 @@ import (
 //
 // It is bounded by construction: two direct-mapped tables, 4,096 proxy and
 // 1,024 domain entries, whose slots a new key overwrites; keys longer than
-// 256 bytes are not kept. At most about 2.6 MiB, typically a few hundred
+// 256 bytes are not kept. At most about 3 MiB, typically a few hundred
 // KiB.
 //
 // A HostCache is not safe for concurrent use; the zero value is not

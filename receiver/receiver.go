@@ -317,7 +317,7 @@ type hostCaches struct {
 }
 
 // maxHostCaches bounds the URL caches of a receiver (each at most about
-// 2.6 MiB, see otelanalytics.HostCache).
+// 3 MiB, see otelanalytics.HostCache).
 const maxHostCaches = 8
 
 // acquire sets *c to a free cache and returns its slot, or -1 and nil.
