@@ -28,8 +28,22 @@ func (a *appender) Commit() error {
 	}
 	b := a.s.db.NewBatch()
 	defer b.Close()
-	if err := a.s.commit(a, b, func() error { return b.Commit(pebble.Sync) }); err != nil {
+	// The batch is applied under the commit lock, and its sync awaited
+	// after: the next commit prepares its batch while this one's WAL
+	// syncs, and the two share a sync when they can. Commit returns, and
+	// the request is acknowledged, only once the batch is durable.
+	applied := false
+	if err := a.s.commit(a, b, func() error {
+		err := a.s.db.ApplyNoSyncWait(b, pebble.Sync)
+		applied = err == nil
+		return err
+	}); err != nil {
 		return fmt.Errorf("commit samples: %w", err)
+	}
+	if applied {
+		if err := b.SyncWait(); err != nil {
+			return fmt.Errorf("commit samples: sync: %w", err)
+		}
 	}
 	return nil
 }
