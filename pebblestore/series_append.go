@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -63,6 +64,7 @@ type appender struct {
 	// slab holds the staged samples of series appended one after the
 	// other (see push), instead of a slice grown per series.
 	slab    []sample
+	slabs   []*[]sample  // the slabs from slabPool, to put back when done
 	touched []*memSeries // series whose head writer write appended to
 	done    bool
 	anyAge  bool        // accept samples of any age (the store's own gauges, written per cut interval)
@@ -289,6 +291,21 @@ func (a *appender) add(ms *memSeries, smp sample) error {
 // slabSamples is the size of an appender's slabs of staged samples.
 const slabSamples = 4096
 
+// slabPool keeps slabs for the next appenders: fresh memory for every
+// request's samples cost more than filling it.
+var slabPool sync.Pool
+
+// releaseSlabs puts the appender's slabs back in slabPool; its staged
+// samples must not be used after.
+func (a *appender) releaseSlabs() {
+	for _, p := range a.slabs {
+		clear((*p)[:cap(*p)]) // no histogram outlives its appender
+		*p = (*p)[:0]
+		slabPool.Put(p)
+	}
+	a.slabs, a.slab = nil, nil
+}
+
 // push appends smp to st's samples. The samples of a series appended
 // after the previous series' (as remote write and a cut send them) go to
 // the appender's slab, which they share with the series before and after
@@ -307,9 +324,13 @@ func (a *appender) push(st *staging, smp sample) {
 	case atEnd && len(a.slab) < cap(a.slab):
 	case atEnd && n < slabSamples/4:
 		// Move the series to a new slab.
-		slab := make([]sample, n, slabSamples)
-		copy(slab, st.samples)
-		a.slab = slab
+		p, _ := slabPool.Get().(*[]sample)
+		if p == nil {
+			s := make([]sample, 0, slabSamples)
+			p = &s
+		}
+		a.slabs = append(a.slabs, p)
+		a.slab = append((*p)[:0], st.samples...)
 	default:
 		st.samples = append(st.samples, smp)
 		return
@@ -350,6 +371,7 @@ func (a *appender) Rollback() error {
 	a.done = true
 	a.staged, a.order = nil, nil
 	a.last, a.lastSt = nil, nil
+	a.releaseSlabs()
 	return nil
 }
 

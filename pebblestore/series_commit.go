@@ -23,6 +23,7 @@ func (a *appender) Commit() error {
 		return errors.New("appender already committed or rolled back")
 	}
 	a.done = true
+	defer a.releaseSlabs()
 	if len(a.staged) == 0 {
 		return nil
 	}
