@@ -113,6 +113,7 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 		fresh[ms] = struct{}{}
 	}
 	var buf []byte
+	var ops operandEncoder
 	// set writes a window; a closed window of an increment series (one
 	// the head has moved past) gets its summaries.
 	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
@@ -236,7 +237,7 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 				err = set(ms, u.window, u.head.chunks, false)
 			} else {
 				u.merges++
-				err = addOperand(b, &buf, chunkKey(ms.id, u.window), tail)
+				err = ops.add(b, &buf, chunkKey(ms.id, u.window), tail)
 			}
 			if err != nil {
 				return nil, err
@@ -262,16 +263,51 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 	}, nil
 }
 
-// addOperand adds samples to b as a Merge operand of the window at key:
-// a window value of their own, which Pebble's concatenating merger appends
+// operandEncoder encodes the Merge operands of one commit. An operand of
+// float samples without start timestamps (what remote write and cuts
+// append) is encoded into one XOR chunk reused from series to series: the
+// bytes are those encodeSamples gives, without its four allocations a
+// series.
+type operandEncoder struct {
+	c      chunkenc.XORChunk
+	stream []byte
+	one    [1]timedChunk
+}
+
+// add adds samples to b as a Merge operand of the window at key: a
+// window value of their own, which Pebble's concatenating merger appends
 // to the stored one.
-func addOperand(b *pebble.Batch, buf *[]byte, key []byte, samples []sample) error {
-	w, err := encodeSamples(samples)
+func (e *operandEncoder) add(b *pebble.Batch, buf *[]byte, key []byte, samples []sample) error {
+	chunks, err := e.encode(samples)
 	if err != nil {
 		return err
 	}
-	*buf = appendWindow((*buf)[:0], w.chunks)
+	*buf = appendWindow((*buf)[:0], chunks)
 	return b.Merge(key, *buf, nil)
+}
+
+// encode returns the chunks of samples (in time order), valid until the
+// next call.
+func (e *operandEncoder) encode(samples []sample) ([]timedChunk, error) {
+	if len(samples) == 0 || slices.ContainsFunc(samples, func(s sample) bool { return s.st != 0 || notFloat(s) }) {
+		w, err := encodeSamples(samples)
+		if err != nil {
+			return nil, err
+		}
+		return w.chunks, nil
+	}
+	e.stream = append(e.stream[:0], 0, 0) // an empty chunk: its sample count
+	e.c.Reset(e.stream)
+	app, err := e.c.Appender()
+	if err != nil {
+		return nil, err
+	}
+	for i := range samples {
+		app.Append(0, samples[i].t, samples[i].f)
+	}
+	e.stream = e.c.Bytes()
+	e.one[0] = timedChunk{c: &e.c, minT: samples[0].t, maxT: samples[len(samples)-1].t}
+	return e.one[:], nil
 }
 
 func notFloat(s sample) bool { return s.valueType() != chunkenc.ValFloat }
