@@ -171,10 +171,14 @@ func (d *DB) checkFormat(now time.Time) error {
 	}
 	ver, n := binary.Uvarint(v)
 	_ = closer.Close()
-	if n > 0 && ver == FormatVersion-1 {
-		// Version 4 is version 5 without window values of several groups:
-		// this version reads it as it is, and stamps it so that the
-		// versions before, which would refuse such values, refuse it.
+	if n > 0 && (ver == 4 || ver == 5) {
+		// Version 4 is version 5 without window values of several groups,
+		// and version 5 is version 6 without the counter summaries of
+		// sample series' closed windows (a window without one is read
+		// from its samples): this version reads both as they are, and
+		// stamps them so that the versions before refuse them (they would
+		// refuse values of several groups, or rewrite a window without
+		// updating its summary).
 		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
 			return fmt.Errorf("upgrade format version: %w", err)
 		}

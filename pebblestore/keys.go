@@ -12,7 +12,7 @@ import (
 // reading them.
 
 // FormatVersion is the on-disk format this package writes and reads.
-const FormatVersion = 5
+const FormatVersion = 6
 
 // Key spaces: the first byte of every key.
 const (
@@ -23,7 +23,7 @@ const (
 	prefixSeries    = 's' // s<id:8 BE>                             → kind, labels
 	prefixChunks    = 'c' // c<id:8 BE><window:8>                   → the window's samples
 	prefixBases     = 'b' // b<id:8 BE><window:8>                   → base, total (increment series)
-	prefixSummaries = 'u' // u<id:8 BE><window:8>                   → summaries (closed increment windows)
+	prefixSummaries = 'u' // u<id:8 BE><window:8>                   → summaries (closed increment windows), counter summary (closed sample windows)
 	prefixDays      = 'y' // y<id:8 BE><day:8>                      → base, total of the day (increment series)
 	prefixMetadata  = 'n' // n<family name>                         → type, help, unit
 	prefixAudit     = 'l' // l<time:8 BE ns><seq:8 BE>              → audit entry, JSON

@@ -336,6 +336,10 @@ func (d *DB) enforceSeries(run []*memSeries, e *Enforcement) (int, error) {
 			ms.headWindow, ms.head = math.MinInt64, nil // its window is gone
 		}
 		if ms.kind != KindIncrements {
+			// Their counter summaries go with their windows.
+			if err := b.DeleteRange(summaryKey(ms.id, math.MinInt64), summaryKey(ms.id, rawW), nil); err != nil {
+				return 0, err
+			}
 			ms.minW.Store(max(ms.minW.Load(), rawW))
 			continue
 		}

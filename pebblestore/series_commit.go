@@ -98,8 +98,9 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 		fresh[ms] = struct{}{}
 	}
 	var buf []byte
-	// set writes a window; a closed window of an increment series (one
-	// the head has moved past) gets its summaries.
+	// set writes a window; a closed window (one the head has moved past)
+	// gets its summaries: an increment series' sums, a sample series'
+	// counter summary (counter_summary.go).
 	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
 		if closed && ms.kind == KindIncrements && a.s.summarized() {
 			sums, err := summarize(chunks)
@@ -108,6 +109,11 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 			}
 			buf = appendSummaries(buf[:0], sums)
 			if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
+				return err
+			}
+		}
+		if closed && ms.kind == KindSamples {
+			if err := setCounterSummary(b, &buf, ms.id, w, chunks); err != nil {
 				return err
 			}
 		}
