@@ -1,6 +1,7 @@
 package pebblestore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
+	"github.com/prometheus/prometheus/util/kahansum"
 )
 
 // The rate pushdown for sample series (remote write, OTLP metrics): PushDown
@@ -80,7 +82,7 @@ func (s *SeriesStore) rewriteRate(agg *parser.AggregateExpr, call *parser.Call, 
 		Name:           vs.Name,
 		OriginalOffset: vs.OriginalOffset,
 		Offset:         vs.Offset,
-		LabelMatchers:  append(slices.Clone(vs.LabelMatchers), rateMatcher(call.Func.Name, msel.Range)),
+		LabelMatchers:  append(slices.Clone(vs.LabelMatchers), rateMatcher(call.Func.Name, msel.Range), sumMatcher(false, agg.Grouping)),
 		PosRange:       vs.PosRange,
 	}
 	agg.Expr = &parser.Call{
@@ -109,12 +111,97 @@ func (q *querier) rateSelect(ctx context.Context, hints *storage.SelectHints, fn
 	if len(times) == 0 {
 		return storage.EmptySeriesSet()
 	}
+	ms, without, grouping, summed := splitPushdown(ms)
 	mint, maxt := max(times[0]-rng+1, q.s.floorAll.Load()), times[len(times)-1]
 	series, ov := q.selectSeries(mint, maxt, ms)
 	p := &rateParams{q: q, ctx: ctx, fn: fn, rng: rng, times: times, mint: mint, maxt: maxt}
 	p.args = parser.Expressions{&parser.MatrixSelector{VectorSelector: &parser.VectorSelector{}, Range: time.Duration(rng) * time.Millisecond}}
-	set := &rateSeriesSet{p: p, series: series, ov: ov, i: -1}
-	return set
+	if summed && !without {
+		if set, ok := p.sumByGroup(series, ov, grouping); ok {
+			return set
+		}
+	}
+	return &rateSeriesSet{p: p, series: series, ov: ov, i: -1}
+}
+
+// sumByGroup answers with one series per group of the sum by (grouping)
+// that the query applies: the sum of its series' values at each time,
+// added as the engine's sum adds them (Kahan–Neumaier, in the order the
+// series would reach it, sorted by labels), so that the engine's sum over
+// the one series is the same to the bit. It declines (false) where a
+// value is a histogram, and the caller answers series by series.
+func (p *rateParams) sumByGroup(series []*memSeries, ov []*ovSeries, grouping []string) (storage.SeriesSet, bool) {
+	type group struct {
+		lset labels.Labels
+		f, c []float64
+		seen []bool
+	}
+	var (
+		b      labels.Builder
+		groups []*group
+		index  = map[uint64][]*group{}
+		annos  annotations.Annotations
+	)
+	for i, ms := range series {
+		if err := p.ctx.Err(); err != nil {
+			return storage.ErrSeriesSet(err), true
+		}
+		var o *ovSeries
+		if ov != nil {
+			o = ov[i]
+		}
+		rs, a, err := p.points(ms, o)
+		if err != nil {
+			return storage.ErrSeriesSet(fmt.Errorf("series %d: %w", ms.id, err)), true
+		}
+		if slices.ContainsFunc(rs.h, func(h *histogram.FloatHistogram) bool { return h != nil }) {
+			return nil, false
+		}
+		annos.Merge(a)
+		if len(rs.t) == 0 {
+			continue
+		}
+		b.Reset(ms.lset)
+		b.Keep(grouping...)
+		ls := b.Labels()
+		h := ls.Hash()
+		var g *group
+		for _, x := range index[h] {
+			if labels.Equal(x.lset, ls) {
+				g = x
+				break
+			}
+		}
+		if g == nil {
+			n := len(p.times)
+			g = &group{lset: ls, f: make([]float64, n), c: make([]float64, n), seen: make([]bool, n)}
+			groups = append(groups, g)
+			index[h] = append(index[h], g)
+		}
+		k := 0
+		for j, t := range rs.t {
+			for p.times[k] != t {
+				k++
+			}
+			if !g.seen[k] {
+				g.seen[k], g.f[k], g.c[k] = true, rs.f[j], 0
+			} else {
+				g.f[k], g.c[k] = kahansum.Inc(rs.f[j], g.f[k], g.c[k])
+			}
+		}
+	}
+	set := &rateSeriesSet{i: -1, annos: annos}
+	for _, g := range groups {
+		rs := &rateSeries{lset: g.lset}
+		for k, seen := range g.seen {
+			if seen {
+				rs.t, rs.f, rs.h = append(rs.t, p.times[k]), append(rs.f, g.f[k]+g.c[k]), append(rs.h, nil)
+			}
+		}
+		set.pre = append(set.pre, rs)
+	}
+	slices.SortFunc(set.pre, func(a, b *rateSeries) int { return labels.Compare(a.lset, b.lset) })
+	return set, true
 }
 
 type rateParams struct {
@@ -128,6 +215,7 @@ type rateParams struct {
 }
 
 type rateSeriesSet struct {
+	pre    []*rateSeries // computed already (sumByGroup); else computed from series
 	p      *rateParams
 	series []*memSeries
 	ov     []*ovSeries
@@ -140,6 +228,14 @@ type rateSeriesSet struct {
 // Next computes the next series' points, so that its annotations are
 // there when the engine asks for them.
 func (s *rateSeriesSet) Next() bool {
+	if s.pre != nil || s.p == nil {
+		s.i++
+		if s.i < len(s.pre) {
+			s.cur = s.pre[s.i]
+			return true
+		}
+		return false
+	}
 	for s.err == nil {
 		s.i++
 		if s.i >= len(s.series) {
@@ -174,9 +270,9 @@ func (s *rateSeriesSet) Warnings() annotations.Annotations { return s.annos }
 // points computes fn of one series at every evaluation time.
 func (p *rateParams) points(ms *memSeries, ov *ovSeries) (*rateSeries, annotations.Annotations, error) {
 	out := &rateSeries{lset: ms.lset}
-	if ms.kind == KindSamples && ms.id != 0 && p.rng >= minSummaryRange {
+	if ms.kind == KindSamples && ms.id != 0 {
 		w := &windowReader{q: p.q, id: ms.id, mint: max(p.mint, p.q.s.floorRaw.Load()), maxt: p.maxt}
-		annos, err := p.summarized(w, out)
+		annos, err := p.windowed(w, out)
 		return out, annos, errors.Join(err, w.close())
 	}
 	// Every sample in range, then Prometheus' function window by window.
@@ -224,12 +320,14 @@ func (p *rateParams) eval(out *rateSeries, e int64, lset labels.Labels, fl []pro
 	return annos
 }
 
-// summarized computes fn of a sample series with each window's closed
-// windows that lie wholly inside it read from their summaries, the others
-// decoded.
-func (p *rateParams) summarized(w *windowReader, out *rateSeries) (annotations.Annotations, error) {
-	if err := w.loadSummaries(); err != nil {
-		return nil, err
+// windowed computes fn of a sample series window by window from the
+// decoded samples, with, for ranges of minSummaryRange or more, the closed
+// windows that lie wholly inside a range read from their summaries.
+func (p *rateParams) windowed(w *windowReader, out *rateSeries) (annotations.Annotations, error) {
+	if p.rng >= minSummaryRange {
+		if err := w.loadSummaries(); err != nil {
+			return nil, err
+		}
 	}
 	var (
 		annos annotations.Annotations
@@ -262,8 +360,12 @@ func (p *rateParams) summarized(w *windowReader, out *rateSeries) (annotations.A
 				plain = false
 				break
 			}
-			for _, s := range dw.samples {
-				if s.t > a && s.t <= e && !value.IsStaleNaN(s.f) {
+			i, _ := slices.BinarySearchFunc(dw.samples, a+1, func(s sample, t int64) int { return cmp.Compare(s.t, t) })
+			for _, s := range dw.samples[i:] {
+				if s.t > e {
+					break
+				}
+				if !value.IsStaleNaN(s.f) {
 					acc.add(s.t, s.f)
 				}
 			}
