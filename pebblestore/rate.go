@@ -345,9 +345,23 @@ func (p *rateParams) windowed(w *windowReader, out *rateSeries) (annotations.Ann
 		acc.reset()
 		plain := true // only float samples
 		for win := windowOf(max(a+1, w.mint)); win <= e && plain; win += windowMs {
-			if cs, ok := w.summary(win); ok && win > a && win+windowMs-1 <= e {
-				acc.addSummary(cs)
-				continue
+			if cs, ok := w.summary(win); ok && cs.lastT <= e && cs.firstT >= w.mint {
+				switch {
+				case cs.firstT > a: // the whole window
+					acc.addSummary(cs)
+					continue
+				case cs.n >= 2 && cs.firstT <= a:
+					// A range that starts at the window's first sample, as an
+					// aligned range over samples at whole minutes does,
+					// holds the rest of it: the summary less the first
+					// sample, which the first two samples give.
+					if tail, ok, err := w.tail(win, cs, a); err != nil {
+						return nil, err
+					} else if ok {
+						acc.addSummary(&tail)
+						continue
+					}
+				}
 			}
 			dw, err := w.window(win)
 			if err != nil {
@@ -479,6 +493,7 @@ type windowReader struct {
 	gapFrom, gapTo int64 // no window in [gapFrom, gapTo) has samples (the last seek that missed)
 	decoded        []*decodedWindow
 	chunks         []timedChunk
+	cit            chunkenc.Iterator
 }
 
 type decodedWindow struct {
@@ -537,6 +552,66 @@ func (w *windowReader) window(win int64) (*decodedWindow, error) {
 			return d, nil
 		}
 	}
+	v, err := w.value(win)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	if w.chunks, err = decodeWindow(v, w.chunks[:0]); err != nil {
+		return nil, fmt.Errorf("window %d: %w", win, err)
+	}
+	d := &decodedWindow{w: win}
+	n := 0
+	for _, c := range w.chunks {
+		n += c.c.NumSamples()
+	}
+	if d.samples, err = windowSamples(w.chunks, make([]sample, 0, n)); err != nil {
+		return nil, fmt.Errorf("window %d: %w", win, err)
+	}
+	d.samples = slices.DeleteFunc(d.samples, func(s sample) bool { return s.t < w.mint || s.t > w.maxt })
+	d.nonFloat = slices.ContainsFunc(d.samples, notFloat)
+	w.decoded = append(w.decoded, d)
+	return d, nil
+}
+
+// tail returns the summary of window win without its first sample, if
+// only that sample is at or before a: cs with the second sample, read
+// from the window's first chunk, as its first.
+func (w *windowReader) tail(win int64, cs *counterSummary, a int64) (counterSummary, bool, error) {
+	v, err := w.value(win)
+	if err != nil || v == nil {
+		return counterSummary{}, false, err
+	}
+	if w.chunks, err = decodeWindow(v, w.chunks[:0]); err != nil {
+		return counterSummary{}, false, fmt.Errorf("window %d: %w", win, err)
+	}
+	w.cit = w.chunks[0].c.Iterator(w.cit)
+	var first, second sample
+	for i, s := range []*sample{&first, &second} {
+		if w.cit.Next() != chunkenc.ValFloat {
+			if i == 1 && w.cit.Err() == nil && len(w.chunks) > 1 {
+				w.cit = w.chunks[1].c.Iterator(w.cit)
+				if w.cit.Next() == chunkenc.ValFloat {
+					s.t, s.f = w.cit.At()
+					continue
+				}
+			}
+			return counterSummary{}, false, w.cit.Err()
+		}
+		s.t, s.f = w.cit.At()
+	}
+	if first.t != cs.firstT || second.t <= a {
+		return counterSummary{}, false, nil
+	}
+	t := counterSummary{n: cs.n - 1, firstT: second.t, firstF: second.f, lastT: cs.lastT, lastF: cs.lastF, resets: cs.resets}
+	if second.f < first.f {
+		t.resets = cs.resets[1:]
+	}
+	return t, true, nil
+}
+
+// value returns window win's value, or nil if it has none; it is valid
+// until the next read.
+func (w *windowReader) value(win int64) ([]byte, error) {
 	if win >= w.gapFrom && win < w.gapTo {
 		return nil, nil
 	}
@@ -558,21 +633,7 @@ func (w *windowReader) window(win int64) (*decodedWindow, error) {
 		w.gapFrom, w.gapTo = win, found
 		return nil, nil
 	}
-	v, err := w.it.ValueAndErr()
-	if err != nil {
-		return nil, err
-	}
-	if w.chunks, err = decodeWindow(v, w.chunks[:0]); err != nil {
-		return nil, fmt.Errorf("window %d: %w", win, err)
-	}
-	d := &decodedWindow{w: win}
-	if d.samples, err = windowSamples(w.chunks, nil); err != nil {
-		return nil, fmt.Errorf("window %d: %w", win, err)
-	}
-	d.samples = slices.DeleteFunc(d.samples, func(s sample) bool { return s.t < w.mint || s.t > w.maxt })
-	d.nonFloat = slices.ContainsFunc(d.samples, notFloat)
-	w.decoded = append(w.decoded, d)
-	return d, nil
+	return w.it.ValueAndErr()
 }
 
 // close is a no-op: the querier closes the iterators it opened.

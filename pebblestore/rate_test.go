@@ -70,6 +70,9 @@ func rateData(start, end int64) ([]labels.Labels, []rateSample) {
 				out = append(out, rateSample{s: si, t: t, f: math.NaN()})
 				continue
 			}
+			if si == 0 && t%7200000 == 60000 && t/7200000%3 == 0 {
+				vals[si] = 0 // a drop between a window's first two samples
+			}
 			inc := float64(rnd.IntN(100))
 			if si%3 == 2 {
 				inc += rnd.Float64() // not an integer
