@@ -1,7 +1,6 @@
 package pebblestore
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -374,13 +373,10 @@ func (p *rateParams) windowed(w *windowReader, out *rateSeries) (annotations.Ann
 				plain = false
 				break
 			}
-			i, _ := slices.BinarySearchFunc(dw.samples, a+1, func(s sample, t int64) int { return cmp.Compare(s.t, t) })
-			for _, s := range dw.samples[i:] {
-				if s.t > e {
-					break
-				}
-				if !value.IsStaleNaN(s.f) {
-					acc.add(s.t, s.f)
+			i, _ := slices.BinarySearch(dw.t, a+1)
+			for ; i < len(dw.t) && dw.t[i] <= e; i++ {
+				if !value.IsStaleNaN(dw.f[i]) {
+					acc.add(dw.t[i], dw.f[i])
 				}
 			}
 		}
@@ -399,6 +395,7 @@ func (p *rateParams) windowed(w *windowReader, out *rateSeries) (annotations.Ann
 			}
 			if dw != nil {
 				buf.add(dw.samples, a, e)
+				buf.addFloats(dw.t, dw.f, a, e)
 			}
 		}
 		annos.Merge(p.eval(out, e, out.lset, buf.f, buf.h))
@@ -498,8 +495,10 @@ type windowReader struct {
 
 type decodedWindow struct {
 	w        int64
-	samples  []sample
-	nonFloat bool
+	nonFloat bool      // a chunk of histograms: samples holds every sample
+	samples  []sample  // nonFloat
+	t        []int64   // else the float samples' times
+	f        []float64 // and values
 }
 
 func (w *windowReader) loadSummaries() error {
@@ -563,12 +562,29 @@ func (w *windowReader) window(win int64) (*decodedWindow, error) {
 	n := 0
 	for _, c := range w.chunks {
 		n += c.c.NumSamples()
+		d.nonFloat = d.nonFloat || c.c.Encoding() != chunkenc.EncXOR && c.c.Encoding() != chunkenc.EncXOR2
 	}
-	if d.samples, err = windowSamples(w.chunks, make([]sample, 0, n)); err != nil {
-		return nil, fmt.Errorf("window %d: %w", win, err)
+	if d.nonFloat {
+		// Every sample, histograms copied, for the engine's function.
+		if d.samples, err = windowSamples(w.chunks, make([]sample, 0, n)); err != nil {
+			return nil, fmt.Errorf("window %d: %w", win, err)
+		}
+		d.samples = slices.DeleteFunc(d.samples, func(s sample) bool { return s.t < w.mint || s.t > w.maxt })
+	} else {
+		// Floats only: times and values, nothing for the collector to scan.
+		d.t, d.f = make([]int64, 0, n), make([]float64, 0, n)
+		for _, c := range w.chunks {
+			w.cit = c.c.Iterator(w.cit)
+			for w.cit.Next() == chunkenc.ValFloat {
+				if t, f := w.cit.At(); t >= w.mint && t <= w.maxt {
+					d.t, d.f = append(d.t, t), append(d.f, f)
+				}
+			}
+			if err := w.cit.Err(); err != nil {
+				return nil, fmt.Errorf("window %d: %w", win, err)
+			}
+		}
 	}
-	d.samples = slices.DeleteFunc(d.samples, func(s sample) bool { return s.t < w.mint || s.t > w.maxt })
-	d.nonFloat = slices.ContainsFunc(d.samples, notFloat)
 	w.decoded = append(w.decoded, d)
 	return d, nil
 }
@@ -668,6 +684,15 @@ func (b *sampleBuf) add(ss []sample, a, e int64) {
 			if !value.IsStaleNaN(s.f) {
 				b.f = append(b.f, promql.FPoint{T: s.t, F: s.f})
 			}
+		}
+	}
+}
+
+// addFloats adds the float samples (t[i], f[i]) in (a, e].
+func (b *sampleBuf) addFloats(t []int64, f []float64, a, e int64) {
+	for i, ti := range t {
+		if ti > a && ti <= e && !value.IsStaleNaN(f[i]) {
+			b.f = append(b.f, promql.FPoint{T: ti, F: f[i]})
 		}
 	}
 }
