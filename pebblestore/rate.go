@@ -65,6 +65,11 @@ func splitRate(ms []*labels.Matcher) (rest []*labels.Matcher, fn string, rng int
 // whose reads the pushdown answers as Prometheus would: the mark then
 // replaces the function.
 func (s *SeriesStore) rewriteRate(agg *parser.AggregateExpr, call *parser.Call, msel *parser.MatrixSelector, vs *parser.VectorSelector) bool {
+	// Shorter ranges decode every sample either way, and measured no
+	// faster here than the engine's own path (docs/benchmarks.md, C7).
+	if msel.Range.Milliseconds() < minSummaryRange {
+		return false
+	}
 	if agg.Without || slices.Contains(agg.Grouping, model.MetricNameLabel) || vs.Timestamp != nil || vs.StartOrEnd != 0 {
 		return false
 	}
