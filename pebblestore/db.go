@@ -171,12 +171,9 @@ func (d *DB) checkFormat(now time.Time) error {
 	}
 	ver, n := binary.Uvarint(v)
 	_ = closer.Close()
-	if n > 0 && ver == FormatVersion-1 {
-		// Version 4 is version 5 without window values of several groups:
-		// this version reads it as it is, and stamps it so that the
-		// versions before, which would refuse such values, refuse it.
-		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
-			return fmt.Errorf("upgrade format version: %w", err)
+	if n > 0 && (ver == 4 || ver == 5) {
+		if err := d.upgrade(ver); err != nil {
+			return fmt.Errorf("upgrade format version %d to %d: %w", ver, FormatVersion, err)
 		}
 		ver = FormatVersion
 	}
@@ -272,7 +269,7 @@ func (d *DB) SeriesBytes() (samples, summaries uint64, err error) {
 	if err := d.db.Flush(); err != nil {
 		return 0, 0, err
 	}
-	for _, p := range []byte{prefixBases, prefixChunks, prefixSeries, prefixSummaries, prefixDays} {
+	for _, p := range []byte{prefixBases, prefixChunks, prefixSeries, prefixSummaries, prefixHours, prefixDays} {
 		start, end := []byte{p}, []byte{p + 1}
 		if err := d.db.Compact(context.Background(), start, end, true); err != nil {
 			return 0, 0, err
@@ -281,7 +278,7 @@ func (d *DB) SeriesBytes() (samples, summaries uint64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		if p == prefixSummaries || p == prefixDays {
+		if p == prefixSummaries || p == prefixHours || p == prefixDays {
 			summaries += n
 		} else {
 			samples += n

@@ -499,7 +499,7 @@ func TestFormatVersion(t *testing.T) {
 	_, err = Open(dir, Options{})
 	require.ErrorContains(t, err, "format version 99")
 
-	// Version 4 is read as it is and stamped 5.
+	// Version 4 is read as it is and stamped with this version.
 	pdb, err = pebble.Open(filepath.Join(dir, "pebble"), &pebble.Options{Logger: pebbleLogger{log: discard()}})
 	require.NoError(t, err)
 	require.NoError(t, pdb.Set(keyFormat, binary.AppendUvarint(nil, 4), pebble.Sync))
@@ -508,7 +508,7 @@ func TestFormatVersion(t *testing.T) {
 	require.NoError(t, err)
 	v, closer, err := db.db.Get(keyFormat)
 	require.NoError(t, err)
-	require.Equal(t, binary.AppendUvarint(nil, 5), v)
+	require.Equal(t, binary.AppendUvarint(nil, FormatVersion), v)
 	require.NoError(t, closer.Close())
 	require.NoError(t, db.Close())
 
