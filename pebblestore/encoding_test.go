@@ -62,14 +62,28 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	sums, err := summarize(w.chunks)
 	require.NoError(t, err)
 	require.Equal(t, "75"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(summaryKey(7, 1_764_331_200_000)))
-	require.Equal(t, "03"+ // three summaries
+	require.Len(t, sums, 3)
+	require.Equal(t, "02"+ // two summaries under u
 		"e0d403"+"01"+"12"+"0002c0a9074008000000000000e0d403d616"+ // 1 m, XOR, 18 bytes: 3 at 60000, 4 at 120000
-		"e0a712"+"01"+"0d"+"0001c0cf24401c000000000000"+ // 5 m: 7 at 300000
-		"80dddb01"+"01"+"0e"+"000180bab703401c000000000000", // 1 h: 7 at 3600000
-		hex.EncodeToString(appendSummaries(nil, sums)))
-	got, err := decodeSummaries(appendSummaries(nil, sums), nil)
+		"e0a712"+"01"+"0d"+"0001c0cf24401c000000000000", // 5 m: 7 at 300000
+		hex.EncodeToString(appendSummaries(nil, sums[:2])))
+	got, err := decodeSummaries(appendSummaries(nil, sums[:2]), nil)
 	require.NoError(t, err)
-	require.Len(t, got, 3)
+	require.Len(t, got, 2)
+	// The hourly one under h, in its day's value: window 0 of the day, one
+	// point, an hour after the window's start.
+	require.Equal(t, "68"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(hourKey(7, 1_764_331_200_000)))
+	pts, err := hourlyPoints(0, sums[2].c, nil)
+	require.NoError(t, err)
+	hv := appendHourDay(nil, 0, []hourRec{{w: 0, pts: pts}, {w: 3 * windowMs, pts: []hourPoint{{3*windowMs + hourRes, 2}}}})
+	require.Equal(t, "00"+"01"+"01"+"0000000000001c40"+ // window 0: 7 at 3600000
+		"03"+"01"+"01"+"0000000000000040", // window 3: 2 an hour after its start
+		hex.EncodeToString(hv))
+	recs, err := decodeHourDay(hv, 0)
+	require.NoError(t, err)
+	require.Equal(t, []hourRec{{w: 0, pts: []hourPoint{{3_600_000, 7}}}, {w: 3 * windowMs, pts: []hourPoint{{3*windowMs + hourRes, 2}}}}, recs)
+	_, err = decodeHourDay(hv[:len(hv)-1], 0)
+	require.ErrorIs(t, err, errCorrupt, "a point cut short")
 	// A closed sample window's counter summary: 4 samples from 7200060000
 	// to 7200240000 with a drop after 12 (integers), then one with
 	// non-integer values.
