@@ -114,16 +114,19 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 	}
 	var buf []byte
 	var ops operandEncoder
-	// set writes a window; a closed window of an increment series (one
-	// the head has moved past) gets its summaries.
+	var hours hourDays
+	// set writes a window; a closed window (one the head has moved past)
+	// gets its summaries: an increment series' sums, a sample series'
+	// counter summary (counter_summary.go).
 	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
 		if closed && ms.kind == KindIncrements && a.s.summarized() {
-			sums, err := summarize(chunks)
-			if err != nil {
+			var err error
+			if buf, err = putSummaries(b, &hours, ms.id, w, chunks, buf); err != nil {
 				return err
 			}
-			buf = appendSummaries(buf[:0], sums)
-			if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
+		}
+		if closed && ms.kind == KindSamples {
+			if err := setCounterSummary(b, &buf, ms.id, w, chunks); err != nil {
 				return err
 			}
 		}
@@ -245,6 +248,9 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 			u.maxT, u.last = samples[len(samples)-1].t, samples[len(samples)-1]
 		}
 		updates = append(updates, u)
+	}
+	if err := hours.write(b, a.s.db); err != nil {
+		return nil, err
 	}
 	return func() {
 		if len(created) > 0 {
