@@ -499,18 +499,21 @@ func TestFormatVersion(t *testing.T) {
 	_, err = Open(dir, Options{})
 	require.ErrorContains(t, err, "format version 99")
 
-	// Version 4 is read as it is and stamped 5.
-	pdb, err = pebble.Open(filepath.Join(dir, "pebble"), &pebble.Options{Logger: pebbleLogger{log: discard()}})
-	require.NoError(t, err)
-	require.NoError(t, pdb.Set(keyFormat, binary.AppendUvarint(nil, 4), pebble.Sync))
-	require.NoError(t, pdb.Close())
-	db, err := Open(dir, Options{})
-	require.NoError(t, err)
-	v, closer, err := db.db.Get(keyFormat)
-	require.NoError(t, err)
-	require.Equal(t, binary.AppendUvarint(nil, 5), v)
-	require.NoError(t, closer.Close())
-	require.NoError(t, db.Close())
+	// Versions 4, 5 and 6 are read (4 and 5 upgraded) and stamped with
+	// this version.
+	for _, old := range []uint64{4, 5, 6} {
+		pdb, err = pebble.Open(filepath.Join(dir, "pebble"), &pebble.Options{Logger: pebbleLogger{log: discard()}})
+		require.NoError(t, err)
+		require.NoError(t, pdb.Set(keyFormat, binary.AppendUvarint(nil, old), pebble.Sync))
+		require.NoError(t, pdb.Close())
+		db, err := Open(dir, Options{})
+		require.NoError(t, err)
+		v, closer, err := db.db.Get(keyFormat)
+		require.NoError(t, err)
+		require.Equal(t, binary.AppendUvarint(nil, FormatVersion), v)
+		require.NoError(t, closer.Close())
+		require.NoError(t, db.Close())
+	}
 
 	// A database with data but no version is not ours.
 	other := t.TempDir()
