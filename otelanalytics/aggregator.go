@@ -149,6 +149,7 @@ type Aggregator struct {
 
 	mu         sync.Mutex
 	fams       [NumFamilies]family
+	idxs       []uint32 // Apply's scratch: the requests series of each record
 	domains    []uint64 // bitset of admitted domain ids
 	nDomains   int
 	maxDomains int
@@ -179,10 +180,10 @@ type family struct {
 	limit int
 
 	index  map[SeriesKey]uint32
-	keys   []SeriesKey // by series index; append-only
-	totals []float64   // width values per series
-	dirty  []uint32    // series changed since the last cut
-	isDirt []bool      // by series index
+	keys   []SeriesKey  // by series index; append-only
+	totals []float64    // width values per series
+	dirty  []uint32     // series changed since the last cut
+	meta   []seriesMeta // by series index
 
 	overflow int64 // index of the overflow series, -1 until needed
 
@@ -195,17 +196,38 @@ type family struct {
 	sparePend  map[pendKey]uint32
 	spareDirty []uint32
 
-	// Per series: the increment slot last used, valid while lastGen is the
+	// Endpoint family only: its series by proxy id (below maxByProxy), for
+	// the source the proxy was first seen with; other sources and larger
+	// ids go through index. It spares a map lookup a span.
+	byProxy []proxySeries
+}
+
+// seriesMeta is what Apply reads and writes of a series besides its
+// values, kept together so that a span touches one cache line of it per
+// family rather than one per field (flat out, Apply waits mostly on
+// memory).
+type seriesMeta struct {
+	// The increment slot last used, valid while lastGen is the
 	// aggregator's generation (it changes at every cut). Spans of a batch
 	// mostly fall in one interval, so this spares most pend lookups.
-	lastT   []int64
-	lastOff []uint32
-	lastGen []uint32
-
-	// Requests family only, per series: the duration and transfer series
-	// its spans also count in (their keys follow from its own), or noSeries.
-	durIdx, xferIdx []uint32
+	lastT   int64
+	lastOff uint32
+	lastGen uint32
+	// Requests family only: the duration and transfer series its spans
+	// also count in (their keys follow from its own), or noSeries.
+	dur, xfer uint32
+	dirty     bool // in the family's dirty list
 }
+
+// proxySeries is an entry of family.byProxy: the endpoint series of one
+// proxy and source, by success (index 1) and failure (0).
+type proxySeries struct {
+	source uint32 // NoID: unused
+	idx    [2]uint32
+}
+
+// maxByProxy bounds family.byProxy: 65,536 entries of 12 bytes.
+const maxByProxy = 1 << 16
 
 const noSeries = ^uint32(0)
 
@@ -280,13 +302,23 @@ func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 	a.version++
 	before := a.pending
 	reqs := &a.fams[FamilyRequests]
+	// The requests series of every record first, in a loop that does
+	// little else, so that the processor overlaps the cache misses of the
+	// index lookups; series are still created in record order.
+	if cap(a.idxs) < len(recs) {
+		a.idxs = make([]uint32, len(recs))
+	}
+	idxs := a.idxs[:len(recs)]
+	for i := range recs {
+		k := keyFor(FamilyRequests, &recs[i], &refs[i])
+		idxs[i] = a.series(FamilyRequests, k, !a.admitDomain(k.Domain))
+	}
 	for i := range recs {
 		r, ref := &recs[i], &refs[i]
 		w := r.Weight
 		t := a.IntervalEnd(r.EndTime)
 
-		k := keyFor(FamilyRequests, r, ref)
-		ri := a.series(FamilyRequests, k, !a.admitDomain(k.Domain))
+		ri := idxs[i]
 		tot, inc := a.touch(FamilyRequests, ri, t)
 		tot[0] += w
 		inc[0] += w
@@ -294,15 +326,15 @@ func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 		// The duration and transfer series follow from the requests series,
 		// unless that is the overflow series.
 		var di, xi uint32
-		if int64(ri) != reqs.overflow && reqs.durIdx[ri] != noSeries {
-			di, xi = reqs.durIdx[ri], reqs.xferIdx[ri]
+		if rm := &reqs.meta[ri]; int64(ri) != reqs.overflow && rm.dur != noSeries {
+			di, xi = rm.dur, rm.xfer
 			a.countOverflow(FamilyDuration, di)
 			a.countOverflow(FamilyTransfer, xi)
 		} else {
 			di = a.series(FamilyDuration, keyFor(FamilyDuration, r, ref), false)
 			xi = a.series(FamilyTransfer, keyFor(FamilyTransfer, r, ref), false)
 			if int64(ri) != reqs.overflow {
-				reqs.durIdx[ri], reqs.xferIdx[ri] = di, xi
+				rm.dur, rm.xfer = di, xi
 			}
 		}
 
@@ -321,7 +353,7 @@ func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 		tot[transferReceived] += recv
 		inc[transferReceived] += recv
 
-		ei := a.series(FamilyEndpoint, keyFor(FamilyEndpoint, r, ref), false)
+		ei := a.endpointSeries(r, ref)
 		tot, inc = a.touch(FamilyEndpoint, ei, t)
 		tot[0] += w
 		inc[0] += w
@@ -336,6 +368,9 @@ func (a *Aggregator) Apply(recs []Record, refs []Refs) {
 		}
 	}
 	a.held.Store(int64(a.pending))
+	if cap(a.idxs) > 1<<16 {
+		a.idxs = nil // a rare huge batch: do not keep its scratch
+	}
 	if a.pending >= a.maxPending && before < a.maxPending {
 		select {
 		case a.cutRequest <- struct{}{}:
@@ -391,6 +426,38 @@ func (a *Aggregator) series(f Family, k SeriesKey, overflow bool) uint32 {
 	return fam.add(k)
 }
 
+// endpointSeries finds or creates the endpoint series of a record, through
+// the family's byProxy table where it can.
+func (a *Aggregator) endpointSeries(r *Record, ref *Refs) uint32 {
+	fam := &a.fams[FamilyEndpoint]
+	src, proxy := ref[RefSource], ref[RefProxy]
+	if proxy >= maxByProxy || src == NoID {
+		return a.series(FamilyEndpoint, keyFor(FamilyEndpoint, r, ref), false)
+	}
+	ok := 0
+	if r.Success {
+		ok = 1
+	}
+	if int(proxy) < len(fam.byProxy) {
+		if ps := &fam.byProxy[proxy]; ps.source == src && ps.idx[ok] != noSeries {
+			a.countOverflow(FamilyEndpoint, ps.idx[ok])
+			return ps.idx[ok]
+		}
+	}
+	idx := a.series(FamilyEndpoint, keyFor(FamilyEndpoint, r, ref), false)
+	for int(proxy) >= len(fam.byProxy) {
+		fam.byProxy = append(fam.byProxy, proxySeries{source: NoID, idx: [2]uint32{noSeries, noSeries}})
+	}
+	ps := &fam.byProxy[proxy]
+	if ps.source == NoID {
+		ps.source = src
+	}
+	if ps.source == src {
+		ps.idx[ok] = idx
+	}
+	return idx
+}
+
 // countOverflow counts a span that reached the overflow series of f through
 // a cached series index.
 func (a *Aggregator) countOverflow(f Family, idx uint32) {
@@ -404,16 +471,17 @@ func (a *Aggregator) countOverflow(f Family, idx uint32) {
 func (a *Aggregator) touch(f Family, idx uint32, t int64) (tot, inc []float64) {
 	fam := &a.fams[f]
 	w := fam.width
-	if !fam.isDirt[idx] {
-		fam.isDirt[idx] = true
+	m := &fam.meta[idx]
+	if !m.dirty {
+		m.dirty = true
 		fam.dirty = append(fam.dirty, idx)
 	}
 	var off uint32
-	if fam.lastGen[idx] == a.gen && fam.lastT[idx] == t {
-		off = fam.lastOff[idx]
+	if m.lastGen == a.gen && m.lastT == t {
+		off = m.lastOff
 	} else {
 		off = a.incSlot(fam, idx, t)
-		fam.lastGen[idx], fam.lastT[idx], fam.lastOff[idx] = a.gen, t, off
+		m.lastGen, m.lastT, m.lastOff = a.gen, t, off
 	}
 	o := int(idx) * w
 	return fam.totals[o : o+w : o+w], fam.pvals[off : int(off)+w : int(off)+w]
@@ -438,14 +506,7 @@ func (fam *family) add(k SeriesKey) uint32 {
 	fam.index[k] = idx
 	fam.keys = append(fam.keys, k)
 	fam.totals = append(fam.totals, make([]float64, fam.width)...)
-	fam.isDirt = append(fam.isDirt, false)
-	fam.lastT = append(fam.lastT, 0)
-	fam.lastOff = append(fam.lastOff, 0)
-	fam.lastGen = append(fam.lastGen, 0)
-	if fam.f == FamilyRequests {
-		fam.durIdx = append(fam.durIdx, noSeries)
-		fam.xferIdx = append(fam.xferIdx, noSeries)
-	}
+	fam.meta = append(fam.meta, seriesMeta{dur: noSeries, xfer: noSeries})
 	return idx
 }
 

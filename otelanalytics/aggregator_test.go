@@ -289,3 +289,46 @@ func TestSampleAdjustedRequests(t *testing.T) {
 	require.Equal(t, "counter", typ)
 	require.Empty(t, unit)
 }
+
+// TestEndpointSeriesByProxy holds the endpoint series found through the
+// byProxy table to those a plain key lookup gives: proxies shared by two
+// sources, ids past the table's bound, ids the dictionary had no room for,
+// and a series limit that sends the later series to overflow.
+func TestEndpointSeriesByProxy(t *testing.T) {
+	for _, limit := range []int{3, 50, 100000} {
+		a := NewAggregator(AggregationConfig{MaxSeriesPerFamily: limit}, res, nil)
+		// The reference: first come, first served, as Aggregator.series;
+		// the overflow series, once created, takes a place under the limit.
+		want := map[SeriesKey]float64{}
+		known := map[SeriesKey]bool{}
+		proxies := []uint32{1, 2, 7, maxByProxy - 1, maxByProxy, maxByProxy + 5, NoID}
+		var recs []Record
+		var refs []Refs
+		for i := range 600 {
+			r := Record{EndTime: base + int64(i), Weight: float64(1 + i%3), Success: i%5 != 0, Method: MethodGet}
+			var ref Refs
+			ref[RefSource] = uint32(10 + (i/7)%3) // a proxy meets several sources
+			ref[RefProxy] = proxies[i%len(proxies)]
+			if i%97 == 0 {
+				ref[RefSource] = NoID
+			}
+			recs, refs = append(recs, r), append(refs, ref)
+			k := keyFor(FamilyEndpoint, &r, &ref)
+			if !known[k] && (k.hasNoID() || len(known) >= limit) {
+				k = OverflowKey
+			}
+			known[k] = true
+			want[k] += r.Weight
+		}
+		for lo := 0; lo < len(recs); lo += 64 {
+			hi := min(lo+64, len(recs))
+			a.Apply(recs[lo:hi], refs[lo:hi])
+		}
+		keys, vals := a.Snapshot(FamilyEndpoint)
+		got := map[SeriesKey]float64{}
+		for i, k := range keys {
+			got[k] = vals[i]
+		}
+		require.Equal(t, want, got, "limit %d", limit)
+	}
+}

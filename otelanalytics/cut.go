@@ -65,7 +65,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 		fc.Totals = make([]float64, len(fam.dirty)*w)
 		for i, idx := range fam.dirty {
 			copy(fc.Totals[i*w:], fam.totals[int(idx)*w:int(idx+1)*w])
-			fam.isDirt[idx] = false
+			fam.meta[idx].dirty = false
 		}
 		tk[f] = taken{keys: fam.keys, dirty: fam.dirty, pend: fam.pend, pkeys: fam.pkeys, pvals: fam.pvals}
 		if sealed > 0 { // not changed from here on: no copy
@@ -131,8 +131,8 @@ func (a *Aggregator) Restore(c *Cut) {
 		fc := &c.Families[f]
 		w := fam.width
 		for _, k := range fc.Keys {
-			if idx, ok := fam.index[k]; ok && !fam.isDirt[idx] {
-				fam.isDirt[idx] = true
+			if idx, ok := fam.index[k]; ok && !fam.meta[idx].dirty {
+				fam.meta[idx].dirty = true
 				fam.dirty = append(fam.dirty, idx)
 			}
 		}

@@ -143,14 +143,15 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, ov []*ovSe
 
 // counterReader reads increment series as counters at given times.
 type counterReader struct {
-	onGrid                           map[int64]bool // summary resolutions on whose grid every bound lies
-	days                             bool           // every bound lies on the daily rollup's grid
-	raw                              bool           // raw windows only (WithRawData)
-	iter, sumIter, baseIter, dayIter *pebble.Iterator
-	viewIters                        map[**pebble.Iterator]*pebble.Iterator // the same, on a cut view's snapshot
-	chunks                           []timedChunk
-	sums                             []summary
-	it                               chunkenc.Iterator
+	onGrid                  map[int64]bool // summary resolutions on whose grid every bound lies
+	days                    bool           // every bound lies on the daily rollup's grid
+	raw                     bool           // raw windows only (WithRawData)
+	iter, sumIter, hourIter *pebble.Iterator
+	baseIter, dayIter       *pebble.Iterator
+	viewIters               map[**pebble.Iterator]*pebble.Iterator // the same, on a cut view's snapshot
+	chunks                  []timedChunk
+	sums                    []summary
+	it                      chunkenc.Iterator
 
 	// The series being read.
 	bounds  []int64
@@ -160,7 +161,7 @@ type counterReader struct {
 }
 
 func (r *counterReader) close() {
-	for _, it := range []*pebble.Iterator{r.iter, r.sumIter, r.baseIter, r.dayIter} {
+	for _, it := range []*pebble.Iterator{r.iter, r.sumIter, r.hourIter, r.baseIter, r.dayIter} {
 		if it != nil {
 			_ = it.Close()
 		}
@@ -258,62 +259,39 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 		r.counter = wb2.base
 	}
 	// Closed windows from their summaries, where the boundaries allow;
-	// every closed window of an increment series has them.
+	// every closed window of an increment series has them. The hourly
+	// ones lead, a key a day: bounds on the hour grid read nothing else.
 	raw := first
 	if q.s.summarized() {
-		it, err := r.open(q, id, &r.sumIter, summaryKey(id, first), summaryKey(id, lastW+windowMs))
+		it, err := r.open(q, id, &r.hourIter, hourKey(id, hourDay(first)), hourKey(id, hourDay(lastW)+dayMs))
 		if err != nil {
 			return false, err
 		}
 		for valid := it.First(); valid; valid = it.Next() {
-			w := periodFromKey(it.Key())
 			v, err := it.ValueAndErr()
-			if err == nil {
-				r.sums, err = decodeSummaries(v, r.sums[:0])
-			}
 			if err != nil {
 				return false, err
 			}
-			r.chunks = r.chunks[:0]
-			for i := len(r.sums) - 1; i >= 0 && !r.raw; i-- {
-				if res := r.sums[i].res; r.onGrid[res] || onGrid(bounds[r.bi:], w+windowMs, res) {
-					r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
-					break
-				}
-			}
-			if len(r.chunks) == 0 { // the raw increments of this window
-				v, closer, err := q.snapFor(id).Get(chunkKey(id, w))
-				if errors.Is(err, pebble.ErrNotFound) && len(r.sums) > 0 {
-					// Retention removed them: the finest summary left
-					// is the best answer there is.
-					r.chunks = append(r.chunks, timedChunk{c: r.sums[0].c})
-					if err := r.read(); err != nil {
-						return false, err
-					}
-					if r.bi == len(bounds) {
-						return true, nil
-					}
-					raw = w + windowMs
-					continue
-				}
-				if err != nil {
-					return false, fmt.Errorf("window %d: %w", w, err)
-				}
-				r.chunks, err = decodeWindow(v, r.chunks)
-				if err == nil {
-					err = r.read()
-				}
-				_ = closer.Close()
+			rd := newHourDayReader(v, periodFromKey(it.Key()))
+			for {
+				w, pts, ok, err := rd.next()
 				if err != nil {
 					return false, err
 				}
-			} else if err := r.read(); err != nil {
-				return false, err
+				if !ok {
+					break
+				}
+				if w < first || w > lastW {
+					continue
+				}
+				if err := r.closedWindow(q, id, w, pts); err != nil {
+					return false, err
+				}
+				if r.bi == len(bounds) {
+					return true, nil
+				}
+				raw = w + windowMs
 			}
-			if r.bi == len(bounds) {
-				return true, nil
-			}
-			raw = w + windowMs
 		}
 		if err := it.Error(); err != nil {
 			return false, err
@@ -344,6 +322,60 @@ func (r *counterReader) add(q *querier, id uint64, mint, maxt int64, bounds []in
 		acc[r.bi] += r.counter
 	}
 	return true, nil
+}
+
+// closedWindow adds the increments of a closed window of series id, whose
+// hourly summary's points are hourPts, from the coarsest summary on the bounds' grid,
+// else from the raw increments, else (retention removed them) from the
+// finest summary left.
+func (r *counterReader) closedWindow(q *querier, id uint64, w int64, hourPts []byte) error {
+	hourly := func() error {
+		for j := range len(hourPts) / hourPointBytes {
+			if !r.point(hourPointOf(hourPts, w, j)) {
+				break
+			}
+		}
+		return nil
+	}
+	if !r.raw && (r.onGrid[hourRes] || onGrid(r.bounds[r.bi:], w+windowMs, hourRes)) {
+		return hourly()
+	}
+	r.sums, r.chunks = r.sums[:0], r.chunks[:0]
+	it, err := r.open(q, id, &r.sumIter, summaryKey(id, w), summaryKey(id, w+windowMs))
+	if err != nil {
+		return err
+	}
+	if it.First() {
+		if r.sums, err = decodeSummaries(it.Value(), r.sums); err != nil {
+			return err
+		}
+	} else if err := it.Error(); err != nil {
+		return err
+	}
+	for i := len(r.sums) - 1; i >= 0 && !r.raw; i-- {
+		if res := r.sums[i].res; r.onGrid[res] || onGrid(r.bounds[r.bi:], w+windowMs, res) {
+			r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
+			return r.read()
+		}
+	}
+	v, closer, err := q.snapFor(id).Get(chunkKey(id, w))
+	if errors.Is(err, pebble.ErrNotFound) {
+		// Retention removed the raw increments: the finest summary left
+		// is the best answer there is.
+		if len(r.sums) == 0 {
+			return hourly()
+		}
+		r.chunks = append(r.chunks, timedChunk{c: r.sums[0].c})
+		return r.read()
+	}
+	if err != nil {
+		return fmt.Errorf("window %d: %w", w, err)
+	}
+	defer closer.Close()
+	if r.chunks, err = decodeWindow(v, r.chunks); err != nil {
+		return err
+	}
+	return r.read()
 }
 
 // addDays is add from the daily rollup, for bounds on its grid: a key per
@@ -430,28 +462,35 @@ func (r *counterReader) open(q *querier, id uint64, it **pebble.Iterator, lower,
 	return *it, nil
 }
 
-// read adds r.chunks' increments to the counter, adding the counter to the
-// accumulator at every boundary it passes.
+// read adds r.chunks' increments to the counter (see point).
 func (r *counterReader) read() error {
-	bounds, acc := r.bounds, r.acc
 	for _, c := range r.chunks {
 		r.it = c.c.Iterator(r.it)
 		for r.it.Next() == chunkenc.ValFloat {
-			t, f := r.it.At()
-			for r.bi < len(bounds) && bounds[r.bi] < t {
-				acc[r.bi] += r.counter
-				r.bi++
-			}
-			if r.bi == len(bounds) {
+			if !r.point(r.it.At()) {
 				return nil
 			}
-			r.counter += f
 		}
 		if err := r.it.Err(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// point adds increment f at t to the counter, adding the counter to the
+// accumulator at every boundary before t. It reports whether boundaries
+// are left.
+func (r *counterReader) point(t int64, f float64) bool {
+	for r.bi < len(r.bounds) && r.bounds[r.bi] < t {
+		r.acc[r.bi] += r.counter
+		r.bi++
+	}
+	if r.bi == len(r.bounds) {
+		return false
+	}
+	r.counter += f
+	return true
 }
 
 // onGrid reports whether every bound before end lies on a multiple of res

@@ -174,11 +174,20 @@ func (d *DB) checkFormat(now time.Time) error {
 	ver, n := binary.Uvarint(v)
 	_ = closer.Close()
 	if n > 0 && (ver == 4 || ver == 5) {
-		// Version 4 is version 5 without window values of several groups,
-		// version 5 is version 6 without a cut's staged samples (the z
-		// key space): this version reads both as they are, and stamps
-		// them so that the versions before, which would refuse such
-		// values or ignore staged samples, refuse it.
+		// Versions 4 and 5 kept the hourly summaries in u: they move to h.
+		if err := d.upgrade(ver); err != nil {
+			return fmt.Errorf("upgrade format version %d to %d: %w", ver, FormatVersion, err)
+		}
+		ver = FormatVersion
+	}
+	if n > 0 && (ver == 6 || ver == 7) {
+		// Version 6 is version 7 without the counter summaries of sample
+		// series' closed windows (a window without one is read from its
+		// samples), version 7 is version 8 without a cut's staged samples
+		// (the z key space): this version reads both as they are, and
+		// stamps them so that the versions before, which would rewrite a
+		// window without updating its summary or ignore staged samples,
+		// refuse it.
 		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
 			return fmt.Errorf("upgrade format version: %w", err)
 		}
@@ -278,7 +287,7 @@ func (d *DB) SeriesBytes() (samples, summaries uint64, err error) {
 	if err := d.db.Flush(); err != nil {
 		return 0, 0, err
 	}
-	for _, p := range []byte{prefixBases, prefixChunks, prefixSeries, prefixSummaries, prefixDays} {
+	for _, p := range []byte{prefixBases, prefixChunks, prefixSeries, prefixSummaries, prefixHours, prefixDays} {
 		start, end := []byte{p}, []byte{p + 1}
 		if err := d.db.Compact(context.Background(), start, end, true); err != nil {
 			return 0, 0, err
@@ -287,7 +296,7 @@ func (d *DB) SeriesBytes() (samples, summaries uint64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		if p == prefixSummaries || p == prefixDays {
+		if p == prefixSummaries || p == prefixHours || p == prefixDays {
 			summaries += n
 		} else {
 			samples += n

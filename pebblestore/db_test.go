@@ -499,8 +499,9 @@ func TestFormatVersion(t *testing.T) {
 	_, err = Open(dir, Options{})
 	require.ErrorContains(t, err, "format version 99")
 
-	// Versions 4 and 5 are read as they are and stamped 6.
-	for _, old := range []uint64{4, 5} {
+	// Versions 4 to 7 are read (4 and 5 upgraded) and stamped with this
+	// version.
+	for _, old := range []uint64{4, 5, 6, 7} {
 		pdb, err = pebble.Open(filepath.Join(dir, "pebble"), &pebble.Options{Logger: pebbleLogger{log: discard()}})
 		require.NoError(t, err)
 		require.NoError(t, pdb.Set(keyFormat, binary.AppendUvarint(nil, old), pebble.Sync))
@@ -509,7 +510,7 @@ func TestFormatVersion(t *testing.T) {
 		require.NoError(t, err)
 		v, closer, err := db.db.Get(keyFormat)
 		require.NoError(t, err)
-		require.Equal(t, binary.AppendUvarint(nil, 6), v)
+		require.Equal(t, binary.AppendUvarint(nil, FormatVersion), v)
 		require.NoError(t, closer.Close())
 		require.NoError(t, db.Close())
 	}

@@ -2,9 +2,11 @@ package pebblestore
 
 import (
 	"encoding/hex"
+	"math"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 )
 
@@ -67,14 +69,50 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	sums, err := summarize(w.chunks)
 	require.NoError(t, err)
 	require.Equal(t, "75"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(summaryKey(7, 1_764_331_200_000)))
-	require.Equal(t, "03"+ // three summaries
+	require.Len(t, sums, 3)
+	require.Equal(t, "02"+ // two summaries under u
 		"e0d403"+"01"+"12"+"0002c0a9074008000000000000e0d403d616"+ // 1 m, XOR, 18 bytes: 3 at 60000, 4 at 120000
-		"e0a712"+"01"+"0d"+"0001c0cf24401c000000000000"+ // 5 m: 7 at 300000
-		"80dddb01"+"01"+"0e"+"000180bab703401c000000000000", // 1 h: 7 at 3600000
-		hex.EncodeToString(appendSummaries(nil, sums)))
-	got, err := decodeSummaries(appendSummaries(nil, sums), nil)
+		"e0a712"+"01"+"0d"+"0001c0cf24401c000000000000", // 5 m: 7 at 300000
+		hex.EncodeToString(appendSummaries(nil, sums[:2])))
+	got, err := decodeSummaries(appendSummaries(nil, sums[:2]), nil)
 	require.NoError(t, err)
-	require.Len(t, got, 3)
+	require.Len(t, got, 2)
+	// The hourly one under h, in its day's value: window 0 of the day, one
+	// point, an hour after the window's start.
+	require.Equal(t, "68"+"0000000000000007"+"8000019aca559e00", hex.EncodeToString(hourKey(7, 1_764_331_200_000)))
+	pts, err := hourlyPoints(0, sums[2].c, nil)
+	require.NoError(t, err)
+	hv := appendHourDay(nil, 0, []hourRec{{w: 0, pts: pts}, {w: 3 * windowMs, pts: []hourPoint{{3*windowMs + hourRes, 2}}}})
+	require.Equal(t, "00"+"01"+"01"+"0000000000001c40"+ // window 0: 7 at 3600000
+		"03"+"01"+"01"+"0000000000000040", // window 3: 2 an hour after its start
+		hex.EncodeToString(hv))
+	recs, err := decodeHourDay(hv, 0)
+	require.NoError(t, err)
+	require.Equal(t, []hourRec{{w: 0, pts: []hourPoint{{3_600_000, 7}}}, {w: 3 * windowMs, pts: []hourPoint{{3*windowMs + hourRes, 2}}}}, recs)
+	_, err = decodeHourDay(hv[:len(hv)-1], 0)
+	require.ErrorIs(t, err, errCorrupt, "a point cut short")
+	// A closed sample window's counter summary: 4 samples from 7200060000
+	// to 7200240000 with a drop after 12 (integers), then one with
+	// non-integer values.
+	w, err = encodeSamples([]sample{{t: 7_200_060_000, f: 10}, {t: 7_200_120_000, f: 12}, {t: 7_200_180_000, f: 3}, {t: 7_200_240_000, f: 5}})
+	require.NoError(t, err)
+	cs, ok := summarizeCounter(w.chunks)
+	require.True(t, ok)
+	enc := appendCounterSummary(nil, 7_200_000_000, cs)
+	require.Equal(t, "81"+"03"+ // version, flags: both integers
+		"04"+"e0d403"+"a0fe0a"+ // 4 samples, first 60000 after the window, last 180000 after the first
+		"14"+"09"+ // first 10, last 10 − 5
+		"01"+"0000000000002840", // one drop, after 12
+		hex.EncodeToString(enc))
+	back, err := decodeCounterSummary(enc, 7_200_000_000, nil)
+	require.NoError(t, err)
+	require.Equal(t, counterSummary{n: 4, firstT: 7_200_060_000, lastT: 7_200_240_000, firstF: 10, lastF: 5, resets: []float64{12}}, back)
+	enc = appendCounterSummary(nil, 0, counterSummary{n: 2, firstT: 1000, lastT: 2000, firstF: 0.5, lastF: 1.5})
+	require.Equal(t, "81"+"00"+"02"+"e807"+"e807"+"000000000000e03f"+"000000000000f83f"+"00", hex.EncodeToString(enc))
+	_, err = decodeCounterSummary(enc[:len(enc)-1], 0, nil)
+	require.ErrorIs(t, err, errCorrupt, "cut short")
+	_, ok = summarizeCounter([]timedChunk{{c: mustChunk(t, []sample{{t: 1, f: 1}, {t: 2, f: math.NaN()}})}})
+	require.False(t, ok, "a NaN: no summary")
 	// A sample with a start timestamp switches to XOR2, which stores them.
 	w, err = encodeSamples([]sample{{t: 1000, f: 1}, {st: 500, t: 16000, f: 2}})
 	require.NoError(t, err)
@@ -82,4 +120,11 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 		"01"+"d00f"+"d00f"+"0c"+"0001d00f3ff0000000000000"+ // XOR, 1000 to 1000: 1 sample
 		"04"+"80fa01"+"80fa01"+"11"+"00018080fa01400000000000000098f201", // XOR2, 16000 to 16000: 1 sample with its start time
 		hex.EncodeToString(appendWindow(nil, w.chunks)))
+}
+
+func mustChunk(t *testing.T, ss []sample) chunkenc.Chunk {
+	t.Helper()
+	w, err := encodeSamples(ss)
+	require.NoError(t, err)
+	return w.chunks[0].c
 }

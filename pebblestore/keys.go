@@ -12,7 +12,7 @@ import (
 // reading them.
 
 // FormatVersion is the on-disk format this package writes and reads.
-const FormatVersion = 6
+const FormatVersion = 8
 
 // Key spaces: the first byte of every key.
 const (
@@ -23,7 +23,8 @@ const (
 	prefixSeries    = 's' // s<id:8 BE>                             → kind, labels
 	prefixChunks    = 'c' // c<id:8 BE><window:8>                   → the window's samples
 	prefixBases     = 'b' // b<id:8 BE><window:8>                   → base, total (increment series)
-	prefixSummaries = 'u' // u<id:8 BE><window:8>                   → summaries (closed increment windows)
+	prefixSummaries = 'u' // u<id:8 BE><window:8>                   → minute and five-minute summaries (closed increment windows), counter summary (closed sample windows)
+	prefixHours     = 'h' // h<id:8 BE><day:8>                      → hourly summaries of the day's closed increment windows
 	prefixDays      = 'y' // y<id:8 BE><day:8>                      → base, total of the day (increment series)
 	prefixMetadata  = 'n' // n<family name>                         → type, help, unit
 	prefixAudit     = 'l' // l<time:8 BE ns><seq:8 BE>              → audit entry, JSON
@@ -101,6 +102,7 @@ func periodFromKey(k []byte) int64 {
 func chunkKey(id uint64, window int64) []byte   { return periodKey(prefixChunks, id, window) }
 func baseKey(id uint64, window int64) []byte    { return periodKey(prefixBases, id, window) }
 func summaryKey(id uint64, window int64) []byte { return periodKey(prefixSummaries, id, window) }
+func hourKey(id uint64, day int64) []byte       { return periodKey(prefixHours, id, day) }
 
 func metadataKey(family string) []byte { return append([]byte{prefixMetadata}, family...) }
 

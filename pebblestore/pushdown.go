@@ -71,6 +71,10 @@ func (s *SeriesStore) PushDown(expr parser.Expr) bool {
 		if !ok || vs.Anchored || vs.Smoothed {
 			return nil
 		}
+		if !inSubquery(path) && !atInPath(path) && s.rewriteRate(agg, call, ms, vs) {
+			changed = true
+			return nil
+		}
 		grouping := agg.Grouping
 		if !agg.Without {
 			grouping = slices.DeleteFunc(slices.Clone(grouping), func(l string) bool { return l == model.MetricNameLabel })

@@ -262,7 +262,7 @@ func (d *DB) EnforceRetention(ctx context.Context, p RetentionPolicy, now time.T
 		e.BytesAfter = d.db.Metrics().Table.Local.LiveSize
 		return e, nil
 	}
-	for _, prefix := range []byte{prefixRecord, prefixAudit, prefixChunks, prefixSummaries, prefixBases, prefixDays} {
+	for _, prefix := range []byte{prefixRecord, prefixAudit, prefixChunks, prefixSummaries, prefixHours, prefixBases, prefixDays} {
 		if err := d.db.Compact(ctx, []byte{prefix}, []byte{prefix + 1}, false); err != nil {
 			return e, fmt.Errorf("enforce retention: compact: %w", err)
 		}
@@ -295,6 +295,7 @@ func (d *DB) enforceSeries(run []*memSeries, e *Enforcement) (int, error) {
 	defer it.Close()
 	summarized := 0
 	var buf []byte
+	var hours hourDays
 	for _, ms := range run {
 		lower, upper := chunkKey(ms.id, math.MinInt64), chunkKey(ms.id, rawW)
 		if ms.kind == KindIncrements && s.summarized() {
@@ -315,12 +316,7 @@ func (d *DB) enforceSeries(run []*memSeries, e *Enforcement) (int, error) {
 				if err != nil {
 					return 0, fmt.Errorf("series %d window %d: %w", ms.id, w, err)
 				}
-				sums, err := summarize(chunks)
-				if err != nil {
-					return 0, err
-				}
-				buf = appendSummaries(buf[:0], sums)
-				if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
+				if buf, err = putSummaries(b, &hours, ms.id, w, chunks, buf); err != nil {
 					return 0, err
 				}
 				summarized++
@@ -335,32 +331,21 @@ func (d *DB) enforceSeries(run []*memSeries, e *Enforcement) (int, error) {
 		if ms.headWindow < rawW && ms.headWindow != math.MinInt64 {
 			ms.headWindow, ms.head = math.MinInt64, nil // its window is gone
 		}
+		// A sample series' counter summaries go with their windows; past
+		// the raw cut-off an increment series keeps its hourly summaries.
+		if err := b.DeleteRange(summaryKey(ms.id, math.MinInt64), summaryKey(ms.id, rawW), nil); err != nil {
+			return 0, err
+		}
 		if ms.kind != KindIncrements {
 			ms.minW.Store(max(ms.minW.Load(), rawW))
 			continue
 		}
-		if err := b.DeleteRange(summaryKey(ms.id, math.MinInt64), summaryKey(ms.id, hourW), nil); err != nil {
+		// The hourly summaries' days before the cut-off's go; that day
+		// keeps its windows from the cut-off on (see the write below).
+		if err := b.DeleteRange(hourKey(ms.id, math.MinInt64), hourKey(ms.id, hourDay(hourW)), nil); err != nil {
 			return 0, err
 		}
-		// Past the raw cut-off the hourly summary is all that stays.
-		it.SetBounds(summaryKey(ms.id, hourW), summaryKey(ms.id, rawW))
-		for valid := it.First(); valid; valid = it.Next() {
-			sums, err := decodeSummaries(it.Value(), nil)
-			if err != nil {
-				return 0, fmt.Errorf("series %d summaries: %w", ms.id, err)
-			}
-			if len(sums) == 1 {
-				continue
-			}
-			sums = slices.DeleteFunc(sums, func(sum summary) bool { return sum.res != summaryLevels[len(summaryLevels)-1] })
-			buf = appendSummaries(buf[:0], sums)
-			if err := b.Set(slices.Clone(it.Key()), buf, nil); err != nil {
-				return 0, err
-			}
-		}
-		if err := it.Error(); err != nil {
-			return 0, err
-		}
+		hours.trim(ms.id, hourW)
 		for _, lv := range []struct {
 			level baseLevel
 			upTo  int64
@@ -378,6 +363,10 @@ func (d *DB) enforceSeries(run []*memSeries, e *Enforcement) (int, error) {
 			}
 		}
 		ms.minW.Store(max(ms.minW.Load(), windowOf(day)))
+	}
+	// After the deletions above: a day written here is one they keep.
+	if err := hours.write(b, d.db); err != nil {
+		return 0, err
 	}
 	return summarized, b.Commit(pebble.Sync)
 }

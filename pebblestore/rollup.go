@@ -202,6 +202,7 @@ func (s *SeriesStore) rollupRun(run []*memSeries, fromW, toW int64, res *RollupR
 	}
 	defer it.Close()
 	var buf []byte
+	var hours hourDays
 	for _, ms := range run {
 		upper := toW
 		if ms.headWindow != math.MinInt64 {
@@ -226,12 +227,7 @@ func (s *SeriesStore) rollupRun(run []*memSeries, fromW, toW int64, res *RollupR
 			if err != nil {
 				return fmt.Errorf("series %d window %d: %w", ms.id, w, err)
 			}
-			sums, err := summarize(chunks)
-			if err != nil {
-				return err
-			}
-			buf = appendSummaries(buf[:0], sums)
-			if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
+			if buf, err = putSummaries(b, &hours, ms.id, w, chunks, buf); err != nil {
 				return err
 			}
 			res.Summarized++
@@ -239,6 +235,9 @@ func (s *SeriesStore) rollupRun(run []*memSeries, fromW, toW int64, res *RollupR
 		if err := it.Error(); err != nil {
 			return err
 		}
+	}
+	if err := hours.write(b, db); err != nil {
+		return err
 	}
 	return b.Commit(pebble.Sync)
 }

@@ -95,6 +95,8 @@ func TestRollupsMatchRaw(t *testing.T) {
 		{`rate(x_total[1h])`, start, end, time.Hour},                                             // hourly summaries
 		{`sum by (g) (rate(x_total{` + marker + `}[2h]))`, start, end, time.Hour},                // hourly, summed
 		{`increase(x_total[7d])`, 0, end, 0},                                                     // instant at midnight
+		{`increase(x_total[9d])`, 0, end, 0},                                                     // instant, a seek a bound
+		{`sum by (g) (increase(x_total{` + marker + `}[12d]))`, 0, end + day, 0},                 // instant, summed, past the data
 		{`increase(x_total[1d] offset 1d)`, 0, end - day, 0},                                     // instant, offset
 		{`rate(x_total[5m])`, start + 4*day, start + 5*day, 7 * time.Minute},                     // raw
 	} {

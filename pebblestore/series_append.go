@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -54,7 +55,18 @@ type appender struct {
 	staged  map[*memSeries]*staging
 	order   []*memSeries
 	pending map[uint64][]*memSeries // new series by label hash, id 0 until written
-	touched []*memSeries            // series whose head writer write appended to
+	created []*memSeries            // the same in creation order: a pendingRef indexes it
+	// The series of the previous Append, for the next one of the same
+	// series: the ref and labels it was called with, and its staging.
+	lastRef storage.SeriesRef
+	lastLs  labels.Labels
+	last    *memSeries
+	lastSt  *staging
+	// slab holds the staged samples of series appended one after the
+	// other (see push), instead of a slice grown per series.
+	slab    []sample
+	slabs   []*[]sample  // the slabs from slabPool, to put back when done
+	touched []*memSeries // series whose head writer write appended to
 	done    bool
 	anyAge  bool        // accept samples of any age (the store's own gauges, written per cut interval)
 	changed changes.Set // the hours of the samples staged, for SeriesOptions.Changes
@@ -95,14 +107,70 @@ func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, 
 	case h != nil:
 		smp = sample{st: st, t: t, h: h.Copy()}
 	}
-	ms, err := a.series(ls, KindSamples)
+	ms, ref, err := a.seriesByRef(ref, ls)
 	if err != nil {
 		return 0, err
 	}
 	if ms.kind != KindSamples {
 		return 0, fmt.Errorf("series %s holds increments, not samples", ls)
 	}
-	return storage.SeriesRef(ms.id), a.add(ms, smp)
+	return ref, a.add(ms, smp)
+}
+
+// pendingRef marks the refs Append returns for series the appender is
+// creating, which have no id yet: pendingRef | (index in created + 1).
+// The ref of a committed series is its id, which stays below it.
+const pendingRef = storage.SeriesRef(1) << 63
+
+// seriesByRef returns the series of ls, and its ref, as series does; a
+// ref from an earlier Append saves the lookup by label hash. A ref is
+// only a hint, as in Prometheus' head: it is checked against ls, and one
+// that does not match (from another appender, or of a series retention
+// deleted) is ignored.
+func (a *appender) seriesByRef(ref storage.SeriesRef, ls labels.Labels) (*memSeries, storage.SeriesRef, error) {
+	if a.done {
+		return nil, 0, errors.New("appender used after Commit or Rollback")
+	}
+	if ref != 0 && a.last != nil && ref == a.lastRef && labels.Equal(a.lastLs, ls) {
+		return a.last, ref, nil
+	}
+	var ms *memSeries
+	switch {
+	case ref == 0:
+	case ref&pendingRef != 0:
+		if i := int(ref &^ pendingRef); i > 0 && i <= len(a.created) && labels.Equal(a.created[i-1].lset, ls) {
+			ms = a.created[i-1]
+		}
+	default:
+		a.s.mu.RLock()
+		c := a.s.byID[uint64(ref)]
+		a.s.mu.RUnlock()
+		if c != nil && labels.Equal(c.lset, ls) {
+			ms = c
+		}
+	}
+	if ms == nil {
+		var err error
+		if ms, err = a.series(ls, KindSamples); err != nil {
+			return nil, 0, err
+		}
+		ref = a.refOf(ms)
+	}
+	a.last, a.lastRef, a.lastLs, a.lastSt = ms, ref, ls, nil
+	return ms, ref, nil
+}
+
+// refOf returns the ref Append returns for ms: its id, or a pendingRef.
+func (a *appender) refOf(ms *memSeries) storage.SeriesRef {
+	if ms.id != 0 {
+		return storage.SeriesRef(ms.id)
+	}
+	for i := len(a.created) - 1; i >= 0; i-- {
+		if a.created[i] == ms {
+			return pendingRef | storage.SeriesRef(i+1)
+		}
+	}
+	return 0
 }
 
 // AppendIncrement adds v to the increment series ls at t (creating the
@@ -145,6 +213,7 @@ func (a *appender) series(ls labels.Labels, kind SeriesKind) (*memSeries, error)
 		a.pending = map[uint64][]*memSeries{}
 	}
 	a.pending[h] = append(a.pending[h], ms)
+	a.created = append(a.created, ms)
 	return ms, nil
 }
 
@@ -152,7 +221,10 @@ func (a *appender) add(ms *memSeries, smp sample) error {
 	if a.s.changes != nil {
 		a.changed.Add(smp.t)
 	}
-	st := a.staged[ms]
+	st := a.lastSt
+	if ms != a.last || st == nil {
+		st = a.staged[ms]
+	}
 	if st == nil {
 		a.s.commitMu.Lock()
 		st = &staging{maxT: ms.maxT, committedMaxT: ms.maxT, committedLast: ms.last}
@@ -160,8 +232,11 @@ func (a *appender) add(ms *memSeries, smp sample) error {
 		a.staged[ms] = st
 		a.order = append(a.order, ms)
 	}
+	if ms == a.last {
+		a.lastSt = st
+	}
 	if ms.kind == KindIncrements {
-		st.samples = append(st.samples, smp)
+		a.push(st, smp)
 		return nil
 	}
 	if smp.t > st.maxT { // newer than anything committed or staged
@@ -169,7 +244,7 @@ func (a *appender) add(ms *memSeries, smp sample) error {
 		if st.newAt != nil {
 			st.newAt[smp.t] = len(st.samples)
 		}
-		st.samples = append(st.samples, smp)
+		a.push(st, smp)
 		return nil
 	}
 	if !a.anyAge && st.committedMaxT != math.MinInt64 && smp.t < st.committedMaxT-a.s.ooo {
@@ -216,7 +291,7 @@ func (a *appender) add(ms *memSeries, smp sample) error {
 		}
 	}
 	st.newAt[smp.t] = len(st.samples)
-	st.samples = append(st.samples, smp)
+	a.push(st, smp)
 	return nil
 }
 
@@ -242,6 +317,58 @@ func (a *appender) readWindowLocked(ms *memSeries, w int64) ([]sample, error) {
 		return nil, err
 	}
 	return windowSamples(chunks, nil)
+}
+
+// slabSamples is the size of an appender's slabs of staged samples.
+const slabSamples = 4096
+
+// slabPool keeps slabs for the next appenders: fresh memory for every
+// request's samples cost more than filling it.
+var slabPool sync.Pool
+
+// releaseSlabs puts the appender's slabs back in slabPool; its staged
+// samples must not be used after.
+func (a *appender) releaseSlabs() {
+	for _, p := range a.slabs {
+		clear((*p)[:cap(*p)]) // no histogram outlives its appender
+		*p = (*p)[:0]
+		slabPool.Put(p)
+	}
+	a.slabs, a.slab = nil, nil
+}
+
+// push appends smp to st's samples. The samples of a series appended
+// after the previous series' (as remote write and a cut send them) go to
+// the appender's slab, which they share with the series before and after
+// them: a series' samples stay contiguous, as it has the slab's end until
+// another series appends, and a series that appends again later, or
+// outgrows a quarter of a slab, gets a slice of its own. That saves the
+// half-dozen allocations of growing each series' slice from nothing.
+func (a *appender) push(st *staging, smp sample) {
+	n := len(st.samples)
+	if n < cap(st.samples) {
+		st.samples = append(st.samples, smp)
+		return
+	}
+	atEnd := n == 0 || (len(a.slab) > 0 && &st.samples[n-1] == &a.slab[len(a.slab)-1])
+	switch {
+	case atEnd && len(a.slab) < cap(a.slab):
+	case atEnd && n < slabSamples/4:
+		// Move the series to a new slab.
+		p, _ := slabPool.Get().(*[]sample)
+		if p == nil {
+			s := make([]sample, 0, slabSamples)
+			p = &s
+		}
+		a.slabs = append(a.slabs, p)
+		a.slab = append((*p)[:0], st.samples...)
+	default:
+		st.samples = append(st.samples, smp)
+		return
+	}
+	start := len(a.slab) - n
+	a.slab = append(a.slab, smp)
+	st.samples = a.slab[start:len(a.slab):len(a.slab)]
 }
 
 // readWindow returns the committed samples of one window of a series.
@@ -274,6 +401,8 @@ func (s *SeriesStore) readWindowLocked(ms *memSeries, w int64) ([]sample, error)
 func (a *appender) Rollback() error {
 	a.done = true
 	a.staged, a.order = nil, nil
+	a.last, a.lastSt = nil, nil
+	a.releaseSlabs()
 	return nil
 }
 

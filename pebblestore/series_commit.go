@@ -23,13 +23,28 @@ func (a *appender) Commit() error {
 		return errors.New("appender already committed or rolled back")
 	}
 	a.done = true
+	defer a.releaseSlabs()
 	if len(a.staged) == 0 {
 		return nil
 	}
 	b := a.s.db.NewBatch()
 	defer b.Close()
-	if err := a.s.commit(a, b, func() error { return b.Commit(pebble.Sync) }); err != nil {
+	// The batch is applied under the commit lock, and its sync awaited
+	// after: the next commit prepares its batch while this one's WAL
+	// syncs, and the two share a sync when they can. Commit returns, and
+	// the request is acknowledged, only once the batch is durable.
+	applied := false
+	if err := a.s.commit(a, b, func() error {
+		err := a.s.db.ApplyNoSyncWait(b, pebble.Sync)
+		applied = err == nil
+		return err
+	}); err != nil {
 		return fmt.Errorf("commit samples: %w", err)
+	}
+	if applied {
+		if err := b.SyncWait(); err != nil {
+			return fmt.Errorf("commit samples: sync: %w", err)
+		}
 	}
 	return nil
 }
@@ -98,16 +113,20 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 		fresh[ms] = struct{}{}
 	}
 	var buf []byte
-	// set writes a window; a closed window of an increment series (one
-	// the head has moved past) gets its summaries.
+	var ops operandEncoder
+	var hours hourDays
+	// set writes a window; a closed window (one the head has moved past)
+	// gets its summaries: an increment series' sums, a sample series'
+	// counter summary (counter_summary.go).
 	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
 		if closed && ms.kind == KindIncrements && a.s.summarized() {
-			sums, err := summarize(chunks)
-			if err != nil {
+			var err error
+			if buf, err = putSummaries(b, &hours, ms.id, w, chunks, buf); err != nil {
 				return err
 			}
-			buf = appendSummaries(buf[:0], sums)
-			if err := b.Set(summaryKey(ms.id, w), buf, nil); err != nil {
+		}
+		if closed && ms.kind == KindSamples {
+			if err := setCounterSummary(b, &buf, ms.id, w, chunks); err != nil {
 				return err
 			}
 		}
@@ -221,7 +240,7 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 				err = set(ms, u.window, u.head.chunks, false)
 			} else {
 				u.merges++
-				err = addOperand(b, &buf, chunkKey(ms.id, u.window), tail)
+				err = ops.add(b, &buf, chunkKey(ms.id, u.window), tail)
 			}
 			if err != nil {
 				return nil, err
@@ -229,6 +248,9 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 			u.maxT, u.last = samples[len(samples)-1].t, samples[len(samples)-1]
 		}
 		updates = append(updates, u)
+	}
+	if err := hours.write(b, a.s.db); err != nil {
+		return nil, err
 	}
 	return func() {
 		if len(created) > 0 {
@@ -247,16 +269,51 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 	}, nil
 }
 
-// addOperand adds samples to b as a Merge operand of the window at key:
-// a window value of their own, which Pebble's concatenating merger appends
+// operandEncoder encodes the Merge operands of one commit. An operand of
+// float samples without start timestamps (what remote write and cuts
+// append) is encoded into one XOR chunk reused from series to series: the
+// bytes are those encodeSamples gives, without its four allocations a
+// series.
+type operandEncoder struct {
+	c      chunkenc.XORChunk
+	stream []byte
+	one    [1]timedChunk
+}
+
+// add adds samples to b as a Merge operand of the window at key: a
+// window value of their own, which Pebble's concatenating merger appends
 // to the stored one.
-func addOperand(b *pebble.Batch, buf *[]byte, key []byte, samples []sample) error {
-	w, err := encodeSamples(samples)
+func (e *operandEncoder) add(b *pebble.Batch, buf *[]byte, key []byte, samples []sample) error {
+	chunks, err := e.encode(samples)
 	if err != nil {
 		return err
 	}
-	*buf = appendWindow((*buf)[:0], w.chunks)
+	*buf = appendWindow((*buf)[:0], chunks)
 	return b.Merge(key, *buf, nil)
+}
+
+// encode returns the chunks of samples (in time order), valid until the
+// next call.
+func (e *operandEncoder) encode(samples []sample) ([]timedChunk, error) {
+	if len(samples) == 0 || slices.ContainsFunc(samples, func(s sample) bool { return s.st != 0 || notFloat(s) }) {
+		w, err := encodeSamples(samples)
+		if err != nil {
+			return nil, err
+		}
+		return w.chunks, nil
+	}
+	e.stream = append(e.stream[:0], 0, 0) // an empty chunk: its sample count
+	e.c.Reset(e.stream)
+	app, err := e.c.Appender()
+	if err != nil {
+		return nil, err
+	}
+	for i := range samples {
+		app.Append(0, samples[i].t, samples[i].f)
+	}
+	e.stream = e.c.Bytes()
+	e.one[0] = timedChunk{c: &e.c, minT: samples[0].t, maxT: samples[len(samples)-1].t}
+	return e.one[:], nil
 }
 
 func notFloat(s sample) bool { return s.valueType() != chunkenc.ValFloat }

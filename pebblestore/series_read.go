@@ -106,6 +106,9 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	if err := ctx.Err(); err != nil {
 		return storage.ErrSeriesSet(err)
 	}
+	if rest, fn, rng, ok := splitRate(ms); ok {
+		return q.rateSelect(ctx, hints, fn, rng, rest)
+	}
 	mint, maxt, limit := q.mint, q.maxt, 0
 	if hints != nil {
 		mint, maxt, limit = max(mint, hints.Start), min(maxt, hints.End), hints.Limit

@@ -21,7 +21,9 @@
 // The files: receiver.go (the listeners, the in-flight budget, the trace
 // export), grpc.go and otlphttp.go (the transports, one handler each for
 // every signal), decode.go and wire.go (the trace decoder), remotewrite.go,
-// otlpmetrics.go and otlpconvert.go (the series writer).
+// rwfast.go (remote write's fast path: the request read in place, series
+// found by their labels' wire bytes), otlpmetrics.go and otlpconvert.go
+// (the series writer).
 //
 // All methods of Receiver and SeriesWriter are safe for concurrent use.
 package receiver

@@ -29,6 +29,10 @@ const maxAhead = 10 * time.Minute
 type SeriesWriterOptions struct {
 	// MaxRequestBytes bounds a request after decompression. Default 64 MiB.
 	MaxRequestBytes int64
+	// SeriesCacheSize bounds how many remote-written series keep their
+	// labels memoised by their bytes on the wire (see seriesCache).
+	// Default 65,536.
+	SeriesCacheSize int
 	// SetMetadata records the metadata of written families (nil: dropped).
 	SetMetadata func(map[string]metadata.Metadata) error
 	Metrics     *selfmetrics.Registry
@@ -43,9 +47,10 @@ type SeriesWriterOptions struct {
 //
 // All methods are safe for concurrent use.
 type SeriesWriter struct {
-	app  storage.AppendableV2
-	opts SeriesWriterOptions
-	http httpExports // Prometheus' OTLP path
+	app   storage.AppendableV2
+	opts  SeriesWriterOptions
+	http  httpExports // Prometheus' OTLP path
+	cache *seriesCache
 
 	requests func(api, outcome string) *metrics.Counter
 	samples  func(api string) *metrics.Counter
@@ -56,6 +61,9 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 64 << 20
 	}
+	if opts.SeriesCacheSize <= 0 {
+		opts.SeriesCacheSize = 1 << 16
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -63,7 +71,7 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 		opts.Now = time.Now
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
-	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes}}
+	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes}, cache: newSeriesCache(opts.SeriesCacheSize)}
 	w.requests = func(api, outcome string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_write_requests_total{api=%q,outcome=%q}`, api, outcome),
 			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed).")
@@ -150,28 +158,59 @@ func (w *SeriesWriter) readLimited(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
+// readBody reads r's body, at most MaxRequestBytes, into a pooled buffer
+// when its length is known; the caller puts the buffer back.
+func (w *SeriesWriter) readBody(r *http.Request) (*[]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= w.opts.MaxRequestBytes {
+		buf := requestBuffers.Get(int(n))
+		if _, err := io.ReadFull(r.Body, *buf); err != nil {
+			requestBuffers.Put(buf)
+			return nil, fmt.Errorf("%w: read body: %w", errBadData, err)
+		}
+		return buf, nil
+	}
+	b, err := w.readLimited(r)
+	return &b, err
+}
+
 func (w *SeriesWriter) remoteWrite(r *http.Request) (int, error) {
-	compressed, err := w.readLimited(r)
+	compressed, err := w.readBody(r)
 	if err != nil {
 		return 0, err
 	}
-	size, err := snappy.DecodedLen(compressed)
+	defer requestBuffers.Put(compressed)
+	size, err := snappy.DecodedLen(*compressed)
 	if err != nil {
 		return 0, fmt.Errorf("%w: snappy: %w", errBadData, err)
 	}
 	if int64(size) > w.opts.MaxRequestBytes {
 		return 0, fmt.Errorf("%w: the request decompresses to %d bytes, more than %d", errBadData, size, w.opts.MaxRequestBytes)
 	}
-	raw, err := snappy.Decode(nil, compressed)
+	buf := requestBuffers.Get(size)
+	defer requestBuffers.Put(buf)
+	raw, err := snappy.Decode(*buf, *compressed)
 	if err != nil {
 		return 0, fmt.Errorf("%w: snappy: %w", errBadData, err)
+	}
+	// The fast path takes what every sender sends; whatever it does not
+	// take, the path below decides.
+	limit := w.opts.Now().Add(maxAhead).UnixMilli()
+	app := w.app.AppenderV2(r.Context())
+	if n, ok := w.appendFast(app, raw, limit); ok {
+		if err := app.Commit(); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+	if err := app.Rollback(); err != nil {
+		return 0, err
 	}
 	var req prompb.WriteRequest
 	if err := req.Unmarshal(raw); err != nil {
 		return 0, fmt.Errorf("%w: not a prometheus.WriteRequest: %w", errBadData, err)
 	}
-	app := w.app.AppenderV2(r.Context())
-	n, err := w.appendRemoteWrite(app, &req)
+	app = w.app.AppenderV2(r.Context())
+	n, err := w.appendRemoteWrite(app, &req, limit)
 	if err != nil {
 		_ = app.Rollback()
 		return 0, err
@@ -183,10 +222,11 @@ func (w *SeriesWriter) remoteWrite(r *http.Request) (int, error) {
 	return n, nil
 }
 
-func (w *SeriesWriter) appendRemoteWrite(app storage.AppenderV2, req *prompb.WriteRequest) (int, error) {
+// appendRemoteWrite appends a decoded request; samples after limit (Unix
+// ms) are refused.
+func (w *SeriesWriter) appendRemoteWrite(app storage.AppenderV2, req *prompb.WriteRequest, limit int64) (int, error) {
 	var b labels.ScratchBuilder
 	n := 0
-	limit := w.opts.Now().Add(maxAhead).UnixMilli()
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		b.Reset()

@@ -91,7 +91,7 @@ func FuzzRemoteWrite(f *testing.F) {
 			return
 		}
 		app := db.Series().AppenderV2(context.Background())
-		if _, err := w.appendRemoteWrite(app, &req); err == nil {
+		if _, err := w.appendRemoteWrite(app, &req, time.Now().Add(maxAhead).UnixMilli()); err == nil {
 			_ = app.Commit()
 		} else {
 			_ = app.Rollback()
