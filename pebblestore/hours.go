@@ -29,13 +29,7 @@ import (
 const hourRes = 3_600_000
 
 // hourDay returns the start of the UTC day [d, d+24h) holding window w.
-func hourDay(w int64) int64 {
-	d := w / dayMs * dayMs
-	if w < 0 && w%dayMs != 0 {
-		d -= dayMs
-	}
-	return d
-}
+func hourDay(w int64) int64 { return floorTo(w, dayMs) }
 
 // hourPoint is a point of an hourly summary.
 type hourPoint struct {

@@ -16,12 +16,15 @@ import (
 const windowMs = 2 * 60 * 60 * 1000
 
 // windowOf returns the start of the window holding t (milliseconds).
-func windowOf(t int64) int64 {
-	w := t / windowMs * windowMs
-	if t < 0 && t%windowMs != 0 {
-		w -= windowMs
+func windowOf(t int64) int64 { return floorTo(t, windowMs) }
+
+// floorTo returns the greatest multiple of p (> 0) not after t.
+func floorTo(t, p int64) int64 {
+	f := t / p * p
+	if t < 0 && t%p != 0 {
+		f -= p
 	}
-	return w
+	return f
 }
 
 // sample is one sample of any type, for merging windows.
