@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -31,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -320,14 +322,42 @@ func (e Engine) Query(q string) (v float64, ok bool, err error) {
 	return v, err == nil, err
 }
 
-// freeAddr returns a loopback address with a port free a moment ago.
+// givenPorts are the ports freeAddr has handed out in this process.
+var givenPorts struct {
+	sync.Mutex
+	m map[int]bool
+}
+
+// freeAddr returns a loopback address with a port free a moment ago, for
+// an engine to listen on. The port is one freeAddr has not handed out
+// before in this process (the kernel hands a port just closed out again,
+// and an engine given two equal addresses cannot start), and lies below
+// Linux's ephemeral range (32768–60999), so that no outgoing connection
+// takes it as its source port before the engine binds it.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		givenPorts.Lock()
+		if givenPorts.m == nil {
+			givenPorts.m = map[int]bool{}
+		}
+		given := givenPorts.m[port]
+		givenPorts.m[port] = true
+		givenPorts.Unlock()
+		if given {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken
+		}
+		addr := ln.Addr().String()
+		require.NoError(t, ln.Close())
+		return addr
+	}
+	t.Fatal("no free loopback port in 20000-31999")
+	return ""
 }
 
 // RemoteWrite sends series to the engine's /api/v1/write (remote write
