@@ -49,23 +49,7 @@ type seriesState struct {
 
 func storedSeries(t *testing.T, db *DB) map[string]seriesState {
 	t.Helper()
-	out := map[string]seriesState{}
-	q, err := db.Series().Querier(math.MinInt64, math.MaxInt64)
-	require.NoError(t, err)
-	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
-	for ss.Next() {
-		s := ss.At()
-		var st seriesState
-		it := s.Iterator(nil)
-		for it.Next() == chunkenc.ValFloat {
-			_, st.last = it.At()
-			st.points++
-		}
-		require.NoError(t, it.Err())
-		out[s.Labels().String()] = st
-	}
-	require.NoError(t, ss.Err())
-	require.NoError(t, q.Close())
+	out := queryState(t, db)
 	pos := FeedPosition{Seq: 1}
 	for {
 		r, err := db.Series().ReadFeed(pos, 1<<20)
