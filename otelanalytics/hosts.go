@@ -9,23 +9,53 @@ import (
 // field, so that one attribute cannot blow up memory or disk.
 const maxLabelLen = 256
 
-// authority returns the authority of a URL ("user:pw@host:port" of
-// "scheme://user:pw@host:port/path?q"), or the whole string up to the first
-// '/', '?' or '#' when it has no scheme. The result aliases s.
-func authority(s string) (scheme, auth string) {
+// hostPort finds the host and port of s, a URL
+// ("scheme://userinfo@host:port/path?query#fragment"), an authority or a
+// bare host, and the scheme before "://" when s has one. The authority
+// starts after "scheme://" or "//" (or at the start) and ends where curl,
+// Go's net/url and browsers end it: at the first '/', '?' or '#'. Its
+// userinfo ends at its last '@'. hostport aliases s and never holds
+// userinfo.
+//
+// ok is false when s is ambiguous about where its userinfo ends: an '@'
+// follows the end of the authority. A password with an unescaped '/', '?'
+// or '#' ("http://user:12345#f@10.9.9.9:3128", what string concatenation
+// makes) reads as host "user", port 12345 to curl and Go, while a reader
+// that takes everything up to the last '@' for userinfo (Python's urllib
+// reads proxy URLs so) finds 10.9.9.9:3128: either guess may put a piece of
+// a credential in a label, so there is no host. A proxy URL (proxy true)
+// has no path, and any later '@' makes it ambiguous; in a target URL only
+// an '@' before the path (the first '/') does, so that
+// "https://example.com/@user?mail=a@b.example" keeps its domain.
+func hostPort(s string, proxy bool) (scheme, hostport string, ok bool) {
 	// A scheme is letters, digits, '+', '-' and '.' before "://"; a "://"
 	// later in the path or query is not one.
+	rest := s
 	if i := strings.Index(s, "://"); i > 0 && validScheme(s[:i]) {
-		scheme, s = s[:i], s[i+3:]
+		scheme, rest = s[:i], s[i+3:]
 	} else {
-		s = strings.TrimPrefix(s, "//")
+		rest = strings.TrimPrefix(s, "//")
 	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '/' || c == '?' || c == '#' {
-			return scheme, s[:i]
+	end := len(rest)
+	for i := 0; i < len(rest); i++ {
+		if c := rest[i]; c == '/' || c == '?' || c == '#' {
+			end = i
+			break
 		}
 	}
-	return scheme, s
+	hostport, after := rest[:end], rest[end:]
+	if at := strings.LastIndexByte(hostport, '@'); at >= 0 {
+		hostport = hostport[at+1:]
+	}
+	if !proxy {
+		if i := strings.IndexByte(after, '/'); i >= 0 {
+			after = after[:i] // the path: an '@' there is not userinfo
+		}
+	}
+	if strings.IndexByte(after, '@') >= 0 {
+		return scheme, "", false
+	}
+	return scheme, hostport, true
 }
 
 func validScheme(s string) bool {
@@ -36,15 +66,6 @@ func validScheme(s string) bool {
 		}
 	}
 	return true
-}
-
-// stripUserinfo removes everything up to the last '@' of an authority: the
-// credentials of a URL never get further than this function.
-func stripUserinfo(auth string) string {
-	if i := strings.LastIndexByte(auth, '@'); i >= 0 {
-		return auth[i+1:]
-	}
-	return auth
 }
 
 // splitHostPort splits an authority without userinfo into host and port. It
@@ -128,10 +149,19 @@ func normHost(h string) string {
 
 // DomainOf returns the domain of a target given as a URL, an authority or a
 // bare host: lower case, without userinfo, port, path or query. It returns ""
-// when nothing host-like can be found.
+// when nothing host-like can be found, or when s is ambiguous about where
+// its userinfo ends (see hostPort).
 func DomainOf(s string) string {
-	_, auth := authority(s)
-	host, _, ok := splitHostPort(stripUserinfo(auth))
+	_, hp, ok := hostPort(s, false)
+	if !ok {
+		return ""
+	}
+	return domainOfHostPort(hp)
+}
+
+// domainOfHostPort is DomainOf of the host and port hostPort found.
+func domainOfHostPort(hp string) string {
+	host, _, ok := splitHostPort(hp)
 	if !ok {
 		return ""
 	}
@@ -151,34 +181,20 @@ var defaultPorts = map[string]string{
 
 // ProxyOf returns host:port of a proxy URL such as
 // "http://user:pw@10.1.2.3:8080": never its credentials. Without a port the
-// scheme's default port is used. It returns "" when no host can be found.
+// scheme's default port is used. It returns "" when no host can be found,
+// or when s is ambiguous about where its userinfo ends (an '@' after the
+// first '/', '?' or '#', see hostPort).
 func ProxyOf(s string) string {
-	scheme, rest := s, ""
-	if i := strings.Index(s, "://"); i > 0 && validScheme(s[:i]) {
-		scheme, rest = s[:i], s[i+3:]
-	} else {
-		scheme, rest = "", strings.TrimPrefix(s, "//")
+	scheme, hp, ok := hostPort(s, true)
+	if !ok {
+		return ""
 	}
-	// Proxy URLs have no path, so an '@' before the query can only end a
-	// userinfo, even one with an unescaped '/' that URL parsers would take
-	// for the end of the host ("http://user:pa/ss@host:8080"). One pass
-	// finds the last '@' and the end of the authority after it.
-	start, end := 0, len(rest)
-	for i := 0; i < len(rest); i++ {
-		switch rest[i] {
-		case '@':
-			start, end = i+1, len(rest)
-		case '/':
-			if end == len(rest) {
-				end = i
-			}
-		case '?', '#':
-			end = min(end, i)
-			i = len(rest)
-		}
-	}
-	auth := rest[start:end]
-	hostport := auth
+	return proxyOfHostPort(scheme, hp)
+}
+
+// proxyOfHostPort is ProxyOf of the scheme and the host and port hostPort
+// found.
+func proxyOfHostPort(scheme, hostport string) string {
 	raw, port, ok := splitHostPort(hostport)
 	if !ok {
 		return ""

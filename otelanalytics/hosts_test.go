@@ -325,34 +325,51 @@ func TestCleanLabelBoundWithInvalidUTF8(t *testing.T) {
 	}
 }
 
-// htUserinfoParts returns the parts of the userinfo of s (split at ':' and
-// '@') that are long enough to be recognised in an output, and the input
-// with the userinfo cut out. The authority is found as RFC 3986 says: after
-// "scheme://" or "//" when present, else from the start, up to the first
-// '/', '?' or '#'.
-func htUserinfoParts(s string) (parts []string, rest string) {
+// htUserinfoParts returns the parts of what any reader could take for the
+// userinfo of s (split at ':', '@', '/', '?', '#', '[' and ']'), and the
+// input with that userinfo cut out. It is deliberately wider than the code
+// under test: the userinfo is everything before the last '@' after
+// "scheme://" or "//" (or the start) — up to the path (the first '/') for a
+// target, anywhere for a proxy URL, which has no path — so a '?' or '#' in
+// a password, which RFC 3986 parsers take for the end of the authority, is
+// no excuse. The only parts not returned are digits that could be a default
+// port ProxyOf adds (80, 443, 1080).
+func htUserinfoParts(s string, proxy bool) (parts []string, rest string) {
 	start := 0
 	if i := strings.Index(s, "://"); i > 0 && htIsScheme(s[:i]) {
 		start = i + 3
 	} else if strings.HasPrefix(s, "//") {
 		start = 2
 	}
-	auth := s[start:]
-	if i := strings.IndexAny(auth, "/?#"); i >= 0 {
-		auth = auth[:i]
+	region := s[start:]
+	if i := strings.IndexByte(region, '/'); i >= 0 && !proxy {
+		region = region[:i]
 	}
-	at := strings.LastIndexByte(auth, '@')
+	at := strings.LastIndexByte(region, '@')
 	if at < 0 {
 		return nil, s
 	}
-	for _, p := range strings.FieldsFunc(auth[:at], func(r rune) bool { return r == ':' || r == '@' }) {
-		// Digits could be a default port that ProxyOf adds; bracketed
-		// parts belong to IPv6 literals.
-		if len(p) >= 4 && !strings.ContainsAny(p, "[]") && strings.Trim(p, "0123456789") != "" {
-			parts = append(parts, p)
+	for _, p := range strings.FieldsFunc(region[:at], func(r rune) bool { return strings.ContainsRune(":@/?#[]", r) }) {
+		if strings.Trim(p, "0123456789") == "" && (strings.Contains("80", p) || strings.Contains("443", p) || strings.Contains("1080", p)) {
+			continue
 		}
+		parts = append(parts, p)
 	}
 	return parts, s[:start] + "\x00" + s[start+at:]
+}
+
+// htLeak returns the first part of the userinfo of s that out holds and
+// the rest of s does not, or "".
+func htLeak(s, out string, proxy bool) string {
+	parts, rest := htUserinfoParts(s, proxy)
+	lowerRest, lowerOut := strings.ToLower(rest), strings.ToLower(out)
+	for _, p := range parts {
+		lp := strings.ToLower(p)
+		if !strings.Contains(lowerRest, lp) && strings.Contains(lowerOut, lp) {
+			return p
+		}
+	}
+	return ""
 }
 
 func htIsScheme(s string) bool {
@@ -373,25 +390,46 @@ func htIsScheme(s string) bool {
 func TestUserinfoOracle(t *testing.T) {
 	for _, tc := range []struct {
 		in, rest string
+		proxy    bool
 		parts    []string
 	}{
 		{in: "http://user:s3cret@10.1.2.3:8080", parts: []string{"user", "s3cret"}, rest: "http://\x00@10.1.2.3:8080"},
-		{in: "user:pw@1.2.3.4:3128", parts: []string{"user"}, rest: "\x00@1.2.3.4:3128"},
+		{in: "user:pw@1.2.3.4:3128", parts: []string{"user", "pw"}, rest: "\x00@1.2.3.4:3128"},
 		{in: "//admin:hunter22@h", parts: []string{"admin", "hunter22"}, rest: "//\x00@h"},
-		{in: "http://user:p@ss@h/x@y", parts: []string{"user"}, rest: "http://\x00@h/x@y"},
+		{in: "http://user:p@ss@h/x@y", parts: []string{"user", "p", "ss"}, rest: "http://\x00@h/x@y"},
+		{in: "http://user:p@ss@h/x@y", proxy: true, parts: []string{"user", "p", "ss", "h", "x"}, rest: "http://\x00@y"},
 		{in: "socks5://1080:abcd@h", parts: []string{"abcd"}, rest: "socks5://\x00@h"},
 		{in: "a b://user1@h", rest: "a b://user1@h"},
+		{in: "a b://user1@h", proxy: true, parts: []string{"a b", "user1"}, rest: "\x00@h"},
 		{in: "https://[2001:db8::1]:8443", rest: "https://[2001:db8::1]:8443"},
 		{in: "host/path@x", rest: "host/path@x"},
+		{in: "host/path@x", proxy: true, parts: []string{"host", "path"}, rest: "\x00@x"},
+		// The attacks of issue 17: '?' and '#' in a password, digits too.
+		{in: "http://user:12345#f@10.9.9.9:3128", parts: []string{"user", "12345", "f"}, rest: "http://\x00@10.9.9.9:3128"},
+		{in: "http://s3cretUSERtok?@10.9.9.9", proxy: true, parts: []string{"s3cretUSERtok"}, rest: "http://\x00@10.9.9.9"},
+		{in: "https://u:1080@h", parts: []string{"u"}, rest: "https://\x00@h"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			parts, rest := htUserinfoParts(tc.in)
+			parts, rest := htUserinfoParts(tc.in, tc.proxy)
 			require.Equal(t, tc.parts, parts)
 			require.Equal(t, tc.rest, rest)
 		})
 	}
+	// What the code before issue 17 returned for the attacks: the oracle
+	// calls each a leak.
+	require.Equal(t, "user", htLeak("http://user:12345#f@10.9.9.9:3128", "user:12345", true))
+	require.Equal(t, "s3cretUSERtok", htLeak("http://s3cretUSERtok?@10.9.9.9:3128", "s3cretusertok:80", true))
+	require.Equal(t, "s3cretUSERtok", htLeak("https://s3cretUSERtok?@shop.example/", "s3cretusertok", false))
+	require.Equal(t, "12345", htLeak("http://ab:12345#@h", "h:12345", true), "digits too")
+	require.Empty(t, htLeak("socks5://u:1080@h", "h:1080", true), "a default port is not a leak")
 }
 
+// FuzzProxyAndDomainNeverLeakUserinfo: no part of what any reader could
+// take for userinfo reaches the proxy or domain label, and the labels hold
+// nothing a host name cannot. Before issue 17 it missed passwords holding
+// '?' or '#': its oracle ended the userinfo where RFC 3986 ends the
+// authority, as the code did, and skipped parts of digits and parts
+// shorter than four bytes; its seeds had no such password.
 func FuzzProxyAndDomainNeverLeakUserinfo(f *testing.F) {
 	for _, s := range []string{
 		"http://user:s3cret@10.1.2.3:8080",
@@ -407,30 +445,28 @@ func FuzzProxyAndDomainNeverLeakUserinfo(f *testing.F) {
 		"user:s3cret@host/redirect?to=http://other.example",
 		"socks5h://admin:hunter22@[::1]:1080",
 		"http://user:pw@host:port@real.example:80",
+		"http://user:12345#f@10.9.9.9:3128",
+		"http://s3cretUSERtok?@10.9.9.9:3128",
+		"http://alice:12/34@proxy.example:8080",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		parts, rest := htUserinfoParts(s)
-		lowerRest := strings.ToLower(rest)
-		for name, out := range map[string]string{"ProxyOf": ProxyOf(s), "DomainOf": DomainOf(s)} {
-			if !utf8.ValidString(out) {
-				t.Fatalf("%s(%q) = %q: invalid UTF-8", name, s, out)
+		for _, c := range []struct {
+			name  string
+			out   string
+			proxy bool
+		}{{"ProxyOf", ProxyOf(s), true}, {"DomainOf", DomainOf(s), false}} {
+			if !utf8.ValidString(c.out) {
+				t.Fatalf("%s(%q) = %q: invalid UTF-8", c.name, s, c.out)
 			}
-			if i := strings.IndexFunc(out, func(r rune) bool {
+			if i := strings.IndexFunc(c.out, func(r rune) bool {
 				return r <= ' ' || r == 0x7f || strings.ContainsRune(`@/?#\"`, r)
 			}); i >= 0 {
-				t.Fatalf("%s(%q) = %q: has %q", name, s, out, out[i])
+				t.Fatalf("%s(%q) = %q: has %q", c.name, s, c.out, c.out[i])
 			}
-			lowerOut := strings.ToLower(out)
-			for _, p := range parts {
-				lp := strings.ToLower(p)
-				if strings.Contains(lowerRest, lp) {
-					continue // also outside the userinfo: not a leak
-				}
-				if strings.Contains(lowerOut, lp) {
-					t.Fatalf("%s(%q) = %q: has %q of the userinfo", name, s, out, p)
-				}
+			if p := htLeak(s, c.out, c.proxy); p != "" {
+				t.Fatalf("%s(%q) = %q: has %q of the userinfo", c.name, s, c.out, p)
 			}
 		}
 	})
@@ -442,21 +478,60 @@ func TestSchemeInQuery(t *testing.T) {
 	require.Equal(t, "example.com", DomainOf("example.com/r?to=http://evil.example"))
 	require.Equal(t, "example.com", DomainOf("//example.com/r?to=https://evil.example"))
 	require.Equal(t, "example.com", DomainOf("https://example.com/r?to=http://evil.example"))
-	require.Equal(t, "10.0.0.1:8080", ProxyOf("10.0.0.1:8080/x?u=http://user:s3cret@evil:1"))
+	require.Equal(t, "example.com", DomainOf("example.com/x?u=http://user:s3cret@evil:1"))
+	require.Equal(t, "10.0.0.1:8080", ProxyOf("10.0.0.1:8080/x?u=http://evil:1"))
 	require.Equal(t, "h.example:1080", ProxyOf("SOCKS5://h.example"))
 }
 
-// TestProxyUnescapedUserinfo: a password with an unescaped '/' (not a valid
-// URL, but what string concatenation produces) must not end up in the
-// proxy label.
-func TestProxyUnescapedUserinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		"http://alice:12/34@proxy.example:8080": "proxy.example:8080",
-		"http://alice:p/a/ss@10.0.0.1:3128/":    "10.0.0.1:3128",
-		"alice:12/34@10.0.0.1:3128":             "10.0.0.1:3128",
-		"socks5://u:x/y@h.example":              "h.example:1080",
-		"http://h.example:8080/path?next=a@b":   "h.example:8080",
+// TestAmbiguousUserinfo is attack 4 of issue 17: a password with an
+// unescaped '/', '?' or '#' (not a valid URL, but what string
+// concatenation produces) is read by curl and Go's net/url as the end of
+// the host, by a reader that takes userinfo up to the last '@' (Python's
+// urllib for proxy URLs) as part of the userinfo. Either guess may put a
+// credential in a label, so such a URL gives no proxy and no domain.
+func TestAmbiguousUserinfo(t *testing.T) {
+	for _, in := range []string{
+		"http://user:12345#f@10.9.9.9:3128",
+		"http://s3cretUSERtok?@10.9.9.9:3128",
+		"http://s3cretUSERtok?@10.9.9.9",
+		"https://user:pw?x#y@shop.example/path",
+		"user:12345#f@10.9.9.9:3128",
+		"//user:12345?@10.9.9.9:3128",
+		"socks5://u:x?y@h.example",
+		"http://user:p#w@h.example/x@y",
 	} {
-		require.Equal(t, want, ProxyOf(in), in)
+		require.Empty(t, ProxyOf(in), "ProxyOf(%q)", in)
+		require.Empty(t, DomainOf(in), "DomainOf(%q)", in)
 	}
+	// Proxy URLs have no path: an '@' anywhere after the authority's end
+	// makes one ambiguous.
+	for _, in := range []string{
+		"http://alice:12/34@proxy.example:8080",
+		"http://alice:p/a/ss@10.0.0.1:3128/",
+		"alice:12/34@10.0.0.1:3128",
+		"socks5://u:x/y@h.example",
+		"http://h.example:8080/path?next=a@b",
+		"http://user@host/x@y?z=a@b#c@d",
+		"10.0.0.1:8080/x?u=http://user:s3cret@evil:1",
+	} {
+		require.Empty(t, ProxyOf(in), "ProxyOf(%q)", in)
+	}
+	// A target's path begins at the first '/': an '@' after it is no
+	// userinfo, and the host before it is what every client connects to.
+	for in, want := range map[string]string{
+		"https://example.com/@user":                "example.com",
+		"https://example.com/p?mail=a@b.example":   "example.com",
+		"https://u:p@example.com/x?next=a@b#c@d":   "example.com",
+		"https://example.com/?q=a#user:12345#f@x":  "example.com",
+		"https://example.com:8443/a?b@c/d":         "example.com",
+		"example.com/login?user=bob@corp.example":  "example.com",
+		"http://user:pw@h.example/redirect@x?y#@z": "h.example",
+	} {
+		require.Equal(t, want, DomainOf(in), in)
+	}
+	// Nothing changes for URLs without an '@' past the authority.
+	require.Equal(t, "10.9.9.9:3128", ProxyOf("http://user:12345%23f@10.9.9.9:3128"))
+	require.Equal(t, "10.9.9.9:80", ProxyOf("http://s3cretUSERtok%3F@10.9.9.9"))
+	require.Equal(t, "h.example:8080", ProxyOf("http://h.example:8080/path?q#f"))
+	require.Equal(t, "shop.example", DomainOf("https://shop.example?q=1#f"))
 }

@@ -6,6 +6,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
 // ValueKind is the type of an attribute value.
@@ -156,6 +160,20 @@ type Mapper struct {
 	selectByKey bool
 	maxSkew     int64
 	now         func() time.Time
+	// proxyDropped and domainDropped count accepted spans whose proxy.url, or whose target
+	// attributes, gave no host (CountDroppedHosts; nil: not counted).
+	proxyDropped, domainDropped *metrics.Counter
+}
+
+// CountDroppedHosts makes the mapper count, in reg, the accepted spans
+// that had a proxy URL or a target attribute from which no host could be
+// taken: unparsable, or ambiguous about where its userinfo ends (see
+// DomainOf, ProxyOf). Their proxy or domain label is left empty. Call it
+// before the mapper is used.
+func (m *Mapper) CountDroppedHosts(reg *selfmetrics.Registry) {
+	const help = "Accepted spans whose proxy.url (label=\"proxy\") or target attributes (label=\"domain\") gave no host, unparsable or ambiguous about where their userinfo ends; the label is left empty."
+	m.proxyDropped = reg.Counter(`proxylens_span_hosts_dropped_total{label="proxy"}`, help)
+	m.domainDropped = reg.Counter(`proxylens_span_hosts_dropped_total{label="domain"}`, help)
 }
 
 // NewMapper returns a mapper for cfg; now supplies the current time (nil
@@ -332,11 +350,17 @@ func (m *Mapper) Map(res, span *SpanAttrs, info *SpanInfo, now int64) (Record, R
 	r.Tier = cleanLabel(strings.ToLower(pick(span.tier, res.tier)))
 	if u := pick(span.proxyURL, res.proxyURL); u != "" {
 		r.Proxy = ProxyOf(u)
+		if r.Proxy == "" && m.proxyDropped != nil {
+			m.proxyDropped.Inc()
+		}
 	}
 	r.Application = cleanLabel(pick(pick(span.appID, res.appID), res.serviceName))
 	r.Domain = domainOf(span)
 	if r.Domain == "" {
 		r.Domain = domainOf(res)
+		if r.Domain == "" && m.domainDropped != nil && (hasTarget(span) || hasTarget(res)) {
+			m.domainDropped.Inc()
+		}
 	}
 
 	method := pick(span.method, span.oldMethod)
@@ -386,6 +410,11 @@ func domainOf(a *SpanAttrs) string {
 		}
 	}
 	return ""
+}
+
+// hasTarget reports whether a holds an attribute domainOf reads.
+func hasTarget(a *SpanAttrs) bool {
+	return a.serverAddress != "" || a.urlFull != "" || a.oldURL != "" || a.host != "" || a.peerName != ""
 }
 
 func size(v int64, ok bool, old int64, oldOK bool) uint64 {

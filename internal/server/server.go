@@ -283,6 +283,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	mapper := otelanalytics.NewMapper(s.cfg.Mapping, s.opts.Now)
+	mapper.CountDroppedHosts(s.self)
 	s.recv, err = receiver.New(receiver.Config{
 		GRPCAddr:         s.cfg.OTLPGRPCAddr,
 		HTTPAddr:         s.cfg.OTLPHTTPAddr,
@@ -291,7 +293,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		RetryAfter:       s.cfg.Receiver.RetryAfter,
 		TLS:              s.tls,
 		Authorize:        s.ingestAuthorizer(),
-	}, otelanalytics.NewMapper(s.cfg.Mapping, s.opts.Now), s.pipeline, s.self, s.log)
+	}, mapper, s.pipeline, s.self, s.log)
 	if err != nil {
 		return err
 	}
