@@ -103,7 +103,7 @@ func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
 			if rd.Err != nil {
 				return nil, fmt.Errorf("window chunk: %w", rd.Err)
 			}
-			c, err := chunkenc.FromData(enc, b)
+			c, err := chunkFromData(enc, b)
 			if err != nil {
 				return nil, fmt.Errorf("window chunk: %w", err)
 			}
@@ -111,6 +111,22 @@ func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
 		}
 	}
 	return dst, nil
+}
+
+// chunkFromData is chunkenc.FromData that refuses bytes too short for the
+// encoding's header (2 bytes of sample count for XOR, 3 with the flags of
+// the others), which Prometheus' iterators slice without a check: a
+// damaged value, or one from a doctored backup, fails its read instead of
+// crashing the query that reads it.
+func chunkFromData(enc chunkenc.Encoding, b []byte) (chunkenc.Chunk, error) {
+	header := 3
+	if enc == chunkenc.EncXOR || enc == chunkenc.EncXOR2 {
+		header = 2
+	}
+	if len(b) < header {
+		return nil, fmt.Errorf("chunk of %d bytes: %w", len(b), errCorrupt)
+	}
+	return chunkenc.FromData(enc, b)
 }
 
 // appendSummaries encodes a window's summaries: uvarint count, then for
@@ -141,7 +157,7 @@ func decodeSummaries(val []byte, dst []summary) ([]summary, error) {
 		if rd.Err != nil || sum.res <= 0 {
 			return nil, fmt.Errorf("window summary: %w", errCorrupt)
 		}
-		c, err := chunkenc.FromData(enc, b)
+		c, err := chunkFromData(enc, b)
 		if err != nil {
 			return nil, fmt.Errorf("window summary: %w", err)
 		}
