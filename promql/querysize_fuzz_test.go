@@ -68,3 +68,26 @@ func FuzzScanQuery(f *testing.F) {
 		}
 	})
 }
+
+// TestHandoffParser: the engine's parse of the string run made for a
+// query is the tree run handed over, once; any other string, equal or
+// not, is parsed.
+func TestHandoffParser(t *testing.T) {
+	h := newHandoffParser(parser.NewParser(parser.Options{}))
+	expr := &parser.NumberLiteral{Val: 42}
+	q, done := h.put("1 + 1", expr)
+	got, err := h.ParseExpr("1 + 1") // equal text, another string
+	if err != nil || got == parser.Expr(expr) {
+		t.Fatalf("another string equal to the query got the handed tree: %v, %v", got, err)
+	}
+	if got, err := h.ParseExpr(q); err != nil || got != parser.Expr(expr) {
+		t.Fatalf("the query's string parsed to %v, %v, not the handed tree", got, err)
+	}
+	if got, err := h.ParseExpr(q); err != nil || got == parser.Expr(expr) {
+		t.Fatalf("the handed tree was taken twice: %v, %v", got, err)
+	}
+	done()
+	if len(h.exprs) != 0 {
+		t.Fatalf("%d trees left behind", len(h.exprs))
+	}
+}

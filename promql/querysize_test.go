@@ -279,3 +279,31 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Colle
 	require.Fail(t, "no metric "+name)
 	return nil
 }
+
+// TestNestedQueryNotForwarded: in query proxy mode the bounds apply
+// before anything is forwarded, to queries, selectors and Exec alike.
+func TestNestedQueryNotForwarded(t *testing.T) {
+	up := newFakeUpstream(t, answerJSON(http.StatusOK, `{"status":"success","data":{"resultType":"vector","result":[]}}`))
+	srv, a := startProxy(t, promql.Config{}, promql.UpstreamConfig{URL: up.URL}, promql.Options{})
+	deep := strings.Repeat("(", 10_000) + "1" + strings.Repeat(")", 10_000)
+	for _, c := range []struct {
+		path string
+		form url.Values
+	}{
+		{"/api/v1/query", url.Values{"query": {deep}}},
+		{"/api/v1/query_range", url.Values{"query": {deep}, "start": {"0"}, "end": {"60"}, "step": {"15"}}},
+		{"/api/v1/query_exemplars", url.Values{"query": {deep}}},
+		{"/api/v1/series", url.Values{"match[]": {deep}}},
+	} {
+		code, env, _ := do(t, http.MethodPost, srv.URL+c.path, c.form)
+		require.Equal(t, http.StatusBadRequest, code, env.Error)
+		require.Contains(t, env.Error, "(query.max_query_depth)", c.path)
+	}
+	res, err := a.Exec(context.Background(), promql.Request{Query: deep, End: t0})
+	res.Close()
+	require.ErrorContains(t, err, "(query.max_query_depth)")
+	require.Zero(t, up.count(), "nothing forwarded")
+	code, env, _ := do(t, http.MethodPost, srv.URL+"/api/v1/query", url.Values{"query": {"up"}})
+	require.Equal(t, http.StatusOK, code, env.Error)
+	require.Equal(t, 1, up.count())
+}
