@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -421,4 +423,25 @@ func TestPprofAdminOnly(t *testing.T) {
 		require.Contains(t, entries[0].Error, "may not use /debug/pprof/: it needs the admin role")
 		require.Equal(t, http.StatusOK, as("vera", "vera-pass", "/api/v1/query?query=1"), "the server still answers")
 	})
+}
+
+// TestOpenWriteWarning: without users, writing series is open like
+// reading; a listener off loopback says so at start, and the names
+// proxylens owns are refused there all the same.
+func TestOpenWriteWarning(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HTTPAddr = "0.0.0.0:0"
+	logs := &syncBuffer{}
+	s := start(t, cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	require.Contains(t, logs.String(), "anyone who reaches it can query and write series")
+	_, port, err := net.SplitHostPort(s.HTTPAddr().String())
+	require.NoError(t, err)
+	addr := "127.0.0.1:" + port
+	raw, err := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: series("proxy_requests_total", "source", "forged"), Samples: []prompb.Sample{{Timestamp: time.Now().UnixMilli(), Value: 1e6}}}}}).Marshal()
+	require.NoError(t, err)
+	resp, err := http.Post("http://"+addr+"/api/v1/write", "application/x-protobuf", bytes.NewReader(snappy.Encode(nil, raw)))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 }
