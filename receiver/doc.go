@@ -16,7 +16,8 @@
 //
 // Series written from outside (OTLP metrics, remote write) go to a
 // SeriesWriter, which appends them through Prometheus' storage.AppendableV2:
-// this package never imports the store.
+// this package never imports the store. Names proxylens writes itself
+// (proxy_*, proxylens_*: ReservedName) are refused there, to every writer.
 //
 // The files: receiver.go (the listeners, the in-flight budget, the trace
 // export), grpc.go and otlphttp.go (the transports, one handler each for

@@ -327,6 +327,12 @@ var badConfigs = map[string][]string{
 		"line 4: query.upstream.bearer_tokn: unknown key",
 	},
 
+	// auth: a viewer's token may not ingest; a misspelt role
+	"auth_otlp_require_token.bad.yaml": {
+		`auth.tokens[1].role: must be viewer, analyst, admin or writer, got "writter"`,
+		"auth.otlp_require_token: needs a token with the writer or admin role (or admin_token_file) to accept",
+	},
+
 	// Every problem of a file is reported at once.
 	// remote write
 	"remote_write_url.bad.yaml": {
