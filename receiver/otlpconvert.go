@@ -75,8 +75,9 @@ func (c *otlpConversion) reject(n int, format string, args ...any) {
 	}
 }
 
-// convertOTLP converts metrics as Prometheus' OTLP endpoint does.
-func convertOTLP(md pmetric.Metrics) *otlpConversion {
+// convertOTLP converts metrics as Prometheus' OTLP endpoint does; the
+// names refused says are refused (nil: none).
+func convertOTLP(md pmetric.Metrics, refused func(name string) bool) *otlpConversion {
 	conv := &otlpConversion{metadata: map[string]metadata.Metadata{}}
 	namer := otlptranslator.MetricNamer{WithMetricSuffixes: true}
 	unitNamer := otlptranslator.UnitNamer{}
@@ -107,7 +108,7 @@ func convertOTLP(md pmetric.Metrics) *otlpConversion {
 					conv.reject(dataPoints(m), "metric %q: %v", m.Name(), err)
 					continue
 				}
-				if ReservedName(name) {
+				if refused != nil && refused(name) {
 					n := dataPoints(m)
 					conv.reserved += int64(n)
 					conv.reject(n, "metric %q: the name %s is written by proxylens only (proxy_*, proxylens_*)", m.Name(), name)

@@ -33,7 +33,7 @@ func (w *SeriesWriter) ServeOTLP(rw http.ResponseWriter, r *http.Request) {
 // in the result; the rest are written. An error means nothing was written
 // and the client should retry.
 func (w *SeriesWriter) writeOTLP(ctx context.Context, md pmetric.Metrics) (exportResult, error) {
-	conv := convertOTLP(md)
+	conv := convertOTLP(md, w.refuses)
 	app := w.app.AppenderV2(ctx)
 	limit := w.opts.Now().Add(maxAhead).UnixMilli()
 	written := 0

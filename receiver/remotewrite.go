@@ -33,6 +33,9 @@ type SeriesWriterOptions struct {
 	// labels memoised by their bytes on the wire (see seriesCache).
 	// Default 65,536.
 	SeriesCacheSize int
+	// AcceptReservedNames writes series named proxy_* and proxylens_*
+	// too (see ReservedName): off, they are refused.
+	AcceptReservedNames bool
 	// SetMetadata records the metadata of written families (nil: dropped).
 	SetMetadata func(map[string]metadata.Metadata) error
 	Metrics     *selfmetrics.Registry
@@ -115,6 +118,11 @@ const reasonReservedName = "reserved_name"
 // outside they would forge the counters every dashboard shows.
 func ReservedName(name string) bool {
 	return strings.HasPrefix(name, "proxy_") || strings.HasPrefix(name, "proxylens_")
+}
+
+// refuses reports whether w refuses a series named name.
+func (w *SeriesWriter) refuses(name string) bool {
+	return !w.opts.AcceptReservedNames && ReservedName(name)
 }
 
 // maxNamedSeries bounds a refused series as an error message names it.
@@ -276,7 +284,7 @@ func (w *SeriesWriter) remoteWrite(r *http.Request) (int, reservedRefusal, error
 	if err := app.Commit(); err != nil {
 		return 0, none, err
 	}
-	w.setMetadata(remoteWriteMetadata(req.Metadata))
+	w.setMetadata(remoteWriteMetadata(req.Metadata, w.refuses))
 	return n, reserved, nil
 }
 
@@ -299,7 +307,7 @@ func (w *SeriesWriter) appendRemoteWrite(app storage.AppenderV2, req *prompb.Wri
 		if err := validSeries(ls); err != nil {
 			return 0, reserved, fmt.Errorf("%w: series %d: %w", errBadData, i, err)
 		}
-		if ReservedName(ls.Get(model.MetricNameLabel)) {
+		if w.refuses(ls.Get(model.MetricNameLabel)) {
 			reserved.add(ls, len(ts.Samples)+len(ts.Histograms))
 			continue
 		}
@@ -362,11 +370,11 @@ func appendError(err error, ls labels.Labels, t int64) error {
 	return fmt.Errorf("append to series %s: %w", ls, err)
 }
 
-// remoteWriteMetadata is a request's metadata, but of reserved names.
-func remoteWriteMetadata(mds []prompb.MetricMetadata) map[string]metadata.Metadata {
+// remoteWriteMetadata is a request's metadata, but of the names refused.
+func remoteWriteMetadata(mds []prompb.MetricMetadata, refused func(string) bool) map[string]metadata.Metadata {
 	out := map[string]metadata.Metadata{}
 	for _, md := range mds {
-		if ReservedName(md.MetricFamilyName) {
+		if refused(md.MetricFamilyName) {
 			continue
 		}
 		typ := strings.ToLower(md.Type.String())

@@ -146,7 +146,7 @@ func (w *SeriesWriter) appendFastSeries(app storage.AppenderV2, st *fastState, t
 		}
 		st.b.Sort()
 		ls := st.b.Labels()
-		if validSeries(ls) != nil || ReservedName(ls.Get(model.MetricNameLabel)) {
+		if validSeries(ls) != nil || w.refuses(ls.Get(model.MetricNameLabel)) {
 			return 0, false // the slow path refuses them; reserved names never enter the cache
 		}
 		e = &cachedSeries{ls: ls}

@@ -72,7 +72,7 @@ func FuzzConvertOTLP(f *testing.F) {
 		if req.UnmarshalProto(data) != nil {
 			return
 		}
-		conv := convertOTLP(req.Metrics())
+		conv := convertOTLP(req.Metrics(), ReservedName)
 		for _, s := range conv.samples {
 			name := s.ls.Get("__name__")
 			if name == "" {

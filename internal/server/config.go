@@ -117,6 +117,11 @@ type ReceiverConfig struct {
 	// MaxInflightRecords bounds the records being committed at once.
 	// Default 1048576.
 	MaxInflightRecords int `yaml:"max_inflight_records"`
+	// AcceptReservedNames lets writers of series (remote write, OTLP
+	// metrics) write the names proxylens writes itself, proxy_* and
+	// proxylens_*: only to load a copy of proxylens' own series. Default
+	// false.
+	AcceptReservedNames bool `yaml:"accept_reserved_names"`
 }
 
 // StorageConfig is the storage section of the config file.

@@ -97,10 +97,11 @@ func TestGoodConfig(t *testing.T) {
 		LogFormat:           "json",
 		AdminTokenFile:      "testdata/admin.token",
 		Receiver: ReceiverConfig{
-			MaxRequestBytes:    16 << 20,
-			MaxInflightBytes:   128 << 20,
-			RetryAfter:         2 * time.Second,
-			MaxInflightRecords: 65536,
+			MaxRequestBytes:     16 << 20,
+			MaxInflightBytes:    128 << 20,
+			RetryAfter:          2 * time.Second,
+			MaxInflightRecords:  65536,
+			AcceptReservedNames: true,
 		},
 		Mapping: otelanalytics.MappingConfig{
 			Selector:     []string{"proxy.source", "proxy.url", "gateway.route"},

@@ -240,11 +240,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Upstream:   upstream,
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
-		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
-		SetMetadata:     s.store.Series().SetMetadata,
-		Metrics:         s.self,
-		Logger:          s.log,
-		Now:             s.opts.Now,
+		MaxRequestBytes:     s.cfg.Receiver.MaxRequestBytes,
+		AcceptReservedNames: s.cfg.Receiver.AcceptReservedNames,
+		SetMetadata:         s.store.Series().SetMetadata,
+		Metrics:             s.self,
+		Logger:              s.log,
+		Now:                 s.opts.Now,
 	})
 	if err := s.startRemoteWrite(ctx); err != nil {
 		return err

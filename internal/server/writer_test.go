@@ -140,6 +140,36 @@ func TestRemoteWriteReservedNames(t *testing.T) {
 	require.Len(t, instant(t, s, `last_over_time(node_load1[10m])`, at), 2)
 }
 
+// TestAcceptReservedNames: receiver.accept_reserved_names lets a copy of
+// proxylens' own series in, by remote write and OTLP metrics alike.
+func TestAcceptReservedNames(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Receiver.AcceptReservedNames = true
+	s := start(t, cfg, Options{})
+	now := time.Now().UTC().Truncate(time.Minute)
+	t0 := now.Add(-5 * time.Minute).UnixMilli()
+	code, body := postWrite(t, s, &prompb.WriteRequest{
+		Timeseries: []prompb.TimeSeries{
+			{Labels: series("proxy_requests_total", "source", "copied", "outcome", "success"), Samples: []prompb.Sample{{Timestamp: t0, Value: 10}, {Timestamp: t0 + 60e3, Value: 12}}},
+		},
+		Metadata: []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "proxy_requests_total", Help: "copied help"}},
+	}, "")
+	require.Equal(t, http.StatusNoContent, code, body)
+	v := instant(t, s, `proxy_requests_total{source="copied"}`, now)
+	require.Len(t, v, 1)
+	require.EqualValues(t, 12, v[0].Value)
+
+	conn, err := grpc.NewClient(s.OTLPGRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	resp, err := pmetricotlp.NewGRPCClient(conn).Export(t.Context(), pmetricotlp.NewExportRequestFromMetrics(otlpMetrics(now)))
+	require.NoError(t, err)
+	require.Zero(t, resp.PartialSuccess().RejectedDataPoints(), resp.PartialSuccess().ErrorMessage())
+	at := now.Add(time.Minute)
+	require.Len(t, instant(t, s, `proxy_requests_total{job="shop"}`, at), 2)
+	require.Len(t, instant(t, s, `proxylens_up{job="shop"}`, at), 1)
+}
+
 // otlpMetrics is an OTLP metrics request of service shop: one good gauge
 // and metrics whose translated names proxylens owns.
 func otlpMetrics(now time.Time) pmetric.Metrics {
