@@ -120,7 +120,10 @@ func (r *Receiver) grpcHandler(sig signal) grpc.MethodHandler {
 		start := time.Now()
 		var msg rawMessage
 		if err := dec(&msg); err != nil {
-			return nil, r.grpcRecvError(err, sig, start)
+			if sig.done != nil && status.Code(err) == codes.ResourceExhausted {
+				sig.done("too_large", start)
+			}
+			return nil, err
 		}
 		defer msg.buf.Free()
 		body := msg.buf.ReadOnlyData()
@@ -140,36 +143,13 @@ func (r *Receiver) grpcHandler(sig signal) grpc.MethodHandler {
 	}
 }
 
-// grpcRecvError is the status of a request gRPC could not receive. gRPC
-// reports a decompressor's error as Internal quoting its text: a message
-// whose decompression would pass the in-flight budget is answered as an
-// overloaded request (Unavailable, retryable), and one whose zstd window is
-// too large as too large.
-func (r *Receiver) grpcRecvError(err error, sig signal, start time.Time) error {
-	st, _ := status.FromError(err)
-	var o string
-	switch {
-	case st.Code() == codes.ResourceExhausted:
-		o = "too_large"
-	case st.Code() != codes.Internal:
-		return err
-	case strings.Contains(st.Message(), errInflateBudget.Error()):
-		o, err = "overloaded", fmt.Errorf("%w: %w", otelanalytics.ErrOverloaded, errInflateBudget)
-	case strings.Contains(st.Message(), errZstdWindow.Error()):
-		o, err = "too_large", status.Error(codes.ResourceExhausted, errZstdWindow.Error())
-	default:
-		return err
-	}
-	if sig.done != nil {
-		sig.done(o, start)
-	}
-	if o == "overloaded" {
-		return r.grpcStatus(err)
-	}
-	return err
-}
-
 func (r *Receiver) grpcHandle(ctx context.Context, body []byte, sig signal) (exportResult, error) {
+	switch err := inflateRefusal(body); {
+	case errors.Is(err, errInflateBudget):
+		return exportResult{}, fmt.Errorf("%w: %w", otelanalytics.ErrOverloaded, err)
+	case err != nil:
+		return exportResult{}, err
+	}
 	n := int64(len(body))
 	if !r.budget.acquire(n, 0) {
 		return exportResult{}, otelanalytics.ErrOverloaded
@@ -185,6 +165,8 @@ func (r *Receiver) grpcStatus(err error) error {
 	switch {
 	case errors.Is(err, errMalformed):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, errTooLarge):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

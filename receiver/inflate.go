@@ -34,11 +34,34 @@ const gzipState = 64 << 10
 // maxZstdWindow.
 var errZstdWindow = fmt.Errorf("%w: zstd window larger than %d bytes", errTooLarge, maxZstdWindow)
 
-// errInflateBudget refuses a compressed gRPC message whose decompression
-// would pass the in-flight budget. gRPC reports a decompressor's error as
-// Internal with its text; the handler recognises this text and answers
-// Unavailable, as for any other saturation.
+// errInflateBudget refuses a compressed message whose decompression would
+// pass the in-flight budget.
 var errInflateBudget = errors.New("in-flight request bytes exhausted while decompressing")
+
+// A compressed gRPC message that is refused while gRPC decompresses it
+// cannot be refused there with the status the OTLP specification asks for:
+// gRPC answers every decompressor error itself, as Internal, which clients
+// do not retry. Instead the decompressor ends the message early with one of
+// these markers (protobuf field 0, which no valid message has) and the
+// handler, which finds it at the end of the message, refuses the request as
+// it should: Unavailable when the budget is full, ResourceExhausted when
+// the zstd window is too large. A client that puts a marker at the end of
+// its own message only has its own request refused.
+var (
+	markOverloaded = []byte("\x00proxylens: refused while decompressing: overloaded")
+	markZstdWindow = []byte("\x00proxylens: refused while decompressing: zstd window")
+)
+
+// inflateRefusal is the error of a message that ends with a marker, or nil.
+func inflateRefusal(body []byte) error {
+	switch {
+	case bytes.HasSuffix(body, markOverloaded):
+		return errInflateBudget
+	case bytes.HasSuffix(body, markZstdWindow):
+		return errZstdWindow
+	}
+	return nil
+}
 
 func newZstdDecoder() (*zstd.Decoder, error) {
 	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
@@ -121,13 +144,18 @@ func (*zstdCompressor) Compress(w io.Writer) (io.WriteCloser, error) {
 }
 
 func (z *zstdCompressor) Decompress(r io.Reader) (io.Reader, error) {
+	in := &reservingReader{b: grpcInflateBudget.Load()}
 	window, stream, err := zstdWindow(r)
+	if errors.Is(err, errZstdWindow) {
+		in.mark = markZstdWindow
+		return in, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	in := &reservingReader{b: grpcInflateBudget.Load()}
 	if err := in.reserve(zstdState(window)); err != nil {
-		return nil, err
+		in.mark = markOverloaded
+		return in, nil
 	}
 	d, ok := z.decoders.Get().(*zstd.Decoder)
 	if !ok {
@@ -165,7 +193,8 @@ func (g *gzipCompressor) Compress(w io.Writer) (io.WriteCloser, error) {
 func (g *gzipCompressor) Decompress(r io.Reader) (io.Reader, error) {
 	in := &reservingReader{b: grpcInflateBudget.Load()}
 	if err := in.reserve(gzipState); err != nil {
-		return nil, err
+		in.mark = markOverloaded
+		return in, nil
 	}
 	zr, _ := g.readers.Get().(*gzip.Reader)
 	var err error
@@ -185,13 +214,14 @@ func (g *gzipCompressor) Decompress(r io.Reader) (io.Reader, error) {
 
 // reservingReader reserves from b what r produces, before it is produced,
 // and releases it all at Close, which gRPC calls once the message is read
-// (the handler then reserves the message it holds). A read that would pass
-// the budget fails with errInflateBudget.
+// (the handler then reserves the message it holds). When the budget is
+// full, or mark is set from the start, the message ends with a marker.
 type reservingReader struct {
 	r    io.Reader
 	b    *budget
 	held int64
 	done func() // returns the decompressor to its pool
+	mark []byte // the rest of the marker to end the message with
 }
 
 func (x *reservingReader) reserve(n int64) error {
@@ -203,12 +233,20 @@ func (x *reservingReader) reserve(n int64) error {
 }
 
 func (x *reservingReader) Read(p []byte) (int, error) {
+	if x.mark != nil {
+		n := copy(p, x.mark)
+		if x.mark = x.mark[n:]; len(x.mark) == 0 {
+			x.mark, x.r = nil, nil // sent: EOF next
+		}
+		return n, nil
+	}
 	if x.r == nil {
 		return 0, io.EOF
 	}
 	want := int64(len(p))
 	if err := x.reserve(want); err != nil {
-		return 0, err
+		x.mark = markOverloaded
+		return x.Read(p)
 	}
 	n, err := x.r.Read(p)
 	x.held -= want - int64(n)
