@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // rleFrame is a zstd frame of blocks RLE blocks of 128 KiB of zeros (4
@@ -247,4 +248,38 @@ func TestGRPCBombsStayWithinBudget(t *testing.T) {
 		require.NoError(t, err, enc)
 	}
 	require.Positive(t, s.requests())
+}
+
+// TestGRPCCompressedRefusalIsRetryable: a compressed gRPC export that
+// arrives while the budget is full is refused while it is decompressed,
+// and must still be answered Unavailable with RetryInfo, which clients
+// retry, not gRPC's own Internal, which they drop.
+func TestGRPCCompressedRefusalIsRetryable(t *testing.T) {
+	td := proxySpans(8, 1)
+	body := marshal(t, td)
+	c := newBlockingConsumer()
+	s := startReceiver(t, Config{MaxInflightBytes: 4096}, c)
+	t.Cleanup(c.unblock)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.send(t.Context(), http.MethodPost, contentProtobuf, "", body, false)
+		done <- err
+	}()
+	require.Equal(t, 8, <-c.entered, "the first request holds the budget")
+
+	for _, enc := range []string{"gzip", "zstd"} {
+		_, err := s.export(t.Context(), td, grpc.UseCompressor(enc))
+		requireRetryableGRPC(t, err, time.Second)
+		require.Contains(t, status.Convert(err).Message(), errInflateBudget.Error(), enc)
+	}
+	require.EqualValues(t, 2, s.counter(`proxylens_otlp_requests_total{transport="grpc",outcome="overloaded"}`))
+
+	c.unblock()
+	require.NoError(t, <-done)
+	require.Zero(t, s.rcv.budget.inflight.Load())
+	for _, enc := range []string{"gzip", "zstd"} {
+		_, err := s.export(t.Context(), td, grpc.UseCompressor(enc))
+		require.NoError(t, err, enc)
+	}
 }

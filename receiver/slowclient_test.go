@@ -50,8 +50,9 @@ func requireCutOff(t *testing.T, c net.Conn) {
 }
 
 // TestSlowUploadsDoNotStarveExports reproduces attack 1 of issue 17: four
-// connections announce 64 MiB bodies (the default request limit; together
-// the whole default in-flight budget) and trickle them a byte at a time.
+// connections announce bodies of 64 MiB - 1 (a buffer of 64 MiB each with
+// room to see the end: together the whole default in-flight budget, which
+// the receiver reserved up front) and trickle them a byte at a time.
 // Real OTLP exporters, over HTTP and gRPC, keep being served meanwhile, and
 // the slow uploads are cut off after the read timeout.
 func TestSlowUploadsDoNotStarveExports(t *testing.T) {
@@ -59,7 +60,7 @@ func TestSlowUploadsDoNotStarveExports(t *testing.T) {
 	addr := s.rcv.HTTPAddr().String()
 	var slow []net.Conn
 	for range 4 {
-		slow = append(slow, slowUpload(t, addr, "/v1/traces", 64<<20))
+		slow = append(slow, slowUpload(t, addr, "/v1/traces", 64<<20-1))
 	}
 	// Each slow upload holds a first chunk of the budget, not 64 MiB.
 	require.Eventually(t, func() bool { return s.rcv.budget.inflight.Load() == 4*readChunk },
