@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -282,4 +283,20 @@ func TestGRPCCompressedRefusalIsRetryable(t *testing.T) {
 		_, err := s.export(t.Context(), td, grpc.UseCompressor(enc))
 		require.NoError(t, err, enc)
 	}
+}
+
+// TestGRPCInflateBudgetFollowsRunningReceivers: gRPC decompression is
+// bounded by the budget of the receiver started last among those running,
+// and falls back to the one before when it shuts down.
+func TestGRPCInflateBudgetFollowsRunningReceivers(t *testing.T) {
+	a := startReceiver(t, Config{}, failingConsumer{err: errors.New("not reached")})
+	require.Same(t, &a.rcv.budget, grpcInflateBudget.Load())
+
+	b, err := New(Config{GRPCAddr: "127.0.0.1:0"}, testMapper(), failingConsumer{err: errors.New("not reached")}, nil, nil)
+	require.NoError(t, err)
+	require.NoError(t, b.Start(t.Context()))
+	require.Same(t, &b.budget, grpcInflateBudget.Load())
+	require.NoError(t, b.Shutdown(t.Context()))
+	require.NoError(t, b.Shutdown(t.Context()), "twice")
+	require.Same(t, &a.rcv.budget, grpcInflateBudget.Load())
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -119,9 +120,38 @@ func resetZstd(d *zstd.Decoder, stream io.Reader, window int64) error {
 // decompressed against. gRPC's compressors are registered process-wide
 // (encoding.RegisterCompressor, at program start) and are not told which
 // server a message came to, so this is per process: the budget of the
-// receiver started last (proxylens runs one). Without a receiver running,
-// decompression is bounded by the message size limit only.
-var grpcInflateBudget atomic.Pointer[budget]
+// receiver started last among those running (proxylens runs one; tests
+// may run several). Without a receiver running, decompression is bounded
+// by the message size limit only.
+var grpcInflateBudget inflateBudgets
+
+type inflateBudgets struct {
+	mu      sync.Mutex
+	running []*budget // in the order they started
+	current atomic.Pointer[budget]
+}
+
+func (g *inflateBudgets) Load() *budget { return g.current.Load() }
+
+// started makes b the budget of gRPC decompression.
+func (g *inflateBudgets) started(b *budget) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.running = append(g.running, b)
+	g.current.Store(b)
+}
+
+// stopped hands gRPC decompression back to the receiver started before b.
+func (g *inflateBudgets) stopped(b *budget) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.running = slices.DeleteFunc(g.running, func(x *budget) bool { return x == b })
+	var cur *budget
+	if n := len(g.running); n > 0 {
+		cur = g.running[n-1]
+	}
+	g.current.Store(cur)
+}
 
 func init() {
 	// gRPC requires compressors to be registered at program initialisation,

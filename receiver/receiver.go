@@ -118,6 +118,9 @@ type Receiver struct {
 	httpSrv  *httpServer
 	started  bool
 	shutdown bool
+	// inflating: the budget is gRPC decompression's (see
+	// grpcInflateBudget), from Start to Shutdown.
+	inflating bool
 
 	m receiverMetrics
 }
@@ -216,7 +219,6 @@ func (r *Receiver) Start(ctx context.Context) error {
 		return errors.New("receiver already started or shut down")
 	}
 	r.started = true
-	grpcInflateBudget.Store(&r.budget)
 	var lc net.ListenConfig
 	if r.cfg.GRPCAddr != "" {
 		ln, err := lc.Listen(ctx, "tcp", r.cfg.GRPCAddr)
@@ -225,6 +227,8 @@ func (r *Receiver) Start(ctx context.Context) error {
 		}
 		r.grpcLn = ln
 		r.grpcSrv = r.newGRPCServer()
+		grpcInflateBudget.started(&r.budget)
+		r.inflating = true
 		go func() {
 			if err := r.grpcSrv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				r.log.Error("OTLP/gRPC server stopped", "err", err)
@@ -237,6 +241,8 @@ func (r *Receiver) Start(ctx context.Context) error {
 		if err != nil {
 			if r.grpcSrv != nil {
 				r.grpcSrv.Stop()
+				grpcInflateBudget.stopped(&r.budget)
+				r.inflating = false
 			}
 			return fmt.Errorf("listen for OTLP/HTTP on %s: %w", r.cfg.HTTPAddr, err)
 		}
@@ -276,9 +282,12 @@ func (r *Receiver) HTTPAddr() net.Addr {
 func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.shutdown = true
-	grpcSrv, httpSrv := r.grpcSrv, r.httpSrv
+	grpcSrv, httpSrv, inflating := r.grpcSrv, r.httpSrv, r.inflating
+	r.inflating = false
 	r.mu.Unlock()
-	defer grpcInflateBudget.CompareAndSwap(&r.budget, nil)
+	if inflating {
+		defer grpcInflateBudget.stopped(&r.budget)
+	}
 	var errs []error
 	if httpSrv != nil {
 		if err := httpSrv.srv.Shutdown(ctx); err != nil {
