@@ -305,12 +305,6 @@ func (r Rejection) Label() string { return rejectionLabel[r] }
 // span's own; span attributes win. now is the current time in Unix
 // nanoseconds (see Now). The record's strings may alias the attribute values.
 func (m *Mapper) Map(res, span *SpanAttrs, info *SpanInfo, now int64) (Record, Rejection) {
-	return m.MapCached(res, span, info, now, nil)
-}
-
-// MapCached is Map with URLs and hosts reduced through hosts, a cache of
-// DomainOf and ProxyOf (nil: none). The record is the same either way.
-func (m *Mapper) MapCached(res, span *SpanAttrs, info *SpanInfo, now int64, hosts *HostCache) (Record, Rejection) {
 	var r Record
 	if !span.selected && !res.selected {
 		return r, NotSelected
@@ -337,12 +331,12 @@ func (m *Mapper) MapCached(res, span *SpanAttrs, info *SpanInfo, now int64, host
 	}
 	r.Tier = cleanLabel(strings.ToLower(pick(span.tier, res.tier)))
 	if u := pick(span.proxyURL, res.proxyURL); u != "" {
-		r.Proxy = hosts.Proxy(u)
+		r.Proxy = ProxyOf(u)
 	}
 	r.Application = cleanLabel(pick(pick(span.appID, res.appID), res.serviceName))
-	r.Domain = domainOf(span, hosts)
+	r.Domain = domainOf(span)
 	if r.Domain == "" {
-		r.Domain = domainOf(res, hosts)
+		r.Domain = domainOf(res)
 	}
 
 	method := pick(span.method, span.oldMethod)
@@ -383,10 +377,10 @@ func pick(a, b string) string {
 
 // domainOf picks the target domain: server.address, the host of url.full,
 // then the older http.url, http.host and net.peer.name.
-func domainOf(a *SpanAttrs, hosts *HostCache) string {
+func domainOf(a *SpanAttrs) string {
 	for _, s := range [...]string{a.serverAddress, a.urlFull, a.oldURL, a.host, a.peerName} {
 		if s != "" {
-			if d := hosts.Domain(s); d != "" {
+			if d := DomainOf(s); d != "" {
 				return d
 			}
 		}

@@ -17,9 +17,8 @@ import (
 // holds the request, resource, scope and span levels, decode_attrs.go the
 // attributes.
 type decoder struct {
-	m     *otelanalytics.Mapper
-	hosts *otelanalytics.HostCache // nil: none
-	now   int64
+	m   *otelanalytics.Mapper
+	now int64
 
 	res  otelanalytics.SpanAttrs
 	span otelanalytics.SpanAttrs
@@ -411,7 +410,7 @@ func (d *decoder) spanMsg(src []byte, map_ bool) (err error) {
 		return nil
 	}
 	d.stats.spans++
-	rec, rej := d.m.MapCached(&d.res, &d.span, &d.info, d.now, d.hosts)
+	rec, rej := d.m.Map(&d.res, &d.span, &d.info, d.now)
 	if rej != otelanalytics.Accepted {
 		d.stats.rejected[rej]++
 		return nil

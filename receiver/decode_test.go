@@ -134,7 +134,7 @@ func toValue(v pcommon.Value) otelanalytics.Value {
 }
 
 func decodeAll(m *otelanalytics.Mapper, buf []byte) ([]otelanalytics.Record, decodeStats, error) {
-	d := decoder{m: m, hosts: otelanalytics.NewHostCache()} // as the receiver decodes: differential against the uncached referenceMap
+	d := decoder{m: m}
 	d.reset(m.Now())
 	err := d.decode(buf)
 	return d.recs, d.stats, err
@@ -183,7 +183,7 @@ func FuzzDecode(f *testing.F) {
 func BenchmarkDecode(b *testing.B) {
 	m := testMapper()
 	buf := marshal(b, proxySpans(512, 7))
-	d := decoder{m: m, hosts: otelanalytics.NewHostCache()}
+	d := decoder{m: m}
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {

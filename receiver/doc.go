@@ -16,7 +16,8 @@
 //
 // Series written from outside (OTLP metrics, remote write) go to a
 // SeriesWriter, which appends them through Prometheus' storage.AppendableV2:
-// this package never imports the store.
+// this package never imports the store. Names proxylens writes itself
+// (proxy_*, proxylens_*: ReservedName) are refused there, to every writer.
 //
 // The files: receiver.go (the listeners, the trace export), budget.go (the
 // in-flight budget, reserved as bytes arrive), slowclient.go (read

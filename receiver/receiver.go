@@ -110,7 +110,6 @@ type Receiver struct {
 	reg      *selfmetrics.Registry
 	http     httpExports
 	decoders sync.Pool
-	hosts    hostCaches
 
 	mu       sync.Mutex
 	grpcSrv  *grpc.Server
@@ -310,45 +309,6 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// hostCaches are the URL caches (otelanalytics.HostCache) of a receiver's
-// decoders: a fixed set, apart from the pooled decoders so that a garbage
-// collection, which empties the pool, does not empty them, and so that
-// many requests at once do not each build one. A request takes a free one,
-// or decodes without when all are taken.
-type hostCaches struct {
-	slots [maxHostCaches]struct {
-		mu sync.Mutex
-		c  *otelanalytics.HostCache
-	}
-}
-
-// maxHostCaches bounds the URL caches of a receiver (each at most about
-// 3 MiB, see otelanalytics.HostCache).
-const maxHostCaches = 8
-
-// acquire sets *c to a free cache and returns its slot, or -1 and nil.
-func (h *hostCaches) acquire(c **otelanalytics.HostCache) int {
-	for i := range h.slots {
-		s := &h.slots[i]
-		if s.mu.TryLock() {
-			if s.c == nil {
-				s.c = otelanalytics.NewHostCache()
-			}
-			*c = s.c
-			return i
-		}
-	}
-	*c = nil
-	return -1
-}
-
-// release frees the slot acquire returned.
-func (h *hostCaches) release(slot int) {
-	if slot >= 0 {
-		h.slots[slot].mu.Unlock()
-	}
-}
-
 // exportResult is what a successful export answers.
 type exportResult struct {
 	rejected int64
@@ -359,11 +319,8 @@ type exportResult struct {
 // have been reserved from the budget by the caller.
 func (r *Receiver) export(ctx context.Context, transport int, body []byte) (exportResult, error) {
 	d := r.decoders.Get().(*decoder)
-	slot := r.hosts.acquire(&d.hosts)
 	defer func() {
 		clear(d.recs) // drop references into the request buffer
-		r.hosts.release(slot)
-		d.hosts = nil
 		r.decoders.Put(d)
 	}()
 	d.reset(r.mapper.Now())

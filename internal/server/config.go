@@ -399,8 +399,8 @@ func (c *Config) Validate() error {
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Auth.OTLPRequireToken && len(c.Auth.Tokens) == 0 && c.AdminTokenFile == "" {
-		errs = append(errs, errors.New("auth.otlp_require_token: needs auth.tokens (or admin_token_file) to accept"))
+	if c.Auth.OTLPRequireToken && !c.Auth.hasIngestToken() && c.AdminTokenFile == "" {
+		errs = append(errs, errors.New("auth.otlp_require_token: needs a token with the writer or admin role (or admin_token_file) to accept"))
 	}
 	if c.TLS.Enabled() {
 		if _, err := c.TLS.Load(); err != nil {

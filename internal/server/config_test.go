@@ -134,7 +134,7 @@ func TestGoodConfig(t *testing.T) {
 			{Name: "git-lfs", Command: []string{"/usr/local/bin/push-backup", "--remote", "origin"}, Timeout: 5 * time.Minute},
 		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
-			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20},
+			MaxQueryLength: 30 * 24 * time.Hour, MaxQueryBytes: 64 << 10, MaxQueryDepth: 128, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20},
 			Upstream: &promql.UpstreamConfig{URL: "http://vmselect:8481/select/0/prometheus", Headers: map[string]string{"X-Scope-OrgID": "team-a"},
 				Timeout: 90 * time.Second, MaxResponseBytes: 64 << 20, HTTPClientConfig: promconfig.HTTPClientConfig{
 					Authorization:   &promconfig.Authorization{Type: "Bearer", CredentialsFile: "/etc/proxylens/upstream.token"},
@@ -317,6 +317,8 @@ var badConfigs = map[string][]string{
 		"query.max_concurrent: must not be negative, got -1",
 		"query.max_points_per_series: must not be negative, got -10",
 		`query.max_query_length: must not be negative, got "-1h0m0s"`,
+		"query.max_query_bytes: must not be negative, got -2",
+		"query.max_query_depth: must not be negative, got -3",
 		`query.lookback_delta: must not be negative, got "-1m0s"`,
 		"query.result_cache.max_bytes: must not be negative, got -1",
 	},
@@ -329,6 +331,12 @@ var badConfigs = map[string][]string{
 	},
 	"query_upstream_unknown_key.bad.yaml": {
 		"line 4: query.upstream.bearer_tokn: unknown key",
+	},
+
+	// auth: a viewer's token may not ingest; a misspelt role
+	"auth_otlp_require_token.bad.yaml": {
+		`auth.tokens[1].role: must be viewer, analyst, admin or writer, got "writter"`,
+		"auth.otlp_require_token: needs a token with the writer or admin role (or admin_token_file) to accept",
 	},
 
 	// Every problem of a file is reported at once.

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -417,11 +416,9 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	if s.cfg.Auth.Enabled() {
 		handler = s.auth.wrap(mux)
 	} else if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
-		s.log.Warn("the HTTP listener is not on loopback and no users are configured: anyone who reaches it can query", "addr", ln.Addr().String())
+		s.log.Warn("the HTTP listener is not on loopback and no users are configured: anyone who reaches it can query and write series", "addr", ln.Addr().String())
 	}
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/", s.pprofHandler(token))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("proxylens is healthy.\n"))
 	})
