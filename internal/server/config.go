@@ -122,6 +122,12 @@ type ReceiverConfig struct {
 	// proxylens_*: only to load a copy of proxylens' own series. Default
 	// false.
 	AcceptReservedNames bool `yaml:"accept_reserved_names"`
+	// ReadHeaderTimeout bounds reading a request's headers on every HTTP
+	// listener (OTLP/HTTP and the query API's). Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a request's body on every HTTP listener;
+	// past it the request is refused (408 on OTLP/HTTP). Default 1m.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 }
 
 // StorageConfig is the storage section of the config file.
@@ -164,6 +170,8 @@ func DefaultConfig() Config {
 			MaxInflightBytes:   rc.MaxInflightBytes,
 			RetryAfter:         rc.RetryAfter,
 			MaxInflightRecords: 1 << 20,
+			ReadHeaderTimeout:  rc.ReadHeaderTimeout,
+			ReadTimeout:        rc.ReadTimeout,
 		},
 		Mapping:     otelanalytics.DefaultMappingConfig(),
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
@@ -355,7 +363,8 @@ func (c *Config) Validate() error {
 	default:
 		add("log_format: must be text or json, got %q", c.LogFormat)
 	}
-	rc := receiver.Config{MaxRequestBytes: c.Receiver.MaxRequestBytes, MaxInflightBytes: c.Receiver.MaxInflightBytes, RetryAfter: c.Receiver.RetryAfter}
+	rc := receiver.Config{MaxRequestBytes: c.Receiver.MaxRequestBytes, MaxInflightBytes: c.Receiver.MaxInflightBytes, RetryAfter: c.Receiver.RetryAfter,
+		ReadHeaderTimeout: c.Receiver.ReadHeaderTimeout, ReadTimeout: c.Receiver.ReadTimeout}
 	if err := rc.Validate(); err != nil {
 		errs = append(errs, prefixErrors("receiver.", err)...)
 	}

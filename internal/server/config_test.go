@@ -102,6 +102,8 @@ func TestGoodConfig(t *testing.T) {
 			RetryAfter:          2 * time.Second,
 			MaxInflightRecords:  65536,
 			AcceptReservedNames: true,
+			ReadHeaderTimeout:   5 * time.Second,
+			ReadTimeout:         2 * time.Minute,
 		},
 		Mapping: otelanalytics.MappingConfig{
 			Selector:     []string{"proxy.source", "proxy.url", "gateway.route"},
@@ -265,6 +267,10 @@ var badConfigs = map[string][]string{
 	"receiver_retry_after.bad.yaml":          {`receiver.retry_after: must be a whole number of seconds, at least 1s, got "500ms"`},
 	"receiver_retry_after_fraction.bad.yaml": {`receiver.retry_after: must be a whole number of seconds, at least 1s, got "1.5s"`},
 	"receiver_max_inflight_records.bad.yaml": {"receiver.max_inflight_records: must be at least 1, got 0"},
+	"receiver_read_timeouts.bad.yaml": {
+		`receiver.read_header_timeout: must be at least 1s, got "0s"`,
+		`receiver.read_timeout: must be at least 1s, got "100ms"`,
+	},
 
 	// mapping
 	"mapping_selector_empty.bad.yaml":     {"mapping.selector: must list at least one attribute key"},

@@ -290,7 +290,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxInflightBytes: s.cfg.Receiver.MaxInflightBytes,
 		RetryAfter:       s.cfg.Receiver.RetryAfter,
 		TLS:              s.tls,
-		Authorize:        s.ingestAuthorizer(),
+
+		ReadHeaderTimeout: s.cfg.Receiver.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.Receiver.ReadTimeout,
+		Authorize:         s.ingestAuthorizer(),
 	}, otelanalytics.NewMapper(s.cfg.Mapping, s.opts.Now), s.pipeline, s.self, s.log)
 	if err != nil {
 		return err
@@ -428,8 +431,10 @@ func (s *Server) startHTTP(ctx context.Context) error {
 		_, _ = w.Write([]byte("proxylens is ready.\n"))
 	})
 	s.httpSrv = &http.Server{
-		Handler:           withRequester(handler),
-		ReadHeaderTimeout: 10 * time.Second,
+		// Reading a request is bounded, writing the answer is not: queries
+		// and exports may take minutes.
+		Handler:           receiver.BoundReads(withRequester(handler), s.cfg.Receiver.ReadTimeout, s.self, "api"),
+		ReadHeaderTimeout: s.cfg.Receiver.ReadHeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
