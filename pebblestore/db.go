@@ -55,6 +55,10 @@ type Options struct {
 	// DiskCheckInterval is how often the free space is checked, besides
 	// before each cut. Default 1s.
 	DiskCheckInterval time.Duration
+	// BallastBytes is the size of the ballast file <dir>/ballast, deleted
+	// when a Pebble write finds the disk full so that the write succeeds
+	// (space.go). Zero: no ballast.
+	BallastBytes int64
 }
 
 // DB is proxylens' store: a Pebble database in <dir>/pebble and the ingest
@@ -109,7 +113,6 @@ func Open(dir string, opts Options) (*DB, error) {
 		Logger:             pebbleLogger{log},
 		MemTableSize:       64 << 20,
 		FormatMajorVersion: pebble.FormatNewest,
-		FS:                 pacedFS{vfs.Default},
 	}
 	if opts.MemTableSize > 0 {
 		po.MemTableSize = opts.MemTableSize
@@ -124,6 +127,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	// read-only (queries served, writes refused) rather than crashing at
 	// its first write.
 	_ = guard.check()
+	// A Pebble write that finds the disk full anyway deletes the ballast
+	// and is retried once, instead of stopping the process.
+	po.FS = pacedFS{vfs.OnDiskFull(vfs.Default, guard.onDiskFull)}
 	cache := pebble.NewCache(cacheSize)
 	defer cache.Unref() // the database holds its own reference
 	po.Cache = cache

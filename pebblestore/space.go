@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,6 +30,13 @@ var (
 // (its files are preallocated to 110% of the 64 MiB memtable), a memtable
 // flush and the journal's next segments (8 MiB each).
 const DefaultMinFreeBytes = 512 << 20
+
+// DefaultBallastBytes is the ballast's default size: more than one Pebble
+// WAL file's preallocation (110% of the 64 MiB memtable).
+const DefaultBallastBytes = 128 << 20
+
+// ballastName is the ballast file, in the data directory.
+const ballastName = "ballast"
 
 // DefaultDiskCheckInterval is how often the free space is checked by default.
 const DefaultDiskCheckInterval = time.Second
@@ -60,6 +69,14 @@ type diskGuard struct {
 	log         *slog.Logger
 	refused     func() // counts a refused write
 
+	// The ballast (as CockroachDB keeps one): a file of ballastSize
+	// bytes that Pebble's file system deletes when one of its writes
+	// finds the disk full, and then retries the write once, so that a
+	// write the guard did not foresee does not stop the process.
+	ballast     string
+	ballastSize int64
+	noBallast   atomic.Bool // deleted (or never made): re-made before the store is writable again
+
 	readOnly atomic.Bool
 	free     atomic.Uint64 // at the last check
 	reason   atomic.Pointer[string]
@@ -78,7 +95,16 @@ func newDiskGuard(dir string, opts Options, log *slog.Logger, reg *selfmetrics.R
 	}
 	min := opts.MinFreeBytes
 	g := &diskGuard{dir: dir, min: min, resume: min + min/4, freeBytes: free, log: log,
+		ballast: filepath.Join(dir, ballastName), ballastSize: opts.BallastBytes,
 		stop: make(chan struct{}), done: make(chan struct{})}
+	if fi, err := os.Stat(g.ballast); g.ballastSize <= 0 {
+		// No ballast wanted: one a previous run made is space to give back.
+		if err == nil {
+			_ = os.Remove(g.ballast)
+		}
+	} else if err != nil || fi.Size() != g.ballastSize {
+		g.noBallast.Store(true)
+	}
 	refused := reg.Counter("proxylens_storage_writes_refused_total",
 		"Writes refused because the data directory's disk had too little free space: ingest batches, cuts, series commits.")
 	g.refused = refused.Inc
@@ -136,12 +162,19 @@ func (g *diskGuard) check() error {
 	}
 	g.statErr = false
 	g.free.Store(free)
+	if g.noBallast.Load() && free >= g.resume+uint64(g.ballastSize) {
+		g.makeBallastLocked()
+		if free, err = g.freeBytes(g.dir); err != nil {
+			return g.err()
+		}
+		g.free.Store(free)
+	}
 	switch ro := g.readOnly.Load(); {
 	case !ro && g.min > 0 && free < g.min:
 		g.setReadOnlyLocked(fmt.Sprintf("%s free on the data disk, below the %s bound", mib(free), mib(g.min)))
 		g.log.Warn("free disk space below the bound: the store is read-only, ingest is refused as retryable and cuts wait",
 			"dir", g.dir, "free_bytes", free, "min_free_bytes", g.min, "resume_bytes", g.resume)
-	case ro && free >= g.resume:
+	case ro && free >= g.resume && !g.noBallast.Load():
 		g.readOnly.Store(false)
 		g.reason.Store(nil)
 		g.log.Info("free disk space back above the bound: the store takes writes again",
@@ -162,6 +195,42 @@ func (g *diskGuard) noSpace(err error) {
 	g.setReadOnlyLocked("a write found no space left on the data disk")
 	g.log.Warn("a write found no space left: the store is read-only until free space is back",
 		"dir", g.dir, "resume_bytes", g.resume, "err", err)
+}
+
+// makeBallastLocked creates the ballast file, its blocks allocated. The
+// caller holds mu.
+func (g *diskGuard) makeBallastLocked() {
+	tmp := g.ballast + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err == nil {
+		if err = syscall.Fallocate(int(f.Fd()), 0, 0, g.ballastSize); err != nil {
+			// No fallocate: write it.
+			_, err = f.Write(make([]byte, g.ballastSize))
+		}
+		err = errors.Join(err, f.Sync(), f.Close())
+	}
+	if err == nil {
+		err = os.Rename(tmp, g.ballast)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		g.log.Warn("disk ballast not made; the store goes on without it", "path", g.ballast, "err", err)
+		return
+	}
+	g.noBallast.Store(false)
+}
+
+// onDiskFull is called by Pebble's file system when one of its writes
+// finds the disk full, with Pebble's writes blocked: it deletes the
+// ballast, so that the write, retried once, has room, and turns the store
+// read-only.
+func (g *diskGuard) onDiskFull() {
+	if g.ballastSize > 0 && !g.noBallast.Load() {
+		if err := os.Remove(g.ballast); err == nil || errors.Is(err, os.ErrNotExist) {
+			g.noBallast.Store(true)
+		}
+	}
+	g.noSpace(errors.New("a Pebble write found no space left; the ballast is deleted"))
 }
 
 func (g *diskGuard) setReadOnlyLocked(reason string) {

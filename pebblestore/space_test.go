@@ -2,10 +2,11 @@ package pebblestore
 
 import (
 	"context"
-	"errors"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -217,26 +218,31 @@ func TestJournalFullDisk(t *testing.T) {
 	require.NoError(t, e.db.Close())
 }
 
-// mountTmpfs mounts a tmpfs of the given size on a new directory and
+// mountTmpfs mounts a tmpfs of the given size on <new dir>/journal and
 // unmounts it at the end of the test; it skips the test where that is not
-// allowed.
+// allowed. It returns the new directory.
 func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	mountTmpfsAt(t, filepath.Join(dir, "journal"), size)
+	return dir
+}
+
+// mountTmpfsAt mounts a tmpfs of the given size on dir, which it creates.
+func mountTmpfsAt(t *testing.T, dir, size string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a small tmpfs needs root")
 	}
-	dir := t.TempDir()
-	jdir := filepath.Join(dir, "journal")
-	require.NoError(t, os.Mkdir(jdir, 0o750))
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", jdir).CombinedOutput(); err != nil {
+	require.NoError(t, os.Mkdir(dir, 0o750))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount a tmpfs (%v): %s", err, out)
 	}
 	t.Cleanup(func() {
-		if out, err := exec.Command("umount", jdir).CombinedOutput(); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("umount %s: %v: %s", jdir, err, out)
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
 		}
 	})
-	return dir
 }
 
 // TestSpareFullDisk: a start finds room for its journal segment but not
@@ -292,4 +298,61 @@ func fillUp(t *testing.T, path string) string {
 	}
 	require.NoError(t, f.Close())
 	return path
+}
+
+// TestPebbleFullDiskBallast fills a real file system under Pebble itself,
+// with no bound to foresee it: the Pebble write that finds the disk full,
+// which Pebble cannot survive (Logger.Fatalf on a WAL write, a panic in
+// rotateWAL), deletes the ballast and is retried, so it succeeds and the
+// store turns read-only; once the filler is deleted the ballast is made
+// again and the store takes writes, every acknowledged sample kept.
+func TestPebbleFullDiskBallast(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	mountTmpfsAt(t, dir, "64m")
+	opts := Options{Now: func() time.Time { return t0 }, MemTableSize: 4 << 20, BallastBytes: 16 << 20, DiskCheckInterval: time.Hour}
+	db, err := Open(dir, opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	_, err = otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, 15*time.Second, nil))
+	require.NoError(t, err)
+	fi, err := os.Stat(filepath.Join(dir, ballastName))
+	require.NoError(t, err)
+	require.Equal(t, int64(16<<20), fi.Size())
+	filler := fillUp(t, filepath.Join(dir, "filler"))
+
+	acked := 0
+	commit := func(round int) error {
+		app := db.Series().Appender(context.Background())
+		for i := range 2000 {
+			_, err := app.Append(0, labels.FromStrings("__name__", "node_load1", "instance", strconv.Itoa(i)), t0.UnixMilli()+int64(round)*1000, float64(round))
+			require.NoError(t, err)
+		}
+		err := app.Commit()
+		if err == nil {
+			acked++
+		}
+		return err
+	}
+	for round := 0; db.Writable() == nil; round++ {
+		require.Less(t, round, 500, "the disk never filled")
+		require.NoError(t, commit(round), "a write the guard let through succeeds, the ballast deleted")
+	}
+	require.ErrorIs(t, db.Writable(), ErrDiskFull)
+	_, err = os.Stat(filepath.Join(dir, ballastName))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.ErrorIs(t, commit(1000), ErrDiskFull)
+	require.ErrorIs(t, db.CheckDisk(), ErrDiskFull, "not writable again before the ballast can be made again")
+
+	require.NoError(t, os.Remove(filler))
+	require.NoError(t, db.CheckDisk())
+	_, err = os.Stat(filepath.Join(dir, ballastName))
+	require.NoError(t, err, "the ballast is back")
+	require.NoError(t, commit(1001))
+	require.NoError(t, db.Close())
+
+	db, err = Open(dir, opts)
+	require.NoError(t, err)
+	got := read(t, db.Series(), math.MinInt64, math.MaxInt64, eq("instance", "7"))
+	require.Len(t, got[labels.FromStrings("__name__", "node_load1", "instance", "7").String()], acked, "every acknowledged sample")
+	require.NoError(t, db.Close())
 }

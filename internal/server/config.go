@@ -139,6 +139,11 @@ type StorageConfig struct {
 	// themselves at a quarter more. 0: no bound. Default 536870912
 	// (512 MiB).
 	MinFreeDiskBytes int64 `yaml:"min_free_disk_bytes"`
+	// DiskBallastBytes is the size of <data dir>/ballast, a file deleted
+	// when a Pebble write finds the disk full anyway, so that the write
+	// succeeds and the store turns read-only instead of stopping. 0: no
+	// ballast. Default 134217728 (128 MiB).
+	DiskBallastBytes int64 `yaml:"disk_ballast_bytes"`
 }
 
 // Values of Config.FixedCosts.
@@ -169,7 +174,7 @@ func DefaultConfig() Config {
 		Mapping:     otelanalytics.DefaultMappingConfig(),
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
-		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour, MinFreeDiskBytes: pebblestore.DefaultMinFreeBytes},
+		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour, MinFreeDiskBytes: pebblestore.DefaultMinFreeBytes, DiskBallastBytes: pebblestore.DefaultBallastBytes},
 		Query:       promql.DefaultConfig(),
 		Backup:      backup.DefaultConfig(),
 		Degradation: otelanalytics.DefaultDegradationConfig(),
@@ -381,6 +386,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.MinFreeDiskBytes < 0 {
 		add("storage.min_free_disk_bytes: must not be negative (0: no bound), got %d", c.Storage.MinFreeDiskBytes)
+	}
+	if c.Storage.DiskBallastBytes < 0 {
+		add("storage.disk_ballast_bytes: must not be negative (0: no ballast), got %d", c.Storage.DiskBallastBytes)
 	}
 	if c.Storage.RetentionInterval < time.Minute {
 		add("storage.retention_interval: must be at least 1m, got %q", c.Storage.RetentionInterval.String())

@@ -152,6 +152,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
 		CacheSize:    s.cfg.Storage.CacheSize,
 		MinFreeBytes: uint64(s.cfg.Storage.MinFreeDiskBytes), FreeBytes: s.opts.FreeDiskBytes, DiskCheckInterval: s.opts.DiskCheckInterval,
+		BallastBytes: s.cfg.Storage.DiskBallastBytes,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
