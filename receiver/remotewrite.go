@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -38,9 +40,12 @@ type SeriesWriterOptions struct {
 	AcceptReservedNames bool
 	// SetMetadata records the metadata of written families (nil: dropped).
 	SetMetadata func(map[string]metadata.Metadata) error
-	Metrics     *selfmetrics.Registry
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// RetryAfter is suggested to clients refused while the store is
+	// read-only (a full disk); 0: none.
+	RetryAfter time.Duration
+	Metrics    *selfmetrics.Registry
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // SeriesWriter takes series written from outside into the store: Prometheus
@@ -75,7 +80,7 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 		opts.Now = time.Now
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
-	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes}, cache: newSeriesCache(opts.SeriesCacheSize)}
+	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes, retryAfter: opts.RetryAfter}, cache: newSeriesCache(opts.SeriesCacheSize)}
 	w.requests = func(api, outcome string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_write_requests_total{api=%q,outcome=%q}`, api, outcome),
 			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed).")
@@ -202,6 +207,14 @@ func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request)
 		w.requests("remote_write", "invalid").Inc()
 		w.opts.Logger.Warn("remote write refused", "err", err)
 		http.Error(rw, err.Error(), http.StatusBadRequest)
+	case errors.Is(err, syscall.ENOSPC):
+		// The store is read-only for lack of disk space (it logs that
+		// once): the sender retries, nothing it was told is written is lost.
+		w.requests("remote_write", "failed").Inc()
+		if w.opts.RetryAfter > 0 {
+			rw.Header().Set("Retry-After", strconv.Itoa(int(w.opts.RetryAfter/time.Second)))
+		}
+		http.Error(rw, err.Error(), http.StatusServiceUnavailable)
 	default:
 		w.requests("remote_write", "failed").Inc()
 		w.opts.Logger.Error("remote write failed", "err", err)

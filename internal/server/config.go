@@ -144,6 +144,17 @@ type StorageConfig struct {
 	// RetentionInterval is how often the retention policy is enforced
 	// (also at start and when the policy changes). Default 1h.
 	RetentionInterval time.Duration `yaml:"retention_interval"`
+	// MinFreeDiskBytes is the free space on the data directory's file
+	// system below which the store turns read-only: ingest is refused as
+	// retryable, cuts wait, /-/ready answers 503; writes resume by
+	// themselves at a quarter more. 0: no bound. Default 536870912
+	// (512 MiB).
+	MinFreeDiskBytes int64 `yaml:"min_free_disk_bytes"`
+	// DiskBallastBytes is the size of <data dir>/ballast, a file deleted
+	// when a Pebble write finds the disk full anyway, so that the write
+	// succeeds and the store turns read-only instead of stopping. 0: no
+	// ballast. Default 134217728 (128 MiB).
+	DiskBallastBytes int64 `yaml:"disk_ballast_bytes"`
 }
 
 // Values of Config.FixedCosts.
@@ -176,7 +187,7 @@ func DefaultConfig() Config {
 		Mapping:     otelanalytics.DefaultMappingConfig(),
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
-		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour},
+		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour, MinFreeDiskBytes: pebblestore.DefaultMinFreeBytes, DiskBallastBytes: pebblestore.DefaultBallastBytes},
 		Query:       promql.DefaultConfig(),
 		Backup:      backup.DefaultConfig(),
 		Degradation: otelanalytics.DefaultDegradationConfig(),
@@ -386,6 +397,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.CacheSize < 1<<20 {
 		add("storage.cache_size: must be at least 1048576 (1 MiB), got %d", c.Storage.CacheSize)
+	}
+	if c.Storage.MinFreeDiskBytes < 0 {
+		add("storage.min_free_disk_bytes: must not be negative (0: no bound), got %d", c.Storage.MinFreeDiskBytes)
+	}
+	if c.Storage.DiskBallastBytes < 0 {
+		add("storage.disk_ballast_bytes: must not be negative (0: no ballast), got %d", c.Storage.DiskBallastBytes)
 	}
 	if c.Storage.RetentionInterval < time.Minute {
 		add("storage.retention_interval: must be at least 1m, got %q", c.Storage.RetentionInterval.String())

@@ -111,7 +111,7 @@ func TestGoodConfig(t *testing.T) {
 		},
 		Sampling:    otelanalytics.SamplingConfig{LowPerMinute: 5000, HighPerMinute: 50000, Floor: 0.25},
 		Aggregation: otelanalytics.AggregationConfig{MaxSeriesPerFamily: 50000, MaxDomains: 2000, MaxPendingIncrements: 500000},
-		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute, CacheSize: 64 << 20, RetentionInterval: 30 * time.Minute},
+		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute, CacheSize: 64 << 20, RetentionInterval: 30 * time.Minute, MinFreeDiskBytes: 1 << 30, DiskBallastBytes: 64 << 20},
 		Retention: &pebblestore.RetentionPolicy{
 			RawRecordsDays: 14, RawSeriesDays: 7, HourlyDays: 60, DailyDays: 730, BackupDays: 30, ExportDays: 90, AuditDays: 730,
 			ImmutableUntil: new(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)),
@@ -301,6 +301,10 @@ var badConfigs = map[string][]string{
 		`costs[0].per_gb: not used by model "per_request"`,
 	},
 	"storage_cache_size.bad.yaml": {"storage.cache_size: must be at least 1048576 (1 MiB), got 1000"},
+	"storage_min_free_disk_bytes.bad.yaml": {
+		"storage.min_free_disk_bytes: must not be negative (0: no bound), got -1",
+		"storage.disk_ballast_bytes: must not be negative (0: no ballast), got -5",
+	},
 	"degradation.bad.yaml": {
 		`degradation.window: must be from 1m to 30m, got "30s"`,
 		`degradation.baseline: must be whole hours from 1h to 720h, got "1h30m0s"`,

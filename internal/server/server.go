@@ -56,6 +56,11 @@ type Options struct {
 	DisableCompression bool
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// FreeDiskBytes returns the free bytes of the data directory's file
+	// system (nil: statfs); tests drive the full-disk guard with it.
+	FreeDiskBytes func(dir string) (uint64, error)
+	// DiskCheckInterval is how often the free space is checked (0: 1s).
+	DiskCheckInterval time.Duration
 }
 
 // Server is a running proxylens.
@@ -144,7 +149,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.changes = changes.New()
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
-		CacheSize: s.cfg.Storage.CacheSize,
+		CacheSize:    s.cfg.Storage.CacheSize,
+		MinFreeBytes: uint64(s.cfg.Storage.MinFreeDiskBytes), FreeBytes: s.opts.FreeDiskBytes, DiskCheckInterval: s.opts.DiskCheckInterval,
+		BallastBytes: s.cfg.Storage.DiskBallastBytes,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
@@ -202,7 +209,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		// Batches replayed from the journal go to the series at once, so
 		// that queries answer for them from the start (after a crash, or
 		// from a restored backup).
-		if err := s.pipeline.Flush(); err != nil {
+		if err := s.pipeline.Flush(); errors.Is(err, pebblestore.ErrDiskFull) {
+			// Read-only until space is back: the journal keeps them, and
+			// the queries read them from memory meanwhile.
+			s.log.Warn("replayed batches wait for disk space to be cut", "err", err)
+		} else if err != nil {
 			return fmt.Errorf("write the replayed batches: %w", err)
 		}
 	}
@@ -243,6 +254,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxRequestBytes:     s.cfg.Receiver.MaxRequestBytes,
 		AcceptReservedNames: s.cfg.Receiver.AcceptReservedNames,
 		SetMetadata:         s.store.Series().SetMetadata,
+		RetryAfter:          s.cfg.Receiver.RetryAfter,
 		Metrics:             s.self,
 		Logger:              s.log,
 		Now:                 s.opts.Now,
@@ -428,6 +440,12 @@ func (s *Server) startHTTP(ctx context.Context) error {
 			http.Error(w, "proxylens is not ready.", http.StatusServiceUnavailable)
 			return
 		}
+		if err := s.store.Writable(); err != nil {
+			// Queries are served; ingest is refused until the store takes
+			// writes again (docs/operations.md#a-full-disk).
+			http.Error(w, "proxylens is not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("proxylens is ready.\n"))
 	})
 	s.httpSrv = &http.Server{
@@ -463,7 +481,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	if s.pipeline != nil {
-		if err := s.pipeline.Shutdown(ctx); err != nil {
+		if err := s.pipeline.Shutdown(ctx); errors.Is(err, pebblestore.ErrDiskFull) {
+			// Every acknowledged batch is in the journal: the next start
+			// replays it. Not a failure of the stop.
+			s.log.Warn("final cut not written for lack of disk space; the journal keeps the data for the next start", "err", err)
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("stop ingest pipeline: %w", err))
 		}
 	}
