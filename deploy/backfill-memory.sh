@@ -19,8 +19,10 @@ backfill=${BACKFILL:-720h}; port=${PORT:-25317}
 grpc=127.0.0.1:$port; otlphttp=127.0.0.1:$((port + 1)); web=127.0.0.1:$((port + 2))
 label=${1:?a label}
 work=$(mktemp -d "${WORK_PREFIX:-/tmp/backfill-memory}-XXXX")
+# /debug/pprof (the forced GC below) is an admin's: a bootstrap admin token.
+token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'); printf '%s' "$token" >"$work/admin.token"
 "$PL" serve --data-dir "$work/data" --otlp-grpc-addr "$grpc" --otlp-http-addr "$otlphttp" \
-  --http-addr "$web" --log-level warn >"$work/log" 2>&1 &
+  --http-addr "$web" --log-level warn --admin-token-file "$work/admin.token" >"$work/log" 2>&1 &
 PID=$!
 trap 'kill -9 $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do curl -sf http://$web/-/ready >/dev/null && break; sleep 0.2; done
@@ -35,7 +37,7 @@ for _ in $(seq 120); do
   awk -v a="$a" -v b="$b" -v n="$n" 'BEGIN{exit !((b-a) < 0.3 && n >= 1)}' && break
 done
 idle_s=$(( $(date +%s) - t0 ))
-curl -s "http://$web/debug/pprof/heap?gc=1" -o /dev/null
+curl -s -H "Authorization: Bearer $token" "http://$web/debug/pprof/heap?gc=1" -o /dev/null
 hwm=$(awk '/^VmHWM/{printf "%.0f", $2/1024}' /proc/$PID/status)
 rss=$(awk '/^VmRSS/{printf "%.0f", $2/1024}' /proc/$PID/status)
 heap=$(m | awk '$1=="go_memstats_heap_inuse_bytes"{printf "%.0f", $2/1048576}')

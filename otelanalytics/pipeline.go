@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -265,6 +266,12 @@ func (p *Pipeline) Consume(ctx context.Context, recs []Record) error {
 	})
 	p.commitMu.RUnlock()
 	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			// The store is read-only for lack of disk space (it logs
+			// that once): refused like an overload, the client retries.
+			p.m.refused.Add(n)
+			return fmt.Errorf("commit ingest batch: %w", err)
+		}
 		p.m.commitFailures.Inc()
 		p.log.Error("ingest batch not committed, refusing it", "records", n, "err", err)
 		return fmt.Errorf("commit ingest batch: %w", err)
@@ -333,6 +340,14 @@ func (p *Pipeline) Flush() error {
 	fixed := book // the fixed costs this instance accrues
 	if p.cfg.SkipFixedCosts {
 		fixed = nil
+	}
+	if ws, ok := p.store.(interface{ Writable() error }); ok {
+		// The store is read-only (a full disk): the cut waits, the
+		// journal keeps what it would write. Not sealing spares the disk
+		// a new segment each interval.
+		if err := ws.Writable(); err != nil {
+			return fmt.Errorf("cut postponed: %w", err)
+		}
 	}
 	now := p.now()
 	p.commitMu.Lock()

@@ -21,9 +21,12 @@ type Store interface {
 	// written, if not nil, is called once the entry is written to the
 	// journal and before its sync is done, so that the caller's work
 	// overlaps the sync; it is not called when the entry could not be
-	// written. An error after written means the sync failed: the entry
-	// may or may not be in the journal, and the journal refuses every
-	// later entry and seal, so no cut is written after it.
+	// written (an error that wraps syscall.ENOSPC says the store is short
+	// of disk space: the batch is refused as retryable, and later ones
+	// are taken once space is back). An error after written means the
+	// sync failed: the entry may or may not be in the journal, and the
+	// journal refuses every later entry and seal, so no cut is written
+	// after it.
 	CommitBatch(entry []byte, written func()) error
 	// Seal closes the journal segment being written and starts the next,
 	// returning the sealed segment. The pipeline calls it with no

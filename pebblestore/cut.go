@@ -38,8 +38,17 @@ type Cut = interface {
 
 // CommitBatch appends one journal entry, calls written, and returns once
 // the journal is synced (see otelanalytics.Store).
+// While the store is read-only (a full disk) it refuses the batch with
+// ErrDiskFull before writing anything.
 func (d *DB) CommitBatch(entry []byte, written func()) error {
-	return d.j.append(entry, written)
+	if err := d.guard.refuse(); err != nil {
+		return err
+	}
+	err := d.j.append(entry, written)
+	if err != nil && isNoSpace(err) {
+		d.guard.noSpace(err)
+	}
+	return err
 }
 
 // JournalBytes returns the size of the journal segment being written.
@@ -59,7 +68,13 @@ func (d *DB) Replayed() bool {
 }
 
 // Seal closes the journal segment being written and starts the next.
-func (d *DB) Seal() (uint64, error) { return d.j.seal() }
+func (d *DB) Seal() (uint64, error) {
+	n, err := d.j.seal()
+	if err != nil && isNoSpace(err) {
+		d.guard.noSpace(err)
+	}
+	return n, err
+}
 
 // recordBatchBytes bounds one Pebble batch of materialised records.
 const recordBatchBytes = 4 << 20
@@ -78,11 +93,21 @@ const recordBatchBytes = 4 << 20
 func (d *DB) WriteCut(sealed uint64, c Cut) (err error) {
 	d.cutMu.Lock()
 	defer d.cutMu.Unlock()
+	// A cut writes megabytes: not while the disk is short of space. The
+	// sealed segments keep what it would have written.
+	if err := d.guard.refuseChecked(); err != nil {
+		return err
+	}
 	// Then create the next spare segment, from the file of a segment this
-	// cut retires: ingest goes on meanwhile.
+	// cut retires: ingest goes on meanwhile. A spare that cannot be made
+	// does not fail the cut (once its checkpoint is written, the pipeline
+	// must not write it again): the next seal makes the segment itself.
 	defer func() {
-		if perr := d.j.prepare(); err == nil {
-			err = perr
+		if perr := d.j.prepare(); perr != nil {
+			if isNoSpace(perr) {
+				d.guard.noSpace(perr)
+			}
+			d.log.Warn("next journal segment not prepared; the next cut creates it", "err", perr)
 		}
 	}()
 	segs, err := listSegments(d.journalDir())
@@ -282,6 +307,9 @@ func (d *DB) materializeLocked(c Cut, n uint64, torn bool) error {
 			return fmt.Errorf("add record: %w", err)
 		}
 		if wb.Len() >= recordBatchBytes {
+			if err := d.guard.refuseChecked(); err != nil {
+				return err
+			}
 			if err := wb.Commit(pebble.NoSync); err != nil {
 				return fmt.Errorf("write records: %w", err)
 			}

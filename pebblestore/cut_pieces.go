@@ -152,6 +152,9 @@ func (g *stager) flush() error {
 			return err
 		}
 	}
+	if err := g.d.guard.refuseChecked(); err != nil {
+		return err // before the checkpoint: the cut waits for space
+	}
 	b := g.d.db.NewBatch()
 	defer b.Close()
 	if !g.flushed {
@@ -279,6 +282,9 @@ func (d *DB) commitPiece(app *appender, n int, upTo []byte, last bool) (err erro
 		if err := d.pieces.fail(n); err != nil {
 			return err
 		}
+	}
+	if err := d.guard.refuseChecked(); err != nil {
+		return err // the piece stays staged for the next cut
 	}
 	b := d.db.NewBatch()
 	defer b.Close() // a piece's buffer is not kept: the next may be smaller

@@ -43,6 +43,22 @@ type Options struct {
 	Now func() time.Time
 	// Series configures the series store.
 	Series SeriesOptions
+	// MinFreeBytes is the free space on the data directory's file system
+	// below which the store turns read-only (space.go): ingest batches,
+	// cuts and series commits are refused with ErrDiskFull until a check
+	// finds a quarter more free. Zero: no bound (a write that finds no
+	// space still turns the store read-only until the next check).
+	MinFreeBytes uint64
+	// FreeBytes returns the free bytes of the file system that holds dir
+	// (nil: FreeBytes, statfs); tests drive the guard with it.
+	FreeBytes func(dir string) (uint64, error)
+	// DiskCheckInterval is how often the free space is checked, besides
+	// before each cut. Default 1s.
+	DiskCheckInterval time.Duration
+	// BallastBytes is the size of the ballast file <dir>/ballast, deleted
+	// when a Pebble write finds the disk full so that the write succeeds
+	// (space.go). Zero: no ballast.
+	BallastBytes int64
 }
 
 // DB is proxylens' store: a Pebble database in <dir>/pebble and the ingest
@@ -63,6 +79,7 @@ type DB struct {
 	replayed   uint64 // the last segment replayed at Load, if any
 
 	journalSyncs *metrics.PrometheusHistogram // journal fdatasync latency
+	guard        *diskGuard                   // read-only while the disk is short of space
 
 	// The Pebble batch of the cuts' records (held under cutMu), kept from
 	// cut to cut with its memory: a few megabytes.
@@ -96,7 +113,6 @@ func Open(dir string, opts Options) (*DB, error) {
 		Logger:             pebbleLogger{log},
 		MemTableSize:       64 << 20,
 		FormatMajorVersion: pebble.FormatNewest,
-		FS:                 pacedFS{vfs.Default},
 	}
 	if opts.MemTableSize > 0 {
 		po.MemTableSize = opts.MemTableSize
@@ -105,6 +121,15 @@ func Open(dir string, opts Options) (*DB, error) {
 	if cacheSize <= 0 {
 		cacheSize = DefaultCacheSize
 	}
+	reg := selfmetrics.OrNew(opts.Metrics)
+	guard := newDiskGuard(dir, opts, log, reg)
+	// Before Pebble writes anything: a start with too little space opens
+	// read-only (queries served, writes refused) rather than crashing at
+	// its first write.
+	_ = guard.check()
+	// A Pebble write that finds the disk full anyway deletes the ballast
+	// and is retried once, instead of stopping the process.
+	po.FS = pacedFS{vfs.OnDiskFull(vfs.Default, guard.onDiskFull)}
 	cache := pebble.NewCache(cacheSize)
 	defer cache.Unref() // the database holds its own reference
 	po.Cache = cache
@@ -117,7 +142,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble database in %s: %w", dir, err)
 	}
-	d := &DB{db: pdb, dir: dir, log: log, pieces: defaultPieces}
+	d := &DB{db: pdb, dir: dir, log: log, pieces: defaultPieces, guard: guard}
 	if err := d.checkFormat(now()); err != nil {
 		return nil, errors.Join(err, pdb.Close())
 	}
@@ -130,7 +155,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	if d.series, err = openSeries(pdb, opts.Series); err != nil {
 		return nil, errors.Join(err, pdb.Close())
 	}
-	reg := selfmetrics.OrNew(opts.Metrics)
+	d.series.guard = guard
+	guard.start(opts.DiskCheckInterval)
 	reg.Gauge("proxylens_storage_bytes", "Disk space used by the Pebble database (the journal not included).", func() float64 {
 		return float64(d.db.Metrics().DiskSpaceUsage())
 	})
@@ -222,6 +248,7 @@ func (d *DB) Close() error {
 	if d.db == nil {
 		return nil
 	}
+	d.guard.close()
 	var errs []error
 	if d.j != nil {
 		errs = append(errs, d.j.close())

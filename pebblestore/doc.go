@@ -23,6 +23,9 @@
 //     written with the data, and the reads that use them;
 //   - overlay.go: the increments not committed yet, served by queriers on
 //     top of the store, each exactly once;
+//   - space.go: the free-space guard, which turns the store read-only
+//     (ErrDiskFull) while the disk is short of space, before Pebble,
+//     which cannot survive a full disk, would find it full;
 //   - retention.go, audit.go, snapshot.go, costs.go, metadata.go: the
 //     retention policy and its enforcement, the audit log, consistent
 //     copies, the cost models and family metadata.
@@ -51,7 +54,7 @@
 //	DB.auditMu            the audit chain
 //	DB.mu                 the journal checkpoint
 //
-// metadataStore.mu, querier.mu and cutView.mu are leaves. A querier
+// metadataStore.mu, querier.mu, cutView.mu and diskGuard.mu are leaves. A querier
 // takes its snapshot and the cut view together under viewMu (read-locked,
 // for the time of a Pebble NewSnapshot: it never waits for a cut's
 // pieces) and reads the overlay (overlay.go) with no lock; it only

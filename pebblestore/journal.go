@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/cockroachdb/pebble/v2/record"
@@ -56,11 +57,16 @@ type journal struct {
 	free   []string   // retired segments' files, kept for reuse as spares
 	first  uint64     // the first segment this journal wrote: older ones are not recycled
 
-	mu   sync.Mutex
-	seg  uint64 // current segment
-	w    *record.LogWriter
-	size int64 // bytes appended to the current segment
-	err  error // a write or sync failed: the journal takes no more
+	mu       sync.Mutex
+	seg      uint64 // current segment
+	w        *record.LogWriter
+	f        vfs.File // the current segment's file
+	size     int64    // bytes appended to the current segment
+	reserved int64    // bytes of the current segment's file known to be allocated
+	// noReserve: the file system cannot reserve space (no fallocate);
+	// appends then rely on the free-space guard alone.
+	noReserve bool
+	err       error // a write or sync failed: the journal takes no more
 }
 
 // Segment files are opened as Pebble opens its WAL: space preallocated in
@@ -69,7 +75,7 @@ type journal struct {
 // At most maxFree retired segments wait for reuse, none larger than
 // maxRecycle.
 const (
-	journalPreallocate  = 4 << 20
+	journalPreallocate  = 4 << 20 // also the step of reserveLocked
 	journalBytesPerSync = 512 << 10
 	maxFree             = 2
 	maxRecycle          = 64 << 20
@@ -112,9 +118,9 @@ func listSegments(dir string) ([]uint64, error) {
 // names it.
 func logNum[N ~uint64](_ func(io.Reader, N) *record.Reader, seg uint64) N { return N(seg) }
 
-// openJournal starts a new segment numbered seg in dir, and prepares the
-// spare that follows it. Free files a previous run left are removed: they
-// may hold entries of an older format.
+// openJournal starts a new segment numbered seg in dir; the caller
+// prepares the spare that follows it. Free files a previous run left are
+// removed: they may hold entries of an older format.
 func openJournal(dir string, seg uint64, syncs *metrics.PrometheusHistogram) (*journal, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -133,9 +139,6 @@ func openJournal(dir string, seg uint64, syncs *metrics.PrometheusHistogram) (*j
 		return nil, err
 	}
 	j.use(seg, f)
-	if err := j.prepare(); err != nil {
-		return nil, errors.Join(err, j.close())
-	}
 	return j, nil
 }
 
@@ -158,6 +161,11 @@ func createSegment(dir string, seg uint64, reuse string) (vfs.File, error) {
 		f, err = vfs.Default.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	}
 	if err != nil {
+		// A file half filled (the disk was full) would make every later
+		// attempt find the segment existing: remove it.
+		if reuse == "" {
+			_ = os.Remove(path)
+		}
 		return nil, fmt.Errorf("create journal segment: %w", err)
 	}
 	if err := syncDir(dir); err != nil {
@@ -183,17 +191,57 @@ func prefill(path string) error {
 			err = f.Sync()
 		}
 	}
-	return errors.Join(err, f.Close())
+	if err = errors.Join(err, f.Close()); err != nil {
+		return errors.Join(err, os.Remove(path))
+	}
+	return nil
 }
 
-// use makes f, segment seg, the segment being written.
+// use makes f, segment seg, the segment being written. Its file is
+// known to hold at least journalPrefill bytes (a new file is filled with
+// them; a reused one held a segment).
 func (j *journal) use(seg uint64, f vfs.File) {
 	j.w = record.NewLogWriter(f, logNum(record.NewReader, seg), record.LogWriterConfig{
 		QueueSemChan:        j.sem,
 		WALFsyncLatency:     j.syncs,
 		WriteWALSyncOffsets: func() bool { return true },
 	})
-	j.seg, j.size = seg, 0
+	j.seg, j.size, j.f = seg, 0, f
+	j.reserved = 0
+	if fi, err := f.Stat(); err == nil {
+		j.reserved = fi.Size()
+	}
+}
+
+// reserveLocked makes sure the current segment's file has the blocks an
+// entry of n bytes will be written to, before the entry is queued: the
+// writer's flush loop writes it later, and a write that found the disk
+// full there would fail the entry after the pipeline counted it, which
+// only a restart can undo. Space reserved (fallocate, the file's size
+// kept) cannot run out, so a full disk refuses the entry here, cleanly,
+// and the journal goes on taking entries once space is back. The caller
+// holds mu.
+func (j *journal) reserveLocked(n int) error {
+	if j.noReserve {
+		return nil
+	}
+	// The writer's file offset, the entry, a chunk header per fragment,
+	// and a block for the end marker and the last block's padding.
+	const block, header = 32 << 10, 32
+	need := j.w.Size() + int64(n) + int64(n/(block-header)+2)*header + block
+	if need <= j.reserved {
+		return nil
+	}
+	want := (need + journalPreallocate - 1) / journalPreallocate * journalPreallocate
+	if err := j.f.Preallocate(0, want); err != nil {
+		if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
+			j.noReserve = true
+			return nil
+		}
+		return fmt.Errorf("reserve journal space: %w", err)
+	}
+	j.reserved = want
+	return nil
 }
 
 // prepare creates the spare segment if there is none, reusing a free file
@@ -249,6 +297,13 @@ func (j *journal) append(entry []byte, written func()) error {
 	j.mu.Lock()
 	err := j.err
 	if err == nil {
+		if err = j.reserveLocked(len(entry)); err != nil {
+			// Nothing is written: the entry is refused, the journal not
+			// broken.
+			j.mu.Unlock()
+			<-j.sem
+			return err
+		}
 		w.wg.Add(1)
 		if _, err = j.w.SyncRecord(entry, &w.wg, &w.err); err != nil {
 			w.wg.Done() // not queued
@@ -274,6 +329,16 @@ func (j *journal) append(entry []byte, written func()) error {
 			j.err = fmt.Errorf("sync journal: %w", w.err)
 		}
 		return j.err
+	}
+	return nil
+}
+
+// failed returns the error that stopped the journal, if one did.
+func (j *journal) failed() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return fmt.Errorf("%w; restart proxylens to replay the journal", j.err)
 	}
 	return nil
 }

@@ -27,9 +27,12 @@ func (d *DB) Load(dict func(id uint32, s string) error, totals func(key, value [
 		return 0, errors.New("store already loaded")
 	}
 	// A cut that crashed while applying its staged samples: the rest of
-	// them, before anything is read (cut_pieces.go).
+	// them, before anything is read (cut_pieces.go). With the disk short
+	// of space they wait for the first cut, which applies them first.
 	if pending, err := d.stagedPending(); err != nil {
 		return 0, err
+	} else if pending && d.guard.err() != nil {
+		d.log.Warn("the series of a cut interrupted by a stop wait for disk space; until then queries read them without it")
 	} else if pending {
 		d.cutMu.Lock()
 		err := d.applyStagedLocked()
@@ -116,9 +119,19 @@ func (d *DB) Load(dict func(id uint32, s string) error, totals func(key, value [
 	if entries > 0 {
 		d.log.Info("replayed ingest journal", "entries", entries, "segments", replayedSegs)
 	}
-	if d.j, err = openJournal(d.journalDir(), next, d.journalSyncs); err != nil {
+	j, err := openJournal(d.journalDir(), next, d.journalSyncs)
+	if err != nil {
 		return 0, err
 	}
+	// The spare: with the disk short of space, the first cut makes it.
+	if d.guard.err() == nil {
+		if err := j.prepare(); isNoSpace(err) {
+			d.guard.noSpace(err)
+		} else if err != nil {
+			return 0, errors.Join(err, j.close())
+		}
+	}
+	d.j = j
 	return d.seq, nil
 }
 

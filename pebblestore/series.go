@@ -73,7 +73,8 @@ type SeriesStore struct {
 	changes  ChangeNoter
 	now      func() time.Time
 	feedOn   bool
-	feed     feedState // guarded by commitMu
+	feed     feedState  // guarded by commitMu
+	guard    *diskGuard // refuses commits while the disk is short of space (nil: none)
 
 	mu       sync.RWMutex
 	byHash   map[uint64][]*memSeries

@@ -55,6 +55,14 @@ func (a *appender) Commit() error {
 func (s *SeriesStore) commit(a *appender, b *pebble.Batch, commitBatch func() error) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	if s.guard != nil {
+		// Pebble cannot survive a WAL write that finds the disk full:
+		// refuse before it would.
+		if err := s.guard.refuse(); err != nil {
+			a.invalidateLocked()
+			return err
+		}
+	}
 	apply, err := a.writeLocked(b)
 	var feedApply func()
 	if err == nil {

@@ -31,6 +31,8 @@ type API struct {
 	queryable storage.Queryable
 	engine    *promql.Engine
 	parser    parser.Parser
+	handoff   *handoffParser // the engine's parser
+	refused   *prometheus.CounterVec
 	metadata  func() map[string][]metadata.Metadata
 	build     BuildInfo
 	log       *slog.Logger
@@ -101,6 +103,7 @@ func New(cfg Config, q storage.Queryable, opts Options) *API {
 		now = time.Now
 	}
 	p := parser.NewParser(parser.Options{})
+	handoff := newHandoffParser(p)
 	g := newGate(cfg.MaxConcurrent)
 	engine := promql.NewEngine(promql.EngineOpts{
 		Logger:                   log,
@@ -113,9 +116,15 @@ func New(cfg Config, q storage.Queryable, opts Options) *API {
 		EnableAtModifier:         true,
 		EnableNegativeOffset:     true,
 		EnablePerStepStats:       true,
-		Parser:                   p,
+		Parser:                   handoff,
 	})
-	a := &API{cfg: cfg, queryable: q, engine: engine, parser: p, metadata: opts.Metadata,
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "proxylens_query_refused_total",
+		Help: "Requests of the query API refused before parsing: reason = too_long, too_deep, format_cost, too_many_params, body_too_large."},
+		[]string{"reason"})
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(refused)
+	}
+	a := &API{cfg: cfg, queryable: q, engine: engine, parser: p, handoff: handoff, refused: refused, metadata: opts.Metadata,
 		build: withGoBuildInfo(opts.BuildInfo), log: log, now: now, audit: opts.Audit, rules: opts.Rules,
 		gate: g, upstream: opts.Upstream}
 	if cfg.ResultCache.MaxBytes > 0 && opts.Changes != nil && opts.Upstream == nil {

@@ -537,9 +537,11 @@ func TestAbsurdSubquery(t *testing.T) {
 
 // TestMaxConcurrent: with one slot, a second query waits in the queue while
 // the first runs, and gives up with 503 when its own timeout passes first.
+// The configured timeout counts the wait, as Prometheus' does: it is
+// longer here than the slow query's own.
 func TestMaxConcurrent(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	srv, _ := startAPIWith(t, promql.Config{MaxConcurrent: 1, Timeout: time.Second}, reg)
+	srv, _ := startAPIWith(t, promql.Config{MaxConcurrent: 1, Timeout: 10 * time.Second}, reg)
 	running := func() float64 {
 		mfs, err := reg.Gather()
 		require.NoError(t, err)
@@ -552,7 +554,7 @@ func TestMaxConcurrent(t *testing.T) {
 	}
 	slow := func(wg *sync.WaitGroup) {
 		wg.Go(func() {
-			_, _, _ = do(t, http.MethodGet, srv.URL+"/api/v1/query", url.Values{"query": {deathQuery}})
+			_, _, _ = do(t, http.MethodGet, srv.URL+"/api/v1/query", url.Values{"query": {deathQuery}, "timeout": {"1s"}})
 		})
 		for running() == 0 { // until the slow query holds the slot
 			time.Sleep(time.Millisecond)
@@ -582,9 +584,9 @@ func TestMaxConcurrent(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	require.NoError(t, promql.DefaultConfig().Validate())
-	err := promql.Config{Timeout: -1, MaxSamples: -1, MaxConcurrent: -1, MaxPoints: -1, MaxQueryLength: -1, LookbackDelta: -1,
+	err := promql.Config{Timeout: -1, MaxSamples: -1, MaxConcurrent: -1, MaxPoints: -1, MaxQueryLength: -1, MaxQueryBytes: -1, MaxQueryDepth: -1, LookbackDelta: -1,
 		ResultCache: promql.ResultCacheConfig{MaxBytes: -1}}.Validate()
-	for _, k := range []string{"query.timeout", "query.max_samples", "query.max_concurrent", "query.max_points_per_series", "query.max_query_length", "query.lookback_delta",
+	for _, k := range []string{"query.timeout", "query.max_samples", "query.max_concurrent", "query.max_points_per_series", "query.max_query_length", "query.max_query_bytes", "query.max_query_depth", "query.lookback_delta",
 		"query.result_cache.max_bytes"} {
 		require.ErrorContains(t, err, k)
 	}

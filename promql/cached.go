@@ -105,13 +105,12 @@ type piece struct {
 }
 
 // planCached splits req into pieces, or says that it is not to be cached.
-func (a *API) planCached(req Request) (*cachePlan, bool) {
+func (a *API) planCached(req Request, expr parser.Expr) (*cachePlan, bool) {
 	if req.Step%time.Millisecond != 0 || req.Step > 24*time.Hour ||
 		req.Start.Nanosecond()%int(time.Millisecond) != 0 || req.End.Nanosecond()%int(time.Millisecond) != 0 {
 		return nil, false
 	}
-	expr, err := a.parser.ParseExpr(req.Query)
-	if err != nil || !splittable(expr) {
+	if !splittable(expr) {
 		return nil, false
 	}
 	lookback := req.LookbackDelta
@@ -218,7 +217,7 @@ func (a *API) execCached(ctx context.Context, req Request, p *cachePlan) (*Resul
 			// others: one evaluation selects them all for every step (see
 			// fingerprint). Answer as it does.
 			a.cache.mixed.Inc()
-			res, err := a.run(ctx, req, a.queryable)
+			res, err := a.run(ctx, req, a.queryable, nil)
 			if err != nil {
 				return res, err
 			}
@@ -242,7 +241,7 @@ func (a *API) runPiece(ctx context.Context, req Request, p *cachePlan, i int, pa
 	sub := req
 	sub.Start, sub.End = time.UnixMilli(pc.start).UTC(), time.UnixMilli(pc.end).UTC()
 	rec := &recorder{}
-	res, err := a.run(ctx, sub, recordingQueryable{Queryable: a.queryable, rec: rec})
+	res, err := a.run(ctx, sub, recordingQueryable{Queryable: a.queryable, rec: rec}, nil)
 	if err != nil {
 		res.Close()
 		return res.Warnings, err

@@ -23,6 +23,16 @@ type Config struct {
 	// MaxQueryLength bounds the time span a query covers (end − start of a
 	// range query, plus its longest range). Default 0: no bound.
 	MaxQueryLength time.Duration `yaml:"max_query_length"`
+	// MaxQueryBytes bounds the length of a query, and of each match[]
+	// selector, in bytes; longer ones are refused before they are parsed.
+	// Default 131072 (128 KiB, Tempo's max_query_expression_size_bytes;
+	// VictoriaMetrics' -search.maxQueryLen is 16 KiB).
+	MaxQueryBytes int `yaml:"max_query_bytes"`
+	// MaxQueryDepth bounds how deeply a query nests brackets and
+	// operators (see scanQuery); deeper ones are refused before they are
+	// parsed, as the parser's time grows with the square of the depth.
+	// Default 256.
+	MaxQueryDepth int `yaml:"max_query_depth"`
 	// LookbackDelta is how far back an instant selector looks. Default 5m.
 	LookbackDelta time.Duration `yaml:"lookback_delta"`
 	// ResultCache caches range queries' answers day by day.
@@ -43,7 +53,8 @@ type ResultCacheConfig struct {
 
 // DefaultConfig returns Prometheus' limits.
 func DefaultConfig() Config {
-	return Config{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, MaxConcurrent: 20, MaxPoints: 11000, LookbackDelta: 5 * time.Minute,
+	return Config{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, MaxConcurrent: 20, MaxPoints: 11000,
+		MaxQueryBytes: 128 << 10, MaxQueryDepth: 256, LookbackDelta: 5 * time.Minute,
 		ResultCache: ResultCacheConfig{MaxBytes: 256 << 20}}
 }
 
@@ -64,6 +75,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxQueryLength < 0 {
 		errs = append(errs, fmt.Errorf("query.max_query_length: must not be negative, got %q", c.MaxQueryLength.String()))
+	}
+	if c.MaxQueryBytes < 0 {
+		errs = append(errs, fmt.Errorf("query.max_query_bytes: must not be negative, got %d", c.MaxQueryBytes))
+	}
+	if c.MaxQueryDepth < 0 {
+		errs = append(errs, fmt.Errorf("query.max_query_depth: must not be negative, got %d", c.MaxQueryDepth))
 	}
 	if c.LookbackDelta < 0 {
 		errs = append(errs, fmt.Errorf("query.lookback_delta: must not be negative, got %q", c.LookbackDelta.String()))
@@ -92,6 +109,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPoints == 0 {
 		c.MaxPoints = d.MaxPoints
+	}
+	if c.MaxQueryBytes == 0 {
+		c.MaxQueryBytes = d.MaxQueryBytes
+	}
+	if c.MaxQueryDepth == 0 {
+		c.MaxQueryDepth = d.MaxQueryDepth
 	}
 	if c.LookbackDelta == 0 {
 		c.LookbackDelta = d.LookbackDelta

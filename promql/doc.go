@@ -28,8 +28,13 @@
 // Exec forwards too and decodes the answer into the engine's values. The
 // result cache is then off.
 //
+// Before anything parses a query or match[] selector, querysize.go bounds
+// its length and nesting in one linear scan (the parser's time grows with
+// the square of the depth); the query is then parsed once, and the engine
+// is handed the tree (handoffParser).
+//
 // The files: api.go (the API and its options), exec.go (the entry point
-// and the query handlers), lookups.go (series, labels, metadata and the
+// and the query handlers), querysize.go, lookups.go (series, labels, metadata and the
 // other endpoints), params.go, limits.go, errors.go, response.go and
 // json.go (the envelope and the result encoding), the cache's three, and
 // the proxy's three (proxy.go, upstream.go, jsonscan.go).

@@ -90,35 +90,63 @@ func (a *API) Exec(ctx context.Context, req Request) (*Result, error) {
 
 // exec is Exec without the audit: the HTTP handlers audit the whole
 // request instead (see audited). Its errors are *apiError.
+//
+// The query is parsed once, after checkQuerySize, and everything after
+// the parse (the preflight, the cache's plan, the wait for a query slot,
+// the store's pushdown, the evaluation) runs under the configured timeout
+// and ctx, so that a request the client abandoned stops.
 func (a *API) exec(ctx context.Context, req Request) (*Result, error) {
 	res := &Result{}
+	expr, aerr := a.parseQuery(req.Query)
+	if aerr != nil {
+		return res, aerr
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
 	span := time.Duration(0)
 	if req.Step > 0 {
 		span = req.End.Sub(req.Start)
 	}
-	if aerr := a.preflight(req.Query, span, req.Step); aerr != nil {
+	if aerr := a.preflight(expr, span, req.Step); aerr != nil {
 		return res, aerr
 	}
 	if a.upstream != nil && !req.Local {
 		return a.execUpstream(ctx, req)
 	}
 	if a.cache != nil && req.Step > 0 && !req.Stats && !req.noCache {
-		if p, ok := a.planCached(req); ok {
+		if p, ok := a.planCached(req, expr); ok {
 			return a.execCached(ctx, req, p)
 		}
 	}
-	return a.run(ctx, req, a.queryable)
+	return a.run(ctx, req, a.queryable, expr)
 }
 
 // run evaluates req over q (the store, or the cache's view of it) with
-// the engine, limits and gate, without the cache.
-func (a *API) run(ctx context.Context, req Request, qa storage.Queryable) (*Result, error) {
+// the engine, limits and gate, without the cache. expr is req's parse,
+// which run changes (the store's pushdown, the engine's preprocessing);
+// nil parses req.Query again (a piece of a cached plan, whose tree the
+// plan keeps): cheap, as checkQuerySize bounded it.
+func (a *API) run(ctx context.Context, req Request, qa storage.Queryable, expr parser.Expr) (*Result, error) {
 	res := &Result{}
+	if err := ctx.Err(); err != nil {
+		return res, engineError(err)
+	}
+	if expr == nil {
+		var aerr *apiError
+		if expr, aerr = a.parseQuery(req.Query); aerr != nil {
+			return res, aerr
+		}
+	}
 	if s, ok := a.queryable.(rawDataStore); ok && req.RawData {
 		ctx = s.WithRawData(ctx)
 	}
 	opts := promql.NewPrometheusQueryOpts(req.Stats, req.LookbackDelta, nil)
-	q := a.pushdown(req.Query)
+	q := req.Query
+	if s, ok := a.queryable.(pushDownStore); ok && s.PushDown(expr) {
+		q = expr.String()
+	}
+	q, done := a.handoff.put(q, expr)
+	defer done()
 	var err error
 	if req.Step > 0 {
 		res.qry, err = a.engine.NewRangeQuery(ctx, qa, opts, q, req.Start, req.End, req.Step)
@@ -146,20 +174,6 @@ type pushDownStore interface {
 // rawDataStore is a store that can answer from raw samples only.
 type rawDataStore interface {
 	WithRawData(ctx context.Context) context.Context
-}
-
-// pushdown returns q as the store rewrites it, or q when the store does
-// not rewrite queries or changes nothing.
-func (a *API) pushdown(q string) string {
-	s, ok := a.queryable.(pushDownStore)
-	if !ok {
-		return q
-	}
-	expr, err := a.parser.ParseExpr(q)
-	if err != nil || !s.PushDown(expr) {
-		return q
-	}
-	return expr.String()
 }
 
 // queryOptions reads the query parameters that shape the request context

@@ -31,11 +31,7 @@ const subqueryPointsPerSample = 20
 //
 // span is the evaluation range (end − start) and step the resolution of a
 // range query; both are 0 for an instant query.
-func (a *API) preflight(q string, span, step time.Duration) *apiError {
-	expr, err := a.parser.ParseExpr(q)
-	if err != nil {
-		return nil // the engine reports it
-	}
+func (a *API) preflight(expr parser.Expr, span, step time.Duration) *apiError {
 	var aerr *apiError
 	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
 		// The subqueries around n, innermost last, set how far back n

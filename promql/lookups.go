@@ -166,8 +166,8 @@ func (a *API) metadataHandler(r *http.Request) result {
 func (a *API) buildInfo(*http.Request) result { return result{data: a.build} }
 
 func (a *API) exemplars(r *http.Request) result {
-	if _, err := a.parser.ParseExpr(r.Form.Get("query")); err != nil {
-		return result{err: badData("invalid parameter %q: %v", "query", err)}
+	if _, aerr := a.parseQuery(r.Form.Get("query")); aerr != nil {
+		return result{err: aerr}
 	}
 	if _, _, aerr := a.timeRange(r); aerr != nil {
 		return result{err: aerr}
@@ -176,10 +176,17 @@ func (a *API) exemplars(r *http.Request) result {
 	return result{data: []any{}}
 }
 
+// formatQuery pretty-prints the query, unless that would cost more than
+// maxFormatCost (Expr.Pretty's time grows with the cube of the depth).
 func (a *API) formatQuery(r *http.Request) result {
-	expr, err := a.parser.ParseExpr(r.Form.Get("query"))
-	if err != nil {
-		return result{err: badData("invalid parameter %q: %v", "query", err)}
+	expr, aerr := a.parseQuery(r.Form.Get("query"))
+	if aerr != nil {
+		return result{err: aerr}
+	}
+	if formatCost(expr) > maxFormatCost {
+		a.refused.WithLabelValues("format_cost").Inc()
+		return result{err: badData("invalid parameter %q: the query is too large and deeply nested to format (more than %s steps of work); format a part of it",
+			"query", thousands(int64(maxFormatCost)))}
 	}
 	return result{data: expr.Pretty(0)}
 }

@@ -79,6 +79,9 @@ func parseLimit(r *http.Request) (int, *apiError) {
 func (a *API) matcherSets(r *http.Request) ([][]*labels.Matcher, *apiError) {
 	var sets [][]*labels.Matcher
 	for _, s := range r.Form["match[]"] {
+		if aerr := a.checkQuerySize("match[]", s); aerr != nil {
+			return nil, aerr
+		}
 		ms, err := a.parser.ParseMetricSelector(s)
 		if err != nil {
 			return nil, badData("invalid parameter %q: %v", "match[]", err)

@@ -52,10 +52,11 @@ func (a *API) upQueryRange(r *http.Request) result {
 // checkQuery refuses what the local engine would refuse before running
 // q: a query that does not parse, and what preflight refuses.
 func (a *API) checkQuery(q string, span, step time.Duration) *apiError {
-	if _, err := a.parser.ParseExpr(q); err != nil {
-		return badData("invalid parameter %q: %v", "query", err)
+	expr, aerr := a.parseQuery(q)
+	if aerr != nil {
+		return aerr
 	}
-	return a.preflight(q, span, step)
+	return a.preflight(expr, span, step)
 }
 
 // forwardQuery forwards a checked query with the timeout parameter set
@@ -137,8 +138,8 @@ func (a *API) upMetadata(r *http.Request) result {
 
 // upExemplars forwards /api/v1/query_exemplars.
 func (a *API) upExemplars(r *http.Request) result {
-	if _, err := a.parser.ParseExpr(r.Form.Get("query")); err != nil {
-		return result{err: badData("invalid parameter %q: %v", "query", err)}
+	if _, aerr := a.parseQuery(r.Form.Get("query")); aerr != nil {
+		return result{err: aerr}
 	}
 	if _, _, aerr := a.timeRange(r); aerr != nil {
 		return result{err: aerr}
@@ -176,12 +177,10 @@ func cloneForm(f url.Values) url.Values {
 }
 
 // execUpstream is exec through the upstream: the query is forwarded and
-// the answer decoded into the engine's values.
+// the answer decoded into the engine's values. exec has checked and
+// parsed the query.
 func (a *API) execUpstream(ctx context.Context, req Request) (*Result, error) {
 	res := &Result{}
-	if _, err := a.parser.ParseExpr(req.Query); err != nil {
-		return res, badData("invalid parameter %q: %v", "query", err)
-	}
 	d := a.cfg.Timeout
 	if dl, ok := ctx.Deadline(); ok {
 		d = min(d, time.Until(dl))

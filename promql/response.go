@@ -37,7 +37,7 @@ type response struct {
 func (a *API) wrap(f func(*http.Request) result) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
-			a.write(w, r, result{err: badData("error parsing form values: %v", err)})
+			a.write(w, r, result{err: a.formError(err)})
 			return
 		}
 		res := f(r)
@@ -69,9 +69,16 @@ func (a *API) audited(action string, h http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		_ = r.ParseForm() // here, so that r.Form is read below; wrap reports errors
 		acc := &Access{Action: action}
-		h(w, r.WithContext(context.WithValue(r.Context(), accessKey{}, acc)))
+		// Here, so that r.Form is read below. ParseForm reports an error
+		// once only: a second call finds the form set and returns nil.
+		if err := r.ParseForm(); err != nil {
+			aerr := a.formError(err)
+			acc.Err = aerr.Error()
+			a.write(w, r, result{err: aerr})
+		} else {
+			h(w, r.WithContext(context.WithValue(r.Context(), accessKey{}, acc)))
+		}
 		acc.Took = time.Since(start)
 		acc.Start, acc.End = r.Form.Get("start"), r.Form.Get("end")
 		switch {

@@ -16,10 +16,14 @@
 //
 // Series written from outside (OTLP metrics, remote write) go to a
 // SeriesWriter, which appends them through Prometheus' storage.AppendableV2:
-// this package never imports the store.
+// this package never imports the store. Names proxylens writes itself
+// (proxy_*, proxylens_*: ReservedName) are refused there, to every writer.
 //
-// The files: receiver.go (the listeners, the in-flight budget, the trace
-// export), grpc.go and otlphttp.go (the transports, one handler each for
+// The files: receiver.go (the listeners, the trace export), budget.go (the
+// in-flight budget, reserved as bytes arrive), slowclient.go (read
+// timeouts of every HTTP listener), inflate.go (gzip and zstd, bounded by
+// the budget, gRPC's included), jsonscan.go (OTLP/JSON depth and trailing
+// data), grpc.go and otlphttp.go (the transports, one handler each for
 // every signal), decode.go and wire.go (the trace decoder), remotewrite.go,
 // rwfast.go (remote write's fast path: the request read in place, series
 // found by their labels' wire bytes), otlpmetrics.go and otlpconvert.go

@@ -3,18 +3,15 @@ package receiver
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
-	_ "google.golang.org/grpc/encoding/gzip" // gzip-compressed OTLP/gRPC requests
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/mem"
@@ -51,62 +48,6 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return nil
 	}
 	return c.proto.Unmarshal(data, v)
-}
-
-// zstdCompressor lets gRPC clients send zstd-compressed requests, as the
-// Collector accepts them.
-type zstdCompressor struct{ decoders sync.Pool }
-
-func (*zstdCompressor) Name() string { return "zstd" }
-
-func (*zstdCompressor) Compress(w io.Writer) (io.WriteCloser, error) {
-	return zstd.NewWriter(w, zstd.WithEncoderConcurrency(1))
-}
-
-func (z *zstdCompressor) Decompress(r io.Reader) (io.Reader, error) {
-	d, ok := z.decoders.Get().(*zstd.Decoder)
-	if !ok {
-		var err error
-		d, err = newZstdDecoder()
-		if err != nil {
-			return nil, err
-		}
-	}
-	if err := d.Reset(r); err != nil {
-		z.decoders.Put(d)
-		return nil, err
-	}
-	return &pooledZstd{d: d, pool: &z.decoders}, nil
-}
-
-// maxZstdWindow bounds the history a zstd frame may ask for (zstd's own
-// default is 8 MiB, its long mode 128 MiB). The size of what it inflates to
-// is bounded by the request limit, not here: past that limit the request is
-// refused as too large.
-const maxZstdWindow = 128 << 20
-
-func newZstdDecoder() (*zstd.Decoder, error) {
-	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(maxZstdWindow))
-}
-
-// pooledZstd returns its decoder to the pool at EOF; gRPC reads every
-// decompressed stream to its end or to the size limit.
-type pooledZstd struct {
-	d    *zstd.Decoder
-	pool *sync.Pool
-}
-
-func (p *pooledZstd) Read(b []byte) (int, error) {
-	if p.d == nil {
-		return 0, io.EOF
-	}
-	n, err := p.d.Read(b)
-	if err != nil {
-		p.pool.Put(p.d)
-		p.d = nil
-	}
-	return n, err
 }
 
 // exportService describes an OTLP collector service: its one method,
@@ -179,6 +120,9 @@ func (r *Receiver) grpcHandler(sig signal) grpc.MethodHandler {
 		start := time.Now()
 		var msg rawMessage
 		if err := dec(&msg); err != nil {
+			if sig.done != nil && status.Code(err) == codes.ResourceExhausted {
+				sig.done("too_large", start)
+			}
 			return nil, err
 		}
 		defer msg.buf.Free()
@@ -200,8 +144,14 @@ func (r *Receiver) grpcHandler(sig signal) grpc.MethodHandler {
 }
 
 func (r *Receiver) grpcHandle(ctx context.Context, body []byte, sig signal) (exportResult, error) {
+	switch err := inflateRefusal(body); {
+	case errors.Is(err, errInflateBudget):
+		return exportResult{}, fmt.Errorf("%w: %w", otelanalytics.ErrOverloaded, err)
+	case err != nil:
+		return exportResult{}, err
+	}
 	n := int64(len(body))
-	if !r.budget.acquire(n) {
+	if !r.budget.acquire(n, 0) {
 		return exportResult{}, otelanalytics.ErrOverloaded
 	}
 	defer r.budget.release(n)
@@ -215,6 +165,8 @@ func (r *Receiver) grpcStatus(err error) error {
 	switch {
 	case errors.Is(err, errMalformed):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, errTooLarge):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -33,7 +33,9 @@ import (
 //   - explicit-bucket histograms as classic _bucket{le}, _sum and _count
 //     series; exponential histograms as native histograms; summaries as
 //     {quantile}, _sum and _count series;
-//   - points flagged as having no recorded value become staleness markers.
+//   - points flagged as having no recorded value become staleness markers;
+//   - metrics whose translated name is reserved (ReservedName: proxy_*,
+//     proxylens_*) are refused, their points counted as rejected.
 //
 // Start timestamps are not stored (Prometheus stores them only behind a
 // feature flag), so samples keep the cheaper XOR encoding.
@@ -56,6 +58,7 @@ type otlpConversion struct {
 	samples  []otlpSample
 	metadata map[string]metadata.Metadata
 	rejected int64    // data points that could not be converted
+	reserved int64    // of them, those of metrics with a reserved name
 	errs     []string // why, at most a few distinct messages
 }
 
@@ -72,8 +75,9 @@ func (c *otlpConversion) reject(n int, format string, args ...any) {
 	}
 }
 
-// convertOTLP converts metrics as Prometheus' OTLP endpoint does.
-func convertOTLP(md pmetric.Metrics) *otlpConversion {
+// convertOTLP converts metrics as Prometheus' OTLP endpoint does; the
+// names refused says are refused (nil: none).
+func convertOTLP(md pmetric.Metrics, refused func(name string) bool) *otlpConversion {
 	conv := &otlpConversion{metadata: map[string]metadata.Metadata{}}
 	namer := otlptranslator.MetricNamer{WithMetricSuffixes: true}
 	unitNamer := otlptranslator.UnitNamer{}
@@ -102,6 +106,12 @@ func convertOTLP(md pmetric.Metrics) *otlpConversion {
 				name, err := namer.Build(translatorMetric(m))
 				if err != nil {
 					conv.reject(dataPoints(m), "metric %q: %v", m.Name(), err)
+					continue
+				}
+				if refused != nil && refused(name) {
+					n := dataPoints(m)
+					conv.reserved += int64(n)
+					conv.reject(n, "metric %q: the name %s is written by proxylens only (proxy_*, proxylens_*)", m.Name(), name)
 					continue
 				}
 				if temporality, ok := temporalityOf(m); ok && temporality != pmetric.AggregationTemporalityCumulative {

@@ -142,7 +142,7 @@ func TestConvertOTLP(t *testing.T) {
 	ds.SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
 	ds.DataPoints().AppendEmpty().SetIntValue(1)
 
-	conv := convertOTLP(md)
+	conv := convertOTLP(md, ReservedName)
 	var eHist *histogram.Histogram
 	for _, smp := range conv.samples {
 		if smp.h != nil {
@@ -195,7 +195,7 @@ func TestConvertOTLPTargetInfo(t *testing.T) {
 	pts := m.SetEmptyGauge().DataPoints()
 	pts.AppendEmpty().SetTimestamp(tsNs)
 	pts.AppendEmpty().SetTimestamp(tsNs + 6*60*1e9) // six minutes later
-	conv := convertOTLP(md)
+	conv := convertOTLP(md, ReservedName)
 	var info []int64
 	for _, s := range conv.samples {
 		if s.ls.Get("__name__") == "target_info" {
@@ -211,7 +211,7 @@ func TestConvertOTLPTargetInfo(t *testing.T) {
 	md, ms = newMetrics(map[string]string{"host.name": "h1"})
 	ms.AppendEmpty().SetEmptyGauge().DataPoints().AppendEmpty().SetTimestamp(tsNs)
 	ms.At(0).SetName("up")
-	for _, s := range convertOTLP(md).samples {
+	for _, s := range convertOTLP(md, ReservedName).samples {
 		require.NotEqual(t, "target_info", s.ls.Get("__name__"))
 	}
 }

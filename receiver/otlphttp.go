@@ -58,8 +58,8 @@ func newHTTPServer(r *Receiver, ln net.Listener) *httpServer {
 		})
 	}
 	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           BoundReads(h, r.cfg.ReadTimeout, r.reg, "otlp_http"),
+		ReadHeaderTimeout: r.cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),
 	}
@@ -94,6 +94,9 @@ type marshaler interface {
 func (r *Receiver) traceSignal(transport int) signal {
 	return signal{
 		fromJSON: func(body []byte) ([]byte, error) {
+			if err := checkJSON(body); err != nil {
+				return nil, err
+			}
 			er := ptraceotlp.NewExportRequest()
 			if err := er.UnmarshalJSON(body); err != nil {
 				// The JSON parser's message quotes the body, which may hold
@@ -126,6 +129,9 @@ func (r *Receiver) traceSignal(transport int) signal {
 func metricsSignal(w *SeriesWriter) signal {
 	return signal{
 		fromJSON: func(body []byte) ([]byte, error) {
+			if err := checkJSON(body); err != nil {
+				return nil, err
+			}
 			er := pmetricotlp.NewExportRequest()
 			if err := er.UnmarshalJSON(body); err != nil {
 				return nil, fmt.Errorf("%w: not a valid OTLP/JSON ExportMetricsServiceRequest", errMalformed)
@@ -250,11 +256,34 @@ func writeResponse(w http.ResponseWriter, ctype string, resp marshaler) {
 	_, _ = w.Write(body)
 }
 
-// readBody reads and decompresses the request body into *bp, reserving
-// in-flight bytes as the buffer grows and stopping at the size limit, so
-// that neither a large body nor a decompression bomb is read whole.
+// readChunk is the step in which a body's reservation grows as it is
+// read: the first reservation, and the least it grows by.
+const readChunk = 64 << 10
+
+// readBody reads and decompresses the request body into *bp. The in-flight
+// budget is reserved as bytes arrive (or come out of the decompressor),
+// never from the announced Content-Length, and reading stops at the size
+// limit, so that neither a slow or large body nor a decompression bomb
+// holds more than it has sent or than the budget. *reserved is what the
+// request holds of the budget when readBody returns; the caller releases
+// it.
 func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) ([]byte, error) {
 	limit := h.limit
+	// Everything reserved while reading counts as arriving until the body
+	// is complete; the decompressor's state is released at the end.
+	var state int64
+	defer func() {
+		h.budget.arrived(*reserved)
+		h.budget.release(state)
+		*reserved -= state
+	}()
+	reserve := func(n int64) bool {
+		if !h.budget.acquireArriving(n, *reserved) {
+			return false
+		}
+		*reserved += n
+		return true
+	}
 	var src io.Reader = req.Body
 	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
@@ -262,6 +291,10 @@ func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) (
 			return nil, fmt.Errorf("%w: %d bytes, the limit is %d", errTooLarge, req.ContentLength, limit)
 		}
 	case "gzip":
+		if !reserve(gzipState) {
+			return nil, otelanalytics.ErrOverloaded
+		}
+		state = gzipState
 		zr, _ := gzipPool.Get().(*gzip.Reader)
 		var err error
 		if zr == nil {
@@ -270,18 +303,25 @@ func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) (
 			err = zr.Reset(req.Body)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: gzip: %w", errMalformed, err)
+			return nil, gzipError(err)
 		}
 		defer gzipPool.Put(zr)
 		src = zr
 	case "zstd":
+		window, stream, err := zstdWindow(req.Body)
+		if err != nil {
+			return nil, readError(err)
+		}
+		if !reserve(zstdState(window)) {
+			return nil, otelanalytics.ErrOverloaded
+		}
+		state = zstdState(window)
 		zr, _ := zstdPool.Get().(*zstd.Decoder)
-		var err error
 		if zr == nil {
 			zr, err = newZstdDecoder()
 		}
 		if err == nil {
-			err = zr.Reset(req.Body)
+			err = resetZstd(zr, stream, window)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: zstd: %w", errMalformed, err)
@@ -295,29 +335,33 @@ func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) (
 		return nil, fmt.Errorf("%w: content encoding %q", errUnsupported, enc)
 	}
 
+	// A body of known length gets a buffer of that length (+1 to see EOF
+	// without growing) as its reservation reaches it, not before.
+	size := limit + 1
+	if req.ContentLength >= 0 && src == io.Reader(req.Body) {
+		size = req.ContentLength + 1
+	}
 	buf := (*bp)[:0]
-	if req.ContentLength > 0 && src == io.Reader(req.Body) && int64(cap(buf)) < req.ContentLength {
-		buf = make([]byte, 0, req.ContentLength+1) // +1 to see EOF without growing
-	}
-	if !h.budget.acquire(int64(cap(buf))) {
-		return nil, otelanalytics.ErrOverloaded
-	}
-	*reserved = int64(cap(buf))
+	held := *reserved - state // of the budget, for buf's bytes
 	for {
-		if len(buf) == cap(buf) {
-			newCap := min(max(2*int64(cap(buf)), 64<<10), limit+1)
-			if newCap <= int64(cap(buf)) {
+		if int64(len(buf)) == held {
+			step := min(max(held, readChunk), size-held)
+			if step <= 0 {
+				*bp = buf
 				return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
 			}
-			if !h.budget.acquire(newCap - *reserved) {
+			if !reserve(step) {
+				*bp = buf
 				return nil, otelanalytics.ErrOverloaded
 			}
-			*reserved = newCap
-			grown := make([]byte, len(buf), newCap)
-			copy(grown, buf)
-			buf = grown
+			held += step
+			if int64(cap(buf)) < held {
+				grown := make([]byte, len(buf), held)
+				copy(grown, buf)
+				buf = grown
+			}
 		}
-		n, err := src.Read(buf[len(buf):cap(buf)])
+		n, err := src.Read(buf[len(buf):held])
 		buf = buf[:len(buf)+n]
 		if int64(len(buf)) > limit {
 			*bp = buf
@@ -328,15 +372,48 @@ func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) (
 		}
 		if err != nil {
 			*bp = buf
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, fmt.Errorf("%w: %w", errTooLarge, err)
+			if src != io.Reader(req.Body) && !errors.Is(err, ErrReadTimeout) {
+				return nil, decompressError(req, err)
 			}
-			return nil, fmt.Errorf("%w: read body: %w", errMalformed, err)
+			return nil, readError(err)
 		}
 	}
 	*bp = buf
 	return buf, nil
+}
+
+// readError classifies an error reading the request body.
+func readError(err error) error {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.Is(err, ErrReadTimeout):
+		return err
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%w: %w", errTooLarge, err)
+	case errors.Is(err, errZstdWindow):
+		return err
+	}
+	return fmt.Errorf("%w: read body: %w", errMalformed, err)
+}
+
+func gzipError(err error) error {
+	if errors.Is(err, ErrReadTimeout) {
+		return err
+	}
+	return fmt.Errorf("%w: gzip: %w", errMalformed, err)
+}
+
+// decompressError classifies an error of a decompressing read: the body's
+// own read errors are passed on by the decompressors.
+func decompressError(req *http.Request, err error) error {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%w: %w", errTooLarge, err)
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return errZstdWindow
+	}
+	return fmt.Errorf("%w: %s: %w", errMalformed, strings.ToLower(req.Header.Get("Content-Encoding")), err)
 }
 
 // writeError answers a failed export as the OTLP specification says.
@@ -348,6 +425,8 @@ func (h *httpExports) writeError(w http.ResponseWriter, ctype string, err error)
 		writeStatus(w, ctype, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, err.Error(), 0)
 	case errors.Is(err, errUnsupported):
 		writeStatus(w, ctype, http.StatusUnsupportedMediaType, codes.InvalidArgument, err.Error(), 0)
+	case errors.Is(err, ErrReadTimeout): // the client is too slow to be told to retry sooner
+		writeStatus(w, ctype, http.StatusRequestTimeout, codes.DeadlineExceeded, err.Error(), 0)
 	default: // saturated, stopping, canceled, or the store failed: the client retries
 		writeStatus(w, ctype, http.StatusServiceUnavailable, codes.Unavailable, err.Error(), h.retryAfter)
 	}

@@ -28,12 +28,12 @@ func (w *SeriesWriter) ServeOTLP(rw http.ResponseWriter, r *http.Request) {
 
 // writeOTLP converts OTLP metrics as Prometheus' OTLP endpoint does and
 // writes them in one synced commit. Data points that cannot be converted
-// (delta temporality, a bad histogram) or appended (too old, a different
+// (delta temporality, a bad histogram, a reserved name) or appended (too old, a different
 // value at the same time, too far in the future) are refused and counted
 // in the result; the rest are written. An error means nothing was written
 // and the client should retry.
 func (w *SeriesWriter) writeOTLP(ctx context.Context, md pmetric.Metrics) (exportResult, error) {
-	conv := convertOTLP(md)
+	conv := convertOTLP(md, w.refuses)
 	app := w.app.AppenderV2(ctx)
 	limit := w.opts.Now().Add(maxAhead).UnixMilli()
 	written := 0
@@ -61,6 +61,7 @@ func (w *SeriesWriter) writeOTLP(ctx context.Context, md pmetric.Metrics) (expor
 	}
 	w.setMetadata(conv.metadata)
 	w.samples("otlp").Add(written)
+	w.refused("otlp", reasonReservedName).Add(int(conv.reserved))
 	res := exportResult{rejected: conv.rejected}
 	if err := errList(conv.errs); err != nil {
 		res.message = err.Error()

@@ -10,12 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
 
 	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/selfmetrics"
@@ -42,6 +40,13 @@ type Config struct {
 	MaxInflightBytes int64
 	// RetryAfter is the delay suggested to throttled clients. Default 1s.
 	RetryAfter time.Duration
+	// ReadHeaderTimeout bounds the time to read an HTTP request's headers;
+	// past it the connection is closed. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the time to read an HTTP request's body, from
+	// the end of its headers; past it the request is refused with 408 and
+	// the connection closed (see BoundReads). Default 1m.
+	ReadTimeout time.Duration
 	// TLS, when set, serves both listeners over TLS with it.
 	TLS *tls.Config
 	// Authorize, when set, is asked about every request's Authorization
@@ -58,6 +63,9 @@ func DefaultConfig() Config {
 		MaxRequestBytes:  64 << 20,
 		MaxInflightBytes: 256 << 20,
 		RetryAfter:       time.Second,
+
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
 	}
 }
 
@@ -72,6 +80,12 @@ func (c Config) Validate() error {
 	}
 	if c.RetryAfter < time.Second || c.RetryAfter%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("retry_after: must be a whole number of seconds, at least 1s, got %q", c.RetryAfter.String()))
+	}
+	if c.ReadHeaderTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("read_header_timeout: must be at least 1s, got %q", c.ReadHeaderTimeout.String()))
+	}
+	if c.ReadTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("read_timeout: must be at least 1s, got %q", c.ReadTimeout.String()))
 	}
 	return errors.Join(errs...)
 }
@@ -93,6 +107,7 @@ type Receiver struct {
 	log      *slog.Logger
 
 	budget   budget // request bytes held
+	reg      *selfmetrics.Registry
 	http     httpExports
 	decoders sync.Pool
 
@@ -102,6 +117,9 @@ type Receiver struct {
 	httpSrv  *httpServer
 	started  bool
 	shutdown bool
+	// inflating: the budget is gRPC decompression's (see
+	// grpcInflateBudget), from Start to Shutdown.
+	inflating bool
 
 	m receiverMetrics
 }
@@ -133,6 +151,12 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 	}
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = def.RetryAfter
+	}
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = def.ReadHeaderTimeout
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = def.ReadTimeout
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -173,6 +197,10 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 	reg.Gauge("proxylens_inflight_request_bytes", "OTLP request bytes being handled right now.", func() float64 {
 		return float64(r.budget.inflight.Load())
 	})
+	reg.Gauge("proxylens_inflight_request_bytes_peak", "Highest proxylens_inflight_request_bytes since start (receiver.max_inflight_bytes bounds it).", func() float64 {
+		return float64(r.budget.peak.Load())
+	})
+	r.reg = reg
 	return r, nil
 }
 
@@ -198,6 +226,8 @@ func (r *Receiver) Start(ctx context.Context) error {
 		}
 		r.grpcLn = ln
 		r.grpcSrv = r.newGRPCServer()
+		grpcInflateBudget.started(&r.budget)
+		r.inflating = true
 		go func() {
 			if err := r.grpcSrv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				r.log.Error("OTLP/gRPC server stopped", "err", err)
@@ -210,6 +240,8 @@ func (r *Receiver) Start(ctx context.Context) error {
 		if err != nil {
 			if r.grpcSrv != nil {
 				r.grpcSrv.Stop()
+				grpcInflateBudget.stopped(&r.budget)
+				r.inflating = false
 			}
 			return fmt.Errorf("listen for OTLP/HTTP on %s: %w", r.cfg.HTTPAddr, err)
 		}
@@ -249,8 +281,12 @@ func (r *Receiver) HTTPAddr() net.Addr {
 func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	r.shutdown = true
-	grpcSrv, httpSrv := r.grpcSrv, r.httpSrv
+	grpcSrv, httpSrv, inflating := r.grpcSrv, r.httpSrv, r.inflating
+	r.inflating = false
 	r.mu.Unlock()
+	if inflating {
+		defer grpcInflateBudget.stopped(&r.budget)
+	}
 	var errs []error
 	if httpSrv != nil {
 		if err := httpSrv.srv.Shutdown(ctx); err != nil {
@@ -271,36 +307,6 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// budget bounds the request bytes held at once. A nil budget bounds
-// nothing.
-type budget struct {
-	inflight atomic.Int64
-	max      int64
-}
-
-// acquire reserves n request bytes; it fails when the bound would be
-// passed, unless nothing else is in flight.
-func (b *budget) acquire(n int64) bool {
-	if b == nil {
-		return true
-	}
-	for {
-		cur := b.inflight.Load()
-		if cur > 0 && cur+n > b.max {
-			return false
-		}
-		if b.inflight.CompareAndSwap(cur, cur+n) {
-			return true
-		}
-	}
-}
-
-func (b *budget) release(n int64) {
-	if b != nil {
-		b.inflight.Add(-n)
-	}
 }
 
 // exportResult is what a successful export answers.
@@ -364,14 +370,6 @@ func rejectionMessage(s *decodeStats) string {
 }
 
 var outcomes = []string{"accepted", "partial", "malformed", "too_large", "unsupported", "overloaded", "unavailable"}
-
-func init() {
-	// gRPC requires compressors to be registered at program initialisation,
-	// before any server or client runs (encoding.RegisterCompressor is not
-	// safe for concurrent use). zstd lets clients send what the Collector
-	// accepts; gzip is registered by its own package.
-	encoding.RegisterCompressor(&zstdCompressor{})
-}
 
 // outcome names a request's outcome for metrics.
 func outcome(res exportResult, err error) string {

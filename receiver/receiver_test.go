@@ -195,8 +195,8 @@ func (s *server) post(t *testing.T, ctype, encoding string, body []byte) reply {
 	return r
 }
 
-func (s *server) export(ctx context.Context, td ptrace.Traces) (ptraceotlp.ExportResponse, error) {
-	return ptraceotlp.NewGRPCClient(s.conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(td))
+func (s *server) export(ctx context.Context, td ptrace.Traces, opts ...grpc.CallOption) (ptraceotlp.ExportResponse, error) {
+	return ptraceotlp.NewGRPCClient(s.conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(td), opts...)
 }
 
 // decodeStatus decodes a google.rpc.Status body in the response's encoding.

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -33,11 +35,17 @@ type SeriesWriterOptions struct {
 	// labels memoised by their bytes on the wire (see seriesCache).
 	// Default 65,536.
 	SeriesCacheSize int
+	// AcceptReservedNames writes series named proxy_* and proxylens_*
+	// too (see ReservedName): off, they are refused.
+	AcceptReservedNames bool
 	// SetMetadata records the metadata of written families (nil: dropped).
 	SetMetadata func(map[string]metadata.Metadata) error
-	Metrics     *selfmetrics.Registry
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// RetryAfter is suggested to clients refused while the store is
+	// read-only (a full disk); 0: none.
+	RetryAfter time.Duration
+	Metrics    *selfmetrics.Registry
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // SeriesWriter takes series written from outside into the store: Prometheus
@@ -54,6 +62,7 @@ type SeriesWriter struct {
 
 	requests func(api, outcome string) *metrics.Counter
 	samples  func(api string) *metrics.Counter
+	refused  func(api, reason string) *metrics.Counter
 }
 
 // NewSeriesWriter returns a writer appending to app.
@@ -71,7 +80,7 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 		opts.Now = time.Now
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
-	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes}, cache: newSeriesCache(opts.SeriesCacheSize)}
+	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes, retryAfter: opts.RetryAfter}, cache: newSeriesCache(opts.SeriesCacheSize)}
 	w.requests = func(api, outcome string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_write_requests_total{api=%q,outcome=%q}`, api, outcome),
 			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed).")
@@ -80,11 +89,16 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 		return reg.Counter(fmt.Sprintf(`proxylens_write_samples_total{api=%q}`, api),
 			"Samples and histograms written through remote write and OTLP metrics.")
 	}
+	w.refused = func(api, reason string) *metrics.Counter {
+		return reg.Counter(fmt.Sprintf(`proxylens_write_refused_samples_total{api=%q,reason=%q}`, api, reason),
+			"Samples (remote write) and data points (OTLP) refused by reason (reserved_name: a name proxylens writes itself).")
+	}
 	for _, api := range []string{"remote_write", "otlp"} {
 		for _, o := range []string{"accepted", "partial", "invalid", "failed"} {
 			w.requests(api, o)
 		}
 		w.samples(api)
+		w.refused(api, reasonReservedName)
 	}
 	return w
 }
@@ -99,6 +113,51 @@ func (w *SeriesWriter) Register(mux *http.ServeMux) {
 // errBadData marks a request refused as invalid: 400, not to be retried.
 var errBadData = errors.New("bad data")
 
+// reasonReservedName is the refusal reason of series whose names
+// proxylens writes itself.
+const reasonReservedName = "reserved_name"
+
+// ReservedName reports whether a metric name is one proxylens owns: its
+// usage counters (proxy_*) and its self-metrics (proxylens_*). Series of
+// such names are refused to every writer, whatever its role: written from
+// outside they would forge the counters every dashboard shows.
+func ReservedName(name string) bool {
+	return strings.HasPrefix(name, "proxy_") || strings.HasPrefix(name, "proxylens_")
+}
+
+// refuses reports whether w refuses a series named name.
+func (w *SeriesWriter) refuses(name string) bool {
+	return !w.opts.AcceptReservedNames && ReservedName(name)
+}
+
+// maxNamedSeries bounds a refused series as an error message names it.
+const maxNamedSeries = 256
+
+// reservedRefusal is what a remote write request had of reserved names:
+// the series and samples skipped, and the first such series.
+type reservedRefusal struct {
+	series, samples int
+	first           labels.Labels
+}
+
+func (rr *reservedRefusal) add(ls labels.Labels, samples int) {
+	if rr.series == 0 {
+		rr.first = ls
+	}
+	rr.series++
+	rr.samples += samples
+}
+
+// message is the 400 answer of a request that had reserved names.
+func (rr *reservedRefusal) message(written int) string {
+	first := rr.first.String()
+	if len(first) > maxNamedSeries {
+		first = first[:maxNamedSeries] + "…"
+	}
+	return fmt.Sprintf("%d series (%d samples) refused: names starting with proxy_ or proxylens_ are written by proxylens only; the first: %s; the other %d samples were written",
+		rr.series, rr.samples, first, written)
+}
+
 // isSampleError reports an append error that the sample causes, as opposed
 // to the store failing.
 func isSampleError(err error) bool {
@@ -107,9 +166,11 @@ func isSampleError(err error) bool {
 }
 
 // ServeRemoteWrite handles POST /api/v1/write: a snappy-compressed
-// prometheus.WriteRequest (remote write 1.0). It is all or nothing, as in
-// Prometheus: any invalid series or sample refuses the whole request with
-// 400; success is 204.
+// prometheus.WriteRequest (remote write 1.0). Success is 204. An invalid
+// series or sample refuses the whole request with 400. Series with a
+// reserved name (ReservedName) are skipped and the rest written, as
+// Prometheus' receiver handles a partly bad request: the answer is then
+// 400 (not retried by senders) naming the first and the count.
 func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
@@ -129,8 +190,15 @@ func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request)
 		http.Error(rw, fmt.Sprintf("unsupported content encoding %q: remote write 1.0 is snappy-compressed", enc), http.StatusUnsupportedMediaType)
 		return
 	}
-	n, err := w.remoteWrite(r)
+	n, reserved, err := w.remoteWrite(r)
 	switch {
+	case err == nil && reserved.series > 0:
+		w.requests("remote_write", "partial").Inc()
+		w.samples("remote_write").Add(n)
+		w.refused("remote_write", reasonReservedName).Add(reserved.samples)
+		msg := reserved.message(n)
+		w.opts.Logger.Warn("remote write: series with reserved names refused, the rest written", "series", reserved.series, "samples", reserved.samples, "first", reserved.first.Get(model.MetricNameLabel))
+		http.Error(rw, msg, http.StatusBadRequest)
 	case err == nil:
 		w.requests("remote_write", "accepted").Inc()
 		w.samples("remote_write").Add(n)
@@ -139,6 +207,14 @@ func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request)
 		w.requests("remote_write", "invalid").Inc()
 		w.opts.Logger.Warn("remote write refused", "err", err)
 		http.Error(rw, err.Error(), http.StatusBadRequest)
+	case errors.Is(err, syscall.ENOSPC):
+		// The store is read-only for lack of disk space (it logs that
+		// once): the sender retries, nothing it was told is written is lost.
+		w.requests("remote_write", "failed").Inc()
+		if w.opts.RetryAfter > 0 {
+			rw.Header().Set("Retry-After", strconv.Itoa(int(w.opts.RetryAfter/time.Second)))
+		}
+		http.Error(rw, err.Error(), http.StatusServiceUnavailable)
 	default:
 		w.requests("remote_write", "failed").Inc()
 		w.opts.Logger.Error("remote write failed", "err", err)
@@ -173,59 +249,63 @@ func (w *SeriesWriter) readBody(r *http.Request) (*[]byte, error) {
 	return &b, err
 }
 
-func (w *SeriesWriter) remoteWrite(r *http.Request) (int, error) {
+// remoteWrite writes a request and returns the samples written and what
+// was skipped for reserved names; an error means nothing was written.
+func (w *SeriesWriter) remoteWrite(r *http.Request) (int, reservedRefusal, error) {
+	var none reservedRefusal
 	compressed, err := w.readBody(r)
 	if err != nil {
-		return 0, err
+		return 0, none, err
 	}
 	defer requestBuffers.Put(compressed)
 	size, err := snappy.DecodedLen(*compressed)
 	if err != nil {
-		return 0, fmt.Errorf("%w: snappy: %w", errBadData, err)
+		return 0, none, fmt.Errorf("%w: snappy: %w", errBadData, err)
 	}
 	if int64(size) > w.opts.MaxRequestBytes {
-		return 0, fmt.Errorf("%w: the request decompresses to %d bytes, more than %d", errBadData, size, w.opts.MaxRequestBytes)
+		return 0, none, fmt.Errorf("%w: the request decompresses to %d bytes, more than %d", errBadData, size, w.opts.MaxRequestBytes)
 	}
 	buf := requestBuffers.Get(size)
 	defer requestBuffers.Put(buf)
 	raw, err := snappy.Decode(*buf, *compressed)
 	if err != nil {
-		return 0, fmt.Errorf("%w: snappy: %w", errBadData, err)
+		return 0, none, fmt.Errorf("%w: snappy: %w", errBadData, err)
 	}
 	// The fast path takes what every sender sends; whatever it does not
-	// take, the path below decides.
+	// take (reserved names among it), the path below decides.
 	limit := w.opts.Now().Add(maxAhead).UnixMilli()
 	app := w.app.AppenderV2(r.Context())
 	if n, ok := w.appendFast(app, raw, limit); ok {
 		if err := app.Commit(); err != nil {
-			return 0, err
+			return 0, none, err
 		}
-		return n, nil
+		return n, none, nil
 	}
 	if err := app.Rollback(); err != nil {
-		return 0, err
+		return 0, none, err
 	}
 	var req prompb.WriteRequest
 	if err := req.Unmarshal(raw); err != nil {
-		return 0, fmt.Errorf("%w: not a prometheus.WriteRequest: %w", errBadData, err)
+		return 0, none, fmt.Errorf("%w: not a prometheus.WriteRequest: %w", errBadData, err)
 	}
 	app = w.app.AppenderV2(r.Context())
-	n, err := w.appendRemoteWrite(app, &req, limit)
+	n, reserved, err := w.appendRemoteWrite(app, &req, limit)
 	if err != nil {
 		_ = app.Rollback()
-		return 0, err
+		return 0, none, err
 	}
 	if err := app.Commit(); err != nil {
-		return 0, err
+		return 0, none, err
 	}
-	w.setMetadata(remoteWriteMetadata(req.Metadata))
-	return n, nil
+	w.setMetadata(remoteWriteMetadata(req.Metadata, w.refuses))
+	return n, reserved, nil
 }
 
 // appendRemoteWrite appends a decoded request; samples after limit (Unix
-// ms) are refused.
-func (w *SeriesWriter) appendRemoteWrite(app storage.AppenderV2, req *prompb.WriteRequest, limit int64) (int, error) {
+// ms) are refused. Series with reserved names are skipped and reported.
+func (w *SeriesWriter) appendRemoteWrite(app storage.AppenderV2, req *prompb.WriteRequest, limit int64) (int, reservedRefusal, error) {
 	var b labels.ScratchBuilder
+	var reserved reservedRefusal
 	n := 0
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
@@ -238,44 +318,48 @@ func (w *SeriesWriter) appendRemoteWrite(app storage.AppenderV2, req *prompb.Wri
 		b.Sort()
 		ls := b.Labels()
 		if err := validSeries(ls); err != nil {
-			return 0, fmt.Errorf("%w: series %d: %w", errBadData, i, err)
+			return 0, reserved, fmt.Errorf("%w: series %d: %w", errBadData, i, err)
+		}
+		if w.refuses(ls.Get(model.MetricNameLabel)) {
+			reserved.add(ls, len(ts.Samples)+len(ts.Histograms))
+			continue
 		}
 		ref := storage.SeriesRef(0)
 		for _, s := range ts.Samples {
 			if s.Timestamp > limit {
-				return 0, fmt.Errorf("%w: %v for series %s at %d: more than %s in the future", errBadData, storage.ErrOutOfBounds, ls, s.Timestamp, maxAhead)
+				return 0, reserved, fmt.Errorf("%w: %v for series %s at %d: more than %s in the future", errBadData, storage.ErrOutOfBounds, ls, s.Timestamp, maxAhead)
 			}
 			var err error
 			if ref, err = app.Append(ref, ls, 0, s.Timestamp, s.Value, nil, nil, storage.AOptions{}); err != nil {
-				return 0, appendError(err, ls, s.Timestamp)
+				return 0, reserved, appendError(err, ls, s.Timestamp)
 			}
 			n++
 		}
 		for _, h := range ts.Histograms {
 			if h.Timestamp > limit {
-				return 0, fmt.Errorf("%w: %v for series %s at %d: more than %s in the future", errBadData, storage.ErrOutOfBounds, ls, h.Timestamp, maxAhead)
+				return 0, reserved, fmt.Errorf("%w: %v for series %s at %d: more than %s in the future", errBadData, storage.ErrOutOfBounds, ls, h.Timestamp, maxAhead)
 			}
 			var err error
 			if h.IsFloatHistogram() {
 				fh := h.ToFloatHistogram()
 				if verr := fh.Validate(); verr != nil {
-					return 0, fmt.Errorf("%w: series %s at %d: %w", errBadData, ls, h.Timestamp, verr)
+					return 0, reserved, fmt.Errorf("%w: series %s at %d: %w", errBadData, ls, h.Timestamp, verr)
 				}
 				ref, err = app.Append(ref, ls, 0, h.Timestamp, 0, nil, fh, storage.AOptions{})
 			} else {
 				ih := h.ToIntHistogram()
 				if verr := ih.Validate(); verr != nil {
-					return 0, fmt.Errorf("%w: series %s at %d: %w", errBadData, ls, h.Timestamp, verr)
+					return 0, reserved, fmt.Errorf("%w: series %s at %d: %w", errBadData, ls, h.Timestamp, verr)
 				}
 				ref, err = app.Append(ref, ls, 0, h.Timestamp, 0, ih, nil, storage.AOptions{})
 			}
 			if err != nil {
-				return 0, appendError(err, ls, h.Timestamp)
+				return 0, reserved, appendError(err, ls, h.Timestamp)
 			}
 			n++
 		}
 	}
-	return n, nil
+	return n, reserved, nil
 }
 
 // validSeries checks a written series' labels as Prometheus does.
@@ -299,9 +383,13 @@ func appendError(err error, ls labels.Labels, t int64) error {
 	return fmt.Errorf("append to series %s: %w", ls, err)
 }
 
-func remoteWriteMetadata(mds []prompb.MetricMetadata) map[string]metadata.Metadata {
+// remoteWriteMetadata is a request's metadata, but of the names refused.
+func remoteWriteMetadata(mds []prompb.MetricMetadata, refused func(string) bool) map[string]metadata.Metadata {
 	out := map[string]metadata.Metadata{}
 	for _, md := range mds {
+		if refused(md.MetricFamilyName) {
+			continue
+		}
 		typ := strings.ToLower(md.Type.String())
 		if md.Type == prompb.MetricMetadata_GAUGEHISTOGRAM {
 			typ = "gaugehistogram"

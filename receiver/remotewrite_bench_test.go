@@ -21,11 +21,12 @@ import (
 	"github.com/proxylens/proxylens/receiver"
 )
 
-// proxySeries returns n proxy_requests_total label sets shaped as
-// ../shared/bench/seriesgen draws them (20 sources, 10 applications, 200
+// proxySeries returns n label sets shaped as ../shared/bench/seriesgen
+// draws its proxy_requests_total (20 sources, 10 applications, 200
 // domains, methods, status codes and their outcome and error type), all
 // distinct, labels sorted by name as Prometheus sends them; seed picks
-// the series.
+// the series. Their name is squid_requests_total, as long as
+// proxy_requests_total: proxylens refuses remote-written proxy_* names.
 func proxySeries(n int, seed uint64) [][]prompb.Label {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	methods := []string{"GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS"}
@@ -47,7 +48,7 @@ func proxySeries(n int, seed uint64) [][]prompb.Label {
 			tier = "premium"
 		}
 		ls := []prompb.Label{
-			{Name: "__name__", Value: "proxy_requests_total"},
+			{Name: "__name__", Value: "squid_requests_total"},
 			{Name: "application", Value: fmt.Sprintf("app-%02d", dom%10)},
 			{Name: "domain", Value: fmt.Sprintf("d%03d.example.com", dom)},
 			{Name: "error_type", Value: st.errType},

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 )
@@ -145,8 +146,8 @@ func (w *SeriesWriter) appendFastSeries(app storage.AppenderV2, st *fastState, t
 		}
 		st.b.Sort()
 		ls := st.b.Labels()
-		if validSeries(ls) != nil {
-			return 0, false
+		if validSeries(ls) != nil || w.refuses(ls.Get(model.MetricNameLabel)) {
+			return 0, false // the slow path refuses them; reserved names never enter the cache
 		}
 		e = &cachedSeries{ls: ls}
 		if key != nil {

@@ -21,9 +21,10 @@ import (
 // and refuses a sample at a time it already holds for the series with a
 // different value, as the store does.
 type recorder struct {
-	appends []string
-	seen    map[string]uint64 // series@t → value bits
-	refs    map[string]storage.SeriesRef
+	appends  []string
+	reserved int               // appends of a reserved name
+	seen     map[string]uint64 // series@t → value bits
+	refs     map[string]storage.SeriesRef
 }
 
 func (r *recorder) AppenderV2(context.Context) storage.AppenderV2 { return &recordApp{r: r} }
@@ -35,6 +36,9 @@ type recordApp struct {
 }
 
 func (a *recordApp) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, _ storage.AppendV2Options) (storage.SeriesRef, error) {
+	if ReservedName(ls.Get("__name__")) {
+		a.r.reserved++
+	}
 	if a.r.refs == nil {
 		a.r.refs, a.r.seen = map[string]storage.SeriesRef{}, map[string]uint64{}
 	}
@@ -78,7 +82,11 @@ func slowPath(w *SeriesWriter, app storage.AppenderV2, raw []byte, limit int64) 
 	if err := req.Unmarshal(raw); err != nil {
 		return 0, err
 	}
-	return w.appendRemoteWrite(app, &req, limit)
+	n, reserved, err := w.appendRemoteWrite(app, &req, limit)
+	if err == nil && reserved.series > 0 {
+		return n, fmt.Errorf("%d series with reserved names refused", reserved.series)
+	}
+	return n, err
 }
 
 // checkFast runs raw through the fast path and through prompb's decoder
@@ -111,6 +119,7 @@ func checkFast(t *testing.T, raw []byte) bool {
 		require.Equal(t, sn, n, "samples counted")
 		require.Equal(t, slowRec.appends, fastRec.appends, "round %d", round)
 	}
+	require.Zero(t, fastRec.reserved+slowRec.reserved, "a reserved name was appended")
 	return took
 }
 
@@ -138,7 +147,7 @@ func rwCorpus(t testing.TB) map[string][]byte {
 	}
 	ordinary := marshal(
 		prompb.TimeSeries{Labels: lbl("__name__", "up", "job", "a"), Samples: smp(0, 1, 60e3, 1, 120e3, 0)},
-		prompb.TimeSeries{Labels: lbl("__name__", "proxy_requests_total", "domain", "x.example", "source", "s1"), Samples: smp(0, 10, 60e3, 15)},
+		prompb.TimeSeries{Labels: lbl("__name__", "http_requests_total", "domain", "x.example", "source", "s1"), Samples: smp(0, 10, 60e3, 15)},
 	)
 	huge := strings.Repeat("v", 1<<20)
 	// A series whose labels and samples interleave on the wire, as no
@@ -194,6 +203,11 @@ func rwCorpus(t testing.TB) map[string][]byte {
 		"truncated":    ordinary[:len(ordinary)-3],
 		"bad length":   {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		"tag overflow": append([]byte{0x8a, 0x80, 0x80, 0x80, 0x10}, ordinary[1:]...),
+		// Names proxylens writes itself: the slow path decides (issue 17).
+		"reserved name": marshal(
+			prompb.TimeSeries{Labels: lbl("__name__", "up", "job", "a"), Samples: smp(0, 1)},
+			prompb.TimeSeries{Labels: lbl("__name__", "proxy_requests_total", "source", "forged"), Samples: smp(0, 1e6)}),
+		"reserved self-metric": marshal(prompb.TimeSeries{Labels: lbl("__name__", "proxylens_up"), Samples: smp(0, 1)}),
 	}
 }
 

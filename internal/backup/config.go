@@ -3,6 +3,8 @@ package backup
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -89,20 +91,87 @@ func (c Config) Validate() error {
 
 // CheckDirs refuses a backup root that is the data directory or inside it:
 // copies of the data directory would then hold the backups, and a restore
-// of it would lose them.
+// of it would lose them. Both paths are compared with their symbolic links
+// resolved, so a root that is a link into the data directory (or a data
+// directory reached through a link) is refused too; a path that does not
+// exist yet is resolved through its nearest existing parent.
 func CheckDirs(root, dataDir string) error {
-	r, err := filepath.Abs(root)
+	r, err := resolvePath(root)
 	if err != nil {
-		return err
+		return fmt.Errorf("backup.dir: %w", err)
 	}
-	d, err := filepath.Abs(dataDir)
+	d, err := resolvePath(dataDir)
 	if err != nil {
-		return err
+		return fmt.Errorf("data directory: %w", err)
 	}
 	if r == d || within(r, d) {
-		return fmt.Errorf("backup.dir: %q must be outside the data directory %q", root, dataDir)
+		var via string
+		if abs, _ := filepath.Abs(root); abs != r {
+			via = fmt.Sprintf(" (it resolves to %q)", r)
+		}
+		return fmt.Errorf("backup.dir: %q %w %q%s", root, ErrInsideDataDir, dataDir, via)
 	}
 	return nil
+}
+
+// maxLinks bounds the symbolic links followed through dangling links, as
+// the kernel's ELOOP does.
+const maxLinks = 40
+
+// resolvePath returns p absolute, with the symbolic links of its longest
+// existing prefix resolved and the rest (what does not exist yet) appended.
+// A dangling link in the path is followed to where it points.
+func resolvePath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("resolve %q: %w", p, err)
+	}
+	for links := 0; ; links++ {
+		next, done, err := resolveExisting(abs)
+		if err != nil {
+			return "", fmt.Errorf("resolve %q: %w", p, err)
+		}
+		if done {
+			return next, nil
+		}
+		if links == maxLinks {
+			return "", fmt.Errorf("resolve %q: more than %d symbolic links", p, maxLinks)
+		}
+		abs = next
+	}
+}
+
+// resolveExisting resolves the longest existing prefix of the absolute
+// path abs and appends the rest. If a component of the rest is a dangling
+// symbolic link, it returns the path with that link replaced by its
+// target, not done: the caller resolves that again.
+func resolveExisting(abs string) (path string, done bool, err error) {
+	var rest []string
+	for dir := abs; ; {
+		real, err := filepath.EvalSymlinks(dir)
+		if err == nil {
+			return filepath.Join(append([]string{real}, rest...)...), true, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", false, err
+		}
+		if fi, lerr := os.Lstat(dir); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			target, err := os.Readlink(dir)
+			if err != nil {
+				return "", false, err
+			}
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(dir), target)
+			}
+			return filepath.Join(append([]string{target}, rest...)...), false, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return abs, true, nil // nothing of it exists
+		}
+		rest = append([]string{filepath.Base(dir)}, rest...)
+		dir = parent
+	}
 }
 
 // within reports whether p is strictly inside dir.

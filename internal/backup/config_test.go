@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -81,4 +82,54 @@ func TestCheckDirs(t *testing.T) {
 	for _, c := range [][2]string{{"./data", "./data"}, {"data/backups", "data"}, {"/srv/data/x/..", "/srv/data"}} {
 		require.ErrorContains(t, CheckDirs(c[0], c[1]), "must be outside the data directory", c)
 	}
+}
+
+// TestCheckDirsSymlinks is attack 8 of issue 17: a backup dir that is a
+// symbolic link into the data directory, or a data directory reached
+// through one, passed the check on the paths as written.
+func TestCheckDirsSymlinks(t *testing.T) {
+	tmp := t.TempDir()
+	data := filepath.Join(tmp, "data")
+	outside := filepath.Join(tmp, "elsewhere")
+	require.NoError(t, os.MkdirAll(filepath.Join(data, "sub"), 0o755))
+	require.NoError(t, os.MkdirAll(outside, 0o755))
+	link := func(name, target string) string {
+		p := filepath.Join(tmp, name)
+		require.NoError(t, os.Symlink(target, p))
+		return p
+	}
+	toData := link("to-data", data)                                  // the data directory itself
+	toSub := link("to-sub", filepath.Join(data, "sub"))              // a directory inside it
+	dangling := link("dangling", filepath.Join(data, "backups"))     // inside it, not created yet
+	relative := link("relative", "data/sub")                         // a relative link
+	chain := link("chain", toSub)                                    // a link to a link
+	toOutside := link("to-outside", outside)                         // elsewhere: fine
+	danglingOut := link("dangling-out", filepath.Join(outside, "b")) // elsewhere, not created yet
+	dataLink := link("data-link", data)                              // the data directory through a link
+
+	for _, c := range []struct{ root, data string }{
+		{toData, data},
+		{toSub, data},
+		{dangling, data},
+		{filepath.Join(dangling, "x", "y"), data}, // below a dangling link
+		{relative, data},
+		{chain, data},
+		{filepath.Join(toData, "backups"), data}, // not there yet, below a link into it
+		{filepath.Join(data, "backups"), dataLink},
+		{toSub, dataLink},
+	} {
+		err := CheckDirs(c.root, c.data)
+		require.ErrorIs(t, err, ErrInsideDataDir, c)
+		require.ErrorContains(t, err, fmt.Sprintf("%q", c.root), "the message names the dir as configured")
+	}
+	for _, root := range []string{toOutside, danglingOut, filepath.Join(toOutside, "new"), filepath.Join(tmp, "new", "backups")} {
+		require.NoError(t, CheckDirs(root, data), root)
+		require.NoError(t, CheckDirs(root, dataLink), root)
+	}
+
+	// A loop of links is an error, not a hang.
+	a, b := filepath.Join(tmp, "loop-a"), filepath.Join(tmp, "loop-b")
+	require.NoError(t, os.Symlink(b, a))
+	require.NoError(t, os.Symlink(a, b))
+	require.ErrorContains(t, CheckDirs(filepath.Join(a, "x"), data), "backup.dir: resolve")
 }

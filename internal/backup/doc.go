@@ -39,4 +39,7 @@ var (
 	// ErrLocked: Restore was asked to write into the data directory of a
 	// running database.
 	ErrLocked = errors.New("data directory is in use")
+	// ErrInsideDataDir: a backup root is the data directory or inside it,
+	// its symbolic links resolved (CheckDirs).
+	ErrInsideDataDir = errors.New("must be outside the data directory")
 )

@@ -17,24 +17,45 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// The roles, each allowed what the one before is and more.
+// The reading roles, each allowed what the one before is and more, and
+// the writer role beside them: it may write series (remote write, OTLP
+// metrics) and OTLP ingest with otlp_require_token, and read nothing. An
+// admin may do everything, writing series too.
 const (
 	RoleViewer  = "viewer"  // queries and dashboards
 	RoleAnalyst = "analyst" // also exports and reports
-	RoleAdmin   = "admin"   // also retention, sampling, costs, backups, everyone's audit log
+	RoleAdmin   = "admin"   // also retention, sampling, costs, backups, pprof, everyone's audit log; writes series
+	RoleWriter  = "writer"  // writes series and OTLP ingest; reads nothing
 )
 
+// roleRank orders the reading roles; the writer role has none.
 var roleRank = map[string]int{RoleViewer: 1, RoleAnalyst: 2, RoleAdmin: 3}
 
+// validRole reports whether role is one of the roles above.
+func validRole(role string) bool { return roleRank[role] > 0 || role == RoleWriter }
+
+// mayUse reports whether role may use what needs the role need.
+func mayUse(role, need string) bool {
+	switch {
+	case role == RoleAdmin:
+		return true
+	case need == RoleWriter, role == RoleWriter:
+		return role == need
+	}
+	return roleRank[role] >= roleRank[need]
+}
+
 // AuthConfig is the auth section of the config file: who may use the HTTP
-// endpoints. With no users and no tokens, read endpoints are open and the
-// admin API needs the bootstrap admin token (admin_token_file).
+// endpoints. With no users and no tokens, the read and write endpoints are
+// open, and the admin API and /debug/pprof need the bootstrap admin token
+// (admin_token_file). Names proxylens writes itself are refused to every
+// writer either way (receiver.ReservedName).
 type AuthConfig struct {
 	Users  []AuthUser  `yaml:"users"`
 	Tokens []AuthToken `yaml:"tokens"`
 	// OTLPRequireToken makes OTLP ingest (traces and metrics, gRPC and
-	// HTTP) require one of the tokens (any role) or the bootstrap admin
-	// token as Authorization: Bearer.
+	// HTTP) require a token with the writer or admin role, or the
+	// bootstrap admin token, as Authorization: Bearer.
 	OTLPRequireToken bool `yaml:"otlp_require_token"`
 }
 
@@ -71,6 +92,17 @@ func (c AuthConfig) hasAdmin() bool {
 	return false
 }
 
+// hasIngestToken reports whether a token may OTLP ingest: one with the
+// writer or admin role.
+func (c AuthConfig) hasIngestToken() bool {
+	for _, tk := range c.Tokens {
+		if tk.Role == RoleAdmin || tk.Role == RoleWriter {
+			return true
+		}
+	}
+	return false
+}
+
 // Enabled reports whether any user or token is configured.
 func (c AuthConfig) Enabled() bool { return len(c.Users)+len(c.Tokens) > 0 }
 
@@ -86,8 +118,8 @@ func (c AuthConfig) Validate() error {
 		} else {
 			names[name] = path
 		}
-		if roleRank[role] == 0 {
-			errs = append(errs, fmt.Errorf("%s.role: must be viewer, analyst or admin, got %q", path, role))
+		if !validRole(role) {
+			errs = append(errs, fmt.Errorf("%s.role: must be viewer, analyst, admin or writer, got %q", path, role))
 		}
 	}
 	for i, u := range c.Users {
@@ -240,20 +272,30 @@ func (a *authenticator) identify(r *http.Request) (identity, bool) {
 }
 
 // ingestAllowed reports whether an OTLP request's Authorization header
-// holds a configured token.
+// holds a token that may write: the writer or admin role, or the
+// bootstrap admin token. OTLP ingest writes counters and, for OTLP
+// metrics, series: a viewer's token (Grafana's) may not.
 func (a *authenticator) ingestAllowed(authorization string) bool {
 	r := http.Request{Header: http.Header{"Authorization": {authorization}}}
 	if _, _, basic := r.BasicAuth(); basic {
 		return false // tokens only: bcrypt per export request would cost too much
 	}
-	_, ok := a.identify(&r)
-	return ok
+	id, ok := a.identify(&r)
+	return ok && mayUse(id.role, RoleWriter)
 }
+
+// writePaths are the endpoints of the HTTP API that write series.
+var writePaths = []string{"/api/v1/write", "/api/v1/otlp/v1/metrics"}
 
 // requiredRole is the role a path needs.
 func requiredRole(path string) string {
+	for _, p := range writePaths {
+		if path == p {
+			return RoleWriter
+		}
+	}
 	switch {
-	case strings.HasPrefix(path, "/api/v1/admin/"):
+	case strings.HasPrefix(path, "/api/v1/admin/"), path == "/debug/pprof" || strings.HasPrefix(path, "/debug/pprof/"):
 		return RoleAdmin
 	case strings.HasPrefix(path, "/api/v1/exports"), strings.HasPrefix(path, "/api/v1/reports"), strings.HasPrefix(path, "/api/v1/peer/"):
 		return RoleAnalyst
@@ -280,7 +322,10 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 			writeAdminError(w, http.StatusUnauthorized, "unauthorized", errors.New("a user name and password (basic auth) or a bearer token is required"))
 			return
 		}
-		if need := requiredRole(r.URL.Path); roleRank[id.role] < roleRank[need] {
+		if need := requiredRole(r.URL.Path); !mayUse(id.role, need) {
+			if need == RoleWriter {
+				need = RoleWriter + " or " + RoleAdmin
+			}
 			err := fmt.Errorf("%s (%s) may not use %s: it needs the %s role", id.name, id.role, r.URL.Path, need)
 			a.refused(r, id.name, "access.denied", err.Error())
 			writeAdminError(w, http.StatusForbidden, "forbidden", err)

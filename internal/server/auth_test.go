@@ -200,7 +200,7 @@ func TestAuthConfigValidate(t *testing.T) {
 		Tokens: []AuthToken{{Name: "", Role: RoleAdmin, TokenSHA256: "abc"}},
 	}
 	require.EqualError(t, c.Validate(), strings.Join([]string{
-		`auth.users[0].role: must be viewer, analyst or admin, got "boss"`,
+		`auth.users[0].role: must be viewer, analyst, admin or writer, got "boss"`,
 		`auth.users[0].password_hash: not a bcrypt hash (crypto/bcrypt: hashedSecret too short to be a bcrypted password)`,
 		`auth.users[1].name: "a" is already auth.users[0]`,
 		`auth.tokens[0].name: must be a non-empty name without ':', got ""`,
@@ -213,17 +213,22 @@ func decodeJSON(resp *http.Response, v any) error {
 }
 
 // TestOTLPIngestToken: with auth.otlp_require_token, OTLP exports over
-// gRPC and HTTP need one of the tokens; without it they are refused
+// gRPC and HTTP need a token with the writer (or admin) role; without
+// one, with a wrong one or with a viewer's they are refused
 // (Unauthenticated, 401) and nothing is counted.
 func TestOTLPIngestToken(t *testing.T) {
 	cfg := testConfig(t)
-	const ingest = "ingest-token-0123456789"
+	const ingest, viewer = "ingest-token-0123456789", "viewer-token-0123456789"
 	sum := sha256.Sum256([]byte(ingest))
-	cfg.Auth = AuthConfig{Tokens: []AuthToken{{Name: "proxies", Role: RoleViewer, TokenSHA256: hex.EncodeToString(sum[:])}}, OTLPRequireToken: true}
+	vsum := sha256.Sum256([]byte(viewer))
+	cfg.Auth = AuthConfig{Tokens: []AuthToken{
+		{Name: "proxies", Role: RoleWriter, TokenSHA256: hex.EncodeToString(sum[:])},
+		{Name: "grafana", Role: RoleViewer, TokenSHA256: hex.EncodeToString(vsum[:])},
+	}, OTLPRequireToken: true}
 	require.NoError(t, cfg.Validate())
 	s := start(t, cfg, Options{})
 	spans := tracetest.SpanStubs{proxySpan(1, time.Now())}.Snapshots()
-	for _, headers := range []map[string]string{nil, {"authorization": "Bearer wrong-token-000000"}} {
+	for _, headers := range []map[string]string{nil, {"authorization": "Bearer wrong-token-000000"}, {"authorization": "Bearer " + viewer}} {
 		g, err := otlptracegrpc.New(t.Context(), otlptracegrpc.WithEndpoint(s.OTLPGRPCAddr().String()), otlptracegrpc.WithInsecure(),
 			otlptracegrpc.WithHeaders(headers), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
 		require.NoError(t, err)

@@ -104,8 +104,11 @@ func (h *adminHandler) postBackup(w http.ResponseWriter, r *http.Request) {
 	b, err := h.s.Backup(r.Context(), req.Dir, adminUser(r))
 	if err != nil {
 		code, typ := http.StatusInternalServerError, "internal"
-		if errors.Is(err, context.Canceled) {
+		switch {
+		case errors.Is(err, context.Canceled):
 			code, typ = 499, "canceled"
+		case errors.Is(err, backup.ErrInsideDataDir):
+			code, typ = http.StatusBadRequest, "bad_data"
 		}
 		writeAdminError(w, code, typ, fmt.Errorf("backup: %w", err))
 		return

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -107,4 +110,55 @@ func TestBackupAndRestore(t *testing.T) {
 	v, _, _, err := queryClient(t, r).Query(t.Context(), `sum(increase(proxy_requests_total{source!="late"}[5h]))`, now.Add(2*time.Hour))
 	require.NoError(t, err)
 	require.InEpsilon(t, 500, float64(v.(model.Vector)[0].Value), 1e-6) // the engine extrapolates over the first millisecond
+}
+
+// TestBackupDirSymlinkIntoData is attack 8 of issue 17 against the real
+// server: a backup dir that is a symbolic link into the data directory
+// (given to the admin API, or in the config) is refused with 400 naming
+// the data directory, nothing is written through it, and backups into a
+// proper directory still work.
+func TestBackupDirSymlinkIntoData(t *testing.T) {
+	cfg := adminConfig(t)
+	tmp := t.TempDir()
+	link := filepath.Join(tmp, "backups-link")
+	require.NoError(t, os.Symlink(cfg.DataDir, link))
+	below := filepath.Join(tmp, "sub-link")
+	require.NoError(t, os.Symlink(filepath.Join(cfg.DataDir, "not-yet"), below)) // dangling: inside, not created
+
+	bad := cfg
+	bad.Backup.Dir = link
+	require.ErrorIs(t, bad.Validate(), backup.ErrInsideDataDir, "the config is refused before start")
+
+	s := start(t, cfg, Options{})
+	before, err := os.ReadDir(cfg.DataDir)
+	require.NoError(t, err)
+	for dir, resolved := range map[string]string{
+		link:                          cfg.DataDir,
+		below:                         filepath.Join(cfg.DataDir, "not-yet"),
+		filepath.Join(link, "nested"): filepath.Join(cfg.DataDir, "nested"),
+	} {
+		body, _ := json.Marshal(map[string]string{"dir": dir})
+		code, msg := call(t, s, http.MethodPost, "/api/v1/admin/backup", testAdminToken, string(body), nil)
+		require.Equal(t, http.StatusBadRequest, code, msg)
+		require.Contains(t, msg, "must be outside the data directory", dir)
+		require.Contains(t, msg, fmt.Sprintf("it resolves to %q", resolved))
+	}
+	after, err := os.ReadDir(cfg.DataDir)
+	require.NoError(t, err)
+	require.Equal(t, names(before), names(after), "nothing written into the data directory")
+	_, err = os.Lstat(filepath.Join(cfg.DataDir, "not-yet"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	var b backup.Backup
+	code, msg := call(t, s, http.MethodPost, "/api/v1/admin/backup", testAdminToken, "", &b)
+	require.Equal(t, http.StatusOK, code, msg)
+	require.Equal(t, cfg.Backup.Dir, filepath.Dir(b.Path))
+}
+
+func names(es []os.DirEntry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
 }

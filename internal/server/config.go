@@ -117,6 +117,17 @@ type ReceiverConfig struct {
 	// MaxInflightRecords bounds the records being committed at once.
 	// Default 1048576.
 	MaxInflightRecords int `yaml:"max_inflight_records"`
+	// AcceptReservedNames lets writers of series (remote write, OTLP
+	// metrics) write the names proxylens writes itself, proxy_* and
+	// proxylens_*: only to load a copy of proxylens' own series. Default
+	// false.
+	AcceptReservedNames bool `yaml:"accept_reserved_names"`
+	// ReadHeaderTimeout bounds reading a request's headers on every HTTP
+	// listener (OTLP/HTTP and the query API's). Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a request's body on every HTTP listener;
+	// past it the request is refused (408 on OTLP/HTTP). Default 1m.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 }
 
 // StorageConfig is the storage section of the config file.
@@ -133,6 +144,17 @@ type StorageConfig struct {
 	// RetentionInterval is how often the retention policy is enforced
 	// (also at start and when the policy changes). Default 1h.
 	RetentionInterval time.Duration `yaml:"retention_interval"`
+	// MinFreeDiskBytes is the free space on the data directory's file
+	// system below which the store turns read-only: ingest is refused as
+	// retryable, cuts wait, /-/ready answers 503; writes resume by
+	// themselves at a quarter more. 0: no bound. Default 536870912
+	// (512 MiB).
+	MinFreeDiskBytes int64 `yaml:"min_free_disk_bytes"`
+	// DiskBallastBytes is the size of <data dir>/ballast, a file deleted
+	// when a Pebble write finds the disk full anyway, so that the write
+	// succeeds and the store turns read-only instead of stopping. 0: no
+	// ballast. Default 134217728 (128 MiB).
+	DiskBallastBytes int64 `yaml:"disk_ballast_bytes"`
 }
 
 // Values of Config.FixedCosts.
@@ -159,11 +181,13 @@ func DefaultConfig() Config {
 			MaxInflightBytes:   rc.MaxInflightBytes,
 			RetryAfter:         rc.RetryAfter,
 			MaxInflightRecords: 1 << 20,
+			ReadHeaderTimeout:  rc.ReadHeaderTimeout,
+			ReadTimeout:        rc.ReadTimeout,
 		},
 		Mapping:     otelanalytics.DefaultMappingConfig(),
 		Sampling:    otelanalytics.DefaultSamplingConfig(),
 		Aggregation: otelanalytics.DefaultAggregationConfig(),
-		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour},
+		Storage:     StorageConfig{DictionarySize: otelanalytics.DefaultDictSize, OutOfOrderWindow: time.Hour, CacheSize: pebblestore.DefaultCacheSize, RetentionInterval: time.Hour, MinFreeDiskBytes: pebblestore.DefaultMinFreeBytes, DiskBallastBytes: pebblestore.DefaultBallastBytes},
 		Query:       promql.DefaultConfig(),
 		Backup:      backup.DefaultConfig(),
 		Degradation: otelanalytics.DefaultDegradationConfig(),
@@ -350,7 +374,8 @@ func (c *Config) Validate() error {
 	default:
 		add("log_format: must be text or json, got %q", c.LogFormat)
 	}
-	rc := receiver.Config{MaxRequestBytes: c.Receiver.MaxRequestBytes, MaxInflightBytes: c.Receiver.MaxInflightBytes, RetryAfter: c.Receiver.RetryAfter}
+	rc := receiver.Config{MaxRequestBytes: c.Receiver.MaxRequestBytes, MaxInflightBytes: c.Receiver.MaxInflightBytes, RetryAfter: c.Receiver.RetryAfter,
+		ReadHeaderTimeout: c.Receiver.ReadHeaderTimeout, ReadTimeout: c.Receiver.ReadTimeout}
 	if err := rc.Validate(); err != nil {
 		errs = append(errs, prefixErrors("receiver.", err)...)
 	}
@@ -373,6 +398,12 @@ func (c *Config) Validate() error {
 	if c.Storage.CacheSize < 1<<20 {
 		add("storage.cache_size: must be at least 1048576 (1 MiB), got %d", c.Storage.CacheSize)
 	}
+	if c.Storage.MinFreeDiskBytes < 0 {
+		add("storage.min_free_disk_bytes: must not be negative (0: no bound), got %d", c.Storage.MinFreeDiskBytes)
+	}
+	if c.Storage.DiskBallastBytes < 0 {
+		add("storage.disk_ballast_bytes: must not be negative (0: no ballast), got %d", c.Storage.DiskBallastBytes)
+	}
 	if c.Storage.RetentionInterval < time.Minute {
 		add("storage.retention_interval: must be at least 1m, got %q", c.Storage.RetentionInterval.String())
 	}
@@ -390,8 +421,8 @@ func (c *Config) Validate() error {
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Auth.OTLPRequireToken && len(c.Auth.Tokens) == 0 && c.AdminTokenFile == "" {
-		errs = append(errs, errors.New("auth.otlp_require_token: needs auth.tokens (or admin_token_file) to accept"))
+	if c.Auth.OTLPRequireToken && !c.Auth.hasIngestToken() && c.AdminTokenFile == "" {
+		errs = append(errs, errors.New("auth.otlp_require_token: needs a token with the writer or admin role (or admin_token_file) to accept"))
 	}
 	if c.TLS.Enabled() {
 		if _, err := c.TLS.Load(); err != nil {

@@ -97,10 +97,13 @@ func TestGoodConfig(t *testing.T) {
 		LogFormat:           "json",
 		AdminTokenFile:      "testdata/admin.token",
 		Receiver: ReceiverConfig{
-			MaxRequestBytes:    16 << 20,
-			MaxInflightBytes:   128 << 20,
-			RetryAfter:         2 * time.Second,
-			MaxInflightRecords: 65536,
+			MaxRequestBytes:     16 << 20,
+			MaxInflightBytes:    128 << 20,
+			RetryAfter:          2 * time.Second,
+			MaxInflightRecords:  65536,
+			AcceptReservedNames: true,
+			ReadHeaderTimeout:   5 * time.Second,
+			ReadTimeout:         2 * time.Minute,
 		},
 		Mapping: otelanalytics.MappingConfig{
 			Selector:     []string{"proxy.source", "proxy.url", "gateway.route"},
@@ -108,7 +111,7 @@ func TestGoodConfig(t *testing.T) {
 		},
 		Sampling:    otelanalytics.SamplingConfig{LowPerMinute: 5000, HighPerMinute: 50000, Floor: 0.25},
 		Aggregation: otelanalytics.AggregationConfig{MaxSeriesPerFamily: 50000, MaxDomains: 2000, MaxPendingIncrements: 500000},
-		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute, CacheSize: 64 << 20, RetentionInterval: 30 * time.Minute},
+		Storage:     StorageConfig{DictionarySize: 256 << 10, OutOfOrderWindow: 30 * time.Minute, CacheSize: 64 << 20, RetentionInterval: 30 * time.Minute, MinFreeDiskBytes: 1 << 30, DiskBallastBytes: 64 << 20},
 		Retention: &pebblestore.RetentionPolicy{
 			RawRecordsDays: 14, RawSeriesDays: 7, HourlyDays: 60, DailyDays: 730, BackupDays: 30, ExportDays: 90, AuditDays: 730,
 			ImmutableUntil: new(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)),
@@ -132,7 +135,7 @@ func TestGoodConfig(t *testing.T) {
 			{Name: "git-lfs", Command: []string{"/usr/local/bin/push-backup", "--remote", "origin"}, Timeout: 5 * time.Minute},
 		}},
 		Query: promql.Config{Timeout: time.Minute, MaxSamples: 10_000_000, MaxConcurrent: 8, MaxPoints: 5000,
-			MaxQueryLength: 30 * 24 * time.Hour, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20},
+			MaxQueryLength: 30 * 24 * time.Hour, MaxQueryBytes: 64 << 10, MaxQueryDepth: 128, LookbackDelta: 2 * time.Minute, ResultCache: promql.ResultCacheConfig{MaxBytes: 64 << 20},
 			Upstream: &promql.UpstreamConfig{URL: "http://vmselect:8481/select/0/prometheus", Headers: map[string]string{"X-Scope-OrgID": "team-a"},
 				Timeout: 90 * time.Second, MaxResponseBytes: 64 << 20, HTTPClientConfig: promconfig.HTTPClientConfig{
 					Authorization:   &promconfig.Authorization{Type: "Bearer", CredentialsFile: "/etc/proxylens/upstream.token"},
@@ -264,6 +267,10 @@ var badConfigs = map[string][]string{
 	"receiver_retry_after.bad.yaml":          {`receiver.retry_after: must be a whole number of seconds, at least 1s, got "500ms"`},
 	"receiver_retry_after_fraction.bad.yaml": {`receiver.retry_after: must be a whole number of seconds, at least 1s, got "1.5s"`},
 	"receiver_max_inflight_records.bad.yaml": {"receiver.max_inflight_records: must be at least 1, got 0"},
+	"receiver_read_timeouts.bad.yaml": {
+		`receiver.read_header_timeout: must be at least 1s, got "0s"`,
+		`receiver.read_timeout: must be at least 1s, got "100ms"`,
+	},
 
 	// mapping
 	"mapping_selector_empty.bad.yaml":     {"mapping.selector: must list at least one attribute key"},
@@ -294,6 +301,10 @@ var badConfigs = map[string][]string{
 		`costs[0].per_gb: not used by model "per_request"`,
 	},
 	"storage_cache_size.bad.yaml": {"storage.cache_size: must be at least 1048576 (1 MiB), got 1000"},
+	"storage_min_free_disk_bytes.bad.yaml": {
+		"storage.min_free_disk_bytes: must not be negative (0: no bound), got -1",
+		"storage.disk_ballast_bytes: must not be negative (0: no ballast), got -5",
+	},
 	"degradation.bad.yaml": {
 		`degradation.window: must be from 1m to 30m, got "30s"`,
 		`degradation.baseline: must be whole hours from 1h to 720h, got "1h30m0s"`,
@@ -311,6 +322,8 @@ var badConfigs = map[string][]string{
 		"query.max_concurrent: must not be negative, got -1",
 		"query.max_points_per_series: must not be negative, got -10",
 		`query.max_query_length: must not be negative, got "-1h0m0s"`,
+		"query.max_query_bytes: must not be negative, got -2",
+		"query.max_query_depth: must not be negative, got -3",
 		`query.lookback_delta: must not be negative, got "-1m0s"`,
 		"query.result_cache.max_bytes: must not be negative, got -1",
 	},
@@ -323,6 +336,12 @@ var badConfigs = map[string][]string{
 	},
 	"query_upstream_unknown_key.bad.yaml": {
 		"line 4: query.upstream.bearer_tokn: unknown key",
+	},
+
+	// auth: a viewer's token may not ingest; a misspelt role
+	"auth_otlp_require_token.bad.yaml": {
+		`auth.tokens[1].role: must be viewer, analyst, admin or writer, got "writter"`,
+		"auth.otlp_require_token: needs a token with the writer or admin role (or admin_token_file) to accept",
 	},
 
 	// Every problem of a file is reported at once.

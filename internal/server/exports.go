@@ -48,6 +48,10 @@ func (s *Server) queryAs(ctx context.Context, user string, req promql.Request) (
 	return s.api.Exec(withIdentity(ctx, identity{name: user}), req)
 }
 
+// defaultDataset is what an export without a dataset holds: the sampled
+// records, as `proxylens export` without --dataset (docs/exports.md).
+const defaultDataset = "records"
+
 // exportsHandler serves /api/v1/exports.
 func (s *Server) exportsHandler() http.Handler {
 	return s.jobsHandler(jobRoutes{
@@ -56,6 +60,9 @@ func (s *Server) exportsHandler() http.Handler {
 			var req export.Request
 			if err := decodeStrict(r, &req); err != nil {
 				return export.Job{}, err
+			}
+			if req.Dataset == "" {
+				req.Dataset = defaultDataset
 			}
 			return s.exports.Submit(req, adminUser(r))
 		},

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/prometheus/model/metadata"
 
 	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/selfmetrics"
 )
 
@@ -41,7 +42,8 @@ func (s *Server) recordSelfMetrics(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.appendSelfMetrics(ctx, s.opts.Now()); err != nil {
+			// While the disk is full the store says so once; no line each interval.
+			if err := s.appendSelfMetrics(ctx, s.opts.Now()); err != nil && !errors.Is(err, pebblestore.ErrDiskFull) {
 				s.log.Warn("store self-metrics, skipping this interval", "err", err)
 			}
 		}

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +56,11 @@ type Options struct {
 	DisableCompression bool
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// FreeDiskBytes returns the free bytes of the data directory's file
+	// system (nil: statfs); tests drive the full-disk guard with it.
+	FreeDiskBytes func(dir string) (uint64, error)
+	// DiskCheckInterval is how often the free space is checked (0: 1s).
+	DiskCheckInterval time.Duration
 }
 
 // Server is a running proxylens.
@@ -145,7 +149,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.changes = changes.New()
 	s.store, err = pebblestore.Open(s.cfg.DataDir, pebblestore.Options{
 		Logger: s.log, Metrics: s.self, DisableCompression: s.opts.DisableCompression, Now: s.opts.Now,
-		CacheSize: s.cfg.Storage.CacheSize,
+		CacheSize:    s.cfg.Storage.CacheSize,
+		MinFreeBytes: uint64(s.cfg.Storage.MinFreeDiskBytes), FreeBytes: s.opts.FreeDiskBytes, DiskCheckInterval: s.opts.DiskCheckInterval,
+		BallastBytes: s.cfg.Storage.DiskBallastBytes,
 		Series: pebblestore.SeriesOptions{
 			OutOfOrderWindow:  s.cfg.Storage.OutOfOrderWindow,
 			IncrementInterval: s.cfg.FlushInterval,
@@ -203,7 +209,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		// Batches replayed from the journal go to the series at once, so
 		// that queries answer for them from the start (after a crash, or
 		// from a restored backup).
-		if err := s.pipeline.Flush(); err != nil {
+		if err := s.pipeline.Flush(); errors.Is(err, pebblestore.ErrDiskFull) {
+			// Read-only until space is back: the journal keeps them, and
+			// the queries read them from memory meanwhile.
+			s.log.Warn("replayed batches wait for disk space to be cut", "err", err)
+		} else if err != nil {
 			return fmt.Errorf("write the replayed batches: %w", err)
 		}
 	}
@@ -241,11 +251,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Upstream:   upstream,
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
-		MaxRequestBytes: s.cfg.Receiver.MaxRequestBytes,
-		SetMetadata:     s.store.Series().SetMetadata,
-		Metrics:         s.self,
-		Logger:          s.log,
-		Now:             s.opts.Now,
+		MaxRequestBytes:     s.cfg.Receiver.MaxRequestBytes,
+		AcceptReservedNames: s.cfg.Receiver.AcceptReservedNames,
+		SetMetadata:         s.store.Series().SetMetadata,
+		RetryAfter:          s.cfg.Receiver.RetryAfter,
+		Metrics:             s.self,
+		Logger:              s.log,
+		Now:                 s.opts.Now,
 	})
 	if err := s.startRemoteWrite(ctx); err != nil {
 		return err
@@ -292,7 +304,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MaxInflightBytes: s.cfg.Receiver.MaxInflightBytes,
 		RetryAfter:       s.cfg.Receiver.RetryAfter,
 		TLS:              s.tls,
-		Authorize:        s.ingestAuthorizer(),
+
+		ReadHeaderTimeout: s.cfg.Receiver.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.Receiver.ReadTimeout,
+		Authorize:         s.ingestAuthorizer(),
 	}, mapper, s.pipeline, s.self, s.log)
 	if err != nil {
 		return err
@@ -416,11 +431,9 @@ func (s *Server) startHTTP(ctx context.Context) error {
 	if s.cfg.Auth.Enabled() {
 		handler = s.auth.wrap(mux)
 	} else if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
-		s.log.Warn("the HTTP listener is not on loopback and no users are configured: anyone who reaches it can query", "addr", ln.Addr().String())
+		s.log.Warn("the HTTP listener is not on loopback and no users are configured: anyone who reaches it can query and write series", "addr", ln.Addr().String())
 	}
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/", s.pprofHandler(token))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("proxylens is healthy.\n"))
 	})
@@ -429,11 +442,19 @@ func (s *Server) startHTTP(ctx context.Context) error {
 			http.Error(w, "proxylens is not ready.", http.StatusServiceUnavailable)
 			return
 		}
+		if err := s.store.Writable(); err != nil {
+			// Queries are served; ingest is refused until the store takes
+			// writes again (docs/operations.md#a-full-disk).
+			http.Error(w, "proxylens is not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("proxylens is ready.\n"))
 	})
 	s.httpSrv = &http.Server{
-		Handler:           withRequester(handler),
-		ReadHeaderTimeout: 10 * time.Second,
+		// Reading a request is bounded, writing the answer is not: queries
+		// and exports may take minutes.
+		Handler:           receiver.BoundReads(withRequester(handler), s.cfg.Receiver.ReadTimeout, s.self, "api"),
+		ReadHeaderTimeout: s.cfg.Receiver.ReadHeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	go func() {
@@ -462,7 +483,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	if s.pipeline != nil {
-		if err := s.pipeline.Shutdown(ctx); err != nil {
+		if err := s.pipeline.Shutdown(ctx); errors.Is(err, pebblestore.ErrDiskFull) {
+			// Every acknowledged batch is in the journal: the next start
+			// replays it. Not a failure of the stop.
+			s.log.Warn("final cut not written for lack of disk space; the journal keeps the data for the next start", "err", err)
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("stop ingest pipeline: %w", err))
 		}
 	}

@@ -1,0 +1,86 @@
+package receiver
+
+import "sync/atomic"
+
+// budget bounds the request bytes held at once (Config.MaxInflightBytes):
+// bodies as they are read and decompressed, and messages while they are
+// decoded and committed. A nil budget bounds nothing.
+//
+// Bytes are reserved as they arrive, never from what a client announces,
+// so a client that announces a large body and sends it slowly holds only
+// what it has sent. Bodies still arriving may hold at most half of the
+// budget between them (arriving): the other half stays for requests that
+// are complete, so slow uploads cannot starve gRPC exports or the decoding
+// and commit of requests already read.
+type budget struct {
+	inflight atomic.Int64
+	arriving atomic.Int64 // part of inflight held by bodies still being read
+	peak     atomic.Int64 // highest inflight since start
+	max      int64
+}
+
+// acquire reserves n more bytes for a request that already holds held
+// bytes of the budget. It fails when the bound would be passed, unless
+// nothing but the request itself is in flight: a single request larger than
+// the budget is still taken alone (Config.MaxInflightBytes).
+func (b *budget) acquire(n, held int64) bool {
+	if b == nil {
+		return true
+	}
+	for {
+		cur := b.inflight.Load()
+		if cur-held > 0 && cur+n > b.max {
+			return false
+		}
+		if b.inflight.CompareAndSwap(cur, cur+n) {
+			b.notePeak(cur + n)
+			return true
+		}
+	}
+}
+
+// acquireArriving is acquire for the bytes of a body still being read:
+// besides the whole budget, bodies still arriving may hold at most half of
+// it, unless the request is alone.
+func (b *budget) acquireArriving(n, held int64) bool {
+	if b == nil {
+		return true
+	}
+	for {
+		cur := b.arriving.Load()
+		if cur-held > 0 && cur+n > b.max/2 {
+			return false
+		}
+		if b.arriving.CompareAndSwap(cur, cur+n) {
+			break
+		}
+	}
+	if !b.acquire(n, held) {
+		b.arriving.Add(-n)
+		return false
+	}
+	return true
+}
+
+// arrived marks n bytes reserved with acquireArriving as no longer
+// arriving: their body is complete (or refused).
+func (b *budget) arrived(n int64) {
+	if b != nil {
+		b.arriving.Add(-n)
+	}
+}
+
+func (b *budget) release(n int64) {
+	if b != nil {
+		b.inflight.Add(-n)
+	}
+}
+
+func (b *budget) notePeak(v int64) {
+	for {
+		p := b.peak.Load()
+		if v <= p || b.peak.CompareAndSwap(p, v) {
+			return
+		}
+	}
+}
