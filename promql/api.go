@@ -190,15 +190,25 @@ func (a *API) Register(mux *http.ServeMux) {
 		return result{data: map[string]any{"alerts": []any{}}}
 	}
 	if a.rules != nil {
-		rules, alerts = ruleHandler(a.rules.Rules), ruleHandler(a.rules.Alerts)
+		rules, alerts = a.ruleHandler(a.rules.Rules), a.ruleHandler(a.rules.Alerts)
 	}
 	mux.HandleFunc("GET /api/v1/rules", a.wrap(rules))
 	mux.HandleFunc("GET /api/v1/alerts", a.wrap(alerts))
 }
 
-// ruleHandler answers with f's data, or its error as bad_data.
-func ruleHandler(f func(*http.Request) (any, error)) func(*http.Request) result {
+// ruleHandler answers with f's data, or its error as bad_data; match[]
+// selectors past the query bounds are refused before the ruler parses
+// them.
+func (a *API) ruleHandler(f func(*http.Request) (any, error)) func(*http.Request) result {
 	return func(r *http.Request) result {
+		if err := r.ParseForm(); err != nil {
+			return result{err: a.formError(err)}
+		}
+		for _, m := range r.Form["match[]"] {
+			if aerr := a.checkQuerySize("match[]", m); aerr != nil {
+				return result{err: aerr}
+			}
+		}
 		data, err := f(r)
 		if err != nil {
 			return result{err: badData("%w", err)}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,4 +231,23 @@ func TestShippedRulesSwitch(t *testing.T) {
 			require.Empty(t, names)
 		}
 	}
+}
+
+// TestRulesMatchBounded: /api/v1/rules' match[] selectors go through the
+// query bounds before the ruler parses them (issue 17, attack 3).
+func TestRulesMatchBounded(t *testing.T) {
+	s := start(t, testConfig(t), Options{})
+	get := func(match string) (int, string) {
+		resp, err := http.Get("http://" + s.HTTPAddr().String() + "/api/v1/rules?" + url.Values{"match[]": {match}}.Encode())
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	code, body := get(strings.Repeat("{", 50_000))
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Contains(t, body, `invalid parameter \"match[]\": nested deeper than the limit of 256 levels`)
+	code, body = get(`{severity="page"}`)
+	require.Equal(t, http.StatusOK, code, body)
 }
