@@ -98,6 +98,7 @@ func requireSameSeries(t *testing.T, want, got map[string]seriesState) {
 // exactly what the same spans give without a crash, and the series feed
 // carried every increment once.
 func TestCutPiecesCrash(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	batches := [][]otelanalytics.Record{history(1500, 11), history(1500, 12)}
 	want := reference(t, batches)
 	var n float64
@@ -170,6 +171,7 @@ func TestCutPiecesCrash(t *testing.T) {
 // TestCutPiecesRetried: a piece that fails in a running process is
 // applied by the next cut, before that cut's own samples.
 func TestCutPiecesRetried(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	batches := [][]otelanalytics.Record{history(1500, 21), history(1500, 22)}
 	want := reference(t, batches)
 
@@ -198,6 +200,7 @@ func TestCutPiecesRetried(t *testing.T) {
 // half of it and never the cut counted twice; a series remote-written
 // mid-cut is read at once.
 func TestQueryMidCutReadsBefore(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	e := openPieced(t, t.TempDir())
 	defer func() { require.NoError(t, e.db.Close()) }()
 	e.commit(t, history(1000, 41), nil, 1)

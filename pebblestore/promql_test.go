@@ -29,5 +29,6 @@ func newTestStorage(t testing.TB) storage.Storage {
 // promql/promqltest/testdata files) with the official engine on this
 // storage.
 func TestPromQLSuite(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	promqltest.RunBuiltinTestsWithStorage(t, promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery), newTestStorage)
 }

@@ -24,6 +24,7 @@ import (
 // for aligned and unaligned steps, offsets, instant queries, late data and
 // after a restart.
 func TestSumPushdown(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	dir := t.TempDir()
 	open := func() (*pebblestore.DB, *pebblestore.SeriesStore) {
 		st := openStore(t, dir)

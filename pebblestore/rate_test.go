@@ -101,6 +101,7 @@ func rateData(start, end int64) ([]labels.Labels, []rateSample) {
 // instant queries; the data is appended out of order and across a
 // restart, so that closed windows are rewritten and summarized again.
 func TestRatePushdownMatchesEngine(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	dir := t.TempDir()
 	open := func() *pebblestore.DB {
 		db, err := pebblestore.Open(dir, pebblestore.Options{Series: pebblestore.SeriesOptions{OutOfOrderWindow: 3 * time.Hour}})

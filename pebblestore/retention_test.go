@@ -80,6 +80,7 @@ func (st *store) countRecords(t *testing.T, from, to time.Time) int {
 // keeps exactly as before, the hourly summaries every hour they keep, the
 // disk space comes back, and a compliance hold stops every deletion.
 func TestRetentionEnforcement(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	dir := t.TempDir()
 	st := openStore(t, dir)
 	const day = 24 * time.Hour

@@ -16,6 +16,7 @@ import (
 // holds writes them all, in order, and the journal size is reported until
 // the cut.
 func TestManyRecordsOneCut(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	e := open(t, t.TempDir())
 	defer func() { require.NoError(t, e.db.Close()) }()
 	require.Zero(t, e.db.JournalBytes())
@@ -42,6 +43,7 @@ func TestManyRecordsOneCut(t *testing.T) {
 // TestInlineStringsThroughTheStore: strings the dictionary had no room for
 // are kept inline and come back with the record.
 func TestInlineStringsThroughTheStore(t *testing.T) {
+	t.Parallel() // among the slowest under -race: CI runs them side by side
 	dir := t.TempDir()
 	db, err := Open(dir, Options{})
 	require.NoError(t, err)
