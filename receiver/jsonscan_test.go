@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
@@ -90,7 +91,7 @@ func jsonDepth(data []byte) (depth int, trailing bool, err error) {
 // FuzzDecodeJSON checks the OTLP/JSON path before protobuf: checkJSON
 // refuses exactly the well-formed objects that nest deeper than
 // maxJSONDepth or have data after them, and what it lets through parses
-// (or is refused by pdata) without a panic.
+// (or is refused by pdata) without a panic, as traces and as metrics.
 func FuzzDecodeJSON(f *testing.F) {
 	f.Add(jsonBody())
 	f.Add(nestedJSON(18))
@@ -98,6 +99,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add(append(jsonBody(), `{}`...))
 	f.Add([]byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a\"}]]}"}]}]}]} `))
 	f.Add([]byte(`{"a":"\\"}x`))
+	f.Add([]byte(`{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},"scopeMetrics":[{"metrics":[{"name":"queue.depth","gauge":{"dataPoints":[{"asInt":"7","timeUnixNano":"1700000000000000000"}]}}]}]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		err := checkJSON(data)
 		if err != nil {
@@ -113,6 +115,11 @@ func FuzzDecodeJSON(f *testing.F) {
 			if er.UnmarshalJSON(data) == nil {
 				_, err := er.MarshalProto()
 				require.NoError(t, err)
+			}
+			// The metrics signal takes the same path, then converts.
+			mr := pmetricotlp.NewExportRequest()
+			if mr.UnmarshalJSON(data) == nil {
+				convertOTLP(mr.Metrics(), ReservedName)
 			}
 		}
 	})
