@@ -206,8 +206,13 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 
 // ServeMetricsTo makes the receiver serve OTLP metrics too (gRPC
 // MetricsService/Export, HTTP POST /v1/metrics), written as series by w.
-// Call it before Start.
-func (r *Receiver) ServeMetricsTo(w *SeriesWriter) { r.series = w }
+// w's own endpoints (remote write, Prometheus' OTLP path) then read and
+// decode their bodies under the receiver's in-flight byte budget too
+// (Config.MaxInflightBytes). Call it before Start.
+func (r *Receiver) ServeMetricsTo(w *SeriesWriter) {
+	r.series = w
+	w.budget.Store(&r.budget)
+}
 
 // Start listens on the configured addresses and serves in the background.
 // If it fails halfway, everything started is stopped again.
