@@ -96,10 +96,13 @@ func (b *budget) notePeak(v int64) {
 // read: the first reservation, and the least it grows by.
 const readChunk = 64 << 10
 
+// pageSize is the unit a body's last reservation is rounded up to.
+const pageSize = 4 << 10
+
 // readReserving reads src to its end into *bp, reserving the buffer's
 // bytes with reserve before they are read: in steps that start at
-// readChunk and double, never more than size (a body of known length:
-// that length + 1, to see EOF without growing), so that a body holds
+// readChunk and double, never more than size rounded up to pageSize (a
+// body of known length: that length + 1, to see EOF without growing), so that a body holds
 // about what it has sent, not what it announced. It returns what was
 // read; an error wrapping errTooLarge past limit bytes,
 // otelanalytics.ErrOverloaded when reserve refuses, or src's own error
@@ -108,6 +111,9 @@ const readChunk = 64 << 10
 func readReserving(src io.Reader, bp *[]byte, size, limit int64, reserve func(n int64) bool) ([]byte, error) {
 	buf := (*bp)[:0]
 	defer func() { *bp = buf }()
+	// The last step rounds up to whole pages, so that a reused buffer
+	// fits the next body of about the same length without growing.
+	size = (size + pageSize - 1) / pageSize * pageSize
 	held := int64(0) // of the budget, for buf's bytes
 	for {
 		if int64(len(buf)) == held {
