@@ -194,7 +194,7 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 	}
 	r.m.refused("overloaded")
 	r.m.refused("unavailable")
-	reg.Gauge("proxylens_inflight_request_bytes", "OTLP request bytes being handled right now.", func() float64 {
+	reg.Gauge("proxylens_inflight_request_bytes", "OTLP, remote write and OTLP metrics request bytes being handled right now.", func() float64 {
 		return float64(r.budget.inflight.Load())
 	})
 	reg.Gauge("proxylens_inflight_request_bytes_peak", "Highest proxylens_inflight_request_bytes since start (receiver.max_inflight_bytes bounds it).", func() float64 {
