@@ -175,7 +175,9 @@ func isSampleError(err error) bool {
 // series or sample refuses the whole request with 400. Series with a
 // reserved name (ReservedName) are skipped and the rest written, as
 // Prometheus' receiver handles a partly bad request: the answer is then
-// 400 (not retried by senders) naming the first and the count.
+// 400 (not retried by senders) naming the first and the count. The body
+// is read and decoded under the in-flight budget (remoteWrite); when it
+// is full the answer is 503 with Retry-After, which senders retry.
 func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
