@@ -1,6 +1,13 @@
 package receiver
 
-import "sync/atomic"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+)
 
 // budget bounds the request bytes held at once (Config.MaxInflightBytes):
 // bodies as they are read and decompressed, and messages while they are
@@ -81,6 +88,59 @@ func (b *budget) notePeak(v int64) {
 		p := b.peak.Load()
 		if v <= p || b.peak.CompareAndSwap(p, v) {
 			return
+		}
+	}
+}
+
+// readChunk is the step in which a body's reservation grows as it is
+// read: the first reservation, and the least it grows by.
+const readChunk = 64 << 10
+
+// pageSize is the unit a body's last reservation is rounded up to.
+const pageSize = 4 << 10
+
+// readReserving reads src to its end into *bp, reserving the buffer's
+// bytes with reserve before they are read: in steps that start at
+// readChunk and double, never more than size rounded up to pageSize (a
+// body of known length: that length + 1, to see EOF without growing), so that a body holds
+// about what it has sent, not what it announced. It returns what was
+// read; an error wrapping errTooLarge past limit bytes,
+// otelanalytics.ErrOverloaded when reserve refuses, or src's own error
+// unwrapped, for the caller to classify. *bp is left holding the buffer
+// (for reuse) in every case.
+func readReserving(src io.Reader, bp *[]byte, size, limit int64, reserve func(n int64) bool) ([]byte, error) {
+	buf := (*bp)[:0]
+	defer func() { *bp = buf }()
+	// The last step rounds up to whole pages, so that a reused buffer
+	// fits the next body of about the same length without growing.
+	size = (size + pageSize - 1) / pageSize * pageSize
+	held := int64(0) // of the budget, for buf's bytes
+	for {
+		if int64(len(buf)) == held {
+			step := min(max(held, readChunk), size-held)
+			if step <= 0 {
+				return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
+			}
+			if !reserve(step) {
+				return nil, otelanalytics.ErrOverloaded
+			}
+			held += step
+			if int64(cap(buf)) < held {
+				grown := make([]byte, len(buf), held)
+				copy(grown, buf)
+				buf = grown
+			}
+		}
+		n, err := src.Read(buf[len(buf):held])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
+		}
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 }

@@ -150,8 +150,11 @@ func metricsSignal(w *SeriesWriter) signal {
 		// writeOTLP counts what reached it; a body refused before it is
 		// invalid (not a method or content type refused before reading).
 		done: func(outcome string, start time.Time) {
-			if outcome == "malformed" || outcome == "too_large" || (outcome == "unsupported" && !start.IsZero()) {
+			switch {
+			case outcome == "malformed" || outcome == "too_large" || (outcome == "unsupported" && !start.IsZero()):
 				w.requests("otlp", "invalid").Inc()
+			case outcome == "overloaded":
+				w.requests("otlp", "overloaded").Inc()
 			}
 		},
 	}
@@ -256,10 +259,6 @@ func writeResponse(w http.ResponseWriter, ctype string, resp marshaler) {
 	_, _ = w.Write(body)
 }
 
-// readChunk is the step in which a body's reservation grows as it is
-// read: the first reservation, and the least it grows by.
-const readChunk = 64 << 10
-
 // readBody reads and decompresses the request body into *bp. The in-flight
 // budget is reserved as bytes arrive (or come out of the decompressor),
 // never from the announced Content-Length, and reading stops at the size
@@ -341,45 +340,14 @@ func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) (
 	if req.ContentLength >= 0 && src == io.Reader(req.Body) {
 		size = req.ContentLength + 1
 	}
-	buf := (*bp)[:0]
-	held := *reserved - state // of the budget, for buf's bytes
-	for {
-		if int64(len(buf)) == held {
-			step := min(max(held, readChunk), size-held)
-			if step <= 0 {
-				*bp = buf
-				return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
-			}
-			if !reserve(step) {
-				*bp = buf
-				return nil, otelanalytics.ErrOverloaded
-			}
-			held += step
-			if int64(cap(buf)) < held {
-				grown := make([]byte, len(buf), held)
-				copy(grown, buf)
-				buf = grown
-			}
-		}
-		n, err := src.Read(buf[len(buf):held])
-		buf = buf[:len(buf)+n]
-		if int64(len(buf)) > limit {
-			*bp = buf
-			return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, limit)
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			*bp = buf
-			if src != io.Reader(req.Body) && !errors.Is(err, ErrReadTimeout) {
-				return nil, decompressError(req, err)
-			}
-			return nil, readError(err)
-		}
+	buf, err := readReserving(src, bp, size, limit, reserve)
+	switch {
+	case err == nil, errors.Is(err, errTooLarge), errors.Is(err, otelanalytics.ErrOverloaded):
+		return buf, err
+	case src != io.Reader(req.Body) && !errors.Is(err, ErrReadTimeout):
+		return nil, decompressError(req, err)
 	}
-	*bp = buf
-	return buf, nil
+	return nil, readError(err)
 }
 
 // readError classifies an error reading the request body.

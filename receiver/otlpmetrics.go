@@ -22,8 +22,11 @@ func (w *SeriesWriter) exportOTLP(ctx context.Context, body []byte) (exportResul
 
 // ServeOTLP handles Prometheus' path for OTLP metrics, POST
 // /api/v1/otlp/v1/metrics, as the receiver's /v1/metrics answers.
+// Its body is read under the in-flight budget shared with the receiver.
 func (w *SeriesWriter) ServeOTLP(rw http.ResponseWriter, r *http.Request) {
-	w.http.serve(rw, r, metricsSignal(w))
+	h := w.http
+	h.budget = w.budget.Load()
+	h.serve(rw, r, metricsSignal(w))
 }
 
 // writeOTLP converts OTLP metrics as Prometheus' OTLP endpoint does and

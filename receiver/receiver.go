@@ -194,7 +194,7 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 	}
 	r.m.refused("overloaded")
 	r.m.refused("unavailable")
-	reg.Gauge("proxylens_inflight_request_bytes", "OTLP request bytes being handled right now.", func() float64 {
+	reg.Gauge("proxylens_inflight_request_bytes", "OTLP, remote write and OTLP metrics request bytes being handled right now.", func() float64 {
 		return float64(r.budget.inflight.Load())
 	})
 	reg.Gauge("proxylens_inflight_request_bytes_peak", "Highest proxylens_inflight_request_bytes since start (receiver.max_inflight_bytes bounds it).", func() float64 {
@@ -206,8 +206,13 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 
 // ServeMetricsTo makes the receiver serve OTLP metrics too (gRPC
 // MetricsService/Export, HTTP POST /v1/metrics), written as series by w.
-// Call it before Start.
-func (r *Receiver) ServeMetricsTo(w *SeriesWriter) { r.series = w }
+// w's own endpoints (remote write, Prometheus' OTLP path) then read and
+// decode their bodies under the receiver's in-flight byte budget too
+// (Config.MaxInflightBytes). Call it before Start.
+func (r *Receiver) ServeMetricsTo(w *SeriesWriter) {
+	r.series = w
+	w.budget.Store(&r.budget)
+}
 
 // Start listens on the configured addresses and serves in the background.
 // If it fails halfway, everything started is stopped again.

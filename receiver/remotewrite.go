@@ -3,12 +3,12 @@ package receiver
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/proxylens/proxylens/otelanalytics"
 	"github.com/proxylens/proxylens/selfmetrics"
 )
 
@@ -59,6 +60,10 @@ type SeriesWriter struct {
 	opts  SeriesWriterOptions
 	http  httpExports // Prometheus' OTLP path
 	cache *seriesCache
+	// budget is the in-flight byte budget request bodies are read and
+	// decoded under: the receiver's, once it serves metrics to w
+	// (Receiver.ServeMetricsTo); nil until then, bounding nothing.
+	budget atomic.Pointer[budget]
 
 	requests func(api, outcome string) *metrics.Counter
 	samples  func(api string) *metrics.Counter
@@ -83,7 +88,7 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes, retryAfter: opts.RetryAfter}, cache: newSeriesCache(opts.SeriesCacheSize)}
 	w.requests = func(api, outcome string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_write_requests_total{api=%q,outcome=%q}`, api, outcome),
-			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed).")
+			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed, overloaded).")
 	}
 	w.samples = func(api string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_write_samples_total{api=%q}`, api),
@@ -94,7 +99,7 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 			"Samples (remote write) and data points (OTLP) refused by reason (reserved_name: a name proxylens writes itself).")
 	}
 	for _, api := range []string{"remote_write", "otlp"} {
-		for _, o := range []string{"accepted", "partial", "invalid", "failed"} {
+		for _, o := range []string{"accepted", "partial", "invalid", "failed", "overloaded"} {
 			w.requests(api, o)
 		}
 		w.samples(api)
@@ -170,7 +175,9 @@ func isSampleError(err error) bool {
 // series or sample refuses the whole request with 400. Series with a
 // reserved name (ReservedName) are skipped and the rest written, as
 // Prometheus' receiver handles a partly bad request: the answer is then
-// 400 (not retried by senders) naming the first and the count.
+// 400 (not retried by senders) naming the first and the count. The body
+// is read and decoded under the in-flight budget (remoteWrite); when it
+// is full the answer is 503 with Retry-After, which senders retry.
 func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, params, err := mime.ParseMediaType(ct)
@@ -207,6 +214,13 @@ func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request)
 		w.requests("remote_write", "invalid").Inc()
 		w.opts.Logger.Warn("remote write refused", "err", err)
 		http.Error(rw, err.Error(), http.StatusBadRequest)
+	case errors.Is(err, otelanalytics.ErrOverloaded):
+		// The in-flight budget is full: the sender retries.
+		w.requests("remote_write", "overloaded").Inc()
+		if w.opts.RetryAfter > 0 {
+			rw.Header().Set("Retry-After", strconv.Itoa(int(w.opts.RetryAfter/time.Second)))
+		}
+		http.Error(rw, "ingest saturated: the request bytes in flight are at receiver.max_inflight_bytes; retry later", http.StatusServiceUnavailable)
 	case errors.Is(err, syscall.ENOSPC):
 		// The store is read-only for lack of disk space (it logs that
 		// once): the sender retries, nothing it was told is written is lost.
@@ -222,52 +236,71 @@ func (w *SeriesWriter) ServeRemoteWrite(rw http.ResponseWriter, r *http.Request)
 	}
 }
 
-// readLimited reads at most MaxRequestBytes of r's body.
-func (w *SeriesWriter) readLimited(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r.Body, w.opts.MaxRequestBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("%w: read body: %w", errBadData, err)
+// readBody reads r's body, at most MaxRequestBytes, into *bp, reserving
+// from b as the bytes arrive (readReserving), never from the announced
+// Content-Length. *reserved is what the request holds of b when readBody
+// returns; the caller releases it.
+func (w *SeriesWriter) readBody(r *http.Request, b *budget, bp *[]byte, reserved *int64) ([]byte, error) {
+	limit := w.opts.MaxRequestBytes
+	if r.ContentLength > limit {
+		return nil, fmt.Errorf("%w: the request is larger than %d bytes", errBadData, limit)
 	}
-	if int64(len(b)) > w.opts.MaxRequestBytes {
-		return nil, fmt.Errorf("%w: the request is larger than %d bytes", errBadData, w.opts.MaxRequestBytes)
+	defer func() { b.arrived(*reserved) }()
+	size := limit + 1
+	if r.ContentLength >= 0 {
+		size = r.ContentLength + 1
 	}
-	return b, nil
-}
-
-// readBody reads r's body, at most MaxRequestBytes, into a pooled buffer
-// when its length is known; the caller puts the buffer back.
-func (w *SeriesWriter) readBody(r *http.Request) (*[]byte, error) {
-	if n := r.ContentLength; n > 0 && n <= w.opts.MaxRequestBytes {
-		buf := requestBuffers.Get(int(n))
-		if _, err := io.ReadFull(r.Body, *buf); err != nil {
-			requestBuffers.Put(buf)
-			return nil, fmt.Errorf("%w: read body: %w", errBadData, err)
+	body, err := readReserving(r.Body, bp, size, limit, func(n int64) bool {
+		if !b.acquireArriving(n, *reserved) {
+			return false
 		}
-		return buf, nil
+		*reserved += n
+		return true
+	})
+	switch {
+	case err == nil, errors.Is(err, otelanalytics.ErrOverloaded):
+		return body, err
+	case errors.Is(err, errTooLarge):
+		return nil, fmt.Errorf("%w: the request is larger than %d bytes", errBadData, limit)
 	}
-	b, err := w.readLimited(r)
-	return &b, err
+	return nil, fmt.Errorf("%w: read body: %w", errBadData, err)
 }
 
 // remoteWrite writes a request and returns the samples written and what
-// was skipped for reserved names; an error means nothing was written.
+// was skipped for reserved names; an error means nothing was written. The
+// request's bytes, compressed and decoded, are held within the in-flight
+// budget shared with the receiver (see ServeMetricsTo) until it returns.
 func (w *SeriesWriter) remoteWrite(r *http.Request) (int, reservedRefusal, error) {
 	var none reservedRefusal
-	compressed, err := w.readBody(r)
+	b := w.budget.Load()
+	bp := bufPool.Get().(*[]byte)
+	held := int64(0)
+	defer func() {
+		b.release(held)
+		if cap(*bp) <= maxPooledBuf {
+			bufPool.Put(bp)
+		}
+	}()
+	compressed, err := w.readBody(r, b, bp, &held)
 	if err != nil {
 		return 0, none, err
 	}
-	defer requestBuffers.Put(compressed)
-	size, err := snappy.DecodedLen(*compressed)
+	size, err := snappy.DecodedLen(compressed)
 	if err != nil {
 		return 0, none, fmt.Errorf("%w: snappy: %w", errBadData, err)
 	}
 	if int64(size) > w.opts.MaxRequestBytes {
 		return 0, none, fmt.Errorf("%w: the request decompresses to %d bytes, more than %d", errBadData, size, w.opts.MaxRequestBytes)
 	}
+	// The decoded size is reserved before it is allocated: a few
+	// kilobytes that claim 64 MiB decoded hold the 64 MiB.
+	if !b.acquire(int64(size), held) {
+		return 0, none, otelanalytics.ErrOverloaded
+	}
+	held += int64(size)
 	buf := requestBuffers.Get(size)
 	defer requestBuffers.Put(buf)
-	raw, err := snappy.Decode(*buf, *compressed)
+	raw, err := snappy.Decode(*buf, compressed)
 	if err != nil {
 		return 0, none, fmt.Errorf("%w: snappy: %w", errBadData, err)
 	}
