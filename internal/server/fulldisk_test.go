@@ -123,13 +123,7 @@ func TestFullDiskRefusesAndResumes(t *testing.T) {
 	p := queryClient(t, s)
 	end := time.Now().Add(-time.Second)
 	at := end.Truncate(time.Hour).Add(time.Hour)
-	spans := func(from, n int) []tracetest.SpanStub {
-		var out []tracetest.SpanStub
-		for i := from; i < from+n; i++ {
-			out = append(out, proxySpan(i, end))
-		}
-		return out
-	}
+	spans := func(from, n int) []tracetest.SpanStub { return spansEnding(from, n, end) }
 	conn, err := grpc.NewClient(s.OTLPGRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
@@ -209,13 +203,7 @@ func TestFullDiskAtStart(t *testing.T) {
 	}
 	end := time.Now().Add(-time.Second)
 	at := end.Truncate(time.Hour).Add(time.Hour)
-	spans := func(from, n int) []tracetest.SpanStub {
-		var out []tracetest.SpanStub
-		for i := from; i < from+n; i++ {
-			out = append(out, proxySpan(i, end))
-		}
-		return out
-	}
+	spans := func(from, n int) []tracetest.SpanStub { return spansEnding(from, n, end) }
 
 	s := New(cfg, opts)
 	require.NoError(t, s.Start(t.Context()))
@@ -275,13 +263,7 @@ func TestFullDiskUnforeseen(t *testing.T) {
 	opts := Options{DiskCheckInterval: time.Hour} // the test checks
 	end := time.Now().Add(-time.Second)
 	at := end.Truncate(time.Hour).Add(time.Hour)
-	spans := func(from, n int) []tracetest.SpanStub {
-		var out []tracetest.SpanStub
-		for i := from; i < from+n; i++ {
-			out = append(out, proxySpan(i, end))
-		}
-		return out
-	}
+	spans := func(from, n int) []tracetest.SpanStub { return spansEnding(from, n, end) }
 	s := New(cfg, opts)
 	require.NoError(t, s.Start(t.Context()))
 	exportGRPC(t, s, spans(0, 10)...)
@@ -314,4 +296,13 @@ func TestFullDiskUnforeseen(t *testing.T) {
 	exportGRPC(t, s, spans(40, 5)...)
 	require.NoError(t, s.Pipeline().Flush())
 	require.Equal(t, 20.0, scalarAt(t, p, `sum(proxy_requests_total)`, at))
+}
+
+// spansEnding is n proxy spans, numbered from from, ending at end.
+func spansEnding(from, n int, end time.Time) []tracetest.SpanStub {
+	out := make([]tracetest.SpanStub, 0, n)
+	for i := from; i < from+n; i++ {
+		out = append(out, proxySpan(i, end))
+	}
+	return out
 }
