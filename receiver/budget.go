@@ -34,14 +34,24 @@ func (b *budget) acquire(n, held int64) bool {
 	if b == nil {
 		return true
 	}
+	v, ok := addWithin(&b.inflight, n, held, b.max)
+	if ok {
+		b.notePeak(v)
+	}
+	return ok
+}
+
+// addWithin adds n to c, which holds held of it already, unless that would
+// take c past bound while anything else holds some: the one rule both of
+// the budget's counters keep. It returns c's new value.
+func addWithin(c *atomic.Int64, n, held, bound int64) (int64, bool) {
 	for {
-		cur := b.inflight.Load()
-		if cur-held > 0 && cur+n > b.max {
-			return false
+		cur := c.Load()
+		if cur-held > 0 && cur+n > bound {
+			return cur, false
 		}
-		if b.inflight.CompareAndSwap(cur, cur+n) {
-			b.notePeak(cur + n)
-			return true
+		if c.CompareAndSwap(cur, cur+n) {
+			return cur + n, true
 		}
 	}
 }
@@ -53,14 +63,8 @@ func (b *budget) acquireArriving(n, held int64) bool {
 	if b == nil {
 		return true
 	}
-	for {
-		cur := b.arriving.Load()
-		if cur-held > 0 && cur+n > b.max/2 {
-			return false
-		}
-		if b.arriving.CompareAndSwap(cur, cur+n) {
-			break
-		}
+	if _, ok := addWithin(&b.arriving, n, held, b.max/2); !ok {
+		return false
 	}
 	if !b.acquire(n, held) {
 		b.arriving.Add(-n)
