@@ -73,6 +73,18 @@ func (b *budget) acquireArriving(n, held int64) bool {
 	return true
 }
 
+// arrivingInto is acquireArriving for one request's body, which holds
+// *reserved of the budget: what it reserves is added to *reserved.
+func (b *budget) arrivingInto(reserved *int64) func(n int64) bool {
+	return func(n int64) bool {
+		if !b.acquireArriving(n, *reserved) {
+			return false
+		}
+		*reserved += n
+		return true
+	}
+}
+
 // arrived marks n bytes reserved with acquireArriving as no longer
 // arriving: their body is complete (or refused).
 func (b *budget) arrived(n int64) {

@@ -276,13 +276,7 @@ func (h *httpExports) readBody(req *http.Request, bp *[]byte, reserved *int64) (
 		h.budget.release(state)
 		*reserved -= state
 	}()
-	reserve := func(n int64) bool {
-		if !h.budget.acquireArriving(n, *reserved) {
-			return false
-		}
-		*reserved += n
-		return true
-	}
+	reserve := h.budget.arrivingInto(reserved)
 	var src io.Reader = req.Body
 	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
 	case "", "identity":

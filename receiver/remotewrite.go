@@ -250,13 +250,7 @@ func (w *SeriesWriter) readBody(r *http.Request, b *budget, bp *[]byte, reserved
 	if r.ContentLength >= 0 {
 		size = r.ContentLength + 1
 	}
-	body, err := readReserving(r.Body, bp, size, limit, func(n int64) bool {
-		if !b.acquireArriving(n, *reserved) {
-			return false
-		}
-		*reserved += n
-		return true
-	})
+	body, err := readReserving(r.Body, bp, size, limit, b.arrivingInto(reserved))
 	switch {
 	case err == nil, errors.Is(err, otelanalytics.ErrOverloaded):
 		return body, err
