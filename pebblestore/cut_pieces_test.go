@@ -15,10 +15,22 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 
+	"github.com/proxylens/proxylens/internal/race"
 	"github.com/proxylens/proxylens/otelanalytics"
 )
 
 var errCrash = errors.New("crash")
+
+// historySize is the records of a batch of history in the cut tests:
+// fewer under -race, where Pebble's invariant checks make every
+// iterator twenty times dearer, still cut into dozens of pieces.
+var historySize = 1500
+
+func init() {
+	if race.Enabled {
+		historySize = 500
+	}
+}
 
 // history is n records whose end times spread over the 30 days before t0.
 func history(n int, seed uint64) []otelanalytics.Record {
@@ -99,7 +111,8 @@ func requireSameSeries(t *testing.T, want, got map[string]seriesState) {
 // carried every increment once.
 func TestCutPiecesCrash(t *testing.T) {
 	t.Parallel() // among the slowest under -race: CI runs them side by side
-	batches := [][]otelanalytics.Record{history(1500, 11), history(1500, 12)}
+	batches := [][]otelanalytics.Record{history(historySize, 11), history(historySize, 12)}
+	spans := float64(2 * historySize)
 	want := reference(t, batches)
 	var n float64
 	for ls, st := range want {
@@ -107,7 +120,7 @@ func TestCutPiecesCrash(t *testing.T) {
 			n += st.last
 		}
 	}
-	require.Equal(t, 3000.0, n, "every span counted")
+	require.Equal(t, spans, n, "every span counted")
 	require.Greater(t, len(want), 200, "enough series for many pieces")
 
 	for _, tc := range []struct {
@@ -163,7 +176,7 @@ func TestCutPiecesCrash(t *testing.T) {
 			for _, v := range totals(e2.agg, otelanalytics.FamilyRequests, e2.dict) {
 				sum += v[0]
 			}
-			require.Equal(t, 3000.0, sum)
+			require.Equal(t, spans, sum)
 		})
 	}
 }
@@ -172,7 +185,7 @@ func TestCutPiecesCrash(t *testing.T) {
 // applied by the next cut, before that cut's own samples.
 func TestCutPiecesRetried(t *testing.T) {
 	t.Parallel() // among the slowest under -race: CI runs them side by side
-	batches := [][]otelanalytics.Record{history(1500, 21), history(1500, 22)}
+	batches := [][]otelanalytics.Record{history(historySize, 21), history(historySize, 22)}
 	want := reference(t, batches)
 
 	e := openPieced(t, t.TempDir())
@@ -203,10 +216,11 @@ func TestQueryMidCutReadsBefore(t *testing.T) {
 	t.Parallel() // among the slowest under -race: CI runs them side by side
 	e := openPieced(t, t.TempDir())
 	defer func() { require.NoError(t, e.db.Close()) }()
-	e.commit(t, history(1000, 41), nil, 1)
+	older, newer := history(historySize*2/3, 41), history(historySize, 42)
+	e.commit(t, older, nil, 1)
 	e.cut(t)
-	e.commit(t, history(1500, 42), nil, 1)
-	e.db.pieces.samples, e.db.pieces.series = 8000, 800 // about ten pieces
+	e.commit(t, newer, nil, 1)
+	e.db.pieces.samples, e.db.pieces.series = 8000*historySize/1500, 800*historySize/1500 // about ten pieces
 
 	ov := &cutOverlay{}
 	e.db.Series().SetOverlay(ov)
@@ -263,7 +277,7 @@ func TestQueryMidCutReadsBefore(t *testing.T) {
 	}
 	// And the cut is the spans' own: the same as one store given them all
 	// in one cut.
-	want := reference(t, [][]otelanalytics.Record{history(1000, 41), history(1500, 42)})
+	want := reference(t, [][]otelanalytics.Record{older, newer})
 	got := storedSeries(t, e.db)
 	delete(got, rw.String())
 	requireSameSeries(t, want, got)

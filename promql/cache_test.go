@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/proxylens/proxylens/internal/changes"
+	"github.com/proxylens/proxylens/internal/race"
 	"github.com/proxylens/proxylens/pebblestore"
 	"github.com/proxylens/proxylens/promql"
 )
@@ -179,8 +180,14 @@ func TestCacheAnswersAsOneEvaluation(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(5, 5))
 	steps := []time.Duration{time.Minute, 90 * time.Second, 5 * time.Minute, 7 * time.Minute, 13 * time.Minute, time.Hour, 24 * time.Hour, 25 * time.Hour}
 	first := cacheDay.Add(-(cacheDays - 2) * 24 * time.Hour)
+	// Six random ranges a query; two under -race, where the engine runs
+	// ten times slower (the plain run checks all six).
+	reps := 6
+	if race.Enabled {
+		reps = 2
+	}
 	for _, q := range cacheQueries {
-		for range 6 {
+		for range reps {
 			step := steps[rnd.IntN(len(steps))]
 			start := first.Add(time.Duration(rnd.Int64N(int64(cacheDays-3)*24*3600)) * time.Second)
 			span := time.Duration(rnd.Int64N(int64(min(7*24*time.Hour, 10000*step)/time.Second))) * time.Second

@@ -38,6 +38,7 @@ func TestDashboardQueries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("backfills four days of demo traffic")
 	}
+	t.Parallel() // beside the fleet tests, which mostly wait
 	// A short flush interval, so that the server stores its self-metrics
 	// (every flush interval) within the test; the backfilled traffic is
 	// stored by event time whatever the interval.
@@ -58,9 +59,15 @@ func TestDashboardQueries(t *testing.T) {
 	// fall in the same 5 minutes, or a quantile over the request-duration
 	// rates has nothing to rank. Within 40 s of a boundary (the live run,
 	// its flush and the first queries take that long on a loaded machine),
-	// start after it.
-	if next := time.Now().Truncate(5 * time.Minute).Add(5 * time.Minute); time.Until(next) < 40*time.Second {
-		time.Sleep(time.Until(next) + 2*time.Second)
+	// start after it; and start at least 10 s after a boundary, so that
+	// the 5 minutes hold self-metrics samples from before the live traffic
+	// (one a flush interval, fewer when the machine is loaded).
+	last := time.Now().Truncate(5 * time.Minute)
+	switch next := last.Add(5 * time.Minute); {
+	case time.Until(next) < 40*time.Second:
+		time.Sleep(time.Until(next) + 10*time.Second)
+	case time.Since(last) < 10*time.Second:
+		time.Sleep(10*time.Second - time.Since(last))
 	}
 	liveBegan := time.Now()
 	require.NoError(t, run(t.Context(), []string{"demo", "--endpoint", s.OTLPGRPCAddr().String(),

@@ -21,6 +21,7 @@ import (
 // proxylens acknowledged, exactly, through a receiver crash and restart,
 // a graceful restart of proxylens and a kill -9 of it.
 func TestRemoteWriteOutExact(t *testing.T) {
+	t.Parallel() // beside the fleet tests, which mostly wait
 	engines := []upstreamtest.Engine{upstreamtest.StartVictoriaMetrics(t)}
 	switch built, required := upstreamtest.Available(upstreamtest.Prometheus); {
 	case built || required:
