@@ -41,21 +41,24 @@ func tsBits(t []int64) int {
 		b += 8 * uvarintLen(uint64(t[1]-t[0]))
 	}
 	for i := 2; i < len(t); i++ {
-		dod := (t[i] - t[i-1]) - (t[i-1] - t[i-2])
-		switch {
-		case dod == 0:
-			b++
-		case bitRange(dod, 14):
-			b += 2 + 14
-		case bitRange(dod, 17):
-			b += 3 + 17
-		case bitRange(dod, 20):
-			b += 4 + 20
-		default:
-			b += 4 + 64
-		}
+		b += dodCost((t[i]-t[i-1])-(t[i-1]-t[i-2]), 14, 17, 20)
 	}
 	return b
+}
+
+// dodCost is the bits of one delta-of-delta in Gorilla's buckets: a
+// single 0 bit for none, else a unary bucket number and the value in the
+// bucket's width, or in 64 bits past the last.
+func dodCost(d int64, widths ...uint8) int {
+	if d == 0 {
+		return 1
+	}
+	for i, w := range widths {
+		if bitRange(d, w) {
+			return i + 2 + int(w)
+		}
+	}
+	return len(widths) + 1 + 64
 }
 
 func bitRange(x int64, nbits uint8) bool {
@@ -79,21 +82,7 @@ func dodBits(v []float64) int {
 		b += 8 * uvarintLen(zig(int64(v[1])-int64(v[0])))
 	}
 	for i := 2; i < len(v); i++ {
-		d := (int64(v[i]) - int64(v[i-1])) - (int64(v[i-1]) - int64(v[i-2]))
-		switch {
-		case d == 0:
-			b++
-		case bitRange(d, 7):
-			b += 2 + 7
-		case bitRange(d, 9):
-			b += 3 + 9
-		case bitRange(d, 12):
-			b += 4 + 12
-		case bitRange(d, 20):
-			b += 5 + 20
-		default:
-			b += 5 + 64
-		}
+		b += dodCost((int64(v[i])-int64(v[i-1]))-(int64(v[i-1])-int64(v[i-2])), 7, 9, 12, 20)
 	}
 	return b
 }
