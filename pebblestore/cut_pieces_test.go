@@ -24,13 +24,7 @@ var errCrash = errors.New("crash")
 // historySize is the records of a batch of history in the cut tests:
 // fewer under -race, where Pebble's invariant checks make every
 // iterator twenty times dearer, still cut into dozens of pieces.
-var historySize = 1500
-
-func init() {
-	if race.Enabled {
-		historySize = 500
-	}
-}
+var historySize = race.Pick(1500, 500)
 
 // history is n records whose end times spread over the 30 days before t0.
 func history(n int, seed uint64) []otelanalytics.Record {

@@ -132,7 +132,7 @@ func TestSumPushdown(t *testing.T) {
 			}
 		}
 	}
-	require.Greater(t, checked, underRace(5000, 2000))
+	require.Greater(t, checked, race.Pick(5000, 2000))
 }
 
 // skipUnderRace says whether the race run leaves out the pair (query i,
@@ -141,14 +141,6 @@ func TestSumPushdown(t *testing.T) {
 // runs up to ten times slower under -race. The plain run checks all.
 func skipUnderRace(i, j int) bool {
 	return race.Enabled && (i+j)%2 == 1
-}
-
-// underRace is plain, or raced in the race run.
-func underRace(plain, raced int) int {
-	if race.Enabled {
-		return raced
-	}
-	return plain
 }
 
 // runQuery runs an instant (step 0, at to) or range query and returns its

@@ -91,10 +91,7 @@ func TestRetentionEnforcement(t *testing.T) {
 	// Forty days of traffic, a span every 10 minutes (40 under -race,
 	// where Pebble's invariant checks make each read twenty times
 	// dearer), cut every day.
-	every := 10 * time.Minute
-	if race.Enabled {
-		every = 40 * time.Minute
-	}
+	every := race.Pick(10*time.Minute, 40*time.Minute)
 	perDay := int(day / every)
 	var recs []otelanalytics.Record
 	for ts := start; ts.Before(now); ts = ts.Add(every) {

@@ -182,10 +182,7 @@ func TestCacheAnswersAsOneEvaluation(t *testing.T) {
 	first := cacheDay.Add(-(cacheDays - 2) * 24 * time.Hour)
 	// Six random ranges a query; two under -race, where the engine runs
 	// ten times slower (the plain run checks all six).
-	reps := 6
-	if race.Enabled {
-		reps = 2
-	}
+	reps := race.Pick(6, 2)
 	for _, q := range cacheQueries {
 		for range reps {
 			step := steps[rnd.IntN(len(steps))]
