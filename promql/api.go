@@ -204,10 +204,8 @@ func (a *API) ruleHandler(f func(*http.Request) (any, error)) func(*http.Request
 		if err := r.ParseForm(); err != nil {
 			return result{err: a.formError(err)}
 		}
-		for _, m := range r.Form["match[]"] {
-			if aerr := a.checkQuerySize("match[]", m); aerr != nil {
-				return result{err: aerr}
-			}
+		if aerr := a.checkMatchSizes(r); aerr != nil {
+			return result{err: aerr}
 		}
 		data, err := f(r)
 		if err != nil {

@@ -75,13 +75,24 @@ func parseLimit(r *http.Request) (int, *apiError) {
 	return n, nil
 }
 
-// matcherSets parses match[] parameters.
-func (a *API) matcherSets(r *http.Request) ([][]*labels.Matcher, *apiError) {
-	var sets [][]*labels.Matcher
+// checkMatchSizes refuses match[] selectors past the query bounds, before
+// anything parses them.
+func (a *API) checkMatchSizes(r *http.Request) *apiError {
 	for _, s := range r.Form["match[]"] {
 		if aerr := a.checkQuerySize("match[]", s); aerr != nil {
-			return nil, aerr
+			return aerr
 		}
+	}
+	return nil
+}
+
+// matcherSets parses match[] parameters.
+func (a *API) matcherSets(r *http.Request) ([][]*labels.Matcher, *apiError) {
+	if aerr := a.checkMatchSizes(r); aerr != nil {
+		return nil, aerr
+	}
+	var sets [][]*labels.Matcher
+	for _, s := range r.Form["match[]"] {
 		ms, err := a.parser.ParseMetricSelector(s)
 		if err != nil {
 			return nil, badData("invalid parameter %q: %v", "match[]", err)
