@@ -118,9 +118,9 @@ const pageSize = 4 << 10
 // readReserving reads src to its end into *bp, reserving the buffer's
 // bytes with reserve before they are read: in steps that start at
 // readChunk and double, never more than size rounded up to pageSize (a
-// body of known length: that length + 1, to see EOF without growing), so that a body holds
-// about what it has sent, not what it announced. It returns what was
-// read; an error wrapping errTooLarge past limit bytes,
+// body of known length: that length + 1, to see EOF without growing), so
+// that a body holds about what it has sent, not what it announced. It
+// returns what was read; an error wrapping errTooLarge past limit bytes,
 // otelanalytics.ErrOverloaded when reserve refuses, or src's own error
 // unwrapped, for the caller to classify. *bp is left holding the buffer
 // (for reuse) in every case.
