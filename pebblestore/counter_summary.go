@@ -4,8 +4,9 @@ import (
 	"encoding/binary"
 
 	"fmt"
-	"github.com/cockroachdb/pebble/v2"
 	"math"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/proxylens/proxylens/internal/varint"
@@ -25,6 +26,12 @@ type counterSummary struct {
 	firstT, lastT int64
 	firstF, lastF float64
 	resets        []float64 // the value before each drop, in order
+	// The second sample, if n ≥ 2 and the summary was written with it
+	// (version 0x82): a range that starts at the first sample holds the
+	// rest of the window, which it gives without a read of the chunks.
+	hasSecond bool
+	secondT   int64
+	secondF   float64
 }
 
 // summarizeCounter returns the summary of a window's chunks, or false when
@@ -43,6 +50,9 @@ func summarizeCounter(chunks []timedChunk) (counterSummary, bool) {
 			if math.IsNaN(f) {
 				return counterSummary{}, false
 			}
+			if cs.n == 1 {
+				cs.hasSecond, cs.secondT, cs.secondF = true, t, f
+			}
 			if cs.n == 0 {
 				cs.firstT, cs.firstF = t, f
 			} else if f < cs.lastF {
@@ -60,13 +70,18 @@ func summarizeCounter(chunks []timedChunk) (counterSummary, bool) {
 
 // counterSummaryVersion is the first byte of a sample window's summary
 // value; the summaries of increment windows start with their count of
-// resolutions (3), so the two never read as each other.
-const counterSummaryVersion = 0x81
+// resolutions (3), so the two never read as each other. Version 0x82
+// adds the second sample; 0x81 values are still read.
+const (
+	counterSummaryVersion       = 0x81
+	counterSummaryVersionSecond = 0x82
+)
 
 // Flags of a counter summary value.
 const (
-	csFirstInt = 1 << iota // the first value is an integer, stored as a zigzag varint
-	csLastInt              // last − first is an integer, stored as a zigzag varint
+	csFirstInt  = 1 << iota // the first value is an integer, stored as a zigzag varint
+	csLastInt               // last − first is an integer, stored as a zigzag varint
+	csSecondInt             // second − first likewise
 )
 
 // maxExactInt is the largest integer below which every float64 integer
@@ -80,17 +95,29 @@ func isSmallInt(f float64) bool {
 // appendCounterSummary encodes cs for the window starting at w: the
 // version byte, flags, uvarint n, uvarint firstT−w and lastT−firstT, the
 // first value (zigzag varint if an integer, else 8 bytes little-endian),
-// last − first likewise (else the last value's 8 bytes), uvarint count of
-// resets and each reset value's 8 bytes.
+// last − first likewise (else the last value's 8 bytes); with the second
+// sample (version 0x82), uvarint secondT−firstT and second − first as the
+// last; then uvarint count of resets and each reset value's 8 bytes.
 func appendCounterSummary(dst []byte, w int64, cs counterSummary) []byte {
 	var flags byte
+	intDelta := func(f float64) bool {
+		d := f - cs.firstF
+		return isSmallInt(f) && isSmallInt(d) && cs.firstF+d == f
+	}
 	if isSmallInt(cs.firstF) {
 		flags |= csFirstInt
-		if d := cs.lastF - cs.firstF; isSmallInt(cs.lastF) && isSmallInt(d) && cs.firstF+d == cs.lastF {
+		if intDelta(cs.lastF) {
 			flags |= csLastInt
 		}
+		if cs.hasSecond && intDelta(cs.secondF) {
+			flags |= csSecondInt
+		}
 	}
-	dst = append(dst, counterSummaryVersion, flags)
+	version := byte(counterSummaryVersion)
+	if cs.hasSecond {
+		version = counterSummaryVersionSecond
+	}
+	dst = append(dst, version, flags)
 	dst = binary.AppendUvarint(dst, uint64(cs.n))
 	dst = binary.AppendUvarint(dst, uint64(cs.firstT-w))
 	dst = binary.AppendUvarint(dst, uint64(cs.lastT-cs.firstT))
@@ -104,6 +131,14 @@ func appendCounterSummary(dst []byte, w int64, cs counterSummary) []byte {
 	} else {
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(cs.lastF))
 	}
+	if cs.hasSecond {
+		dst = binary.AppendUvarint(dst, uint64(cs.secondT-cs.firstT))
+		if flags&csSecondInt != 0 {
+			dst = binary.AppendVarint(dst, int64(cs.secondF-cs.firstF))
+		} else {
+			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(cs.secondF))
+		}
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(cs.resets)))
 	for _, r := range cs.resets {
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r))
@@ -115,7 +150,8 @@ func appendCounterSummary(dst []byte, w int64, cs counterSummary) []byte {
 // resets reuse dst's array.
 func decodeCounterSummary(val []byte, w int64, dst []float64) (counterSummary, error) {
 	rd := varint.Reader{B: val}
-	if rd.Byte() != counterSummaryVersion {
+	version := rd.Byte()
+	if version != counterSummaryVersion && version != counterSummaryVersionSecond {
 		return counterSummary{}, fmt.Errorf("counter summary version: %w", errCorrupt)
 	}
 	flags := rd.Byte()
@@ -132,6 +168,15 @@ func decodeCounterSummary(val []byte, w int64, dst []float64) (counterSummary, e
 	} else {
 		cs.lastF = rd.Float()
 	}
+	if version == counterSummaryVersionSecond {
+		cs.hasSecond = true
+		cs.secondT = cs.firstT + int64(rd.Uvarint())
+		if flags&csSecondInt != 0 {
+			cs.secondF = cs.firstF + float64(rd.Varint())
+		} else {
+			cs.secondF = rd.Float()
+		}
+	}
 	k := rd.Uvarint()
 	if k > uint64(len(rd.B))/8+1 {
 		return counterSummary{}, fmt.Errorf("counter summary of %d resets: %w", k, errCorrupt)
@@ -140,7 +185,8 @@ func decodeCounterSummary(val []byte, w int64, dst []float64) (counterSummary, e
 	for range k {
 		cs.resets = append(cs.resets, rd.Float())
 	}
-	if rd.Err != nil || len(rd.B) != 0 || cs.n <= 0 || cs.lastT < cs.firstT {
+	if rd.Err != nil || len(rd.B) != 0 || cs.n <= 0 || cs.lastT < cs.firstT ||
+		cs.hasSecond && (cs.n < 2 || cs.secondT <= cs.firstT || cs.secondT > cs.lastT) {
 		return counterSummary{}, fmt.Errorf("counter summary: %w", errCorrupt)
 	}
 	return cs, nil

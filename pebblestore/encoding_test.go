@@ -99,18 +99,31 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 	cs, ok := summarizeCounter(w.chunks)
 	require.True(t, ok)
 	enc := appendCounterSummary(nil, 7_200_000_000, cs)
-	require.Equal(t, "81"+"03"+ // version, flags: both integers
+	require.Equal(t, "82"+"07"+ // version with the second sample, flags: all integers
 		"04"+"e0d403"+"a0fe0a"+ // 4 samples, first 60000 after the window, last 180000 after the first
 		"14"+"09"+ // first 10, last 10 − 5
+		"e0d403"+"04"+ // second 60000 after the first, 10 + 2
 		"01"+"0000000000002840", // one drop, after 12
 		hex.EncodeToString(enc))
 	back, err := decodeCounterSummary(enc, 7_200_000_000, nil)
 	require.NoError(t, err)
-	require.Equal(t, counterSummary{n: 4, firstT: 7_200_060_000, lastT: 7_200_240_000, firstF: 10, lastF: 5, resets: []float64{12}}, back)
-	enc = appendCounterSummary(nil, 0, counterSummary{n: 2, firstT: 1000, lastT: 2000, firstF: 0.5, lastF: 1.5})
-	require.Equal(t, "81"+"00"+"02"+"e807"+"e807"+"000000000000e03f"+"000000000000f83f"+"00", hex.EncodeToString(enc))
+	require.Equal(t, counterSummary{n: 4, firstT: 7_200_060_000, lastT: 7_200_240_000, firstF: 10, lastF: 5, resets: []float64{12},
+		hasSecond: true, secondT: 7_200_120_000, secondF: 12}, back)
+	enc = appendCounterSummary(nil, 0, counterSummary{n: 2, firstT: 1000, lastT: 2000, firstF: 0.5, lastF: 1.5, hasSecond: true, secondT: 2000, secondF: 1.5})
+	require.Equal(t, "82"+"00"+"02"+"e807"+"e807"+"000000000000e03f"+"000000000000f83f"+"e807"+"000000000000f83f"+"00", hex.EncodeToString(enc))
 	_, err = decodeCounterSummary(enc[:len(enc)-1], 0, nil)
 	require.ErrorIs(t, err, errCorrupt, "cut short")
+	// Summaries written before the second sample (0x81) are still read.
+	old := "81" + "00" + "02" + "e807" + "e807" + "000000000000e03f" + "000000000000f83f" + "00"
+	b, err := hex.DecodeString(old)
+	require.NoError(t, err)
+	back, err = decodeCounterSummary(b, 0, nil)
+	require.NoError(t, err)
+	require.Equal(t, counterSummary{n: 2, firstT: 1000, lastT: 2000, firstF: 0.5, lastF: 1.5}, back)
+	require.Equal(t, old, hex.EncodeToString(appendCounterSummary(nil, 0, back)))
+	b[0] = 0x82
+	_, err = decodeCounterSummary(b, 0, nil)
+	require.ErrorIs(t, err, errCorrupt, "0x82 without its second sample")
 	_, ok = summarizeCounter([]timedChunk{{c: mustChunk(t, []sample{{t: 1, f: 1}, {t: 2, f: math.NaN()}})}})
 	require.False(t, ok, "a NaN: no summary")
 	// A sample with a start timestamp switches to XOR2, which stores them.

@@ -12,7 +12,7 @@ import (
 // reading them.
 
 // FormatVersion is the on-disk format this package writes and reads.
-const FormatVersion = 8
+const FormatVersion = 9
 
 // Key spaces: the first byte of every key.
 const (
@@ -91,7 +91,13 @@ func seriesPrefix(prefix byte, id uint64) []byte {
 // The start is big-endian with its sign bit flipped, so that periods sort
 // in time order, negative times included.
 func periodKey(prefix byte, id uint64, start int64) []byte {
-	return binary.BigEndian.AppendUint64(seriesPrefix(prefix, id), uint64(start)^(1<<63))
+	return periodKeyTo(make([]byte, 0, 17), prefix, id, start)
+}
+
+// periodKeyTo appends periodKey(prefix, id, start) to dst.
+func periodKeyTo(dst []byte, prefix byte, id uint64, start int64) []byte {
+	dst = binary.BigEndian.AppendUint64(append(dst, prefix), id)
+	return binary.BigEndian.AppendUint64(dst, uint64(start)^(1<<63))
 }
 
 // periodFromKey returns the period start of a periodKey.

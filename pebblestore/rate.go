@@ -19,18 +19,18 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
-	"github.com/prometheus/prometheus/util/kahansum"
 )
 
 // The rate pushdown for sample series (remote write, OTLP metrics): PushDown
 // rewrites sum by (…) (rate|increase(sel[r])) into
 // sum by (…) (last_over_time(sel{__proxylens_rate__="increase:r"}[1ms])),
 // and Select answers the marked selector with the function's value at
-// each evaluation time, computed here: by Prometheus' own function over
-// the samples of each window, or, for ranges of two windows or more, with
-// the closed windows in the middle of a range read from their counter
-// summaries (counter_summary.go) instead of their samples. The engine then
-// only picks each value and sums.
+// each evaluation time, computed here: for ranges shorter than two
+// windows, over a float series' samples read once (rate_slide.go); for
+// longer ones, with the closed windows in the middle of a range read from
+// their counter summaries (counter_summary.go) instead of their samples;
+// by Prometheus' own function over each window's samples where they hold
+// histograms. The engine then only picks each value and sums.
 
 // rateLabel names the matcher that carries the function and its range in
 // milliseconds, "rate:300000".
@@ -64,11 +64,6 @@ func splitRate(ms []*labels.Matcher) (rest []*labels.Matcher, fn string, rng int
 // whose reads the pushdown answers as Prometheus would: the mark then
 // replaces the function.
 func (s *SeriesStore) rewriteRate(agg *parser.AggregateExpr, call *parser.Call, msel *parser.MatrixSelector, vs *parser.VectorSelector) bool {
-	// Shorter ranges decode every sample either way, and measured no
-	// faster here than the engine's own path (docs/benchmarks.md, C7).
-	if msel.Range.Milliseconds() < minSummaryRange {
-		return false
-	}
 	if agg.Without || slices.Contains(agg.Grouping, model.MetricNameLabel) || vs.Timestamp != nil || vs.StartOrEnd != 0 {
 		return false
 	}
@@ -124,87 +119,7 @@ func (q *querier) rateSelect(ctx context.Context, hints *storage.SelectHints, fn
 			return set
 		}
 	}
-	return &rateSeriesSet{p: p, series: series, ov: ov, i: -1}
-}
-
-// sumByGroup answers with one series per group of the sum by (grouping)
-// that the query applies: the sum of its series' values at each time,
-// added as the engine's sum adds them (Kahan–Neumaier, in the order the
-// series would reach it, sorted by labels), so that the engine's sum over
-// the one series is the same to the bit. It declines (false) where a
-// value is a histogram, and the caller answers series by series.
-func (p *rateParams) sumByGroup(series []*memSeries, ov []*ovSeries, grouping []string) (storage.SeriesSet, bool) {
-	type group struct {
-		lset labels.Labels
-		f, c []float64
-		seen []bool
-	}
-	var (
-		b      labels.Builder
-		groups []*group
-		index  = map[uint64][]*group{}
-		annos  annotations.Annotations
-	)
-	for i, ms := range series {
-		if err := p.ctx.Err(); err != nil {
-			return storage.ErrSeriesSet(err), true
-		}
-		var o *ovSeries
-		if ov != nil {
-			o = ov[i]
-		}
-		rs, a, err := p.points(ms, o)
-		if err != nil {
-			return storage.ErrSeriesSet(fmt.Errorf("series %d: %w", ms.id, err)), true
-		}
-		if slices.ContainsFunc(rs.h, func(h *histogram.FloatHistogram) bool { return h != nil }) {
-			return nil, false
-		}
-		annos.Merge(a)
-		if len(rs.t) == 0 {
-			continue
-		}
-		b.Reset(ms.lset)
-		b.Keep(grouping...)
-		ls := b.Labels()
-		h := ls.Hash()
-		var g *group
-		for _, x := range index[h] {
-			if labels.Equal(x.lset, ls) {
-				g = x
-				break
-			}
-		}
-		if g == nil {
-			n := len(p.times)
-			g = &group{lset: ls, f: make([]float64, n), c: make([]float64, n), seen: make([]bool, n)}
-			groups = append(groups, g)
-			index[h] = append(index[h], g)
-		}
-		k := 0
-		for j, t := range rs.t {
-			for p.times[k] != t {
-				k++
-			}
-			if !g.seen[k] {
-				g.seen[k], g.f[k], g.c[k] = true, rs.f[j], 0
-			} else {
-				g.f[k], g.c[k] = kahansum.Inc(rs.f[j], g.f[k], g.c[k])
-			}
-		}
-	}
-	set := &rateSeriesSet{i: -1, annos: annos}
-	for _, g := range groups {
-		rs := &rateSeries{lset: g.lset}
-		for k, seen := range g.seen {
-			if seen {
-				rs.t, rs.f, rs.h = append(rs.t, p.times[k]), append(rs.f, g.f[k]+g.c[k]), append(rs.h, nil)
-			}
-		}
-		set.pre = append(set.pre, rs)
-	}
-	slices.SortFunc(set.pre, func(a, b *rateSeries) int { return labels.Compare(a.lset, b.lset) })
-	return set, true
+	return &rateSeriesSet{p: p, sl: &slider{p: p}, series: series, ov: ov, i: -1}
 }
 
 type rateParams struct {
@@ -220,6 +135,7 @@ type rateParams struct {
 type rateSeriesSet struct {
 	pre    []*rateSeries // computed already (sumByGroup); else computed from series
 	p      *rateParams
+	sl     *slider
 	series []*memSeries
 	ov     []*ovSeries
 	i      int
@@ -252,7 +168,8 @@ func (s *rateSeriesSet) Next() bool {
 		if s.ov != nil {
 			ov = s.ov[s.i]
 		}
-		rs, annos, err := s.p.points(s.series[s.i], ov)
+		rs := &rateSeries{}
+		annos, err := s.p.points(s.sl, s.series[s.i], ov, rs)
 		if err != nil {
 			s.err = fmt.Errorf("series %d: %w", s.series[s.i].id, err)
 			return false
@@ -270,19 +187,29 @@ func (s *rateSeriesSet) At() storage.Series                { return s.cur }
 func (s *rateSeriesSet) Err() error                        { return s.err }
 func (s *rateSeriesSet) Warnings() annotations.Annotations { return s.annos }
 
-// points computes fn of one series at every evaluation time.
-func (p *rateParams) points(ms *memSeries, ov *ovSeries) (*rateSeries, annotations.Annotations, error) {
-	out := &rateSeries{lset: ms.lset}
+// points computes fn of one series at every evaluation time into out,
+// whose points it first drops; sl reads a float series' short ranges.
+func (p *rateParams) points(sl *slider, ms *memSeries, ov *ovSeries, out *rateSeries) (annotations.Annotations, error) {
+	out.lset, out.t, out.f, out.h = ms.lset, out.t[:0], out.f[:0], out.h[:0]
 	if ms.kind == KindSamples && ms.id != 0 {
-		w := &windowReader{q: p.q, id: ms.id, mint: max(p.mint, p.q.s.floorRaw.Load()), maxt: p.maxt}
+		mint := max(p.mint, p.q.s.floorRaw.Load())
+		if p.rng < minSummaryRange {
+			if floats, err := sl.read(ms.id, mint, p.maxt); err != nil || floats {
+				if floats {
+					sl.slide(out)
+				}
+				return nil, err
+			}
+		}
+		w := &windowReader{q: p.q, id: ms.id, mint: mint, maxt: p.maxt}
 		annos, err := p.windowed(w, out)
-		return out, annos, errors.Join(err, w.close())
+		return annos, errors.Join(err, w.close())
 	}
 	// Every sample in range, then Prometheus' function window by window.
 	sr := &series{q: p.q, ms: ms, ov: ov, mint: p.mint, maxt: p.maxt}
 	var buf sampleBuf
 	if err := buf.read(sr.Iterator(nil)); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var annos annotations.Annotations
 	var fl, hl int // the first float and histogram in the window
@@ -304,7 +231,7 @@ func (p *rateParams) points(ms *memSeries, ov *ovSeries) (*rateSeries, annotatio
 		}
 		annos.Merge(p.eval(out, e, ms.lset, buf.f[fl:fh], buf.h[hl:hh]))
 	}
-	return out, annos, nil
+	return annos, nil
 }
 
 // eval appends fn over the window ending at e of floats and histograms,
@@ -365,6 +292,23 @@ func (p *rateParams) windowed(w *windowReader, out *rateSeries) (annotations.Ann
 						continue
 					}
 				}
+			}
+			if cs, ok := w.summary(win); ok && cs.firstT > a && cs.firstT >= w.mint && cs.firstT >= e {
+				// The range ends at or before the window's first sample,
+				// as an aligned range over samples at whole minutes does.
+				if cs.firstT == e {
+					acc.add(cs.firstT, cs.firstF)
+				}
+				continue
+			}
+			if win+windowMs > e && w.cached(win) == nil && (len(p.times) < 2 || e+p.times[1]-p.times[0] >= win+windowMs) {
+				// The range ends inside the window, and no later range ends
+				// in it: its samples up to e, no further.
+				var err error
+				if plain, err = w.prefix(win, a, e, &acc); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			dw, err := w.window(win)
 			if err != nil {
@@ -452,17 +396,24 @@ func (a *rateAcc) extrapolate(rangeStart, rangeEnd int64, rangeSeconds float64, 
 	for _, r := range a.resets {
 		resultFloat += r
 	}
-	durationToStart := float64(a.firstT-rangeStart) / 1000
-	durationToEnd := float64(rangeEnd-a.lastT) / 1000
-	sampledInterval := float64(a.lastT-a.firstT) / 1000
-	averageDurationBetweenSamples := sampledInterval / float64(a.n-1)
+	return extrapolatedRate(a.firstT, a.lastT, a.firstF, resultFloat, a.n, rangeStart, rangeEnd, rangeSeconds, isRate), true
+}
+
+// extrapolatedRate is the rest of Prometheus' extrapolatedRate for n ≥ 2
+// float samples of a counter, from the first and last and the increase
+// between them, resets included.
+func extrapolatedRate(firstT, lastT int64, firstF, resultFloat float64, n int, rangeStart, rangeEnd int64, rangeSeconds float64, isRate bool) float64 {
+	durationToStart := float64(firstT-rangeStart) / 1000
+	durationToEnd := float64(rangeEnd-lastT) / 1000
+	sampledInterval := float64(lastT-firstT) / 1000
+	averageDurationBetweenSamples := sampledInterval / float64(n-1)
 	extrapolationThreshold := averageDurationBetweenSamples * 1.1
 	if durationToStart >= extrapolationThreshold {
 		durationToStart = averageDurationBetweenSamples / 2
 	}
 	durationToZero := durationToStart
-	if resultFloat > 0 && a.firstF >= 0 {
-		durationToZero = sampledInterval * (a.firstF / resultFloat)
+	if resultFloat > 0 && firstF >= 0 {
+		durationToZero = sampledInterval * (firstF / resultFloat)
 	}
 	if durationToZero < durationToStart {
 		durationToStart = durationToZero
@@ -477,11 +428,11 @@ func (a *rateAcc) extrapolate(rangeStart, rangeEnd int64, rangeSeconds float64, 
 	if isRate {
 		factor /= rangeSeconds
 	}
-	return resultFloat * factor, true
+	return resultFloat * factor
 }
 
 // rateSeries is a series of computed points, floats or float histograms
-// (h[i] non-nil).
+// (h[i] non-nil); h is empty where every point is a float.
 type rateSeries struct {
 	lset labels.Labels
 	t    []int64
@@ -504,7 +455,7 @@ func (r *rateIterator) vt() chunkenc.ValueType {
 	if r.i >= len(r.s.t) {
 		return chunkenc.ValNone
 	}
-	if r.s.h[r.i] != nil {
+	if r.i < len(r.s.h) && r.s.h[r.i] != nil {
 		return chunkenc.ValFloatHistogram
 	}
 	return chunkenc.ValFloat

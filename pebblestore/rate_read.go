@@ -85,10 +85,8 @@ func (w *windowReader) forget(win int64) {
 // window returns window win's samples in [mint, maxt], decoded once, or
 // nil if it has none.
 func (w *windowReader) window(win int64) (*decodedWindow, error) {
-	for _, d := range w.decoded {
-		if d.w == win {
-			return d, nil
-		}
+	if d := w.cached(win); d != nil {
+		return d, nil
 	}
 	v, err := w.value(win)
 	if err != nil || v == nil {
@@ -128,10 +126,61 @@ func (w *windowReader) window(win int64) (*decodedWindow, error) {
 	return d, nil
 }
 
+// cached returns window win if it is decoded already.
+func (w *windowReader) cached(win int64) *decodedWindow {
+	for _, d := range w.decoded {
+		if d.w == win {
+			return d
+		}
+	}
+	return nil
+}
+
+// prefix adds to acc window win's float samples in (a, e] (and in [mint,
+// maxt]), decoding its chunks only as far as e. It reports false, having
+// added nothing, where a chunk that reaches e holds histograms.
+func (w *windowReader) prefix(win, a, e int64, acc *rateAcc) (bool, error) {
+	v, err := w.value(win)
+	if err != nil || v == nil {
+		return true, err
+	}
+	if w.chunks, err = decodeWindow(v, w.chunks[:0]); err != nil {
+		return false, fmt.Errorf("window %d: %w", win, err)
+	}
+	lo, hi := max(a+1, w.mint), min(e, w.maxt)
+	for _, c := range w.chunks {
+		if c.minT <= hi && c.maxT >= lo && c.c.Encoding() != chunkenc.EncXOR && c.c.Encoding() != chunkenc.EncXOR2 {
+			return false, nil
+		}
+	}
+	for _, c := range w.chunks {
+		if c.maxT < lo || c.minT > hi {
+			continue
+		}
+		w.cit = c.c.Iterator(w.cit)
+		for w.cit.Next() == chunkenc.ValFloat {
+			t, f := w.cit.At()
+			if t > hi {
+				break
+			}
+			if t >= lo && !value.IsStaleNaN(f) {
+				acc.add(t, f)
+			}
+		}
+		if err := w.cit.Err(); err != nil {
+			return false, fmt.Errorf("window %d: %w", win, err)
+		}
+	}
+	return true, nil
+}
+
 // tail returns the summary of window win without its first sample, if
 // only that sample is at or before a: cs with the second sample, read
 // from the window's first chunk, as its first.
 func (w *windowReader) tail(win int64, cs *counterSummary, a int64) (counterSummary, bool, error) {
+	if cs.hasSecond {
+		return cs.less(sample{t: cs.firstT, f: cs.firstF}, sample{t: cs.secondT, f: cs.secondF}, a)
+	}
 	v, err := w.value(win)
 	if err != nil || v == nil {
 		return counterSummary{}, false, err
@@ -154,6 +203,12 @@ func (w *windowReader) tail(win int64, cs *counterSummary, a int64) (counterSumm
 		}
 		s.t, s.f = w.cit.At()
 	}
+	return cs.less(first, second, a)
+}
+
+// less returns cs without its first sample, given the first two, if only
+// the first is at or before a.
+func (cs *counterSummary) less(first, second sample, a int64) (counterSummary, bool, error) {
 	if first.t != cs.firstT || second.t <= a {
 		return counterSummary{}, false, nil
 	}
