@@ -11,7 +11,8 @@
 # anchor binary and this one alternately. BACKFILL=0 sends live spans the
 # same way (the live figure the historical one is compared with); PORT
 # (default 25317) moves the ports: PORT, PORT+1 and PORT+2.
-# WORK_PREFIX (default /tmp/backfill-memory) names the data directory.
+# WORK_PREFIX (default /tmp/backfill-memory) names the data directory;
+# HEAP_PROFILE=FILE keeps the idle heap profile (go tool pprof FILE).
 # Usage: PROXYLENS=… deploy/backfill-memory.sh LABEL
 set -uo pipefail
 PL=${PROXYLENS:-/tmp/proxylens}; LOADGEN=${LOADGEN:-/tmp/loadgen/loadgen}; dur=${DUR:-5s}
@@ -37,7 +38,7 @@ for _ in $(seq 120); do
   awk -v a="$a" -v b="$b" -v n="$n" 'BEGIN{exit !((b-a) < 0.3 && n >= 1)}' && break
 done
 idle_s=$(( $(date +%s) - t0 ))
-curl -s -H "Authorization: Bearer $token" "http://$web/debug/pprof/heap?gc=1" -o /dev/null
+curl -s -H "Authorization: Bearer $token" "http://$web/debug/pprof/heap?gc=1" -o "${HEAP_PROFILE:-/dev/null}"
 hwm=$(awk '/^VmHWM/{printf "%.0f", $2/1024}' /proc/$PID/status)
 rss=$(awk '/^VmRSS/{printf "%.0f", $2/1024}' /proc/$PID/status)
 heap=$(m | awk '$1=="go_memstats_heap_inuse_bytes"{printf "%.0f", $2/1048576}')

@@ -183,6 +183,7 @@ type srcState struct {
 	name    string
 	cursor  int64            // end of the last interval judged; 0: none yet
 	pending map[int64]*tally // intervals after the cursor
+	peak    int              // the most intervals pending since pending was made
 	ring    []slot           // by (t/res) % ringLen
 	busy    int              // ring slots with requests
 	hours   []hourSlot       // by hour % len(hours)
@@ -276,9 +277,11 @@ func (d *Detector) Observe(c *Cut, dict *Dict, now time.Time, emit func(ls label
 	}
 	slices.Sort(order)
 	for _, name := range order {
-		if err := d.advance(d.srcs[name], limit, emit); err != nil {
+		s := d.srcs[name]
+		if err := d.advance(s, limit, emit); err != nil {
 			return err
 		}
+		s.shrinkPending()
 	}
 	d.nowDeg = 0
 	for _, s := range d.srcs {
@@ -299,6 +302,7 @@ func (d *Detector) record(s *srcState, t int64, in *tally) {
 		if p == nil {
 			p = new(tally)
 			s.pending[t] = p
+			s.peak = max(s.peak, len(s.pending))
 		}
 		p.add(in)
 		return
@@ -349,6 +353,20 @@ func (d *Detector) sweep(s *srcState, h int64) {
 		}
 		s.base.add(&hs.tally)
 	}
+}
+
+// shrinkPending moves the pending intervals to a new map once they are
+// far fewer than the map held: a Go map keeps the size it grew to, and a
+// backfill of weeks leaves thousands of judged intervals' room behind.
+func (s *srcState) shrinkPending() {
+	if s.peak < 256 || len(s.pending) > s.peak/8 {
+		return
+	}
+	m := make(map[int64]*tally, len(s.pending))
+	for t, p := range s.pending {
+		m[t] = p
+	}
+	s.pending, s.peak = m, len(m)
 }
 
 // advance judges the source's intervals up to limit in order.

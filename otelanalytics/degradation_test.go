@@ -184,6 +184,20 @@ func TestDetectorFindsOneStepDegradation(t *testing.T) {
 	}
 }
 
+// TestDetectorShrinksPendingAfterABackfill checks that a day of intervals
+// that arrive at once, as a backfill's do, leaves no room for them held
+// once they are judged.
+func TestDetectorShrinksPendingAfterABackfill(t *testing.T) {
+	const res = 15 * time.Second
+	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	det := NewDetector(DefaultDegradationConfig(), res, nil)
+	v := drive(t, det, []trafficSource{{name: "s", perInterval: steady(10, 0.97)}}, start, start.Add(24*time.Hour), res, 48*time.Hour)
+	require.NotEmpty(t, v.degraded["s/"+SignalSuccessRate], "judged")
+	s := det.srcs["s"]
+	require.Less(t, len(s.pending), 8)
+	require.Equal(t, len(s.pending), s.peak, "the map that held a day of intervals is replaced")
+}
+
 func TestDetectorSkipsRetiredSources(t *testing.T) {
 	const res = 15 * time.Second
 	start := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
