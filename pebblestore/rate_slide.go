@@ -135,6 +135,9 @@ func (sl *slider) slide(out *rateSeries) {
 		drops[i] = n
 	}
 	p := sl.p
+	if cap(out.t) < len(p.times) {
+		out.t, out.f = make([]int64, 0, len(p.times)), make([]float64, 0, len(p.times))
+	}
 	isRate := p.fn == "rate"
 	rngSeconds := (time.Duration(p.rng) * time.Millisecond).Seconds()
 	lo, hi := 0, 0
@@ -269,7 +272,13 @@ func (p *rateParams) sumByGroup(series []*memSeries, ov []*ovSeries, grouping []
 		if g.seen == nil {
 			continue
 		}
-		rs := &rateSeries{lset: g.lset}
+		n := 0
+		for _, seen := range g.seen {
+			if seen {
+				n++
+			}
+		}
+		rs := &rateSeries{lset: g.lset, t: make([]int64, 0, n), f: make([]float64, 0, n)}
 		for k, seen := range g.seen {
 			if seen {
 				rs.t, rs.f = append(rs.t, p.times[k]), append(rs.f, g.f[k]+g.c[k])
