@@ -187,13 +187,13 @@ type family struct {
 
 	overflow int64 // index of the overflow series, -1 until needed
 
-	pend  map[pendKey]uint32 // → offset in pvals
+	pend  *pendIndex // → offset in pvals
 	pkeys []pendKey
 	pvals []float64
 
 	// What the last cut took, emptied outside the lock for the next cut to
 	// swap in, so that a cut holds the lock only to copy the totals.
-	sparePend  map[pendKey]uint32
+	sparePend  *pendIndex
 	spareDirty []uint32
 
 	// Endpoint family only: its series by proxy id (below maxByProxy), for
@@ -270,7 +270,7 @@ func NewAggregator(cfg AggregationConfig, resolution time.Duration, reg *selfmet
 		a.fams[f] = family{
 			f: f, width: f.Width(), limit: cfg.MaxSeriesPerFamily,
 			index: make(map[SeriesKey]uint32), overflow: -1,
-			pend: make(map[pendKey]uint32),
+			pend: newPendIndex(a.resolution, 0),
 		}
 	}
 	return a
@@ -490,12 +490,12 @@ func (a *Aggregator) touch(f Family, idx uint32, t int64) (tot, inc []float64) {
 // incSlot finds or creates the increment of series idx at t.
 func (a *Aggregator) incSlot(fam *family, idx uint32, t int64) uint32 {
 	pk := pendKey{series: idx, t: t}
-	off, ok := fam.pend[pk]
+	off, ok := fam.pend.get(pk)
 	if !ok {
 		off = uint32(len(fam.pvals))
 		fam.pvals = append(fam.pvals, make([]float64, fam.width)...)
 		fam.pkeys = append(fam.pkeys, pk)
-		fam.pend[pk] = off
+		fam.pend.set(pk, off)
 		a.pending++
 	}
 	return off

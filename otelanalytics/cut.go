@@ -41,7 +41,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 	type taken struct {
 		keys  []SeriesKey
 		dirty []uint32
-		pend  map[pendKey]uint32
+		pend  *pendIndex
 		pkeys []pendKey
 		pvals []float64
 	}
@@ -74,7 +74,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 		fam.dirty, fam.spareDirty = fam.spareDirty[:0], nil
 		fam.pend, fam.sparePend = fam.sparePend, nil
 		if fam.pend == nil {
-			fam.pend = make(map[pendKey]uint32, min(len(tk[f].pend), retainedPend))
+			fam.pend = newPendIndex(a.resolution, min(tk[f].pend.len(), retainedPend))
 		}
 		fam.pkeys, fam.pvals = nil, nil
 	}
@@ -96,8 +96,8 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 			fc.IncTimes[i] = pk.t
 		}
 		fc.IncValues = t.pvals
-		if len(t.pend) <= retainedPend {
-			clear(t.pend)
+		if t.pend.len() <= retainedPend {
+			t.pend.clear()
 		} else {
 			t.pend = nil // a map keeps its buckets when cleared: drop a big one
 		}
