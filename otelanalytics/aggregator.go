@@ -490,12 +490,10 @@ func (a *Aggregator) touch(f Family, idx uint32, t int64) (tot, inc []float64) {
 // incSlot finds or creates the increment of series idx at t.
 func (a *Aggregator) incSlot(fam *family, idx uint32, t int64) uint32 {
 	pk := pendKey{series: idx, t: t}
-	off, ok := fam.pend.get(pk)
-	if !ok {
-		off = uint32(len(fam.pvals))
+	off, added := fam.pend.find(pk, uint32(len(fam.pvals)))
+	if added {
 		fam.pvals = append(fam.pvals, make([]float64, fam.width)...)
 		fam.pkeys = append(fam.pkeys, pk)
-		fam.pend.set(pk, off)
 		a.pending++
 	}
 	return off

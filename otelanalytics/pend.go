@@ -28,24 +28,24 @@ func (p *pendIndex) pack(k pendKey) (uint64, bool) {
 	return uint64(k.series)<<32 | uint64(q), true
 }
 
-func (p *pendIndex) get(k pendKey) (uint32, bool) {
+// find returns the offset of k's increment, or, if it has none, records
+// next as its offset and reports added.
+func (p *pendIndex) find(k pendKey, next uint32) (off uint32, added bool) {
 	if key, ok := p.pack(k); ok {
-		off, found := p.packed[key]
-		return off, found
+		if off, found := p.packed[key]; found {
+			return off, false
+		}
+		p.packed[key] = next
+		return next, true
 	}
-	off, found := p.wide[k]
-	return off, found
-}
-
-func (p *pendIndex) set(k pendKey, off uint32) {
-	if key, ok := p.pack(k); ok {
-		p.packed[key] = off
-		return
+	if off, found := p.wide[k]; found {
+		return off, false
 	}
 	if p.wide == nil {
 		p.wide = map[pendKey]uint32{}
 	}
-	p.wide[k] = off
+	p.wide[k] = next
+	return next, true
 }
 
 func (p *pendIndex) len() int { return len(p.packed) + len(p.wide) }

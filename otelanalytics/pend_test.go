@@ -26,9 +26,9 @@ func TestPendIndex(t *testing.T) {
 	}
 	packed := 0
 	for i, k := range keys {
-		_, found := p.get(k)
-		require.False(t, found, "%+v before it is set", k)
-		p.set(k, uint32(i))
+		off, added := p.find(k, uint32(i))
+		require.True(t, added, "%+v before it is added", k)
+		require.Equal(t, uint32(i), off, "%+v", k)
 		if _, ok := p.pack(k); ok {
 			packed++
 		}
@@ -36,14 +36,14 @@ func TestPendIndex(t *testing.T) {
 	require.Equal(t, 5, packed)
 	require.Equal(t, len(keys), p.len())
 	for i, k := range keys {
-		off, found := p.get(k)
-		require.True(t, found, "%+v", k)
+		off, added := p.find(k, 1000)
+		require.False(t, added, "%+v", k)
 		require.Equal(t, uint32(i), off, "%+v", k)
 	}
 	p.clear()
 	require.Zero(t, p.len())
 	for _, k := range keys {
-		_, found := p.get(k)
-		require.False(t, found, "%+v after clear", k)
+		_, added := p.find(k, 1000)
+		require.True(t, added, "%+v after clear", k)
 	}
 }
