@@ -30,6 +30,7 @@ type windowReader struct {
 	decoded        []*decodedWindow
 	chunks         []timedChunk
 	cit            chunkenc.Iterator
+	floats         floatBuf // prefix's samples
 }
 
 type decodedWindow struct {
@@ -147,28 +148,51 @@ func (w *windowReader) prefix(win, a, e int64, acc *rateAcc) (bool, error) {
 	if w.chunks, err = decodeWindow(v, w.chunks[:0]); err != nil {
 		return false, fmt.Errorf("window %d: %w", win, err)
 	}
-	lo, hi := max(a+1, w.mint), min(e, w.maxt)
-	for _, c := range w.chunks {
+	w.floats.t, w.floats.f = w.floats.t[:0], w.floats.f[:0]
+	if ok, err := w.floats.add(w.chunks, max(a+1, w.mint), min(e, w.maxt)); err != nil || !ok {
+		if err != nil {
+			err = fmt.Errorf("window %d: %w", win, err)
+		}
+		return false, err
+	}
+	for i, t := range w.floats.t {
+		acc.add(t, w.floats.f[i])
+	}
+	return true, nil
+}
+
+// floatBuf holds float samples decoded from chunks.
+type floatBuf struct {
+	t   []int64
+	f   []float64
+	cit chunkenc.Iterator
+}
+
+// add appends the float samples of chunks in [lo, hi], stale markers
+// dropped, decoding each chunk only as far as hi. It reports false,
+// having appended nothing, where a chunk in range holds histograms.
+func (b *floatBuf) add(chunks []timedChunk, lo, hi int64) (bool, error) {
+	for _, c := range chunks {
 		if c.minT <= hi && c.maxT >= lo && c.c.Encoding() != chunkenc.EncXOR && c.c.Encoding() != chunkenc.EncXOR2 {
 			return false, nil
 		}
 	}
-	for _, c := range w.chunks {
+	for _, c := range chunks {
 		if c.maxT < lo || c.minT > hi {
 			continue
 		}
-		w.cit = c.c.Iterator(w.cit)
-		for w.cit.Next() == chunkenc.ValFloat {
-			t, f := w.cit.At()
+		b.cit = c.c.Iterator(b.cit)
+		for b.cit.Next() == chunkenc.ValFloat {
+			t, f := b.cit.At()
 			if t > hi {
 				break
 			}
 			if t >= lo && !value.IsStaleNaN(f) {
-				acc.add(t, f)
+				b.t, b.f = append(b.t, t), append(b.f, f)
 			}
 		}
-		if err := w.cit.Err(); err != nil {
-			return false, fmt.Errorf("window %d: %w", win, err)
+		if err := b.cit.Err(); err != nil {
+			return false, err
 		}
 	}
 	return true, nil

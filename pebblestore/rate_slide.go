@@ -11,9 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/kahansum"
 )
@@ -42,9 +40,7 @@ type slider struct {
 	its          [2]*pebble.Iterator
 	lower, upper []byte
 	chunks       []timedChunk
-	cit          chunkenc.Iterator
-	t            []int64
-	f            []float64
+	floatBuf             // the series' samples read
 	drops        []int32 // drops[i]: how many of f[1..i] are below the value before them
 }
 
@@ -91,29 +87,11 @@ func (sl *slider) read(id uint64, mint, maxt int64) (bool, error) {
 		if sl.chunks, err = decodeWindow(v, sl.chunks[:0]); err != nil {
 			return false, fmt.Errorf("window %d: %w", periodFromKey(it.Key()), err)
 		}
-		for _, c := range sl.chunks {
-			if c.maxT < mint || c.minT > maxt {
-				continue
+		if ok, err := sl.add(sl.chunks, mint, maxt); err != nil || !ok {
+			if err != nil {
+				err = fmt.Errorf("window %d: %w", periodFromKey(it.Key()), err)
 			}
-			if enc := c.c.Encoding(); enc != chunkenc.EncXOR && enc != chunkenc.EncXOR2 {
-				return false, nil
-			}
-			sl.cit = c.c.Iterator(sl.cit)
-			for sl.cit.Next() == chunkenc.ValFloat {
-				t, f := sl.cit.At()
-				if t < mint {
-					continue
-				}
-				if t > maxt {
-					break
-				}
-				if !value.IsStaleNaN(f) {
-					sl.t, sl.f = append(sl.t, t), append(sl.f, f)
-				}
-			}
-			if err := sl.cit.Err(); err != nil {
-				return false, fmt.Errorf("window %d: %w", periodFromKey(it.Key()), err)
-			}
+			return false, err
 		}
 	}
 	return true, it.Error()
