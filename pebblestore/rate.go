@@ -275,12 +275,12 @@ func (p *rateParams) windowed(w *windowReader, out *rateSeries) (annotations.Ann
 		acc.reset()
 		plain := true // only float samples
 		for win := windowOf(max(a+1, w.mint)); win <= e && plain; win += windowMs {
-			if cs, ok := w.summary(win); ok && cs.lastT <= e && cs.firstT >= w.mint {
+			if cs, ok := w.summary(win); ok && cs.firstT >= w.mint {
 				switch {
-				case cs.firstT > a: // the whole window
+				case cs.lastT <= e && cs.firstT > a: // the whole window
 					acc.addSummary(cs)
 					continue
-				case cs.n >= 2 && cs.firstT <= a:
+				case cs.lastT <= e && cs.n >= 2:
 					// A range that starts at the window's first sample, as an
 					// aligned range over samples at whole minutes does,
 					// holds the rest of it: the summary less the first
@@ -291,15 +291,14 @@ func (p *rateParams) windowed(w *windowReader, out *rateSeries) (annotations.Ann
 						acc.addSummary(&tail)
 						continue
 					}
+				case cs.firstT > a && cs.firstT >= e:
+					// The range ends at or before the window's first sample,
+					// as an aligned range over samples at whole minutes does.
+					if cs.firstT == e {
+						acc.add(cs.firstT, cs.firstF)
+					}
+					continue
 				}
-			}
-			if cs, ok := w.summary(win); ok && cs.firstT > a && cs.firstT >= w.mint && cs.firstT >= e {
-				// The range ends at or before the window's first sample,
-				// as an aligned range over samples at whole minutes does.
-				if cs.firstT == e {
-					acc.add(cs.firstT, cs.firstF)
-				}
-				continue
 			}
 			if win+windowMs > e && w.cached(win) == nil && (len(p.times) < 2 || e+p.times[1]-p.times[0] >= win+windowMs) {
 				// The range ends inside the window, and no later range ends
