@@ -218,7 +218,7 @@ func mergeIncrements(at []int64, av []float64, bt []int64, bv []float64) ([]int6
 // overlay's increments of each (nil: none). A series only the overlay
 // holds is a transient increment series with id 0.
 func (q *querier) selectSeries(mint, maxt int64, ms []*labels.Matcher) ([]*memSeries, []*ovSeries) {
-	series := q.s.match(mint, maxt, ms)
+	series := q.s.match(mint, maxt, ms, true)
 	ovs := q.overlaySeries(ms, maxt)
 	if len(ovs) == 0 {
 		return series, nil

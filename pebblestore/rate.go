@@ -67,7 +67,7 @@ func (s *SeriesStore) rewriteRate(agg *parser.AggregateExpr, call *parser.Call, 
 	if agg.Without || slices.Contains(agg.Grouping, model.MetricNameLabel) || vs.Timestamp != nil || vs.StartOrEnd != 0 {
 		return false
 	}
-	series := s.match(math.MinInt64, math.MaxInt64, vs.LabelMatchers)
+	series := s.match(math.MinInt64, math.MaxInt64, vs.LabelMatchers, false)
 	if len(series) == 0 {
 		return false
 	}

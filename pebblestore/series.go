@@ -80,6 +80,7 @@ type SeriesStore struct {
 	byHash   map[uint64][]*memSeries
 	byID     map[uint64]*memSeries
 	postings map[string]map[string][]uint64 // name → value → ascending ids
+	order    labelOrder
 	nextID   uint64
 
 	commitMu sync.Mutex // one commit at a time; guards every memSeries' head
@@ -113,6 +114,7 @@ type memSeries struct {
 	id   uint64
 	lset labels.Labels
 	kind SeriesKind
+	rank uint32 // place in label order, guarded by labelOrder.mu
 
 	// Guarded by SeriesStore.commitMu.
 	headWindow int64        // start of the newest window, math.MinInt64 before the first sample
@@ -213,6 +215,7 @@ func (s *SeriesStore) indexLocked(ms *memSeries) {
 	h := ms.lset.Hash()
 	s.byHash[h] = append(s.byHash[h], ms)
 	s.byID[ms.id] = ms
+	s.order.add(ms)
 	ms.lset.Range(func(l labels.Label) {
 		vals := s.postings[l.Name]
 		if vals == nil {

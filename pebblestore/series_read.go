@@ -162,10 +162,11 @@ type boundaries struct {
 }
 
 // match returns the series with samples in [mint, maxt] (at the
-// granularity of windows) that every matcher matches, sorted by labels.
+// granularity of windows) that every matcher matches, sorted by labels if
+// byLabels (else in no particular order).
 // Matchers that an absent label satisfies (such as foo="" or foo!="bar")
 // only filter; the others pick candidates from the postings.
-func (s *SeriesStore) match(mint, maxt int64, ms []*labels.Matcher) []*memSeries {
+func (s *SeriesStore) match(mint, maxt int64, ms []*labels.Matcher, byLabels bool) []*memSeries {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var ids []uint64
@@ -216,7 +217,9 @@ func (s *SeriesStore) match(mint, maxt int64, ms []*labels.Matcher) []*memSeries
 			add(ms)
 		}
 	}
-	slices.SortFunc(out, func(a, b *memSeries) int { return labels.Compare(a.lset, b.lset) })
+	if byLabels {
+		s.order.sort(out)
+	}
 	return out
 }
 
@@ -277,7 +280,7 @@ func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.L
 		q.s.mu.RUnlock()
 	} else {
 		seen := map[string]bool{}
-		for _, s := range q.s.match(q.mint, q.maxt, ms) {
+		for _, s := range q.s.match(q.mint, q.maxt, ms, false) {
 			if v := s.lset.Get(name); v != "" && !seen[v] {
 				seen[v] = true
 				vals = append(vals, v)
@@ -312,7 +315,7 @@ func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms 
 		q.s.mu.RUnlock()
 	} else {
 		seen := map[string]bool{}
-		for _, s := range q.s.match(q.mint, q.maxt, ms) {
+		for _, s := range q.s.match(q.mint, q.maxt, ms, false) {
 			s.lset.Range(func(l labels.Label) {
 				if !seen[l.Name] {
 					seen[l.Name] = true
