@@ -187,9 +187,8 @@ type family struct {
 
 	overflow int64 // index of the overflow series, -1 until needed
 
-	pend  *pendIndex // → offset in pvals
-	pkeys []pendKey
-	pvals []float64
+	pend *pendIndex // → offset in incs
+	incs pendBlocks
 
 	// What the last cut took, emptied outside the lock for the next cut to
 	// swap in, so that a cut holds the lock only to copy the totals.
@@ -270,7 +269,7 @@ func NewAggregator(cfg AggregationConfig, resolution time.Duration, reg *selfmet
 		a.fams[f] = family{
 			f: f, width: f.Width(), limit: cfg.MaxSeriesPerFamily,
 			index: make(map[SeriesKey]uint32), overflow: -1,
-			pend: newPendIndex(a.resolution, 0),
+			pend: newPendIndex(a.resolution, 0), incs: newPendBlocks(f.Width()),
 		}
 	}
 	return a
@@ -484,16 +483,15 @@ func (a *Aggregator) touch(f Family, idx uint32, t int64) (tot, inc []float64) {
 		m.lastGen, m.lastT, m.lastOff = a.gen, t, off
 	}
 	o := int(idx) * w
-	return fam.totals[o : o+w : o+w], fam.pvals[off : int(off)+w : int(off)+w]
+	return fam.totals[o : o+w : o+w], fam.incs.at(off)
 }
 
 // incSlot finds or creates the increment of series idx at t.
 func (a *Aggregator) incSlot(fam *family, idx uint32, t int64) uint32 {
 	pk := pendKey{series: idx, t: t}
-	off, added := fam.pend.find(pk, uint32(len(fam.pvals)))
+	off, added := fam.pend.find(pk, uint32(fam.incs.len()))
 	if added {
-		fam.pvals = append(fam.pvals, make([]float64, fam.width)...)
-		fam.pkeys = append(fam.pkeys, pk)
+		fam.incs.add(pk)
 		a.pending++
 	}
 	return off

@@ -73,7 +73,7 @@ func TestEventTimeIncrements(t *testing.T) {
 	require.Equal(t, []float64{4}, rc.Totals)
 	got := map[int64]float64{}
 	for i, ts := range rc.IncTimes {
-		got[ts] += rc.IncValues[i]
+		got[ts] += rc.Inc(i)[0]
 	}
 	require.Equal(t, map[int64]float64{base + int64(res): 3, base + 2*int64(res): 1}, got)
 
@@ -162,7 +162,7 @@ func TestCutRestore(t *testing.T) {
 	require.Equal(t, []float64{3}, rc.Totals)
 	got := map[int64]float64{}
 	for i, ts := range rc.IncTimes {
-		got[ts] += rc.IncValues[i]
+		got[ts] += rc.Inc(i)[0]
 	}
 	require.Equal(t, map[int64]float64{base: 2, base + int64(time.Minute): 1}, got)
 	// Restoring twice would double count: Restore is only for a cut that was
@@ -245,7 +245,7 @@ func TestConcurrentApplyAndCut(t *testing.T) {
 		defer close(done)
 		for range 50 {
 			c := a.Cut()
-			for _, v := range c.Families[FamilyRequests].IncValues {
+			for _, v := range c.Families[FamilyRequests].incValues() {
 				incs += v
 			}
 			a.Snapshot(FamilyDuration)
@@ -254,7 +254,7 @@ func TestConcurrentApplyAndCut(t *testing.T) {
 	wg.Wait()
 	<-done
 	c := a.Cut()
-	for _, v := range c.Families[FamilyRequests].IncValues {
+	for _, v := range c.Families[FamilyRequests].incValues() {
 		incs += v
 	}
 	require.Equal(t, 800.0, incs)
@@ -282,7 +282,7 @@ func TestSampleAdjustedRequests(t *testing.T) {
 	c := a.Cut()
 	fc := c.Families[FamilyAdjusted]
 	require.Equal(t, []int64{base + int64(res)}, fc.IncTimes)
-	require.Equal(t, []float64{6.5}, fc.IncValues)
+	require.Equal(t, []float64{6.5}, fc.incValues())
 	require.Equal(t, "proxy_sample_adjusted_requests_total", FamilyAdjusted.Name())
 	require.Equal(t, []string{"source"}, FamilyAdjusted.Labels())
 	typ, unit := FamilyAdjusted.Metadata()
@@ -331,4 +331,45 @@ func TestEndpointSeriesByProxy(t *testing.T) {
 		}
 		require.Equal(t, want, got, "limit %d", limit)
 	}
+}
+
+// TestCutRestoreManyIntervals: a backfill's increments, more than a block
+// of them (pendBlockLen), come out of a cut with their values in the
+// order of their keys, and a Restore puts every one back.
+func TestCutRestoreManyIntervals(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	n := 2*pendBlockLen + 100
+	recs := make([]Record, n)
+	for i := range recs {
+		recs[i] = reqRecord(base-int64(i)*int64(res), "s", "x.com", true, 0.1, 1)
+	}
+	applyOne(a, d, recs...)
+	applyOne(a, d, recs[pendBlockLen+3]) // a second span in an interval of the second block
+	want := map[int64]float64{}
+	for i := range n {
+		want[base-int64(i)*int64(res)] = 1
+	}
+	want[base-int64(pendBlockLen+3)*int64(res)] = 2
+	check := func(c *Cut) {
+		t.Helper()
+		rc := c.Families[FamilyRequests]
+		require.Len(t, rc.IncTimes, n)
+		for i, ts := range rc.IncTimes {
+			require.Equal(t, []float64{want[ts]}, rc.Inc(i), "interval %d", ts)
+		}
+		// The duration family's values are 16 a increment: the one of
+		// the doubled interval counts its two spans in the 0.1 s bucket.
+		dc := c.Families[FamilyDuration]
+		w := FamilyDuration.Width()
+		require.Len(t, dc.incValues(), n*w)
+		for i, ts := range dc.IncTimes {
+			require.Equal(t, want[ts], dc.Inc(i)[bucketOf(0.1)], "interval %d", ts)
+		}
+	}
+	c := a.Cut()
+	check(c)
+	a.Restore(c)
+	require.Equal(t, 4*n, a.Pending())
+	check(a.Cut())
 }

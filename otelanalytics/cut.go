@@ -13,10 +13,15 @@ type FamilyCut struct {
 	Keys   []SeriesKey // series whose totals changed
 	Totals []float64   // their cumulative values
 
-	IncKeys   []SeriesKey // series of each increment
-	IncTimes  []int64     // end of each increment's interval, Unix ns
-	IncValues []float64   // each increment's values
+	IncKeys  []SeriesKey // series of each increment
+	IncTimes []int64     // end of each increment's interval, Unix ns
+	incs     pendBlocks  // each increment's values (Inc)
 }
+
+// Inc returns the values of increment i (of IncKeys and IncTimes): the
+// family's Width of them. They stay in the aggregator's blocks: a cut of
+// a backfill copies no values.
+func (fc *FamilyCut) Inc(i int) []float64 { return fc.incs.at(uint32(i)) }
 
 // Empty reports whether the cut carries nothing to write.
 func (c *Cut) Empty() bool {
@@ -42,8 +47,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 		keys  []SeriesKey
 		dirty []uint32
 		pend  *pendIndex
-		pkeys []pendKey
-		pvals []float64
+		incs  pendBlocks
 	}
 	var tk [NumFamilies]taken
 
@@ -67,16 +71,16 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 			copy(fc.Totals[i*w:], fam.totals[int(idx)*w:int(idx+1)*w])
 			fam.meta[idx].dirty = false
 		}
-		tk[f] = taken{keys: fam.keys, dirty: fam.dirty, pend: fam.pend, pkeys: fam.pkeys, pvals: fam.pvals}
+		tk[f] = taken{keys: fam.keys, dirty: fam.dirty, pend: fam.pend, incs: fam.incs}
 		if sealed > 0 { // not changed from here on: no copy
-			a.inflight.fams[f] = rawFamily{keys: fam.keys, pkeys: fam.pkeys, pvals: fam.pvals}
+			a.inflight.fams[f] = rawFamily{keys: fam.keys, incs: fam.incs}
 		}
 		fam.dirty, fam.spareDirty = fam.spareDirty[:0], nil
 		fam.pend, fam.sparePend = fam.sparePend, nil
 		if fam.pend == nil {
 			fam.pend = newPendIndex(a.resolution, min(tk[f].pend.len(), retainedPend))
 		}
-		fam.pkeys, fam.pvals = nil, nil
+		fam.incs = newPendBlocks(w)
 	}
 	a.mu.Unlock()
 
@@ -89,13 +93,15 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 		for i, idx := range t.dirty {
 			fc.Keys[i] = t.keys[idx]
 		}
-		fc.IncKeys = make([]SeriesKey, len(t.pkeys))
-		fc.IncTimes = make([]int64, len(t.pkeys))
-		for i, pk := range t.pkeys {
-			fc.IncKeys[i] = t.keys[pk.series]
-			fc.IncTimes[i] = pk.t
+		fc.IncKeys = make([]SeriesKey, 0, t.incs.len())
+		fc.IncTimes = make([]int64, 0, t.incs.len())
+		for _, block := range t.incs.keys {
+			for _, pk := range block {
+				fc.IncKeys = append(fc.IncKeys, t.keys[pk.series])
+				fc.IncTimes = append(fc.IncTimes, pk.t)
+			}
 		}
-		fc.IncValues = t.pvals
+		fc.incs = t.incs
 		if t.pend.len() <= retainedPend {
 			t.pend.clear()
 		} else {
@@ -129,7 +135,6 @@ func (a *Aggregator) Restore(c *Cut) {
 	for f := range a.fams {
 		fam := &a.fams[f]
 		fc := &c.Families[f]
-		w := fam.width
 		for _, k := range fc.Keys {
 			if idx, ok := fam.index[k]; ok && !fam.meta[idx].dirty {
 				fam.meta[idx].dirty = true
@@ -141,9 +146,9 @@ func (a *Aggregator) Restore(c *Cut) {
 			if !ok {
 				continue // cannot happen: series are never removed
 			}
-			off := a.incSlot(fam, idx, fc.IncTimes[i])
-			for j := range w {
-				fam.pvals[int(off)+j] += fc.IncValues[i*w+j]
+			inc := fam.incs.at(a.incSlot(fam, idx, fc.IncTimes[i]))
+			for j, v := range fc.Inc(i) {
+				inc[j] += v
 			}
 		}
 	}

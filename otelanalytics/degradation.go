@@ -244,7 +244,6 @@ func (d *Detector) Observe(c *Cut, dict *Dict, now time.Time, emit func(ls label
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	fc := &c.Families[FamilyDuration]
-	w := FamilyDuration.Width()
 	names := map[uint32]*srcState{}
 	for i, k := range fc.IncKeys {
 		if k.Overflow {
@@ -260,7 +259,7 @@ func (d *Detector) Observe(c *Cut, dict *Dict, now time.Time, emit func(ls label
 			continue
 		}
 		var in tally
-		v := fc.IncValues[i*w : i*w+durationBuckets]
+		v := fc.Inc(i)[:durationBuckets]
 		for _, n := range v {
 			in.req += n
 		}

@@ -96,9 +96,7 @@ func drive(t *testing.T, det *Detector, srcs []trafficSource, start, end time.Ti
 				if !success {
 					v = failv
 				}
-				fc.IncKeys = append(fc.IncKeys, SeriesKey{Source: ids[s.name], Success: success})
-				fc.IncTimes = append(fc.IncTimes, ts.UnixNano())
-				fc.IncValues = append(fc.IncValues, v...)
+				fc.addInc(SeriesKey{Source: ids[s.name], Success: success}, ts.UnixNano(), v)
 			}
 		}
 		if ts.Sub(lastCut) >= cutEvery {
@@ -267,9 +265,7 @@ func BenchmarkDetectorObserve(b *testing.B) {
 				} else {
 					v[9] = 1
 				}
-				fc.IncKeys = append(fc.IncKeys, SeriesKey{Source: id, Success: success})
-				fc.IncTimes = append(fc.IncTimes, ts.UnixNano())
-				fc.IncValues = append(fc.IncValues, v...)
+				fc.addInc(SeriesKey{Source: id, Success: success}, ts.UnixNano(), v)
 			}
 		}
 		return c

@@ -80,9 +80,8 @@ type rawPart struct {
 }
 
 type rawFamily struct {
-	keys  []SeriesKey // by series index (a prefix of the family's)
-	pkeys []pendKey
-	pvals []float64
+	keys []SeriesKey // by series index (a prefix of the family's)
+	incs pendBlocks
 }
 
 // OverlayView returns the increments held now: those of the cut being
@@ -105,7 +104,7 @@ func (o *Overlay) OverlayView() []OverlayPart {
 		rp := &rawPart{after: a.lastSealed}
 		for f := range a.fams {
 			fam := &a.fams[f]
-			rp.fams[f] = rawFamily{keys: fam.keys, pkeys: slices.Clone(fam.pkeys), pvals: slices.Clone(fam.pvals)}
+			rp.fams[f] = rawFamily{keys: fam.keys, incs: fam.incs.clone()}
 		}
 		raws = append(raws, rp)
 	}
@@ -137,7 +136,7 @@ type overlaySeries struct {
 func (p *viewPart) series(ms []*labels.Matcher, fn func(ls labels.Labels, t []int64, v []float64)) {
 	for f := range NumFamilies {
 		rf := &p.raw.fams[f]
-		if len(rf.pkeys) == 0 || !familyMayMatch(f, ms) {
+		if rf.incs.len() == 0 || !familyMayMatch(f, ms) {
 			continue
 		}
 		pf := &p.fams[f]
@@ -175,24 +174,23 @@ func familyMayMatch(f Family, ms []*labels.Matcher) bool {
 // of the family, the series Cut.Increments writes, with the increments
 // ordered by time.
 func (o *Overlay) build(f Family, rf *rawFamily) []overlaySeries {
-	w := f.Width()
-	order := make([]int, len(rf.pkeys))
+	order := make([]uint32, rf.incs.len())
 	for i := range order {
-		order[i] = i
+		order[i] = uint32(i)
 	}
-	slices.SortFunc(order, func(x, y int) int {
-		a, b := rf.pkeys[x], rf.pkeys[y]
+	slices.SortFunc(order, func(x, y uint32) int {
+		a, b := rf.incs.key(x), rf.incs.key(y)
 		if a.series != b.series {
 			return cmp.Compare(a.series, b.series)
 		}
 		return cmp.Compare(a.t, b.t)
 	})
 	var out []overlaySeries
-	vals := make([]float64, 0, w+2)
+	vals := make([]float64, 0, f.Width()+2)
 	for start := 0; start < len(order); {
-		idx := rf.pkeys[order[start]].series
+		idx := rf.incs.key(order[start]).series
 		end := start
-		for end < len(order) && rf.pkeys[order[end]].series == idx {
+		for end < len(order) && rf.incs.key(order[end]).series == idx {
 			end++
 		}
 		lsets := o.seriesLabels(f, idx, rf.keys[idx])
@@ -202,8 +200,8 @@ func (o *Overlay) build(f Family, rf *rawFamily) []overlaySeries {
 			out = append(out, overlaySeries{v: make([]float64, 0, end-start)})
 		}
 		for _, i := range order[start:end] {
-			t := rf.pkeys[i].t / 1e6
-			vals = expandIncrement(f, rf.pvals[i*w:(i+1)*w], vals[:0])
+			t := rf.incs.key(i).t / 1e6
+			vals = expandIncrement(f, rf.incs.at(i), vals[:0])
 			if n := len(times); n > 0 && times[n-1] == t { // same millisecond
 				for j, v := range vals {
 					out[base+j].v[n-1] += v

@@ -64,14 +64,13 @@ type peakKey struct {
 // falls in.
 func (c *Cut) peakHours(d *Dict, zones []*time.Location, fn func(ls labels.Labels, tMs int64, v float64) error) error {
 	fc := &c.Families[FamilyDuration]
-	w := FamilyDuration.Width()
 	cache := map[peakKey][2]labels.Labels{}
 	b := labels.NewScratchBuilder(6)
 	for i, k := range fc.IncKeys {
 		if k.Overflow {
 			continue
 		}
-		v := fc.IncValues[i*w : (i+1)*w]
+		v := fc.Inc(i)
 		var n float64
 		for _, c := range v[:durationBuckets] {
 			n += c

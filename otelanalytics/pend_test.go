@@ -47,3 +47,59 @@ func TestPendIndex(t *testing.T) {
 		require.True(t, added, "%+v after clear", k)
 	}
 }
+
+// TestPendBlocks checks offsets, keys and values across block boundaries,
+// the flat copy in offset order, and that a clone does not see later adds.
+func TestPendBlocks(t *testing.T) {
+	const w = 3
+	p := newPendBlocks(w)
+	n := 2*pendBlockLen + 5
+	for i := range n {
+		off := p.add(pendKey{series: uint32(i), t: int64(i) * 10})
+		require.Equal(t, uint32(i), off)
+		v := p.at(off)
+		require.Len(t, v, w)
+		require.Equal(t, []float64{0, 0, 0}, v, "a new increment's values are zero")
+		v[0], v[2] = float64(i), -float64(i)
+	}
+	require.Equal(t, n, p.len())
+	require.Len(t, p.keys, 3)
+	c := p.clone()
+	flat := p.flat()
+	require.Len(t, flat, n*w)
+	for i := range n {
+		require.Equal(t, pendKey{series: uint32(i), t: int64(i) * 10}, p.key(uint32(i)))
+		require.Equal(t, []float64{float64(i), 0, -float64(i)}, flat[i*w:(i+1)*w])
+	}
+	p.at(7)[1] = 99
+	p.add(pendKey{series: 1})
+	require.Zero(t, c.at(7)[1], "a clone is a copy")
+	require.Equal(t, n, c.len())
+	// One block is its own flat copy.
+	one := newPendBlocks(w)
+	one.add(pendKey{})
+	one.at(0)[1] = 5
+	require.Equal(t, []float64{0, 5, 0}, one.flat())
+}
+
+// flat returns the values of every increment in offset order.
+func (p *pendBlocks) flat() []float64 {
+	out := []float64{}
+	for _, v := range p.vals {
+		out = append(out, v...)
+	}
+	return out
+}
+
+// incValues returns the values of every increment of the cut, in order.
+func (fc *FamilyCut) incValues() []float64 { return fc.incs.flat() }
+
+// addInc appends an increment of series k at t with values v.
+func (fc *FamilyCut) addInc(k SeriesKey, t int64, v []float64) {
+	if fc.incs.w == 0 {
+		fc.incs = newPendBlocks(len(v))
+	}
+	copy(fc.incs.at(fc.incs.add(pendKey{t: t})), v)
+	fc.IncKeys = append(fc.IncKeys, k)
+	fc.IncTimes = append(fc.IncTimes, t)
+}

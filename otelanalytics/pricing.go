@@ -218,13 +218,12 @@ func (c *Cut) usage() map[costKey]*costUsage {
 		return u
 	}
 	dur := &c.Families[FamilyDuration]
-	w := FamilyDuration.Width()
 	for i, k := range dur.IncKeys {
 		if k.Overflow {
 			continue
 		}
 		var n float64
-		for _, v := range dur.IncValues[i*w : i*w+durationBuckets] {
+		for _, v := range dur.Inc(i)[:durationBuckets] {
 			n += v
 		}
 		u := get(k, dur.IncTimes[i])
@@ -232,13 +231,12 @@ func (c *Cut) usage() map[costKey]*costUsage {
 		u.hasReqs = true
 	}
 	xfer := &c.Families[FamilyTransfer]
-	w = FamilyTransfer.Width()
 	for i, k := range xfer.IncKeys {
 		if k.Overflow {
 			continue
 		}
 		u := get(k, xfer.IncTimes[i])
-		u.bytes += xfer.IncValues[i*w+transferSent] + xfer.IncValues[i*w+transferReceived]
+		u.bytes += xfer.Inc(i)[transferSent] + xfer.Inc(i)[transferReceived]
 		u.hasBytes = true
 	}
 	return usage

@@ -19,7 +19,6 @@ func (c *Cut) Increments(d *Dict, fn func(ls labels.Labels, tMs int64, v float64
 	var vals []float64
 	for f := range NumFamilies {
 		fc := &c.Families[f]
-		w := f.Width()
 		cache := map[SeriesKey][]labels.Label{}
 		for i, k := range fc.IncKeys {
 			base, ok := cache[k]
@@ -28,7 +27,7 @@ func (c *Cut) Increments(d *Dict, fn func(ls labels.Labels, tMs int64, v float64
 				cache[k] = base
 			}
 			t := fc.IncTimes[i] / 1e6
-			vals = expandIncrement(f, fc.IncValues[i*w:(i+1)*w], vals[:0])
+			vals = expandIncrement(f, fc.Inc(i), vals[:0])
 			for j, pn := range promNames[f] {
 				pn.build(&b, base)
 				b.Overwrite(&ls)
