@@ -80,9 +80,9 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, ov []*ovSe
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(series[a].id, series[b].id) })
 	raw := rawData(ctx)
-	grids := map[int64]bool{}
-	for _, res := range summaryLevels {
-		grids[res] = onGrid(bounds, math.MaxInt64, res) && !raw
+	var grids levelGrid
+	for i, res := range summaryLevels {
+		grids[i] = onGrid(bounds, math.MaxInt64, res) && !raw
 	}
 	days := onGrid(bounds, math.MaxInt64, dayMs) && !raw
 	var wg sync.WaitGroup
@@ -143,9 +143,9 @@ func (q *querier) sumGroups(ctx context.Context, series []*memSeries, ov []*ovSe
 
 // counterReader reads increment series as counters at given times.
 type counterReader struct {
-	onGrid                  map[int64]bool // summary resolutions on whose grid every bound lies
-	days                    bool           // every bound lies on the daily rollup's grid
-	raw                     bool           // raw windows only (WithRawData)
+	onGrid                  levelGrid // summary resolutions on whose grid every bound lies
+	days                    bool      // every bound lies on the daily rollup's grid
+	raw                     bool      // raw windows only (WithRawData)
 	iter, sumIter, hourIter *pebble.Iterator
 	baseIter, dayIter       *pebble.Iterator
 	viewIters               map[**pebble.Iterator]*pebble.Iterator // the same, on a cut view's snapshot
@@ -337,7 +337,7 @@ func (r *counterReader) closedWindow(q *querier, id uint64, w int64, hourPts []b
 		}
 		return nil
 	}
-	if !r.raw && (r.onGrid[hourRes] || onGrid(r.bounds[r.bi:], w+windowMs, hourRes)) {
+	if !r.raw && (r.onGrid.at(hourRes) || onGrid(r.bounds[r.bi:], w+windowMs, hourRes)) {
 		return hourly()
 	}
 	r.sums, r.chunks = r.sums[:0], r.chunks[:0]
@@ -353,7 +353,7 @@ func (r *counterReader) closedWindow(q *querier, id uint64, w int64, hourPts []b
 		return err
 	}
 	for i := len(r.sums) - 1; i >= 0 && !r.raw; i-- {
-		if res := r.sums[i].res; r.onGrid[res] || onGrid(r.bounds[r.bi:], w+windowMs, res) {
+		if res := r.sums[i].res; r.onGrid.at(res) || onGrid(r.bounds[r.bi:], w+windowMs, res) {
 			r.chunks = append(r.chunks, timedChunk{c: r.sums[i].c})
 			return r.read()
 		}
@@ -491,6 +491,21 @@ func (r *counterReader) point(t int64, f float64) bool {
 	}
 	r.counter += f
 	return true
+}
+
+// levelGrid holds, per summary level (summaryLevels), whether every
+// bound lies on its grid: looked up once a window, it is an array, not
+// a map (a map was 5% of an hourly 30-day query).
+type levelGrid [len(summaryLevels)]bool
+
+// at reports the entry of the level of resolution res (false for others).
+func (g *levelGrid) at(res int64) bool {
+	for i, r := range summaryLevels {
+		if r == res {
+			return g[i]
+		}
+	}
+	return false
 }
 
 // onGrid reports whether every bound before end lies on a multiple of res
