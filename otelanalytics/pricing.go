@@ -236,7 +236,8 @@ func (c *Cut) usage() map[costKey]*costUsage {
 			continue
 		}
 		u := get(k, xfer.IncTimes[i])
-		u.bytes += xfer.Inc(i)[transferSent] + xfer.Inc(i)[transferReceived]
+		v := xfer.Inc(i)
+		u.bytes += v[transferSent] + v[transferReceived]
 		u.hasBytes = true
 	}
 	return usage

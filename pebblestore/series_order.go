@@ -34,12 +34,24 @@ func (o *labelOrder) sort(series []*memSeries) {
 	o.mu.RLock()
 	if len(o.fresh) > 0 {
 		o.mu.RUnlock()
+		if len(series) < rankMin {
+			// A small selection while series are being created: ranking
+			// them all would cost more than comparing these.
+			slices.SortFunc(series, byLabels)
+			return
+		}
 		o.rank()
 		o.mu.RLock()
 	}
 	defer o.mu.RUnlock()
 	slices.SortFunc(series, func(a, b *memSeries) int { return cmp.Compare(a.rank, b.rank) })
 }
+
+// rankMin is the smallest selection that merges fresh series into the
+// ranking rather than sorting itself by labels.
+const rankMin = 256
+
+func byLabels(a, b *memSeries) int { return labels.Compare(a.lset, b.lset) }
 
 // rank merges the fresh series into the ranked ones and renumbers them.
 // Concurrent sorts may both see fresh series; the first to get here
@@ -52,7 +64,6 @@ func (o *labelOrder) rank() {
 	if len(o.fresh) == 0 {
 		return
 	}
-	byLabels := func(a, b *memSeries) int { return labels.Compare(a.lset, b.lset) }
 	fresh := slices.SortedFunc(slices.Values(o.fresh), byLabels)
 	merged := make([]*memSeries, 0, len(o.sorted)+len(fresh))
 	i, j := 0, 0
