@@ -66,46 +66,51 @@ func BenchmarkCommitBatch(b *testing.B) {
 }
 
 // BenchmarkMaterialize: writing a sealed journal segment's kept records
-// into Pebble at a cut, per record: 100 batches of 512 spans, all kept,
-// new records each time (later in time than the last cut's).
+// into Pebble at a cut, per journal record: 100 batches of 512 spans, all
+// kept or one in ten (the sampler's floor, flat out), new records each
+// time (later in time than the last cut's).
 func BenchmarkMaterialize(b *testing.B) {
-	db, err := Open(b.TempDir(), Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
-		b.Fatal(err)
-	}
-	batch := benchBatch(512, 1)
-	cut := otelanalytics.NewStoreCut(&otelanalytics.Cut{}, nil, nil, 0)
-	seq := uint64(0)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		b.StopTimer()
-		for j := range batch.Records {
-			batch.Records[j].EndTime += int64(time.Minute)
-		}
-		for range 100 {
-			seq++
-			batch.Seq = seq
-			if err := db.CommitBatch(batch.AppendEntry(nil), nil); err != nil {
+	for _, keep := range []float64{1, 0.1} {
+		b.Run(fmt.Sprintf("kept=%g", keep), func(b *testing.B) {
+			db, err := Open(b.TempDir(), Options{})
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
-		seg, err := db.Seal()
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		db.cutMu.Lock()
-		err = db.materializeLocked(cut, seg, false)
-		db.cutMu.Unlock()
-		if err != nil {
-			b.Fatal(err)
-		}
+			defer db.Close()
+			if _, err := otelanalytics.Restore(db, otelanalytics.NewDict(0), otelanalytics.NewAggregator(otelanalytics.AggregationConfig{}, time.Second, nil)); err != nil {
+				b.Fatal(err)
+			}
+			batch := benchBatch(512, keep)
+			cut := otelanalytics.NewStoreCut(&otelanalytics.Cut{}, nil, nil, 0)
+			seq := uint64(0)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				for j := range batch.Records {
+					batch.Records[j].EndTime += int64(time.Minute)
+				}
+				for range 100 {
+					seq++
+					batch.Seq = seq
+					if err := db.CommitBatch(batch.AppendEntry(nil), nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+				seg, err := db.Seal()
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				db.cutMu.Lock()
+				err = db.materializeLocked(cut, seg, false)
+				db.cutMu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*51200), "ns/record")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*51200), "ns/record")
 }
 
 // BenchmarkRecordBytes reports the disk space of a stored record: 200,000
