@@ -61,11 +61,12 @@ func (p *pendIndex) clear() {
 // pendBlocks holds a family's pending increments by offset: each one's key
 // and its width values, in blocks of pendBlockLen increments. Blocks after
 // the first never move; the first grows as a slice until it is full, so a
-// slice that at returns is valid only until the next add. A backfill holds millions of increments (one for
-// nearly every span); in one slice each, every doubling copied tens of MB
-// while Apply held the aggregator's lock, which was 9% of a history run's
-// CPU and its longest waits. A taken pendBlocks (a cut's) is not changed
-// again, so a cut and the overlay share its blocks.
+// slice that at returns is valid only until the next add. A backfill holds
+// millions of increments (one for nearly every span); in one slice each,
+// every doubling copied tens of MB while Apply held the aggregator's lock,
+// which was 9% of a history run's CPU and its longest waits. A taken
+// pendBlocks (a cut's) is not changed again, so a cut and the overlay
+// share its blocks.
 type pendBlocks struct {
 	w    int
 	n    int
