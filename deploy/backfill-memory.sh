@@ -7,7 +7,7 @@
 # 5s, about 0.4–0.8 M spans here), waits until the server is idle (under
 # 0.3 s of CPU in 10 s, at least one cut written), and prints one JSON
 # line: loadgen's, the peak RSS (VmHWM), the idle RSS, the Go heap in use
-# after a forced GC, the spans counted, the cuts and their seconds. Run the
+# and allocated (live objects) after a forced GC, the spans counted, the cuts and their seconds. Run the
 # anchor binary and this one alternately. BACKFILL=0 sends live spans the
 # same way (the live figure the historical one is compared with); PORT
 # (default 25317) moves the ports: PORT, PORT+1 and PORT+2.
@@ -42,6 +42,7 @@ curl -s -H "Authorization: Bearer $token" "http://$web/debug/pprof/heap?gc=1" -o
 hwm=$(awk '/^VmHWM/{printf "%.0f", $2/1024}' /proc/$PID/status)
 rss=$(awk '/^VmRSS/{printf "%.0f", $2/1024}' /proc/$PID/status)
 heap=$(m | awk '$1=="go_memstats_heap_inuse_bytes"{printf "%.0f", $2/1048576}')
+live=$(m | awk '$1=="go_memstats_heap_alloc_bytes"{printf "%.0f", $2/1048576}')
 counted=$(m | awk '$1 ~ /^proxy_requests_total/ {s+=$2} END {printf "%.0f", s}')
 cuts=$(m | awk '$1=="proxylens_flush_duration_seconds_count"{c=$2} $1=="proxylens_flush_duration_seconds_sum"{s=$2} END{printf "\"cuts\":%d,\"cut_s\":%.1f", c, s}')
-echo "{\"label\":\"$label\",\"loadgen\":$lg,\"hwm_mib\":$hwm,\"idle_rss_mib\":$rss,\"idle_heap_inuse_mib\":$heap,\"counted\":$counted,$cuts,\"idle_after_s\":$idle_s}"
+echo "{\"label\":\"$label\",\"loadgen\":$lg,\"hwm_mib\":$hwm,\"idle_rss_mib\":$rss,\"idle_heap_inuse_mib\":$heap,\"idle_heap_alloc_mib\":$live,\"counted\":$counted,$cuts,\"idle_after_s\":$idle_s}"
