@@ -7,10 +7,11 @@
 # 5s, about 0.4–0.8 M spans here), waits until the server is idle (under
 # 0.3 s of CPU in 10 s, at least one cut written), and prints one JSON
 # line: loadgen's, the peak RSS (VmHWM), the idle RSS, the Go heap in use
-# and allocated (live objects) after a forced GC, the spans counted, the cuts and their seconds. Run the
-# anchor binary and this one alternately. BACKFILL=0 sends live spans the
-# same way (the live figure the historical one is compared with); PORT
-# (default 25317) moves the ports: PORT, PORT+1 and PORT+2.
+# and allocated (live objects) after a forced GC, the spans counted, the
+# cuts and their seconds. Run the anchor binary and this one alternately.
+# BACKFILL=0 sends live spans the same way (the live figure the historical
+# one is compared with); PORT (default 25317) moves the ports: PORT,
+# PORT+1 and PORT+2.
 # WORK_PREFIX (default /tmp/backfill-memory) names the data directory;
 # HEAP_PROFILE=FILE keeps the idle heap profile (go tool pprof FILE).
 # Usage: PROXYLENS=… deploy/backfill-memory.sh LABEL
