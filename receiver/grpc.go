@@ -119,7 +119,12 @@ func (r *Receiver) grpcHandler(sig signal) grpc.MethodHandler {
 		}
 		start := time.Now()
 		var msg rawMessage
-		if err := dec(&msg); err != nil {
+		bound := r.boundGRPCRead(ctx)
+		err := dec(&msg)
+		if bound != nil {
+			bound.Stop()
+		}
+		if err != nil {
 			if sig.done != nil && status.Code(err) == codes.ResourceExhausted {
 				sig.done("too_large", start)
 			}

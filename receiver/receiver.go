@@ -111,12 +111,15 @@ type Receiver struct {
 	http     httpExports
 	decoders sync.Pool
 
-	mu       sync.Mutex
-	grpcSrv  *grpc.Server
-	grpcLn   net.Listener
-	httpSrv  *httpServer
-	started  bool
-	shutdown bool
+	mu      sync.Mutex
+	grpcSrv *grpc.Server
+	grpcLn  net.Listener
+	// grpcConns: the gRPC listener's connections, for its read
+	// timeout; set before the gRPC server serves.
+	grpcConns *grpcConns
+	httpSrv   *httpServer
+	started   bool
+	shutdown  bool
 	// inflating: the budget is gRPC decompression's (see
 	// grpcInflateBudget), from Start to Shutdown.
 	inflating bool
@@ -130,6 +133,8 @@ type receiverMetrics struct {
 	refused       func(reason string) *metrics.Counter
 	notSelected   *metrics.Counter
 	duration      [2]*metrics.PrometheusHistogram
+	// grpcReadTimeouts: calls whose message did not arrive in time.
+	grpcReadTimeouts *metrics.Counter
 }
 
 const (
@@ -178,6 +183,9 @@ func New(cfg Config, mapper *otelanalytics.Mapper, consumer Consumer, reg *selfm
 		r.m.duration[t] = reg.Histogram(fmt.Sprintf(`proxylens_otlp_request_duration_seconds{transport=%q}`, name),
 			"Time to handle one OTLP export request, durable commit included.",
 			[]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5})
+	}
+	if cfg.GRPCAddr != "" {
+		r.m.grpcReadTimeouts = readTimeouts(reg, "otlp_grpc")
 	}
 	r.m.notSelected = reg.Counter(`proxylens_spans_dropped_total{reason="not_selected"}`,
 		"Spans ignored because they are not proxied requests (no selector attribute).")
@@ -230,6 +238,8 @@ func (r *Receiver) Start(ctx context.Context) error {
 			return fmt.Errorf("listen for OTLP/gRPC on %s: %w", r.cfg.GRPCAddr, err)
 		}
 		r.grpcLn = ln
+		r.grpcConns = &grpcConns{}
+		ln = grpcListener{Listener: ln, conns: r.grpcConns}
 		r.grpcSrv = r.newGRPCServer()
 		grpcInflateBudget.started(&r.budget)
 		r.inflating = true

@@ -1,14 +1,21 @@
 package receiver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"runtime"
+	"sync"
 	"time"
+	"weak"
 
 	"github.com/VictoriaMetrics/metrics"
+	"google.golang.org/grpc/peer"
 
 	"github.com/proxylens/proxylens/selfmetrics"
 )
@@ -22,6 +29,11 @@ import (
 // background read cancels the request's context, which would cut off the
 // query API's long queries and streamed exports. Writing responses is not
 // bounded here.
+//
+// On OTLP/gRPC a call's handler starts when its headers arrive and reads
+// the message itself; a message not in within Config.ReadTimeout of that
+// closes the client's connection (grpcConns), the one handle on a call
+// that gRPC's server offers before its message is in.
 
 // ErrReadTimeout is what reading a request body returns when the body did
 // not arrive within the read timeout.
@@ -36,8 +48,7 @@ func BoundReads(h http.Handler, timeout time.Duration, reg *selfmetrics.Registry
 	if timeout <= 0 {
 		return h
 	}
-	timeouts := selfmetrics.OrNew(reg).Counter(fmt.Sprintf(`proxylens_http_read_timeouts_total{listener=%q}`, listener),
-		"HTTP requests whose body did not arrive within receiver.read_timeout; the client got 408 or the connection was closed.")
+	timeouts := readTimeouts(reg, listener)
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		// Without a body the server is already watching the connection for
 		// the client going away; a deadline would cancel the request.
@@ -77,4 +88,91 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		err = fmt.Errorf("%w: the body did not arrive within %s (receiver.read_timeout)", ErrReadTimeout, b.timeout)
 	}
 	return n, err
+}
+
+// readTimeouts is the count of requests cut off by the read timeout on a
+// listener.
+func readTimeouts(reg *selfmetrics.Registry, listener string) *metrics.Counter {
+	return selfmetrics.OrNew(reg).Counter(fmt.Sprintf(`proxylens_http_read_timeouts_total{listener=%q}`, listener),
+		"HTTP requests whose body, and OTLP/gRPC calls whose message, did not arrive within receiver.read_timeout; the client got 408 or the connection was closed.")
+}
+
+// grpcConns finds the connection of a gRPC call by its peer's address. The
+// listener hands gRPC its connections unwrapped (gRPC reads a bare
+// *net.TCPConn without pinning a buffer, and sets its TCP user timeout),
+// so the table cannot see them close: it holds them weakly, and drops an
+// entry once its connection is garbage.
+type grpcConns struct {
+	mu sync.Mutex
+	m  map[netip.AddrPort]weak.Pointer[net.TCPConn]
+}
+
+// grpcListener adds every connection it accepts to conns.
+type grpcListener struct {
+	net.Listener
+	conns *grpcConns
+}
+
+func (l grpcListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		l.conns.add(tc)
+	}
+	return c, err
+}
+
+func (g *grpcConns) add(c *net.TCPConn) {
+	ra, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return
+	}
+	ap, wp := ra.AddrPort(), weak.Make(c)
+	g.mu.Lock()
+	if g.m == nil {
+		g.m = map[netip.AddrPort]weak.Pointer[net.TCPConn]{}
+	}
+	g.m[ap] = wp
+	g.mu.Unlock()
+	runtime.AddCleanup(c, func(ap netip.AddrPort) {
+		g.mu.Lock()
+		if g.m[ap] == wp { // not a newer connection from the same port
+			delete(g.m, ap)
+		}
+		g.mu.Unlock()
+	}, ap)
+}
+
+// of returns the connection of the call ctx belongs to, or nil.
+func (g *grpcConns) of(ctx context.Context) *net.TCPConn {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ra, ok := p.Addr.(*net.TCPAddr)
+	if !ok {
+		return nil
+	}
+	g.mu.Lock()
+	wp := g.m[ra.AddrPort()]
+	g.mu.Unlock()
+	return wp.Value()
+}
+
+// boundGRPCRead starts the read timeout of the gRPC call ctx belongs to:
+// unless stopped, it closes the call's connection when it passes. nil
+// when there is no bound.
+func (r *Receiver) boundGRPCRead(ctx context.Context) *time.Timer {
+	if r.cfg.ReadTimeout <= 0 || r.grpcConns == nil {
+		return nil
+	}
+	c := r.grpcConns.of(ctx)
+	if c == nil {
+		return nil
+	}
+	return time.AfterFunc(r.cfg.ReadTimeout, func() {
+		r.m.grpcReadTimeouts.Inc()
+		r.log.Warn("closing an OTLP/gRPC connection: a message did not arrive within receiver.read_timeout",
+			"remote", c.RemoteAddr().String(), "read_timeout", r.cfg.ReadTimeout)
+		_ = c.Close()
+	})
 }

@@ -1,0 +1,122 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// stalledGRPCCall opens a connection to a gRPC server, starts an OTLP
+// trace export on it whose message announces a mebibyte, sends its first
+// kilobyte and stalls.
+func stalledGRPCCall(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	_, err = io.WriteString(c, http2.ClientPreface)
+	require.NoError(t, err)
+	fr := http2.NewFramer(c, c)
+	require.NoError(t, fr.WriteSettings())
+	var hdr bytes.Buffer
+	enc := hpack.NewEncoder(&hdr)
+	for _, f := range [][2]string{
+		{":method", "POST"}, {":scheme", "http"}, {":authority", addr},
+		{":path", "/opentelemetry.proto.collector.trace.v1.TraceService/Export"},
+		{"content-type", "application/grpc"}, {"te", "trailers"},
+	} {
+		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
+	}
+	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr.Bytes(), EndHeaders: true}))
+	// A gRPC message: uncompressed, 1 MiB long; then its first 1 KiB.
+	msg := append([]byte{0, 0, 0x10, 0, 0}, make([]byte, 1024)...)
+	require.NoError(t, fr.WriteData(1, false, msg))
+	return c
+}
+
+// TestStalledGRPCCallsAreCutOff: an OTLP/gRPC call whose message does not
+// arrive within the read timeout has its connection closed, counted in
+// proxylens_http_read_timeouts_total{listener="otlp_grpc"}, while another
+// client's connection is served before, meanwhile and after, and is not
+// cut off by the timeouts of its own calls, whose messages arrived.
+func TestStalledGRPCCallsAreCutOff(t *testing.T) {
+	s := startStack(t, Config{ReadTimeout: time.Second})
+	exp, err := otlptracegrpc.New(t.Context(), otlptracegrpc.WithEndpoint(s.grpcAddr), otlptracegrpc.WithInsecure(), noRetryGRPC)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, exp.Shutdown(context.Background())) })
+	require.NoError(t, exp.ExportSpans(t.Context(), sdkSpans(20, 1)))
+
+	stalled := []net.Conn{stalledGRPCCall(t, s.grpcAddr), stalledGRPCCall(t, s.grpcAddr)}
+	require.NoError(t, exp.ExportSpans(t.Context(), sdkSpans(20, 2)), "served while calls stall")
+	for i, c := range stalled {
+		// A bound for a broken server, not a timing assertion: the read
+		// timeout is one second.
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, err := io.Copy(io.Discard, c) // the server's frames, to the end
+		require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "stalled call %d: its connection is still open", i)
+		if err != nil {
+			require.ErrorIs(t, err, syscall.ECONNRESET, "stalled call %d", i)
+		}
+	}
+	require.EqualValues(t, 2, s.counter(`proxylens_http_read_timeouts_total{listener="otlp_grpc"}`))
+	require.Zero(t, s.rcv.budget.inflight.Load())
+
+	// Past the read timeout of the exports above: had their timers not
+	// been stopped, they would have closed the exporter's connection.
+	time.Sleep(1500 * time.Millisecond)
+	require.NoError(t, exp.ExportSpans(t.Context(), sdkSpans(20, 3)), "served after, on the same connection")
+	require.Equal(t, float64(60), s.requests())
+	require.EqualValues(t, 2, s.counter(`proxylens_http_read_timeouts_total{listener="otlp_grpc"}`),
+		"calls whose message arrived are not cut off")
+}
+
+// TestGRPCConnsForgetClosedConnections: the table of the gRPC listener's
+// connections holds them weakly, so connections closed and dropped (a
+// client gone, a failed handshake) leave it: it is bounded by the
+// connections alive.
+func TestGRPCConnsForgetClosedConnections(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = inner.Close() })
+	conns := &grpcConns{}
+	ln := grpcListener{Listener: inner, conns: conns}
+	size := func() int {
+		conns.mu.Lock()
+		defer conns.mu.Unlock()
+		return len(conns.m)
+	}
+
+	const n = 20
+	var kept net.Conn
+	for i := range n {
+		client, err := net.Dial("tcp", inner.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = client.Close() })
+		c, err := ln.Accept()
+		require.NoError(t, err)
+		if i == 0 {
+			kept = c
+			continue
+		}
+		require.NoError(t, c.Close())
+	}
+	require.Equal(t, n, size())
+	require.Eventually(t, func() bool {
+		runtime.GC()
+		return size() == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Same(t, kept, conns.m[kept.RemoteAddr().(*net.TCPAddr).AddrPort()].Value())
+	require.NoError(t, kept.Close())
+}
