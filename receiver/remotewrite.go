@@ -32,6 +32,10 @@ const maxAhead = 10 * time.Minute
 type SeriesWriterOptions struct {
 	// MaxRequestBytes bounds a request after decompression. Default 64 MiB.
 	MaxRequestBytes int64
+	// MaxInflightBytes bounds the request bytes held at once until a
+	// receiver shares its budget with the writer (Receiver.ServeMetricsTo).
+	// Default 256 MiB.
+	MaxInflightBytes int64
 	// SeriesCacheSize bounds how many remote-written series keep their
 	// labels memoised by their bytes on the wire (see seriesCache).
 	// Default 65,536.
@@ -62,7 +66,7 @@ type SeriesWriter struct {
 	cache *seriesCache
 	// budget is the in-flight byte budget request bodies are read and
 	// decoded under: the receiver's, once it serves metrics to w
-	// (Receiver.ServeMetricsTo); nil until then, bounding nothing.
+	// (Receiver.ServeMetricsTo); until then one of w's own.
 	budget atomic.Pointer[budget]
 
 	requests func(api, outcome string) *metrics.Counter
@@ -75,6 +79,9 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 	if opts.MaxRequestBytes <= 0 {
 		opts.MaxRequestBytes = 64 << 20
 	}
+	if opts.MaxInflightBytes <= 0 {
+		opts.MaxInflightBytes = 256 << 20
+	}
 	if opts.SeriesCacheSize <= 0 {
 		opts.SeriesCacheSize = 1 << 16
 	}
@@ -86,6 +93,7 @@ func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *Series
 	}
 	reg := selfmetrics.OrNew(opts.Metrics)
 	w := &SeriesWriter{app: app, opts: opts, http: httpExports{limit: opts.MaxRequestBytes, retryAfter: opts.RetryAfter}, cache: newSeriesCache(opts.SeriesCacheSize)}
+	w.budget.Store(&budget{max: opts.MaxInflightBytes})
 	w.requests = func(api, outcome string) *metrics.Counter {
 		return reg.Counter(fmt.Sprintf(`proxylens_write_requests_total{api=%q,outcome=%q}`, api, outcome),
 			"Remote write and OTLP metrics requests by API (remote_write, otlp) and outcome (accepted, partial, invalid, failed, overloaded).")

@@ -252,6 +252,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	})
 	s.series = receiver.NewSeriesWriter(s.store.Series(), receiver.SeriesWriterOptions{
 		MaxRequestBytes:     s.cfg.Receiver.MaxRequestBytes,
+		MaxInflightBytes:    s.cfg.Receiver.MaxInflightBytes, // until the receiver shares its budget
 		AcceptReservedNames: s.cfg.Receiver.AcceptReservedNames,
 		SetMetadata:         s.store.Series().SetMetadata,
 		RetryAfter:          s.cfg.Receiver.RetryAfter,
