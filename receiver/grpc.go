@@ -121,8 +121,13 @@ func (r *Receiver) grpcHandler(sig signal) grpc.MethodHandler {
 		var msg rawMessage
 		bound := r.boundGRPCRead(ctx)
 		err := dec(&msg)
-		if bound != nil {
-			bound.Stop()
+		if bound != nil && !bound.Stop() {
+			// The read timeout closed the connection as the message came:
+			// the client cannot hear of it, and sends it again.
+			if err == nil {
+				msg.buf.Free()
+			}
+			return nil, status.Error(codes.Unavailable, "the message did not arrive within receiver.read_timeout")
 		}
 		if err != nil {
 			if sig.done != nil && status.Code(err) == codes.ResourceExhausted {

@@ -45,7 +45,9 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout bounds the time to read an HTTP request's body, from
 	// the end of its headers; past it the request is refused with 408 and
-	// the connection closed (see BoundReads). Default 1m.
+	// the connection closed (see BoundReads). On OTLP/gRPC it bounds a
+	// call's message, from the call's headers; past it the call's
+	// connection is closed. Default 1m.
 	ReadTimeout time.Duration
 	// TLS, when set, serves both listeners over TLS with it.
 	TLS *tls.Config

@@ -34,7 +34,8 @@ type SeriesWriterOptions struct {
 	MaxRequestBytes int64
 	// MaxInflightBytes bounds the request bytes held at once until a
 	// receiver shares its budget with the writer (Receiver.ServeMetricsTo).
-	// Default 256 MiB.
+	// Requests begun before then keep to this one to their end, so for as
+	// long as they last the two may hold twice the bound. Default 256 MiB.
 	MaxInflightBytes int64
 	// SeriesCacheSize bounds how many remote-written series keep their
 	// labels memoised by their bytes on the wire (see seriesCache).

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"weak"
 
@@ -97,14 +98,24 @@ func readTimeouts(reg *selfmetrics.Registry, listener string) *metrics.Counter {
 		"HTTP requests whose body, and OTLP/gRPC calls whose message, did not arrive within receiver.read_timeout; the client got 408 or the connection was closed.")
 }
 
-// grpcConns finds the connection of a gRPC call by its peer's address. The
-// listener hands gRPC its connections unwrapped (gRPC reads a bare
-// *net.TCPConn without pinning a buffer, and sets its TCP user timeout),
-// so the table cannot see them close: it holds them weakly, and drops an
-// entry once its connection is garbage.
+// grpcConns finds the connection of a gRPC call by its two ends'
+// addresses. The listener hands gRPC its connections unwrapped (gRPC reads
+// a bare *net.TCPConn without pinning a buffer, and sets its TCP user
+// timeout), so the table cannot see them close: it holds them weakly, and
+// drops an entry once its connection is garbage.
 type grpcConns struct {
 	mu sync.Mutex
-	m  map[netip.AddrPort]weak.Pointer[net.TCPConn]
+	m  map[connEnds]*grpcConn
+}
+
+// connEnds are a TCP connection's local and remote addresses: with a
+// wildcard listener or behind a NAT, two clients may share a remote one.
+type connEnds struct{ local, remote netip.AddrPort }
+
+// grpcConn is an entry of grpcConns.
+type grpcConn struct {
+	conn   weak.Pointer[net.TCPConn]
+	closed atomic.Bool // by a read timeout
 }
 
 // grpcListener adds every connection it accepts to conns.
@@ -121,55 +132,76 @@ func (l grpcListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+func endsOf(local, remote net.Addr) (connEnds, bool) {
+	la, ok1 := local.(*net.TCPAddr)
+	ra, ok2 := remote.(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return connEnds{}, false
+	}
+	return connEnds{la.AddrPort(), ra.AddrPort()}, true
+}
+
 func (g *grpcConns) add(c *net.TCPConn) {
-	ra, ok := c.RemoteAddr().(*net.TCPAddr)
+	ends, ok := endsOf(c.LocalAddr(), c.RemoteAddr())
 	if !ok {
 		return
 	}
-	ap, wp := ra.AddrPort(), weak.Make(c)
+	e := &grpcConn{conn: weak.Make(c)}
 	g.mu.Lock()
 	if g.m == nil {
-		g.m = map[netip.AddrPort]weak.Pointer[net.TCPConn]{}
+		g.m = map[connEnds]*grpcConn{}
 	}
-	g.m[ap] = wp
+	g.m[ends] = e
 	g.mu.Unlock()
-	runtime.AddCleanup(c, func(ap netip.AddrPort) {
+	runtime.AddCleanup(c, func(ends connEnds) {
 		g.mu.Lock()
-		if g.m[ap] == wp { // not a newer connection from the same port
-			delete(g.m, ap)
+		if g.m[ends] == e { // not a newer connection between the same ends
+			delete(g.m, ends)
 		}
 		g.mu.Unlock()
-	}, ap)
+	}, ends)
 }
 
-// of returns the connection of the call ctx belongs to, or nil.
-func (g *grpcConns) of(ctx context.Context) *net.TCPConn {
+// of returns the entry and connection of the call ctx belongs to, or nil.
+func (g *grpcConns) of(ctx context.Context) (*grpcConn, *net.TCPConn) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	ra, ok := p.Addr.(*net.TCPAddr)
+	ends, ok := endsOf(p.LocalAddr, p.Addr)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	g.mu.Lock()
-	wp := g.m[ra.AddrPort()]
+	e := g.m[ends]
 	g.mu.Unlock()
-	return wp.Value()
+	if e == nil {
+		return nil, nil
+	}
+	if c := e.conn.Value(); c != nil {
+		return e, c
+	}
+	return nil, nil
 }
 
 // boundGRPCRead starts the read timeout of the gRPC call ctx belongs to:
-// unless stopped, it closes the call's connection when it passes. nil
-// when there is no bound.
+// unless stopped, it closes the call's connection when it passes (the
+// first of the connection's calls to time out counts and logs it). nil
+// when there is no bound. A caller whose Stop finds the timer fired must
+// drop the call's message: its connection is closed, so the client
+// cannot be told it was taken, and will send it again.
 func (r *Receiver) boundGRPCRead(ctx context.Context) *time.Timer {
 	if r.cfg.ReadTimeout <= 0 || r.grpcConns == nil {
 		return nil
 	}
-	c := r.grpcConns.of(ctx)
+	e, c := r.grpcConns.of(ctx)
 	if c == nil {
 		return nil
 	}
 	return time.AfterFunc(r.cfg.ReadTimeout, func() {
+		if !e.closed.CompareAndSwap(false, true) {
+			return
+		}
 		r.m.grpcReadTimeouts.Inc()
 		r.log.Warn("closing an OTLP/gRPC connection: a message did not arrive within receiver.read_timeout",
 			"remote", c.RemoteAddr().String(), "read_timeout", r.cfg.ReadTimeout)

@@ -16,12 +16,16 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/peer"
+
+	"github.com/proxylens/proxylens/otelanalytics"
+	"github.com/proxylens/proxylens/selfmetrics"
 )
 
-// stalledGRPCCall opens a connection to a gRPC server, starts an OTLP
-// trace export on it whose message announces a mebibyte, sends its first
-// kilobyte and stalls.
-func stalledGRPCCall(t *testing.T, addr string) net.Conn {
+// stalledGRPCCalls opens a connection to a gRPC server and starts n OTLP
+// trace exports on it, each with a message that announces a mebibyte and
+// sends its first kilobyte, and stalls.
+func stalledGRPCCalls(t *testing.T, addr string, n int) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
@@ -39,16 +43,20 @@ func stalledGRPCCall(t *testing.T, addr string) net.Conn {
 	} {
 		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
 	}
-	require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr.Bytes(), EndHeaders: true}))
-	// A gRPC message: uncompressed, 1 MiB long; then its first 1 KiB.
-	msg := append([]byte{0, 0, 0x10, 0, 0}, make([]byte, 1024)...)
-	require.NoError(t, fr.WriteData(1, false, msg))
+	for i := range n {
+		id := uint32(2*i + 1)
+		require.NoError(t, fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hdr.Bytes(), EndHeaders: true}))
+		// A gRPC message: uncompressed, 1 MiB long; then its first 1 KiB.
+		msg := append([]byte{0, 0, 0x10, 0, 0}, make([]byte, 1024)...)
+		require.NoError(t, fr.WriteData(id, false, msg))
+	}
 	return c
 }
 
 // TestStalledGRPCCallsAreCutOff: an OTLP/gRPC call whose message does not
-// arrive within the read timeout has its connection closed, counted in
-// proxylens_http_read_timeouts_total{listener="otlp_grpc"}, while another
+// arrive within the read timeout has its connection closed, counted once
+// a connection in proxylens_http_read_timeouts_total{listener="otlp_grpc"}
+// however many of its calls stall, while another
 // client's connection is served before, meanwhile and after, and is not
 // cut off by the timeouts of its own calls, whose messages arrived.
 func TestStalledGRPCCallsAreCutOff(t *testing.T) {
@@ -58,7 +66,7 @@ func TestStalledGRPCCallsAreCutOff(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, exp.Shutdown(context.Background())) })
 	require.NoError(t, exp.ExportSpans(t.Context(), sdkSpans(20, 1)))
 
-	stalled := []net.Conn{stalledGRPCCall(t, s.grpcAddr), stalledGRPCCall(t, s.grpcAddr)}
+	stalled := []net.Conn{stalledGRPCCalls(t, s.grpcAddr, 1), stalledGRPCCalls(t, s.grpcAddr, 3)}
 	require.NoError(t, exp.ExportSpans(t.Context(), sdkSpans(20, 2)), "served while calls stall")
 	for i, c := range stalled {
 		// A bound for a broken server, not a timing assertion: the read
@@ -117,6 +125,50 @@ func TestGRPCConnsForgetClosedConnections(t *testing.T) {
 		runtime.GC()
 		return size() == 1
 	}, 10*time.Second, 10*time.Millisecond)
-	require.Same(t, kept, conns.m[kept.RemoteAddr().(*net.TCPAddr).AddrPort()].Value())
+	ends, ok := endsOf(kept.LocalAddr(), kept.RemoteAddr())
+	require.True(t, ok)
+	require.Same(t, kept, conns.m[ends].conn.Value())
 	require.NoError(t, kept.Close())
+}
+
+// TestGRPCReadTimeoutOncePerConnection: when several calls of a connection
+// time out, the connection is closed, counted and logged once.
+func TestGRPCReadTimeoutOncePerConnection(t *testing.T) {
+	reg := selfmetrics.New()
+	r, err := New(Config{ReadTimeout: time.Second}, otelanalytics.NewMapper(otelanalytics.MappingConfig{}, nil), nil, reg, nil)
+	require.NoError(t, err)
+	r.cfg.ReadTimeout = 10 * time.Millisecond // below what Config allows, for a short test
+	r.m.grpcReadTimeouts = readTimeouts(reg, "otlp_grpc")
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = inner.Close() })
+	r.grpcConns = &grpcConns{}
+	ln := grpcListener{Listener: inner, conns: r.grpcConns}
+	client, err := net.Dial("tcp", inner.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	c, err := ln.Accept()
+	require.NoError(t, err)
+	ctx := peer.NewContext(t.Context(), &peer.Peer{Addr: c.RemoteAddr(), LocalAddr: c.LocalAddr()})
+
+	var timers []*time.Timer
+	for range 3 {
+		tm := r.boundGRPCRead(ctx)
+		require.NotNil(t, tm)
+		timers = append(timers, tm)
+	}
+	require.NoError(t, client.SetReadDeadline(time.Now().Add(30*time.Second)))
+	_, err = client.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the server side closed the connection")
+	// The other timers, due at the same moment, fire too (on a machine
+	// that delays them past this wait the test sees less, never fails).
+	time.Sleep(200 * time.Millisecond)
+	fired := 0
+	for _, tm := range timers {
+		if !tm.Stop() {
+			fired++
+		}
+	}
+	require.Positive(t, fired)
+	require.EqualValues(t, 1, r.m.grpcReadTimeouts.Get())
 }

@@ -125,8 +125,9 @@ type ReceiverConfig struct {
 	// ReadHeaderTimeout bounds reading a request's headers on every HTTP
 	// listener (OTLP/HTTP and the query API's). Default 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
-	// ReadTimeout bounds reading a request's body on every HTTP listener;
-	// past it the request is refused (408 on OTLP/HTTP). Default 1m.
+	// ReadTimeout bounds reading a request's body on every HTTP listener,
+	// and an OTLP/gRPC call's message; past it the request is refused (408
+	// on OTLP/HTTP; on OTLP/gRPC the connection is closed). Default 1m.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 }
 
