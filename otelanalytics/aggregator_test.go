@@ -72,7 +72,7 @@ func TestEventTimeIncrements(t *testing.T) {
 	require.Len(t, rc.Keys, 1)
 	require.Equal(t, []float64{4}, rc.Totals)
 	got := map[int64]float64{}
-	for i, ts := range rc.IncTimes {
+	for i, ts := range rc.incTimes() {
 		got[ts] += rc.Inc(i)[0]
 	}
 	require.Equal(t, map[int64]float64{base + int64(res): 3, base + 2*int64(res): 1}, got)
@@ -81,7 +81,7 @@ func TestEventTimeIncrements(t *testing.T) {
 	applyOne(a, d, reqRecord(base-int64(time.Hour)+5, "s", "x.com", true, 0.2, 1))
 	c = a.Cut()
 	rc = c.Families[FamilyRequests]
-	require.Equal(t, []int64{base - int64(time.Hour) + int64(res)}, rc.IncTimes)
+	require.Equal(t, []int64{base - int64(time.Hour) + int64(res)}, rc.incTimes())
 	require.Equal(t, []float64{5}, rc.Totals, "totals are cumulative")
 	require.True(t, a.Cut().Empty())
 }
@@ -161,7 +161,7 @@ func TestCutRestore(t *testing.T) {
 	rc := c2.Families[FamilyRequests]
 	require.Equal(t, []float64{3}, rc.Totals)
 	got := map[int64]float64{}
-	for i, ts := range rc.IncTimes {
+	for i, ts := range rc.incTimes() {
 		got[ts] += rc.Inc(i)[0]
 	}
 	require.Equal(t, map[int64]float64{base: 2, base + int64(time.Minute): 1}, got)
@@ -281,7 +281,7 @@ func TestSampleAdjustedRequests(t *testing.T) {
 	require.Equal(t, 4+2.5+1+1, familyTotal(a, FamilyRequests, 0), "the requests family counts every request")
 	c := a.Cut()
 	fc := c.Families[FamilyAdjusted]
-	require.Equal(t, []int64{base + int64(res)}, fc.IncTimes)
+	require.Equal(t, []int64{base + int64(res)}, fc.incTimes())
 	require.Equal(t, []float64{6.5}, fc.incValues())
 	require.Equal(t, "proxy_sample_adjusted_requests_total", FamilyAdjusted.Name())
 	require.Equal(t, []string{"source"}, FamilyAdjusted.Labels())
@@ -354,8 +354,8 @@ func TestCutRestoreManyIntervals(t *testing.T) {
 	check := func(c *Cut) {
 		t.Helper()
 		rc := c.Families[FamilyRequests]
-		require.Len(t, rc.IncTimes, n)
-		for i, ts := range rc.IncTimes {
+		require.Len(t, rc.incTimes(), n)
+		for i, ts := range rc.incTimes() {
 			require.Equal(t, []float64{want[ts]}, rc.Inc(i), "interval %d", ts)
 		}
 		// The duration family's values are 16 a increment: the one of
@@ -363,7 +363,7 @@ func TestCutRestoreManyIntervals(t *testing.T) {
 		dc := c.Families[FamilyDuration]
 		w := FamilyDuration.Width()
 		require.Len(t, dc.incValues(), n*w)
-		for i, ts := range dc.IncTimes {
+		for i, ts := range dc.incTimes() {
 			require.Equal(t, want[ts], dc.Inc(i)[bucketOf(0.1)], "interval %d", ts)
 		}
 	}

@@ -13,20 +13,28 @@ type FamilyCut struct {
 	Keys   []SeriesKey // series whose totals changed
 	Totals []float64   // their cumulative values
 
-	IncKeys  []SeriesKey // series of each increment
-	IncTimes []int64     // end of each increment's interval, Unix ns
-	incs     pendBlocks  // each increment's values (Inc)
+	// The increments, as the aggregator held them: a cut of a backfill
+	// copies neither their values nor their keys.
+	keys []SeriesKey // the family's series by index when cut (append-only)
+	incs pendBlocks
 }
 
-// Inc returns the values of increment i (of IncKeys and IncTimes): the
-// family's Width of them. They stay in the aggregator's blocks: a cut of
-// a backfill copies no values.
+// NumIncs returns the number of increments.
+func (fc *FamilyCut) NumIncs() int { return fc.incs.len() }
+
+// IncKey returns the series of increment i.
+func (fc *FamilyCut) IncKey(i int) SeriesKey { return fc.keys[fc.incs.key(uint32(i)).series] }
+
+// IncTime returns the end of increment i's interval, Unix ns.
+func (fc *FamilyCut) IncTime(i int) int64 { return fc.incs.key(uint32(i)).t }
+
+// Inc returns the values of increment i: the family's Width of them.
 func (fc *FamilyCut) Inc(i int) []float64 { return fc.incs.at(uint32(i)) }
 
 // Empty reports whether the cut carries nothing to write.
 func (c *Cut) Empty() bool {
 	for i := range c.Families {
-		if len(c.Families[i].Keys) > 0 || len(c.Families[i].IncKeys) > 0 {
+		if len(c.Families[i].Keys) > 0 || c.Families[i].NumIncs() > 0 {
 			return false
 		}
 	}
@@ -93,15 +101,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 		for i, idx := range t.dirty {
 			fc.Keys[i] = t.keys[idx]
 		}
-		fc.IncKeys = make([]SeriesKey, 0, t.incs.len())
-		fc.IncTimes = make([]int64, 0, t.incs.len())
-		for _, block := range t.incs.keys {
-			for _, pk := range block {
-				fc.IncKeys = append(fc.IncKeys, t.keys[pk.series])
-				fc.IncTimes = append(fc.IncTimes, pk.t)
-			}
-		}
-		fc.incs = t.incs
+		fc.keys, fc.incs = t.keys, t.incs
 		if t.pend.len() <= retainedPend {
 			t.pend.clear()
 		} else {
@@ -141,12 +141,12 @@ func (a *Aggregator) Restore(c *Cut) {
 				fam.dirty = append(fam.dirty, idx)
 			}
 		}
-		for i, k := range fc.IncKeys {
-			idx, ok := fam.index[k]
+		for i := range fc.NumIncs() {
+			idx, ok := fam.index[fc.IncKey(i)]
 			if !ok {
 				continue // cannot happen: series are never removed
 			}
-			inc := fam.incs.at(a.incSlot(fam, idx, fc.IncTimes[i]))
+			inc := fam.incs.at(a.incSlot(fam, idx, fc.IncTime(i)))
 			for j, v := range fc.Inc(i) {
 				inc[j] += v
 			}

@@ -245,7 +245,8 @@ func (d *Detector) Observe(c *Cut, dict *Dict, now time.Time, emit func(ls label
 	defer d.mu.Unlock()
 	fc := &c.Families[FamilyDuration]
 	names := map[uint32]*srcState{}
-	for i, k := range fc.IncKeys {
+	for i := range fc.NumIncs() {
+		k := fc.IncKey(i)
 		if k.Overflow {
 			continue
 		}
@@ -267,7 +268,7 @@ func (d *Detector) Observe(c *Cut, dict *Dict, now time.Time, emit func(ls label
 			in.ok = in.req
 			copy(in.lat[:], v)
 		}
-		d.record(s, fc.IncTimes[i], &in)
+		d.record(s, fc.IncTime(i), &in)
 	}
 	limit := now.UnixNano()/d.res*d.res - d.res
 	order := make([]string, 0, len(d.srcs))

@@ -283,8 +283,9 @@ func BenchmarkDetectorObserve(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		ts = ts.Add(res)
 		c := cuts[i%len(cuts)]
-		for j := range c.Families[FamilyDuration].IncTimes {
-			c.Families[FamilyDuration].IncTimes[j] = ts.UnixNano()
+		dc := &c.Families[FamilyDuration]
+		for j := range dc.NumIncs() {
+			dc.setIncTime(j, ts.UnixNano())
 		}
 		if err := det.Observe(c, d, ts.Add(res), discard); err != nil {
 			b.Fatal(err)

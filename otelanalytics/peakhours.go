@@ -66,7 +66,8 @@ func (c *Cut) peakHours(d *Dict, zones []*time.Location, fn func(ls labels.Label
 	fc := &c.Families[FamilyDuration]
 	cache := map[peakKey][2]labels.Labels{}
 	b := labels.NewScratchBuilder(6)
-	for i, k := range fc.IncKeys {
+	for i := range fc.NumIncs() {
+		k := fc.IncKey(i)
 		if k.Overflow {
 			continue
 		}
@@ -80,7 +81,7 @@ func (c *Cut) peakHours(d *Dict, zones []*time.Location, fn func(ls labels.Label
 		}
 		// The interval (t−res, t] ends at t: count it in the hour of its last
 		// instant, so that the interval ending at 10:00 is in hour 9.
-		tNs := fc.IncTimes[i]
+		tNs := fc.IncTime(i)
 		at := time.Unix(0, tNs-1)
 		for z, loc := range zones {
 			lt := at.In(loc)

@@ -99,7 +99,20 @@ func (fc *FamilyCut) addInc(k SeriesKey, t int64, v []float64) {
 	if fc.incs.w == 0 {
 		fc.incs = newPendBlocks(len(v))
 	}
-	copy(fc.incs.at(fc.incs.add(pendKey{t: t})), v)
-	fc.IncKeys = append(fc.IncKeys, k)
-	fc.IncTimes = append(fc.IncTimes, t)
+	fc.keys = append(fc.keys, k)
+	copy(fc.incs.at(fc.incs.add(pendKey{series: uint32(len(fc.keys) - 1), t: t})), v)
+}
+
+// incTimes returns the time of every increment of the cut, in order.
+func (fc *FamilyCut) incTimes() []int64 {
+	out := make([]int64, fc.NumIncs())
+	for i := range out {
+		out[i] = fc.IncTime(i)
+	}
+	return out
+}
+
+// setIncTime moves increment i to t.
+func (fc *FamilyCut) setIncTime(i int, t int64) {
+	fc.incs.keys[i/pendBlockLen][i%pendBlockLen].t = t
 }

@@ -218,7 +218,8 @@ func (c *Cut) usage() map[costKey]*costUsage {
 		return u
 	}
 	dur := &c.Families[FamilyDuration]
-	for i, k := range dur.IncKeys {
+	for i := range dur.NumIncs() {
+		k := dur.IncKey(i)
 		if k.Overflow {
 			continue
 		}
@@ -226,16 +227,17 @@ func (c *Cut) usage() map[costKey]*costUsage {
 		for _, v := range dur.Inc(i)[:durationBuckets] {
 			n += v
 		}
-		u := get(k, dur.IncTimes[i])
+		u := get(k, dur.IncTime(i))
 		u.requests += n
 		u.hasReqs = true
 	}
 	xfer := &c.Families[FamilyTransfer]
-	for i, k := range xfer.IncKeys {
+	for i := range xfer.NumIncs() {
+		k := xfer.IncKey(i)
 		if k.Overflow {
 			continue
 		}
-		u := get(k, xfer.IncTimes[i])
+		u := get(k, xfer.IncTime(i))
 		v := xfer.Inc(i)
 		u.bytes += v[transferSent] + v[transferReceived]
 		u.hasBytes = true
@@ -348,8 +350,9 @@ func (s *storeCut) price(increment, sample func(ls labels.Labels, t int64, v flo
 	}
 	times := map[int64]struct{}{}
 	for f := range s.c.Families {
-		for _, t := range s.c.Families[f].IncTimes {
-			times[t/1e6] = struct{}{}
+		fc := &s.c.Families[f]
+		for i := range fc.NumIncs() {
+			times[fc.IncTime(i)/1e6] = struct{}{}
 		}
 	}
 	if s.noFixed {

@@ -20,13 +20,14 @@ func (c *Cut) Increments(d *Dict, fn func(ls labels.Labels, tMs int64, v float64
 	for f := range NumFamilies {
 		fc := &c.Families[f]
 		cache := map[SeriesKey][]labels.Label{}
-		for i, k := range fc.IncKeys {
+		for i := range fc.NumIncs() {
+			k := fc.IncKey(i)
 			base, ok := cache[k]
 			if !ok {
 				base = seriesLabels(f, k, d)
 				cache[k] = base
 			}
-			t := fc.IncTimes[i] / 1e6
+			t := fc.IncTime(i) / 1e6
 			vals = expandIncrement(f, fc.Inc(i), vals[:0])
 			for j, pn := range promNames[f] {
 				pn.build(&b, base)

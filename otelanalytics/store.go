@@ -131,8 +131,9 @@ func (s *storeCut) Records(entry []byte, dict func(id uint32, s string) error, r
 func (s *storeCut) MinTime() int64 {
 	m := int64(math.MaxInt64)
 	for f := range s.c.Families {
-		for _, t := range s.c.Families[f].IncTimes {
-			m = min(m, t/1e6)
+		fc := &s.c.Families[f]
+		for i := range fc.NumIncs() {
+			m = min(m, fc.IncTime(i)/1e6)
 		}
 	}
 	if s.alloc != nil {
