@@ -62,21 +62,35 @@ func TestDashboardQueries(t *testing.T) {
 	// start after it; and start at least 10 s after a boundary, so that
 	// the 5 minutes hold self-metrics samples from before the live traffic
 	// (one a flush interval, fewer when the machine is loaded).
-	last := time.Now().Truncate(5 * time.Minute)
-	switch next := last.Add(5 * time.Minute); {
-	case time.Until(next) < 40*time.Second:
-		time.Sleep(time.Until(next) + 10*time.Second)
-	case time.Since(last) < 10*time.Second:
-		time.Sleep(10*time.Second - time.Since(last))
+	//
+	// The 10 s alone do not make sure of that sample on a loaded machine
+	// (a CI run got no data from the latency quantile at the end of the
+	// range): the backfill's cut, whose pieces share the store's commits
+	// with the self-metrics' appends, is written first, and a sample
+	// stored after the wait is awaited.
+	client, err := api.NewClient(api.Config{Address: base})
+	require.NoError(t, err)
+	prom := v1.NewAPI(client)
+	require.NoError(t, s.Pipeline().Flush())
+	for {
+		last := time.Now().Truncate(5 * time.Minute)
+		switch next := last.Add(5 * time.Minute); {
+		case time.Until(next) < 40*time.Second:
+			time.Sleep(time.Until(next) + 10*time.Second)
+		case time.Since(last) < 10*time.Second:
+			time.Sleep(10*time.Second - time.Since(last))
+		}
+		after := time.Now()
+		waitSelfMetricsSample(t, prom, after)
+		if now := time.Now(); now.Truncate(5*time.Minute).Equal(after.Truncate(5*time.Minute)) &&
+			time.Until(now.Truncate(5*time.Minute).Add(5*time.Minute)) >= 40*time.Second {
+			break // the sample and the live traffic share the 5 minutes
+		}
 	}
 	liveBegan := time.Now()
 	require.NoError(t, run(t.Context(), []string{"demo", "--endpoint", s.OTLPGRPCAddr().String(),
 		"--duration", "2s", "--rate", "500", "--domains", "60", "--seed", "8"}, io.Discard, io.Discard))
 	require.NoError(t, s.Pipeline().Flush())
-
-	client, err := api.NewClient(api.Config{Address: base})
-	require.NoError(t, err)
-	prom := v1.NewAPI(client)
 
 	// The self-metrics are appended every flush interval, from the
 	// server's own ticker (there is no hook to append them on demand):
@@ -208,6 +222,17 @@ func substitute(expr string, rng, interval time.Duration) string {
 
 // hasData reports whether a query result holds at least one value that
 // is a number.
+// waitSelfMetricsSample waits until the server has stored a sample of its
+// self-metrics after t.
+func waitSelfMetricsSample(t *testing.T, prom v1.API, after time.Time) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		v, _, _, err := prom.Query(t.Context(), "max(timestamp(proxylens_spans_received_total))", time.Now())
+		vec, ok := v.(model.Vector)
+		return err == nil && ok && len(vec) == 1 && float64(vec[0].Value) > float64(after.UnixMilli())/1000
+	}, 60*time.Second, 50*time.Millisecond, "a self-metrics sample stored after %s", after)
+}
+
 func hasData(v model.Value) bool {
 	switch v := v.(type) {
 	case model.Matrix:
