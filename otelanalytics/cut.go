@@ -13,10 +13,10 @@ type FamilyCut struct {
 	Keys   []SeriesKey // series whose totals changed
 	Totals []float64   // their cumulative values
 
-	// The increments, as the aggregator held them: a cut of a backfill
-	// copies neither their values nor their keys.
-	keys []SeriesKey // the family's series by index when cut (append-only)
-	incs pendBlocks
+	// The increments, as the aggregator held them (and the overlay
+	// shares them): a cut of a backfill copies neither their values nor
+	// their keys.
+	rawFamily
 }
 
 // NumIncs returns the number of increments.
@@ -52,10 +52,9 @@ func (a *Aggregator) Cut() *Cut { return a.cut(0) }
 func (a *Aggregator) cut(sealed uint64) *Cut {
 	c := &Cut{}
 	type taken struct {
-		keys  []SeriesKey
+		raw   rawFamily
 		dirty []uint32
 		pend  *pendIndex
-		incs  pendBlocks
 	}
 	var tk [NumFamilies]taken
 
@@ -79,9 +78,9 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 			copy(fc.Totals[i*w:], fam.totals[int(idx)*w:int(idx+1)*w])
 			fam.meta[idx].dirty = false
 		}
-		tk[f] = taken{keys: fam.keys, dirty: fam.dirty, pend: fam.pend, incs: fam.incs}
+		tk[f] = taken{raw: rawFamily{keys: fam.keys, incs: fam.incs}, dirty: fam.dirty, pend: fam.pend}
 		if sealed > 0 { // not changed from here on: no copy
-			a.inflight.fams[f] = rawFamily{keys: fam.keys, incs: fam.incs}
+			a.inflight.fams[f] = tk[f].raw
 		}
 		fam.dirty, fam.spareDirty = fam.spareDirty[:0], nil
 		fam.pend, fam.sparePend = fam.sparePend, nil
@@ -92,16 +91,16 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 	}
 	a.mu.Unlock()
 
-	// Series keys are append-only, so tk[f].keys stays valid for the indexes
-	// taken above while Apply goes on.
+	// Series keys are append-only, so tk[f].raw.keys stays valid for the
+	// indexes taken above while Apply goes on.
 	for f := range tk {
 		fc := &c.Families[f]
 		t := &tk[f]
 		fc.Keys = make([]SeriesKey, len(t.dirty))
 		for i, idx := range t.dirty {
-			fc.Keys[i] = t.keys[idx]
+			fc.Keys[i] = t.raw.keys[idx]
 		}
-		fc.keys, fc.incs = t.keys, t.incs
+		fc.rawFamily = t.raw
 		if t.pend.len() <= retainedPend {
 			t.pend.clear()
 		} else {

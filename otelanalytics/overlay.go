@@ -79,6 +79,7 @@ type rawPart struct {
 	fams          [NumFamilies]rawFamily
 }
 
+// rawFamily is a family's increments as the aggregator took them.
 type rawFamily struct {
 	keys []SeriesKey // by series index (a prefix of the family's)
 	incs pendBlocks
