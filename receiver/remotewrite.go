@@ -77,11 +77,12 @@ type SeriesWriter struct {
 
 // NewSeriesWriter returns a writer appending to app.
 func NewSeriesWriter(app storage.AppendableV2, opts SeriesWriterOptions) *SeriesWriter {
+	def := DefaultConfig() // the receiver's bounds
 	if opts.MaxRequestBytes <= 0 {
-		opts.MaxRequestBytes = 64 << 20
+		opts.MaxRequestBytes = def.MaxRequestBytes
 	}
 	if opts.MaxInflightBytes <= 0 {
-		opts.MaxInflightBytes = 256 << 20
+		opts.MaxInflightBytes = def.MaxInflightBytes
 	}
 	if opts.SeriesCacheSize <= 0 {
 		opts.SeriesCacheSize = 1 << 16

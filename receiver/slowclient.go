@@ -191,7 +191,7 @@ func (g *grpcConns) of(ctx context.Context) (*grpcConn, *net.TCPConn) {
 // drop the call's message: its connection is closed, so the client
 // cannot be told it was taken, and will send it again.
 func (r *Receiver) boundGRPCRead(ctx context.Context) *time.Timer {
-	if r.cfg.ReadTimeout <= 0 || r.grpcConns == nil {
+	if r.grpcConns == nil { // Config.ReadTimeout is at least 1s
 		return nil
 	}
 	e, c := r.grpcConns.of(ctx)
