@@ -90,16 +90,33 @@ func TestStalledGRPCCallsAreCutOff(t *testing.T) {
 		"calls whose message arrived are not cut off")
 }
 
+// trackingListener listens on loopback, adding what it accepts to conns.
+func trackingListener(t *testing.T, conns *grpcConns) grpcListener {
+	t.Helper()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = inner.Close() })
+	return grpcListener{Listener: inner, conns: conns}
+}
+
+// dialTracked opens a connection to ln and returns both of its ends.
+func dialTracked(t *testing.T, ln grpcListener) (client, server net.Conn) {
+	t.Helper()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Close() })
+	server, err = ln.Accept()
+	require.NoError(t, err)
+	return client, server
+}
+
 // TestGRPCConnsForgetClosedConnections: the table of the gRPC listener's
 // connections holds them weakly, so connections closed and dropped (a
 // client gone, a failed handshake) leave it: it is bounded by the
 // connections alive.
 func TestGRPCConnsForgetClosedConnections(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = inner.Close() })
 	conns := &grpcConns{}
-	ln := grpcListener{Listener: inner, conns: conns}
+	ln := trackingListener(t, conns)
 	size := func() int {
 		conns.mu.Lock()
 		defer conns.mu.Unlock()
@@ -109,11 +126,7 @@ func TestGRPCConnsForgetClosedConnections(t *testing.T) {
 	const n = 20
 	var kept net.Conn
 	for i := range n {
-		client, err := net.Dial("tcp", inner.Addr().String())
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = client.Close() })
-		c, err := ln.Accept()
-		require.NoError(t, err)
+		_, c := dialTracked(t, ln)
 		if i == 0 {
 			kept = c
 			continue
@@ -139,16 +152,8 @@ func TestGRPCReadTimeoutOncePerConnection(t *testing.T) {
 	require.NoError(t, err)
 	r.cfg.ReadTimeout = 10 * time.Millisecond // below what Config allows, for a short test
 	r.m.grpcReadTimeouts = readTimeouts(reg, "otlp_grpc")
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = inner.Close() })
 	r.grpcConns = &grpcConns{}
-	ln := grpcListener{Listener: inner, conns: r.grpcConns}
-	client, err := net.Dial("tcp", inner.Addr().String())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = client.Close() })
-	c, err := ln.Accept()
-	require.NoError(t, err)
+	client, c := dialTracked(t, trackingListener(t, r.grpcConns))
 	ctx := peer.NewContext(t.Context(), &peer.Peer{Addr: c.RemoteAddr(), LocalAddr: c.LocalAddr()})
 
 	var timers []*time.Timer
