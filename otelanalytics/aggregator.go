@@ -483,7 +483,7 @@ func (a *Aggregator) touch(f Family, idx uint32, t int64) (tot, inc []float64) {
 		m.lastGen, m.lastT, m.lastOff = a.gen, t, off
 	}
 	o := int(idx) * w
-	return fam.totals[o : o+w : o+w], fam.incs.at(off)
+	return fam.totals[o : o+w : o+w], fam.incs.mut(off)
 }
 
 // incSlot finds or creates the increment of series idx at t.

@@ -145,7 +145,7 @@ func (a *Aggregator) Restore(c *Cut) {
 			if !ok {
 				continue // cannot happen: series are never removed
 			}
-			inc := fam.incs.at(a.incSlot(fam, idx, fc.IncTime(i)))
+			inc := fam.incs.mut(a.incSlot(fam, idx, fc.IncTime(i)))
 			for j, v := range fc.Inc(i) {
 				inc[j] += v
 			}

@@ -37,9 +37,9 @@ type OverlayPart = struct {
 // before it.
 //
 // A view is read under the aggregator's lock (the pending increments are
-// copied, the cut's taken as they are) and kept until the next Apply, cut
-// or Restore; each family's series are built from it on first use. All
-// methods are safe for concurrent use.
+// shared, copied on write; the cut's taken as they are) and kept until
+// the next Apply, cut or Restore; each family's series are built from it
+// on first use. All methods are safe for concurrent use.
 type Overlay struct {
 	agg  *Aggregator
 	dict *Dict
@@ -105,7 +105,7 @@ func (o *Overlay) OverlayView() []OverlayPart {
 		rp := &rawPart{after: a.lastSealed}
 		for f := range a.fams {
 			fam := &a.fams[f]
-			rp.fams[f] = rawFamily{keys: fam.keys, incs: fam.incs.clone()}
+			rp.fams[f] = rawFamily{keys: fam.keys, incs: fam.incs.share()}
 		}
 		raws = append(raws, rp)
 	}

@@ -67,11 +67,22 @@ func (p *pendIndex) clear() {
 // which was 9% of a history run's CPU and its longest waits. A taken
 // pendBlocks (a cut's) is not changed again, so a cut and the overlay
 // share its blocks.
+//
+// The overlay's view of the pending increments shares their blocks too
+// (share): a block's values are copied only when Apply changes one of
+// them after a view was taken (mut). A backfill's Apply mostly adds
+// increments, so the view of its millions costs their block headers,
+// where a copy of them all was a quarter of the heap.
 type pendBlocks struct {
 	w    int
 	n    int
 	keys [][]pendKey
 	vals [][]float64
+	// made is, by block, the view epoch in which its values became this
+	// pendBlocks' own; a block made before the current epoch may be held
+	// by a view, and is copied before a change.
+	made  []uint64
+	epoch uint64
 }
 
 // pendBlockLen is the increments a block holds: with the widest family's
@@ -93,7 +104,10 @@ func (p *pendBlocks) add(k pendKey) uint32 {
 		}
 		p.keys = append(p.keys, make([]pendKey, 0, c))
 		p.vals = append(p.vals, make([]float64, 0, c*p.w))
+		p.made = append(p.made, p.epoch)
 	}
+	// Appending writes past the end of what a view holds: a view keeps
+	// the lengths it was taken with.
 	p.keys[b] = append(p.keys[b], k)
 	p.vals[b] = append(p.vals[b], make([]float64, p.w)...)
 	p.n++
@@ -105,17 +119,26 @@ func (p *pendBlocks) len() int { return p.n }
 // key returns the key of the increment at off.
 func (p *pendBlocks) key(off uint32) pendKey { return p.keys[off/pendBlockLen][off%pendBlockLen] }
 
-// at returns the values of the increment at off.
+// at returns the values of the increment at off, to read.
 func (p *pendBlocks) at(off uint32) []float64 {
 	i := int(off%pendBlockLen) * p.w
 	return p.vals[off/pendBlockLen][i : i+p.w : i+p.w]
 }
 
-// clone returns a copy that later adds to p do not change.
-func (p *pendBlocks) clone() pendBlocks {
-	c := pendBlocks{w: p.w, n: p.n, keys: make([][]pendKey, len(p.keys)), vals: make([][]float64, len(p.vals))}
-	for i := range p.keys {
-		c.keys[i], c.vals[i] = slices.Clone(p.keys[i]), slices.Clone(p.vals[i])
+// mut returns the values of the increment at off, to change: its block is
+// copied first if a view may hold it.
+func (p *pendBlocks) mut(off uint32) []float64 {
+	if b := off / pendBlockLen; p.made[b] != p.epoch {
+		v := p.vals[b]
+		p.vals[b] = append(make([]float64, 0, cap(v)), v...)
+		p.made[b] = p.epoch
 	}
-	return c
+	return p.at(off)
+}
+
+// share returns a view of p that later changes to p do not change. Keys
+// are only ever appended, so the view shares them as they are.
+func (p *pendBlocks) share() pendBlocks {
+	p.epoch++
+	return pendBlocks{w: p.w, n: p.n, keys: slices.Clone(p.keys), vals: slices.Clone(p.vals)}
 }

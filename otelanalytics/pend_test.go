@@ -49,7 +49,7 @@ func TestPendIndex(t *testing.T) {
 }
 
 // TestPendBlocks checks offsets, keys and values across block boundaries,
-// the flat copy in offset order, and that a clone does not see later adds.
+// and the flat copy in offset order.
 func TestPendBlocks(t *testing.T) {
 	const w = 3
 	p := newPendBlocks(w)
@@ -57,29 +57,60 @@ func TestPendBlocks(t *testing.T) {
 	for i := range n {
 		off := p.add(pendKey{series: uint32(i), t: int64(i) * 10})
 		require.Equal(t, uint32(i), off)
-		v := p.at(off)
+		v := p.mut(off)
 		require.Len(t, v, w)
 		require.Equal(t, []float64{0, 0, 0}, v, "a new increment's values are zero")
 		v[0], v[2] = float64(i), -float64(i)
 	}
 	require.Equal(t, n, p.len())
 	require.Len(t, p.keys, 3)
-	c := p.clone()
 	flat := p.flat()
 	require.Len(t, flat, n*w)
 	for i := range n {
 		require.Equal(t, pendKey{series: uint32(i), t: int64(i) * 10}, p.key(uint32(i)))
 		require.Equal(t, []float64{float64(i), 0, -float64(i)}, flat[i*w:(i+1)*w])
 	}
-	p.at(7)[1] = 99
-	p.add(pendKey{series: 1})
-	require.Zero(t, c.at(7)[1], "a clone is a copy")
-	require.Equal(t, n, c.len())
 	// One block is its own flat copy.
 	one := newPendBlocks(w)
 	one.add(pendKey{})
-	one.at(0)[1] = 5
+	one.mut(0)[1] = 5
 	require.Equal(t, []float64{0, 5, 0}, one.flat())
+}
+
+// TestPendBlocksShare checks that a view sees none of the changes made
+// after it (values changed, increments added, to a full block or to the
+// growing first one), and that only the blocks changed after a view are
+// copied, once per view.
+func TestPendBlocksShare(t *testing.T) {
+	const w = 2
+	for _, n := range []int{5, pendBlockLen + 5} {
+		p := newPendBlocks(w)
+		for i := range n {
+			p.mut(p.add(pendKey{series: uint32(i)}))[0] = float64(i)
+		}
+		v := p.share()
+		want := v.flat()
+		p.mut(0)[0] = -1
+		p.mut(uint32(n - 1))[1] = -1
+		p.add(pendKey{series: 99})
+		p.mut(uint32(n))[0] = -1
+		require.Equal(t, want, v.flat(), "%d increments: the view is unchanged", n)
+		require.Equal(t, n, v.len())
+		require.Equal(t, []float64{-1, 0}, p.at(0))
+		require.Equal(t, []float64{float64(n - 1), -1}, p.at(uint32(n-1)))
+		require.Equal(t, []float64{-1, 0}, p.at(uint32(n)))
+
+		// A block already copied since the view is changed in place;
+		// a new view makes it shared again.
+		b0 := &p.vals[0][0]
+		p.mut(1)[0] = -2
+		require.Same(t, b0, &p.vals[0][0], "copied once per view")
+		v2 := p.share()
+		p.mut(1)[0] = -3
+		require.NotSame(t, b0, &p.vals[0][0], "shared by the new view")
+		require.Equal(t, []float64{-2, 0}, v2.at(1))
+		require.Equal(t, []float64{1, 0}, v.at(1))
+	}
 }
 
 // flat returns the values of every increment in offset order.
@@ -100,7 +131,7 @@ func (fc *FamilyCut) addInc(k SeriesKey, t int64, v []float64) {
 		fc.incs = newPendBlocks(len(v))
 	}
 	fc.keys = append(fc.keys, k)
-	copy(fc.incs.at(fc.incs.add(pendKey{series: uint32(len(fc.keys) - 1), t: t})), v)
+	copy(fc.incs.mut(fc.incs.add(pendKey{series: uint32(len(fc.keys) - 1), t: t})), v)
 }
 
 // incTimes returns the time of every increment of the cut, in order.
