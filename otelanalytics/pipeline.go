@@ -301,6 +301,12 @@ func (p *Pipeline) noteChanges(set *changes.Set, recs []Record) {
 	set.NoteTo(p.cfg.Changes)
 }
 
+// Saturated reports whether Consume refuses every batch now because the
+// increments of history held are at their bound, until a cut takes them.
+// A receiver asks before it decodes a request: decoding and mapping what
+// would be refused took a seventh of the CPU a backfill's cut needed.
+func (p *Pipeline) Saturated() bool { return p.agg.Saturated() }
+
 func (p *Pipeline) admit(n int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

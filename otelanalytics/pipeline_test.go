@@ -367,7 +367,9 @@ func TestPendingIncrementsBound(t *testing.T) {
 	require.Less(t, accepted, 10000, "refused before every batch was taken")
 	require.GreaterOrEqual(t, agg.Pending(), 2000)
 	require.Less(t, agg.Pending(), 2000+100*5, "at most one batch past the bound")
+	require.True(t, p.Saturated())
 	require.NoError(t, p.Flush())
+	require.False(t, p.Saturated())
 	require.NoError(t, p.Consume(ctx, batch(100, 1000)), "taken again once a cut took the increments")
 	require.Equal(t, float64(accepted+100), requestsTotal(agg))
 }

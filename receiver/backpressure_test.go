@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,6 +114,45 @@ func TestConsumerRefusals(t *testing.T) {
 			require.EqualValues(t, 30, s.counter(fmt.Sprintf(`proxylens_spans_refused_total{reason=%q}`, reason)))
 		})
 	}
+}
+
+// saturatedConsumer is saturated while full is set, and counts the
+// batches it is given.
+type saturatedConsumer struct {
+	full     atomic.Bool
+	consumed atomic.Int64
+}
+
+func (c *saturatedConsumer) Saturated() bool { return c.full.Load() }
+
+func (c *saturatedConsumer) Consume(_ context.Context, recs []otelanalytics.Record) error {
+	c.consumed.Add(int64(len(recs)))
+	return nil
+}
+
+// TestSaturatedRefusedBeforeDecoding: while the consumer says it is
+// saturated, requests on both transports are refused as overloaded and
+// retryable without being decoded (no spans received, none consumed); a
+// malformed body too. Once it is not, they are taken.
+func TestSaturatedRefusedBeforeDecoding(t *testing.T) {
+	c := &saturatedConsumer{}
+	c.full.Store(true)
+	s := startReceiver(t, Config{RetryAfter: 2 * time.Second}, c)
+	requireRetryableHTTP(t, s.post(t, contentProtobuf, "", marshal(t, proxySpans(10, 1))), contentProtobuf, "2")
+	requireRetryableHTTP(t, s.post(t, contentProtobuf, "", []byte{0xff, 0xff}), contentProtobuf, "2")
+	_, err := s.export(t.Context(), proxySpans(10, 1))
+	requireRetryableGRPC(t, err, 2*time.Second)
+	require.EqualValues(t, 2, s.counter(`proxylens_otlp_requests_total{transport="http",outcome="overloaded"}`))
+	require.EqualValues(t, 1, s.counter(`proxylens_otlp_requests_total{transport="grpc",outcome="overloaded"}`))
+	require.Zero(t, s.counter(`proxylens_spans_received_total{transport="http"}`)+s.counter(`proxylens_spans_received_total{transport="grpc"}`))
+	require.Zero(t, s.counter(`proxylens_spans_refused_total{reason="overloaded"}`), "not decoded: not counted as spans")
+	require.Zero(t, c.consumed.Load())
+
+	c.full.Store(false)
+	_, err = s.export(t.Context(), proxySpans(10, 1))
+	require.NoError(t, err)
+	require.Equal(t, 200, s.post(t, contentProtobuf, "", marshal(t, proxySpans(10, 1))).code)
+	require.EqualValues(t, 20, c.consumed.Load())
 }
 
 // TestPipelineStopped refuses requests as retryable once the real pipeline

@@ -25,6 +25,13 @@ type Consumer interface {
 	Consume(ctx context.Context, recs []otelanalytics.Record) error
 }
 
+// saturater is a Consumer that can tell it would refuse any records now
+// (otelanalytics.Pipeline, while the history it holds is at its bound):
+// requests are then refused as overloaded before they are decoded.
+type saturater interface {
+	Saturated() bool
+}
+
 // Config configures the receiver.
 type Config struct {
 	// GRPCAddr is the OTLP/gRPC listen address; empty disables gRPC.
@@ -335,6 +342,9 @@ type exportResult struct {
 // export maps and consumes one protobuf-encoded trace request. body must
 // have been reserved from the budget by the caller.
 func (r *Receiver) export(ctx context.Context, transport int, body []byte) (exportResult, error) {
+	if s, ok := r.consumer.(saturater); ok && s.Saturated() {
+		return exportResult{}, otelanalytics.ErrOverloaded
+	}
 	d := r.decoders.Get().(*decoder)
 	defer func() {
 		clear(d.recs) // drop references into the request buffer
