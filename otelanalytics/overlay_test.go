@@ -303,7 +303,8 @@ func TestOverlayNewSeriesOnly(t *testing.T) {
 // BenchmarkOverlayQuery: what the overlay costs a query when much is
 // pending: a dashboard query over 100,000-odd increments held in memory
 // (from=memory: the view cached since the last Apply; after-apply: an
-// Apply in between, so the view is copied and its series built again),
+// Apply in between, so the view is taken again and its series built
+// again),
 // against the same increments once a cut has written them (from=store).
 func BenchmarkOverlayQuery(b *testing.B) {
 	queries := map[string]string{
