@@ -576,6 +576,10 @@ func (a *Aggregator) OverflowSpans(f Family) uint64 { return a.overflow[f].Get()
 // yet (a cut of history takes a while); ingest should wait for it.
 func (a *Aggregator) Saturated() bool { return a.held.Load() >= 2*int64(a.maxPending) }
 
+// MaxPending returns MaxPendingIncrements: at it a cut is requested, at
+// twice it batches are refused.
+func (a *Aggregator) MaxPending() int { return a.maxPending }
+
 // Pending returns the number of increments held until the next cut.
 func (a *Aggregator) Pending() int {
 	a.mu.Lock()

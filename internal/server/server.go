@@ -266,6 +266,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	s.stopBg, s.retentionKick = stopBg, make(chan struct{}, 1)
 	s.bgDone.Go(func() { s.recordSelfMetrics(bgCtx) })
+	gc := &backlogGC{pending: s.agg.Pending, bound: s.agg.MaxPending(), log: s.log}
+	s.bgDone.Go(func() { gc.run(bgCtx, time.Second) })
 	if err := s.applyConfigRetention(); err != nil {
 		return err
 	}
