@@ -133,16 +133,17 @@ func (c *saturatedConsumer) Consume(_ context.Context, recs []otelanalytics.Reco
 // TestSaturatedRefusedBeforeDecoding: while the consumer says it is
 // saturated, requests on both transports are refused as overloaded and
 // retryable without being decoded (no spans received, none consumed); a
-// malformed body too. Once it is not, they are taken.
+// malformed body too, protobuf or JSON. Once it is not, they are taken.
 func TestSaturatedRefusedBeforeDecoding(t *testing.T) {
 	c := &saturatedConsumer{}
 	c.full.Store(true)
 	s := startReceiver(t, Config{RetryAfter: 2 * time.Second}, c)
 	requireRetryableHTTP(t, s.post(t, contentProtobuf, "", marshal(t, proxySpans(10, 1))), contentProtobuf, "2")
 	requireRetryableHTTP(t, s.post(t, contentProtobuf, "", []byte{0xff, 0xff}), contentProtobuf, "2")
+	requireRetryableHTTP(t, s.post(t, "application/json", "", []byte(`{"resourceSpans": [`)), contentJSON, "2")
 	_, err := s.export(t.Context(), proxySpans(10, 1))
 	requireRetryableGRPC(t, err, 2*time.Second)
-	require.EqualValues(t, 2, s.counter(`proxylens_otlp_requests_total{transport="http",outcome="overloaded"}`))
+	require.EqualValues(t, 3, s.counter(`proxylens_otlp_requests_total{transport="http",outcome="overloaded"}`))
 	require.EqualValues(t, 1, s.counter(`proxylens_otlp_requests_total{transport="grpc",outcome="overloaded"}`))
 	require.Zero(t, s.counter(`proxylens_spans_received_total{transport="http"}`)+s.counter(`proxylens_spans_received_total{transport="grpc"}`))
 	require.Zero(t, s.counter(`proxylens_spans_refused_total{reason="overloaded"}`), "not decoded: not counted as spans")

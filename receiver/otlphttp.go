@@ -76,6 +76,9 @@ func newHTTPServer(r *Receiver, ln net.Listener) *httpServer {
 type signal struct {
 	// fromJSON re-encodes an OTLP/JSON export request as protobuf.
 	fromJSON func(body []byte) ([]byte, error)
+	// refused, if set, reports whether every request is refused as
+	// overloaded now: it is asked before an OTLP/JSON body is parsed.
+	refused func() bool
 	// export handles one protobuf export request.
 	export func(ctx context.Context, body []byte) (exportResult, error)
 	// response is the export response for res (its partial success).
@@ -105,6 +108,7 @@ func (r *Receiver) traceSignal(transport int) signal {
 			}
 			return er.MarshalProto()
 		},
+		refused: r.saturated,
 		export: func(ctx context.Context, body []byte) (exportResult, error) {
 			return r.export(ctx, transport, body)
 		},
@@ -232,6 +236,9 @@ func (h *httpExports) handle(req *http.Request, ctype string, sig signal) (expor
 		return exportResult{}, err
 	}
 	if ctype == contentJSON {
+		if sig.refused != nil && sig.refused() {
+			return exportResult{}, otelanalytics.ErrOverloaded
+		}
 		if body, err = sig.fromJSON(body); err != nil {
 			return exportResult{}, err
 		}

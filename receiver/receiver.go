@@ -32,6 +32,12 @@ type saturater interface {
 	Saturated() bool
 }
 
+// saturated reports whether the consumer refuses any records now.
+func (r *Receiver) saturated() bool {
+	s, ok := r.consumer.(saturater)
+	return ok && s.Saturated()
+}
+
 // Config configures the receiver.
 type Config struct {
 	// GRPCAddr is the OTLP/gRPC listen address; empty disables gRPC.
@@ -342,7 +348,7 @@ type exportResult struct {
 // export maps and consumes one protobuf-encoded trace request. body must
 // have been reserved from the budget by the caller.
 func (r *Receiver) export(ctx context.Context, transport int, body []byte) (exportResult, error) {
-	if s, ok := r.consumer.(saturater); ok && s.Saturated() {
+	if r.saturated() {
 		return exportResult{}, otelanalytics.ErrOverloaded
 	}
 	d := r.decoders.Get().(*decoder)
