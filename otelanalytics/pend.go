@@ -83,6 +83,9 @@ type pendBlocks struct {
 	// by a view, and is copied before a change.
 	made  []uint64
 	epoch uint64
+	// shared is the increments the newest view holds: those after it
+	// are in no view, whatever their block.
+	shared int
 }
 
 // pendBlockLen is the increments a block holds: with the widest family's
@@ -126,9 +129,9 @@ func (p *pendBlocks) at(off uint32) []float64 {
 }
 
 // mut returns the values of the increment at off, to change: its block is
-// copied first if a view may hold it.
+// copied first if a view may hold the increment.
 func (p *pendBlocks) mut(off uint32) []float64 {
-	if b := off / pendBlockLen; p.made[b] != p.epoch {
+	if b := off / pendBlockLen; p.made[b] != p.epoch && int(off) < p.shared {
 		v := p.vals[b]
 		p.vals[b] = append(make([]float64, 0, cap(v)), v...)
 		p.made[b] = p.epoch
@@ -140,5 +143,6 @@ func (p *pendBlocks) mut(off uint32) []float64 {
 // are only ever appended, so the view shares them as they are.
 func (p *pendBlocks) share() pendBlocks {
 	p.epoch++
+	p.shared = p.n
 	return pendBlocks{w: p.w, n: p.n, keys: slices.Clone(p.keys), vals: slices.Clone(p.vals)}
 }

@@ -111,6 +111,23 @@ func TestPendBlocksShare(t *testing.T) {
 		require.Equal(t, []float64{-2, 0}, v2.at(1))
 		require.Equal(t, []float64{1, 0}, v.at(1))
 	}
+
+	// An increment added after the newest view is in no view: its block
+	// (shared for the increments before it) is not copied for it.
+	p := newPendBlocks(w)
+	for range pendBlockLen + 5 {
+		p.add(pendKey{})
+	}
+	v := p.share()
+	off := p.add(pendKey{series: 1})
+	tail := &p.vals[1][0]
+	p.mut(off)[0] = 7
+	require.Same(t, tail, &p.vals[1][0], "not copied for an increment no view holds")
+	p.mut(off - 1)[0] = 8
+	require.NotSame(t, tail, &p.vals[1][0], "copied for one a view holds")
+	require.Equal(t, 7.0, p.at(off)[0])
+	require.Equal(t, pendBlockLen+5, v.len())
+	require.Zero(t, v.at(off - 1)[0])
 }
 
 // flat returns the values of every increment in offset order.
