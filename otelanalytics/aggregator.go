@@ -155,6 +155,7 @@ type Aggregator struct {
 	maxDomains int
 	pending    int          // increments held, all families
 	held       atomic.Int64 // pending, for Saturated without the lock
+	taken      atomic.Int64 // increments of the cut being written (inflight), for Backlog
 	gen        uint32       // cut generation, for the increment slot caches
 
 	// For the Overlay: version changes with every change of the
@@ -579,6 +580,11 @@ func (a *Aggregator) Saturated() bool { return a.held.Load() >= 2*int64(a.maxPen
 // MaxPending returns MaxPendingIncrements: at it a cut is requested, at
 // twice it batches are refused.
 func (a *Aggregator) MaxPending() int { return a.maxPending }
+
+// Backlog returns the increments held in memory until the store has
+// them: the pending ones and those of the cut being written. It does not
+// take the lock.
+func (a *Aggregator) Backlog() int { return int(a.held.Load() + a.taken.Load()) }
 
 // Pending returns the number of increments held until the next cut.
 func (a *Aggregator) Pending() int {

@@ -172,6 +172,29 @@ func TestCutRestore(t *testing.T) {
 	require.Equal(t, 3.0, dc.Totals[bucketOf(0.1)])
 }
 
+// TestBacklog: the increments held until the store has them are the
+// pending ones and those of the cut being written, until it is written or
+// restored.
+func TestBacklog(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	applyOne(a, d, reqRecord(base, "s", "x.com", true, 0.1, 1), reqRecord(base+int64(time.Minute), "s", "x.com", true, 0.1, 1))
+	n := a.Pending()
+	require.Equal(t, 8, n, "2 intervals, 4 families")
+	require.Equal(t, n, a.Backlog())
+	c := a.cut(3)
+	require.Zero(t, a.Pending())
+	require.Equal(t, n, a.Backlog(), "the cut being written")
+	applyOne(a, d, reqRecord(base+int64(2*time.Minute), "s", "x.com", true, 0.1, 1))
+	require.Equal(t, n+4, a.Backlog())
+	a.Restore(c)
+	require.Equal(t, n+4, a.Pending())
+	require.Equal(t, n+4, a.Backlog(), "restored: pending again, not counted twice")
+	a.cut(4)
+	a.cutWritten()
+	require.Zero(t, a.Backlog())
+}
+
 func TestLoadTotals(t *testing.T) {
 	a := NewAggregator(AggregationConfig{MaxSeriesPerFamily: 2, MaxDomains: 1}, res, nil)
 	d := NewDict(0)

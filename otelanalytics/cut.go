@@ -62,6 +62,9 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 	// dirty list whole, and copy only the totals, which Apply goes on
 	// changing.
 	a.mu.Lock()
+	if sealed > 0 {
+		a.taken.Store(int64(a.pending))
+	}
 	a.pending = 0
 	a.held.Store(0)
 	a.gen++
@@ -131,6 +134,7 @@ func (a *Aggregator) Restore(c *Cut) {
 	defer a.mu.Unlock()
 	a.version++
 	a.inflight = nil // back among the pending increments
+	a.taken.Store(0)
 	for f := range a.fams {
 		fam := &a.fams[f]
 		fc := &c.Families[f]
@@ -160,6 +164,7 @@ func (a *Aggregator) cutWritten() {
 	a.mu.Lock()
 	a.version++
 	a.inflight = nil
+	a.taken.Store(0)
 	written := a.written
 	a.mu.Unlock()
 	if written != nil {

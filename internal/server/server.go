@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -266,7 +267,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	s.stopBg, s.retentionKick = stopBg, make(chan struct{}, 1)
 	s.bgDone.Go(func() { s.recordSelfMetrics(bgCtx) })
-	gc := &backlogGC{pending: s.agg.Pending, bound: s.agg.MaxPending(), log: s.log}
+	_, keepGOGC := os.LookupEnv("GOGC")
+	gc := &backlogGC{backlog: s.agg.Backlog, bound: s.agg.MaxPending(), keep: keepGOGC, log: s.log}
 	s.bgDone.Go(func() { gc.run(bgCtx, time.Second) })
 	if err := s.applyConfigRetention(); err != nil {
 		return err
