@@ -116,19 +116,14 @@ func TestConsumerRefusals(t *testing.T) {
 	}
 }
 
-// saturatedConsumer is saturated while full is set, and counts the
-// batches it is given.
+// saturatedConsumer is a recordingConsumer that is saturated while full
+// is set.
 type saturatedConsumer struct {
-	full     atomic.Bool
-	consumed atomic.Int64
+	recordingConsumer
+	full atomic.Bool
 }
 
 func (c *saturatedConsumer) Saturated() bool { return c.full.Load() }
-
-func (c *saturatedConsumer) Consume(_ context.Context, recs []otelanalytics.Record) error {
-	c.consumed.Add(int64(len(recs)))
-	return nil
-}
 
 // TestSaturatedRefusedBeforeDecoding: while the consumer says it is
 // saturated, requests on both transports are refused as overloaded and
@@ -147,13 +142,13 @@ func TestSaturatedRefusedBeforeDecoding(t *testing.T) {
 	require.EqualValues(t, 1, s.counter(`proxylens_otlp_requests_total{transport="grpc",outcome="overloaded"}`))
 	require.Zero(t, s.counter(`proxylens_spans_received_total{transport="http"}`)+s.counter(`proxylens_spans_received_total{transport="grpc"}`))
 	require.Zero(t, s.counter(`proxylens_spans_refused_total{reason="overloaded"}`), "not decoded: not counted as spans")
-	require.Zero(t, c.consumed.Load())
+	require.Empty(t, c.take())
 
 	c.full.Store(false)
 	_, err = s.export(t.Context(), proxySpans(10, 1))
 	require.NoError(t, err)
 	require.Equal(t, 200, s.post(t, contentProtobuf, "", marshal(t, proxySpans(10, 1))).code)
-	require.EqualValues(t, 20, c.consumed.Load())
+	require.Len(t, c.take(), 20)
 }
 
 // TestPipelineStopped refuses requests as retryable once the real pipeline
