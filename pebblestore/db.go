@@ -206,16 +206,17 @@ func (d *DB) checkFormat(now time.Time) error {
 		}
 		ver = FormatVersion
 	}
-	if n > 0 && ver >= 6 && ver <= 8 {
+	if n > 0 && ver >= 6 && ver <= 9 {
 		// Version 6 is version 7 without the counter summaries of sample
 		// series' closed windows (a window without one is read from its
 		// samples), version 7 is version 8 without a cut's staged samples
 		// (the z key space), version 8 is version 9 without counter
-		// summaries that hold their window's second sample (0x82): this
-		// version reads them as they are, and stamps them so that the
-		// versions before, which would rewrite a window without updating
-		// its summary, ignore staged samples or fail on a 0x82 summary,
-		// refuse it.
+		// summaries that hold their window's second sample (0x82), version
+		// 9 is version 10 without packed chunks (packed.go): this version
+		// reads them as they are, and stamps them so that the versions
+		// before, which would rewrite a window without updating its
+		// summary, ignore staged samples, or fail on a 0x82 summary or a
+		// packed chunk, refuse it.
 		if err := d.db.Set(keyFormat, binary.AppendUvarint(nil, FormatVersion), pebble.Sync); err != nil {
 			return fmt.Errorf("upgrade format version: %w", err)
 		}

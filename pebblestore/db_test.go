@@ -499,9 +499,9 @@ func TestFormatVersion(t *testing.T) {
 	_, err = Open(dir, Options{})
 	require.ErrorContains(t, err, "format version 99")
 
-	// Versions 4 to 8 are read (4 and 5 upgraded) and stamped with this
+	// Versions 4 to 9 are read (4 and 5 upgraded) and stamped with this
 	// version.
-	for _, old := range []uint64{4, 5, 6, 7, 8} {
+	for _, old := range []uint64{4, 5, 6, 7, 8, 9} {
 		pdb, err = pebble.Open(filepath.Join(dir, "pebble"), &pebble.Options{Logger: pebbleLogger{log: discard()}})
 		require.NoError(t, err)
 		require.NoError(t, pdb.Set(keyFormat, binary.AppendUvarint(nil, old), pebble.Sync))

@@ -133,6 +133,17 @@ func TestSeriesEncodingFrozen(t *testing.T) {
 		"01"+"d00f"+"d00f"+"0c"+"0001d00f3ff0000000000000"+ // XOR, 1000 to 1000: 1 sample
 		"04"+"80fa01"+"80fa01"+"11"+"00018080fa01400000000000000098f201", // XOR2, 16000 to 16000: 1 sample with its start time
 		hex.EncodeToString(appendWindow(nil, w.chunks)))
+	// A closed window of integers, packed (packed.go): 3 samples at 15 s,
+	// values 1, 2, 4.
+	var pk packer
+	w, err = encodeSamples([]sample{{t: 1000, f: 1}, {t: 16000, f: 2}, {t: 31000, f: 4}})
+	require.NoError(t, err)
+	require.Equal(t, "01"+ // one chunk
+		"80"+"d00f"+"b0e403"+"0b"+ // packed, 1000 to 31000, 11 bytes:
+		"03"+"d00f"+"9875"+"01"+"00"+ // 3 samples, first time 1000, time unit 15000, deltas 1 unit + 0 bits
+		"02"+"02"+"01"+ // first value 1, value deltas 1 + 1 bit
+		"02", // the value deltas above 1: 0, 1
+		hex.EncodeToString(appendWindow(nil, pk.pack(w.chunks))))
 }
 
 func mustChunk(t *testing.T, ss []sample) chunkenc.Chunk {

@@ -12,7 +12,7 @@ import (
 // reading them.
 
 // FormatVersion is the on-disk format this package writes and reads.
-const FormatVersion = 9
+const FormatVersion = 10
 
 // Key spaces: the first byte of every key.
 const (

@@ -100,7 +100,7 @@ func (w *windowReader) window(win int64) (*decodedWindow, error) {
 	n := 0
 	for _, c := range w.chunks {
 		n += c.c.NumSamples()
-		d.nonFloat = d.nonFloat || c.c.Encoding() != chunkenc.EncXOR && c.c.Encoding() != chunkenc.EncXOR2
+		d.nonFloat = d.nonFloat || !floatEncoding(c.c.Encoding())
 	}
 	if d.nonFloat {
 		// Every sample, histograms copied, for the engine's function.
@@ -173,7 +173,7 @@ type floatBuf struct {
 // having appended nothing, where a chunk in range holds histograms.
 func (b *floatBuf) add(chunks []timedChunk, lo, hi int64) (bool, error) {
 	for _, c := range chunks {
-		if c.minT <= hi && c.maxT >= lo && c.c.Encoding() != chunkenc.EncXOR && c.c.Encoding() != chunkenc.EncXOR2 {
+		if c.minT <= hi && c.maxT >= lo && !floatEncoding(c.c.Encoding()) {
 			return false, nil
 		}
 	}

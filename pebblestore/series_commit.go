@@ -123,9 +123,11 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 	var buf []byte
 	var ops operandEncoder
 	var hours hourDays
+	var pk packer
 	// set writes a window; a closed window (one the head has moved past)
 	// gets its summaries: an increment series' sums, a sample series'
-	// counter summary (counter_summary.go).
+	// counter summary (counter_summary.go), and is packed where that is
+	// smaller (packed.go).
 	set := func(ms *memSeries, w int64, chunks []timedChunk, closed bool) error {
 		if closed && ms.kind == KindIncrements && a.s.summarized() {
 			var err error
@@ -137,6 +139,9 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 			if err := setCounterSummary(b, &buf, ms.id, w, chunks); err != nil {
 				return err
 			}
+		}
+		if closed {
+			chunks = pk.pack(chunks)
 		}
 		buf = appendWindow(buf[:0], chunks)
 		return b.Set(chunkKey(ms.id, w), buf, nil)
