@@ -187,13 +187,27 @@ func bitsAt(b []byte, off, w uint) uint64 {
 	return x >> (off & 7) & (1<<w - 1)
 }
 
-// packer packs closed windows, its buffers reused from window to window.
+// packer packs closed windows, its buffers reused from window to window
+// (see trim).
 type packer struct {
 	ts, vs []int64
 	dt, dv []int64 // deltas of ts (in units) and of vs
 	buf    []byte
+	it     chunkenc.Iterator
 	c      packedChunk
 	one    [1]timedChunk
+}
+
+// packerKeep bounds the samples a packer's buffers keep between commits:
+// two hours at one a second, where a window of millisecond samples may
+// have grown them to packedMaxSamples.
+const packerKeep = 8192
+
+// trim drops buffers grown past packerKeep.
+func (p *packer) trim() {
+	if cap(p.ts) > packerKeep {
+		*p = packer{}
+	}
 }
 
 // pack returns the window's chunks as one packed chunk where its samples
@@ -206,7 +220,8 @@ func (p *packer) pack(chunks []timedChunk) []timedChunk {
 	}
 	p.ts, p.vs = p.ts[:0], p.vs[:0]
 	stored := 0
-	var it chunkenc.Iterator
+	it := p.it
+	defer func() { p.it = it }()
 	for _, tc := range chunks {
 		if tc.c.Encoding() != chunkenc.EncXOR && tc.c.Encoding() != encPacked {
 			return chunks // histograms, or start times XOR2 keeps

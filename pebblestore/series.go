@@ -84,6 +84,7 @@ type SeriesStore struct {
 	nextID   uint64
 
 	commitMu sync.Mutex // one commit at a time; guards every memSeries' head
+	pack     packer     // packs the windows commits close; guarded by commitMu
 	// viewMu guards view, a cut of history being applied in pieces, as
 	// queries read it (cut_view.go).
 	viewMu sync.RWMutex

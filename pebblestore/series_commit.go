@@ -123,7 +123,8 @@ func (a *appender) writeLocked(b *pebble.Batch) (func(), error) {
 	var buf []byte
 	var ops operandEncoder
 	var hours hourDays
-	var pk packer
+	pk := &a.s.pack
+	defer pk.trim()
 	// set writes a window; a closed window (one the head has moved past)
 	// gets its summaries: an increment series' sums, a sample series'
 	// counter summary (counter_summary.go), and is packed where that is
