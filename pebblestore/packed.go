@@ -15,12 +15,11 @@ import (
 // encPacked is proxylens' own chunk encoding, for a closed window whose
 // float samples are all integers (counters of requests, bytes and
 // histogram buckets nearly always are): frame-of-reference bit packing
-// of the deltas, as VictoriaMetrics and the integer codecs of column
-// stores do it, where Prometheus' XOR spends a sign, a leading-zero count
-// and a significant-bit count on every value. A window is packed when it
-// closes and only where that is smaller; the head window stays XOR, which
-// appends in place. Encodings from 0x80 are proxylens' own, clear of
-// Prometheus' (1 to 6).
+// of the deltas, as the integer codecs of column stores pack them, where
+// Prometheus' XOR spends a sign, a leading-zero count and a significant-bit
+// count on every value. A window is packed when it closes and only where
+// that is smaller; the head window stays XOR, which appends in place.
+// Encodings from 0x80 are proxylens' own, clear of Prometheus' (1 to 6).
 //
 // The bytes: uvarint sample count n (≥ 1), varint first time, uvarint the
 // time unit (the greatest common divisor of the time deltas, 1 for one

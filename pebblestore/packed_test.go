@@ -308,3 +308,45 @@ func readStale(t *testing.T, s *SeriesStore, end int64) map[string][]point {
 	}
 	return got
 }
+
+// BenchmarkWindowRead decodes a closed window of 120 counter samples at
+// 60 s, XOR as written before packing, and packed, and reads every sample
+// (docs/benchmarks.md, C7 bytes).
+func BenchmarkWindowRead(b *testing.B) {
+	rnd := rand.New(rand.NewPCG(7, 8))
+	ss := make([]sample, 120)
+	v := 0.0
+	for i := range ss {
+		v += float64(rnd.IntN(200))
+		ss[i] = sample{t: 1_764_331_200_000 + int64(i)*60_000, f: v}
+	}
+	w, err := encodeSamples(ss)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var p packer
+	vals := map[string][]byte{"xor": appendWindow(nil, w.chunks), "packed": appendWindow(nil, p.pack(w.chunks))}
+	for _, name := range []string{"xor", "packed"} {
+		val := vals[name]
+		b.Run(name, func(b *testing.B) {
+			var chunks []timedChunk
+			var it chunkenc.Iterator
+			sum := 0.0
+			for b.Loop() {
+				chunks, err = decodeWindow(val, chunks[:0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				it = chunks[0].c.Iterator(it)
+				for it.Next() == chunkenc.ValFloat {
+					_, f := it.At()
+					sum += f
+				}
+			}
+			b.ReportMetric(float64(len(val))/float64(len(ss)), "bytes/sample")
+			if sum == 0 {
+				b.Fatal("no samples")
+			}
+		})
+	}
+}
