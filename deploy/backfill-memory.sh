@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# C24 in docs/benchmarks.md: memory during and after a backfill. Starts a
+# C26 in docs/benchmarks.md: memory during and after a backfill. Starts a
 # fresh proxylens on its defaults (binary from $PROXYLENS, default
 # /tmp/proxylens) on 127.0.0.1:25317/25464, sends spans whose end times
 # spread over the past 30 days with the bench load generator ($LOADGEN,
@@ -7,7 +7,7 @@
 # 5s, about 0.4–0.8 M spans here), waits until the server is idle (under
 # 0.3 s of CPU in 10 s, at least one cut written), and prints one JSON
 # line: loadgen's, the peak RSS (VmHWM), the idle RSS, the Go heap in use
-# and allocated (live objects) after a forced GC, the spans counted, the
+# and allocated (live objects) just after a forced GC, the spans counted, the
 # cuts and their seconds. Run the anchor binary and this one alternately.
 # BACKFILL=0 sends live spans the same way (the live figure the historical
 # one is compared with); PORT (default 25317) moves the ports: PORT,
@@ -42,8 +42,12 @@ idle_s=$(( $(date +%s) - t0 ))
 curl -s -H "Authorization: Bearer $token" "http://$web/debug/pprof/heap?gc=1" -o "${HEAP_PROFILE:-/dev/null}"
 hwm=$(awk '/^VmHWM/{printf "%.0f", $2/1024}' /proc/$PID/status)
 rss=$(awk '/^VmRSS/{printf "%.0f", $2/1024}' /proc/$PID/status)
-heap=$(m | awk '$1=="go_memstats_heap_inuse_bytes"{printf "%.0f", $2/1048576}')
-live=$(m | awk '$1=="go_memstats_heap_alloc_bytes"{printf "%.0f", $2/1048576}')
+# The heap right after a forced GC, from the heap profile's own memory
+# statistics: a /metrics scrape allocates megabytes of its own (tens at
+# 20,000 series), which the go_memstats_* gauges it returns would count.
+stats=$(curl -s -H "Authorization: Bearer $token" "http://$web/debug/pprof/heap?gc=1&debug=1")
+heap=$(awk '$2=="HeapInuse"{printf "%.0f", $4/1048576}' <<<"$stats")
+live=$(awk '$2=="HeapAlloc"{printf "%.0f", $4/1048576}' <<<"$stats")
 counted=$(m | awk '$1 ~ /^proxy_requests_total/ {s+=$2} END {printf "%.0f", s}')
 cuts=$(m | awk '$1=="proxylens_flush_duration_seconds_count"{c=$2} $1=="proxylens_flush_duration_seconds_sum"{s=$2} END{printf "\"cuts\":%d,\"cut_s\":%.1f", c, s}')
 echo "{\"label\":\"$label\",\"loadgen\":$lg,\"hwm_mib\":$hwm,\"idle_rss_mib\":$rss,\"idle_heap_inuse_mib\":$heap,\"idle_heap_alloc_mib\":$live,\"counted\":$counted,$cuts,\"idle_after_s\":$idle_s}"

@@ -9,12 +9,12 @@ import (
 )
 
 // FuzzDecodeStoredValues feeds the decoders of the store's values (series
-// labels, window chunks and summaries, counter summaries, window bases,
-// hourly summaries, the series feed's header and positions) bytes that a
-// damaged disk or a doctored backup could hold. Each must refuse or
-// decode without panicking; the chunks a window decodes to are iterated,
-// as a query would, and what decodes re-encodes to a value that decodes
-// the same.
+// labels, window chunks, packed ones included, and summaries, counter
+// summaries, window bases, hourly summaries, the series feed's header and
+// positions) bytes that a damaged disk or a doctored backup could hold.
+// Each must refuse or decode without panicking; the chunks a window
+// decodes to are iterated, as a query would, and what decodes re-encodes
+// to a value that decodes the same.
 func FuzzDecodeStoredValues(f *testing.F) {
 	f.Add(appendLabels(nil, labels.FromStrings("__name__", "proxy_requests_total", "source", "dc-eu")))
 	f.Add(appendBase(nil, windowBase{base: 1, total: 2}))
@@ -27,6 +27,8 @@ func FuzzDecodeStoredValues(f *testing.F) {
 		app.Append(0, int64(i)*60_000, float64(i*i))
 	}
 	f.Add(appendWindow(nil, []timedChunk{{c: c, minT: 0, maxT: 240_000}}))
+	var p packer // the same samples, packed (packed.go)
+	f.Add(appendWindow(nil, p.pack([]timedChunk{{c: c, minT: 0, maxT: 240_000}})))
 	f.Add(appendSummaries(nil, []summary{{res: 300_000, c: c}}))
 	f.Add(appendCounterSummary(nil, 0, counterSummary{n: 5, firstT: 0, lastT: 240_000, firstF: 0, lastF: 16, resets: []float64{9}}))
 	f.Add([]byte{})
