@@ -359,6 +359,42 @@ func TestEndpointSeriesByProxy(t *testing.T) {
 // TestCutRestoreManyIntervals: a backfill's increments, more than a block
 // of them (pendBlockLen), come out of a cut with their values in the
 // order of their keys, and a Restore puts every one back.
+// TestPendTablesAfterBackfill keeps no increment table sized for a
+// backfill once it is cut: the next one is presized small, and a table
+// sized for four times what a later cut holds is dropped, not kept.
+func TestPendTablesAfterBackfill(t *testing.T) {
+	a := NewAggregator(AggregationConfig{}, res, nil)
+	d := NewDict(0)
+	spans := func(n int) {
+		recs := make([]Record, n)
+		for i := range recs {
+			recs[i] = reqRecord(base-int64(i)*int64(res), "s", "x.com", true, 0.1, 1)
+		}
+		applyOne(a, d, recs...)
+	}
+	held := func() (most []int) {
+		fam := &a.fams[FamilyRequests]
+		for _, p := range []*pendIndex{fam.pend, fam.sparePend} {
+			if p != nil {
+				most = append(most, p.most)
+			}
+		}
+		return most
+	}
+	spans(retainedPend + 10) // a backfill: an increment for every span
+	a.Cut()
+	require.Equal(t, []int{presizedPend}, held(), "the backfill's table dropped, the next presized")
+	spans(20_000)
+	a.Cut()
+	require.Equal(t, []int{presizedPend, 20_000}, held(), "a table the size of its cut kept as the spare")
+	spans(10)
+	a.Cut()
+	require.Equal(t, []int{20_000, presizedPend}, held())
+	spans(10)
+	a.Cut()
+	require.Equal(t, []int{presizedPend}, held(), "the table sized for 20,000 dropped after a cut of 10")
+}
+
 func TestCutRestoreManyIntervals(t *testing.T) {
 	a := NewAggregator(AggregationConfig{}, res, nil)
 	d := NewDict(0)

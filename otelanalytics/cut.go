@@ -88,7 +88,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 		fam.dirty, fam.spareDirty = fam.spareDirty[:0], nil
 		fam.pend, fam.sparePend = fam.sparePend, nil
 		if fam.pend == nil {
-			fam.pend = newPendIndex(a.resolution, min(tk[f].pend.len(), retainedPend))
+			fam.pend = newPendIndex(a.resolution, min(tk[f].pend.len(), presizedPend))
 		}
 		fam.incs = newPendBlocks(w)
 	}
@@ -104,7 +104,7 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 			fc.Keys[i] = t.raw.keys[idx]
 		}
 		fc.rawFamily = t.raw
-		if t.pend.len() <= retainedPend {
+		if t.pend.reusable() {
 			t.pend.clear()
 		} else {
 			t.pend = nil // a map keeps its buckets when cleared: drop a big one
@@ -122,10 +122,15 @@ func (a *Aggregator) cut(sealed uint64) *Cut {
 	return c
 }
 
-// retainedPend is the largest increment table a cut keeps for reuse (and
-// the most a new one is sized for): live traffic fills a few intervals of
-// each series, a backfill millions of them.
-const retainedPend = 1 << 16
+// retainedPend is the largest increment table a cut keeps for reuse:
+// live traffic fills a few intervals of each series, a backfill millions
+// of them. presizedPend is the most a new one is sized for: one sized for
+// a backfill's last cut would stay, empty, while the server is idle after
+// it (a map grows in steps, a split of one of its tables at a time).
+const (
+	retainedPend = 1 << 16
+	presizedPend = 1 << 12
+)
 
 // Restore puts back a cut that could not be written, so that the next cut
 // carries its totals and increments.

@@ -17,10 +17,13 @@ type pendIndex struct {
 	res    int64
 	packed map[uint64]uint32
 	wide   map[pendKey]uint32 // nil until needed
+	// most is the most entries it has been sized for or has held: a map
+	// keeps its buckets when cleared.
+	most int
 }
 
 func newPendIndex(res int64, n int) *pendIndex {
-	return &pendIndex{res: res, packed: make(map[uint64]uint32, n)}
+	return &pendIndex{res: res, packed: make(map[uint64]uint32, n), most: n}
 }
 
 func (p *pendIndex) pack(k pendKey) (uint64, bool) {
@@ -54,8 +57,19 @@ func (p *pendIndex) find(k pendKey, next uint32) (off uint32, added bool) {
 func (p *pendIndex) len() int { return len(p.packed) + len(p.wide) }
 
 func (p *pendIndex) clear() {
+	p.most = max(p.most, p.len())
 	clear(p.packed)
 	p.wide = nil
+}
+
+// reusable reports whether the table, holding a cut's increments, is
+// worth clearing for a later cut rather than dropped: one that holds more
+// than retainedPend, or was sized for four times what it holds now (a
+// backfill's, then live traffic), would keep megabytes that the next cuts
+// do not need.
+func (p *pendIndex) reusable() bool {
+	n := p.len()
+	return n <= retainedPend && max(p.most, n) <= 4*max(n, presizedPend)
 }
 
 // pendBlocks holds a family's pending increments by offset: each one's key
