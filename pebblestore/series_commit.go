@@ -309,7 +309,7 @@ func (e *operandEncoder) add(b *pebble.Batch, buf *[]byte, key []byte, samples [
 // encode returns the chunks of samples (in time order), valid until the
 // next call.
 func (e *operandEncoder) encode(samples []sample) ([]timedChunk, error) {
-	if len(samples) == 0 || slices.ContainsFunc(samples, func(s sample) bool { return s.st != 0 || notFloat(s) }) {
+	if len(samples) == 0 || len(samples) > maxChunkSamples || slices.ContainsFunc(samples, func(s sample) bool { return s.st != 0 || notFloat(s) }) {
 		w, err := encodeSamples(samples)
 		if err != nil {
 			return nil, err

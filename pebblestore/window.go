@@ -253,7 +253,7 @@ func windowSamples(chunks []timedChunk, dst []sample) ([]sample, error) {
 // chunkWriter appends samples in time order into chunks, cutting a new
 // chunk when the sample type changes, as the TSDB head does: a histogram
 // appended after one of the same kind records, in the chunk header,
-// whether its counter reset.
+// whether its counter reset. It cuts one too at maxChunkSamples.
 type chunkWriter struct {
 	chunks []timedChunk
 	app    chunkenc.Appender
@@ -263,7 +263,7 @@ type chunkWriter struct {
 
 func (w *chunkWriter) add(s *sample) error {
 	typ := s.valueType()
-	if w.app == nil || typ != w.typ || (s.st != 0 && !w.st) {
+	if w.app == nil || typ != w.typ || (s.st != 0 && !w.st) || w.chunks[len(w.chunks)-1].c.NumSamples() >= maxChunkSamples {
 		// Prometheus' default encodings, XOR for floats and the plain
 		// histogram ones, until a sample carries a start timestamp: then
 		// the encodings that store them (XOR2 and the ST histogram ones),
@@ -307,6 +307,12 @@ func (w *chunkWriter) add(s *sample) error {
 	}
 	return nil
 }
+
+// maxChunkSamples is the most samples a chunk takes: Prometheus' chunks
+// count theirs in 16 bits (14 for the histogram ones with start
+// timestamps) and panic past it, which a series sampled faster than about
+// 9 Hz would reach in one two-hour window.
+const maxChunkSamples = 1<<14 - 1
 
 // encodeSamples builds the chunks of a window from samples in time order,
 // and returns the writer, ready for more.
