@@ -219,14 +219,13 @@ func (p *packer) pack(chunks []timedChunk) []timedChunk {
 	}
 	p.ts, p.vs = p.ts[:0], p.vs[:0]
 	stored := 0
-	it := p.it
-	defer func() { p.it = it }()
 	for _, tc := range chunks {
 		if tc.c.Encoding() != chunkenc.EncXOR && tc.c.Encoding() != encPacked {
 			return chunks // histograms, or start times XOR2 keeps
 		}
 		stored += len(tc.c.Bytes())
-		it = tc.c.Iterator(it)
+		it := tc.c.Iterator(p.it)
+		p.it = it
 		for it.Next() == chunkenc.ValFloat {
 			t, v := it.At()
 			if v != math.Trunc(v) || math.Abs(v) > packedMaxInteger || v == 0 && math.Signbit(v) ||

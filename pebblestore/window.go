@@ -114,11 +114,11 @@ func decodeWindow(val []byte, dst []timedChunk) ([]timedChunk, error) {
 }
 
 // chunkFromData is chunkenc.FromData, with proxylens' packed chunks
-// (packed.go), that refuses bytes too short for the
-// encoding's header (2 bytes of sample count for XOR, 3 with the flags of
-// the others), which Prometheus' iterators slice without a check: a
-// damaged value, or one from a doctored backup, fails its read instead of
-// crashing the query that reads it.
+// (packed.go), that refuses bytes too short for the encoding's header (2
+// bytes of sample count for XOR, 3 with the flags of the others), which
+// Prometheus' iterators slice without a check: a damaged value, or one
+// from a doctored backup, fails its read instead of crashing the query
+// that reads it.
 func chunkFromData(enc chunkenc.Encoding, b []byte) (chunkenc.Chunk, error) {
 	if enc == encPacked {
 		return newPackedChunk(b)
